@@ -1,0 +1,1 @@
+"""The composition root: settings, the CLI, the Discord bot and the service they share."""

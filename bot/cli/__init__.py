@@ -1,0 +1,54 @@
+"""The `dreamcord` command: one subcommand per module in this package.
+
+Each module has `register(subparsers)`, which adds its parser and sets `handler(args, settings)`.
+Only argparse and the settings load here, so `--help` answers without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot.settings import load_settings
+from pipeline.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bot.cli import doctor, generate, run
+
+    parser = _Parser(
+        prog="dreamcord",
+        description="A self-hosted Stable Diffusion 1.5 studio for a Discord server.",
+    )
+    subparsers = parser.add_subparsers(
+        title="commands", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    for module in (run, generate, doctor):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, load settings once, run the subcommand; user mistakes become one stderr line."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        return int(args.handler(args, settings) or 0)
+    except UserError as error:
+        print(f"dreamcord: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dreamcord: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,113 @@
+"""Typed settings read once at start-up from the environment and `.env`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipeline.errors import UserError
+from pipeline.samplers import find_sampler
+from pipeline.sizes import parse_size
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+T = TypeVar("T")
+IdList = Annotated[list[int], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting, with its default; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    discord_token: SecretStr | None = None
+    discord_guilds: IdList = Field(default_factory=list)
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
+    admin_role: str | None = None
+    owner_ids: IdList = Field(default_factory=list)
+
+    model: str = DEFAULT_MODEL
+    models_dir: Path | None = None
+    vae: str | None = None
+    data_dir: Path = Path("dreamcord-data")
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    memory_mode: Literal["auto", "high", "medium", "low"] = "auto"
+    attention: Literal["sdpa", "xformers"] = "sdpa"
+
+    default_steps: int = Field(25, ge=1)
+    default_cfg: float = Field(7.0, ge=1, le=30)
+    default_sampler: str = "DPM++ 2M Karras"
+    default_size: str = "512x512"
+    default_negative: str = ""
+    default_count: int = Field(4, ge=1)
+
+    max_steps: int = Field(60, ge=1, le=150)
+    max_pixels: int = Field(1024 * 1024, ge=64 * 64)
+    max_images: int = Field(4, ge=1, le=16)
+    max_batch: int = Field(8, ge=1, le=64)
+    max_queued_per_user: int = Field(3, ge=1)
+    memory_limit_mb: int = Field(8192, ge=256)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("discord_guilds", "owner_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("default_sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        return _as_value_error(lambda: find_sampler(value).name)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def default_width_height(self) -> tuple[int, int]:
+        """DEFAULT_SIZE as (width, height); checked at start-up."""
+        return parse_size(self.default_size, self.max_pixels)
+
+    def model_post_init(self, _context: object) -> None:
+        try:
+            parse_size(self.default_size, self.max_pixels)
+        except UserError as error:
+            raise ValueError(f"DEFAULT_SIZE={self.default_size!r}: {error}") from None
+        if self.default_steps > self.max_steps:
+            raise ValueError(f"DEFAULT_STEPS={self.default_steps} is above MAX_STEPS")
+        if self.default_count > self.max_images:
+            raise ValueError(f"DEFAULT_COUNT={self.default_count} is above MAX_IMAGES")
+
+
+def _as_value_error(check: Callable[[], T]) -> T:
+    """Run `check`, turning a UserError into the ValueError pydantic reports per field."""
+    try:
+        return check()
+    except UserError as error:
+        raise ValueError(str(error)) from None
+
+
+def load_settings(env_file: Path | None = Path(".env"), **overrides: object) -> Settings:
+    """Read and check the settings once; a bad value is a UserError naming the variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = "_".join(str(part) for part in item["loc"]).upper()
+            message = item["msg"].removeprefix("Value error, ")
+            if name:
+                problems.append(f"{name}={item.get('input')!r}: {message}")
+            else:
+                problems.append(message)
+        raise UserError("bad setting: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Persistence: the SQLite database, its migrations and repositories, and files on disk."""

@@ -1,0 +1,73 @@
+"""The boundary between the worker and the model: what a batch is and what running it returns.
+
+The worker only knows this interface, so tests drive it with a fake backend and a subprocess
+backend could replace the in-process engine without touching the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pipeline.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to make: image `index` of job `job_id`."""
+
+    job_id: str
+    index: int
+    request: GenerationRequest
+
+    @property
+    def seed(self) -> int:
+        return self.request.image_seeds(self.index)[0]
+
+    @property
+    def variation_seed(self) -> int | None:
+        return self.request.image_seeds(self.index)[1]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """A finished image with its A1111 parameters text."""
+
+    task: ImageTask
+    image: Image.Image
+    parameters: str
+
+
+class StepCallback(Protocol):
+    """Called on the worker thread after each denoising step.
+
+    `previews` renders a cheap latent preview per task, in batch order; call it only when a
+    preview is wanted, since it costs a little time on the worker thread.
+    """
+
+    def __call__(
+        self, step: int, total: int, previews: Callable[[], list[Image.Image]]
+    ) -> None: ...
+
+
+class BatchInterrupted(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raised by a backend between steps when `should_stop` said so; no results are returned."""
+
+
+class OutOfDeviceMemory(Exception):  # noqa: N818 - named for what happened
+    """The device ran out of memory for this batch; the worker splits it and tries again."""
+
+
+class Backend(Protocol):
+    """Runs one batch of compatible image tasks (all share a batch key)."""
+
+    def run(
+        self,
+        tasks: Sequence[ImageTask],
+        on_step: StepCallback,
+        should_stop: Callable[[], bool],
+    ) -> list[ImageResult]: ...

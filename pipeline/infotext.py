@@ -1,0 +1,87 @@
+"""A1111 `parameters` text: the infotext every SD tool reads from a PNG, written and parsed."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from pipeline.request import GenerationRequest, Mode
+
+_FIELD = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+@dataclass(frozen=True)
+class ImageIdentity:
+    """What the parameters say about where an image came from, beyond its request."""
+
+    seed: int
+    variation_seed: int | None = None
+    model_name: str = ""
+    model_hash: str = ""
+    lora_hashes: tuple[tuple[str, str], ...] = ()
+
+
+def quote(value: object) -> str:
+    """A1111's quoting: JSON-quote a value that holds a comma, a colon or a newline."""
+    text = str(value)
+    if any(mark in text for mark in ",:\n"):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str:
+    """The `parameters` text of one image, in A1111's field order."""
+    fields: dict[str, object] = {
+        "Steps": request.steps,
+        "Sampler": request.sampler,
+        "CFG scale": _number(request.cfg),
+        "Seed": identity.seed,
+        "Size": f"{request.width}x{request.height}",
+    }
+    if identity.model_hash:
+        fields["Model hash"] = identity.model_hash
+    if identity.model_name:
+        fields["Model"] = identity.model_name
+    if identity.variation_seed is not None:
+        fields["Variation seed"] = identity.variation_seed
+        fields["Variation seed strength"] = _number(request.variation_strength)
+    if request.clip_skip > 1:
+        fields["Clip skip"] = request.clip_skip
+    if request.mode in (Mode.IMG2IMG, Mode.UPSCALE) and request.strength is not None:
+        fields["Denoising strength"] = _number(request.strength)
+    if request.hires is not None:
+        fields["Denoising strength"] = _number(request.hires.denoise)
+        fields["Hires upscale"] = _number(request.hires.scale)
+        fields["Hires steps"] = request.hires.steps
+        fields["Hires upscaler"] = request.hires.upscaler
+    if identity.lora_hashes:
+        fields["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, digest in identity.lora_hashes)
+    fields.update(dict(request.extras))
+    line = ", ".join(f"{key}: {quote(value)}" for key, value in fields.items())
+    negative = f"\nNegative prompt: {request.negative}" if request.negative else ""
+    return f"{request.prompt}{negative}\n{line}"
+
+
+def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
+    """Split infotext into (prompt, negative prompt, fields), unquoting quoted values."""
+    lines = text.strip().split("\n")
+    fields: dict[str, str] = {}
+    if len(lines) > 1 and len(_FIELD.findall(lines[-1])) >= 3:
+        for key, value in _FIELD.findall(lines.pop()):
+            value = value.strip()
+            if value.startswith('"') and value.endswith('"'):
+                value = json.loads(value)
+            fields[key.strip()] = value
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    for line in lines:
+        if negative_lines or line.startswith("Negative prompt:"):
+            negative_lines.append(line.removeprefix("Negative prompt:").lstrip())
+        else:
+            prompt_lines.append(line)
+    return "\n".join(prompt_lines), "\n".join(negative_lines), fields

@@ -1,0 +1,32 @@
+"""PNG files that carry their own A1111 parameters."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from pipeline.errors import UserError
+
+
+def png_bytes(image: Image.Image, parameters: str) -> bytes:
+    """Encode `image` as PNG with a `parameters` text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
+    return buffer.getvalue()
+
+
+def read_png(path: Path) -> tuple[Image.Image, str | None]:
+    """Load an image and its `parameters` text (None when it has none)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            parameters = image.info.get("parameters")
+            return image.convert("RGB"), parameters
+    except FileNotFoundError:
+        raise UserError(f"image {path} does not exist: check the path") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UserError(f"{path} is not a readable image ({error}): use a PNG or JPEG") from None
