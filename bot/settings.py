@@ -22,7 +22,9 @@ IdList = Annotated[list[int], NoDecode]
 class Settings(BaseSettings):
     """Every setting, with its default; `.env.example` documents each one."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True
+    )
 
     discord_token: SecretStr | None = None
     discord_guilds: IdList = Field(default_factory=list)

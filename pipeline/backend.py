@@ -7,7 +7,7 @@ backend could replace the in-process engine without touching the queue.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.request import GenerationRequest
@@ -40,6 +40,7 @@ class ImageResult:
     task: ImageTask
     image: Image.Image
     parameters: str
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class StepCallback(Protocol):
@@ -54,11 +55,11 @@ class StepCallback(Protocol):
     ) -> None: ...
 
 
-class BatchInterrupted(Exception):  # noqa: N818 - it is a signal, not an error
+class BatchInterrupted(Exception):
     """Raised by a backend between steps when `should_stop` said so; no results are returned."""
 
 
-class OutOfDeviceMemory(Exception):  # noqa: N818 - named for what happened
+class OutOfDeviceMemory(Exception):
     """The device ran out of memory for this batch; the worker splits it and tries again."""
 
 

@@ -60,7 +60,9 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Hires steps"] = request.hires.steps
         fields["Hires upscaler"] = request.hires.upscaler
     if identity.lora_hashes:
-        fields["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, digest in identity.lora_hashes)
+        fields["Lora hashes"] = ", ".join(
+            f"{name}: {digest}" for name, digest in identity.lora_hashes
+        )
     fields.update(dict(request.extras))
     line = ", ".join(f"{key}: {quote(value)}" for key, value in fields.items())
     negative = f"\nNegative prompt: {request.negative}" if request.negative else ""

@@ -22,7 +22,7 @@ def check_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
         hint = f"{round_to(width, 8)}x{round_to(height, 8)}"
         raise UserError(f"size {width}x{height}: both sides must be multiples of 8, try {hint}")
     if width * height > max_pixels:
-        side = int(math.isqrt(max_pixels)) // 8 * 8
+        side = math.isqrt(max_pixels) // 8 * 8
         raise UserError(
             f"size {width}x{height} is {width * height:,} pixels, over the limit of "
             f"{max_pixels:,}: use a smaller size (at most about {side}x{side}) or highres fix"
@@ -32,7 +32,7 @@ def check_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 
 def round_to(value: float, multiple: int) -> int:
     """`value` rounded to the nearest positive multiple of `multiple`."""
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, math.floor(value / multiple + 0.5) * multiple)
 
 
 def size_for_ratio(ratio_w: float, ratio_h: float, pixels: int = SD15_PIXELS) -> tuple[int, int]:

@@ -1,0 +1,60 @@
+"""Which models the settings name, and the engine built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.settings import Settings
+from pipeline.errors import UserError
+from pipeline.limits import Limits
+from pipeline.models import ModelSource, resolve_model
+
+if TYPE_CHECKING:
+    from pipeline.engine import Engine
+
+
+def model_sources(
+    settings: Settings, override: str | None = None
+) -> tuple[dict[str, ModelSource], str]:
+    """All configured models by name, and the default's name.
+
+    MODEL is the default; every `.safetensors` checkpoint and diffusers folder in MODELS_DIR is
+    offered too, under its file or folder name.
+    """
+    default = resolve_model(override or settings.model)
+    sources = {default.name: default}
+    if settings.models_dir is not None and override is None:
+        sources.update(_scan_models_dir(settings.models_dir))
+    return sources, default.name
+
+
+def _scan_models_dir(folder: Path) -> dict[str, ModelSource]:
+    if not folder.is_dir():
+        raise UserError(f"MODELS_DIR={folder} is not a folder: create it or unset MODELS_DIR")
+    found = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.suffix.lower() == ".safetensors" or (entry / "model_index.json").is_file():
+            source = resolve_model(str(entry))
+            found[source.name] = source
+    return found
+
+
+def build_engine(settings: Settings, model_override: str | None = None) -> Engine:
+    """The engine for these settings (imports torch and diffusers: call it off the event loop)."""
+    from pipeline.engine import Engine
+    from pipeline.models import ModelManager, choose_placement
+
+    sources, default = model_sources(settings, model_override)
+    placement = choose_placement(
+        settings.device, settings.dtype, settings.memory_mode, settings.attention
+    )
+    return Engine(ModelManager(sources, default, placement, vae=settings.vae))
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_steps=settings.max_steps,
+        max_pixels=settings.max_pixels,
+        max_images=settings.max_images,
+    )

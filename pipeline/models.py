@@ -1,0 +1,318 @@
+"""Model sources and loading: the tiny model, diffusers folders, hub ids and single checkpoints.
+
+Which device, precision and memory mode to use is decided here once, from the settings and the
+card, and every model is loaded the same way. torch and diffusers are imported only when a model
+is really loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+GIB = 1024**3
+
+
+class ModelKind(StrEnum):
+    TINY = "tiny"
+    FOLDER = "diffusers folder"
+    HUB = "hub id"
+    SINGLE_FILE = "checkpoint file"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, checked before anything heavy is loaded."""
+
+    name: str
+    spec: str
+    kind: ModelKind
+    path: Path | None = None
+
+
+def resolve_model(spec: str, name: str | None = None) -> ModelSource:
+    """Classify a MODEL value, refusing pickles, missing paths and unreadable checkpoints."""
+    spec = spec.strip()
+    if spec == "tiny":
+        return ModelSource(name or "tiny", spec, ModelKind.TINY)
+    path = Path(spec).expanduser()
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UserError(
+            f"{spec}: {path.suffix} files are Python pickles that can run code when loaded, so "
+            "Dreamcord refuses them; download the .safetensors version of this model, or "
+            "convert it once on a trusted machine (diffusers' convert scripts)"
+        )
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"{spec} is a folder without model_index.json: not a diffusers model")
+        return ModelSource(name or path.name, spec, ModelKind.FOLDER, path)
+    if path.suffix.lower() == ".safetensors":
+        if not path.is_file():
+            raise UserError(f"model file {spec} does not exist: check MODEL or MODELS_DIR")
+        check_safetensors(path)
+        return ModelSource(name or path.stem, spec, ModelKind.SINGLE_FILE, path)
+    if _HUB_ID.match(spec) and not path.exists():
+        return ModelSource(name or spec.rsplit("/", 1)[-1], spec, ModelKind.HUB)
+    raise UserError(
+        f"model {spec!r} was not found: use a diffusers folder, a .safetensors checkpoint, "
+        "a hub id like stable-diffusion-v1-5/stable-diffusion-v1-5, or tiny"
+    )
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a file whose safetensors header cannot be read (corrupt, truncated, not one)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if not list(handle.keys()):
+                raise UserError(f"{path} holds no tensors: download it again")
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(
+            f"{path} is not a readable .safetensors file ({error}): it may be truncated or "
+            "corrupt, so download it again"
+        ) from None
+
+
+def short_hash(path: Path) -> str:
+    """A1111's model hash: the first 10 hex digits of the file's sha256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how models run: device, precision and memory mode."""
+
+    device: str
+    dtype: torch.dtype
+    memory_mode: str
+    attention: str = "sdpa"
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def choose_placement(
+    device: str = "auto", dtype: str = "auto", memory_mode: str = "auto", attention: str = "sdpa"
+) -> Placement:
+    """Resolve `auto` settings: cuda > mps > cpu, fp16 on GPUs, a memory mode from the card."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("DEVICE=cuda but no CUDA GPU is visible: set DEVICE=auto or cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("DEVICE=mps but Metal is not available here: set DEVICE=auto or cpu")
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    chosen = dtypes.get(dtype) or (torch.float32 if device == "cpu" else torch.float16)
+    if memory_mode == "auto":
+        memory_mode = _memory_mode_for(device)
+    if attention == "xformers":
+        try:
+            import xformers  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "ATTENTION=xformers but xformers is not installed: "
+                "pip install 'dreamcord[cuda]', or set ATTENTION=sdpa"
+            ) from None
+    return Placement(device, chosen, memory_mode, attention)
+
+
+def _memory_mode_for(device: str) -> str:
+    """high keeps everything on the card; medium and low offload for 4-6 GB cards."""
+    if device != "cuda":
+        return "high"
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    if total >= 7 * GIB:
+        return "high"
+    if total >= 4 * GIB:
+        return "medium"
+    return "low"
+
+
+def config_dir() -> Path:
+    """The SD1.5 component configs shipped with Dreamcord, for offline single-file loading."""
+    return Path(str(resources.files("pipeline") / "configs" / "sd15"))
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run, with what the PNG parameters say about it."""
+
+    source: ModelSource
+    pipe: StableDiffusionPipeline
+    hash: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+def load_model(
+    source: ModelSource, placement: Placement, vae: str | None = None, configs: Path | None = None
+) -> LoadedModel:
+    """Load a model onto its device, with an optional replacement VAE file."""
+    from diffusers import StableDiffusionPipeline
+
+    from pipeline.tokenizer import load_clip_tokenizer
+
+    common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+    model_hash = ""
+    try:
+        if source.kind is ModelKind.TINY:
+            from pipeline.tiny import build_tiny_components
+
+            pipe = StableDiffusionPipeline(
+                **build_tiny_components(), feature_extractor=None, **common
+            )
+            if placement.dtype != pipe.unet.dtype:
+                pipe.to(dtype=placement.dtype)
+        elif source.kind is ModelKind.SINGLE_FILE:
+            assert source.path is not None
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(source.path),
+                config=str(configs or config_dir()),
+                local_files_only=True,
+                tokenizer=load_clip_tokenizer(),
+                dtype=placement.dtype,
+                **common,
+            )
+            model_hash = short_hash(source.path)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source.spec, dtype=placement.dtype, **common
+            )
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise UserError(f"could not load model {source.spec!r}: {error}") from None
+    if vae:
+        pipe.vae = load_vae(vae, placement.dtype)
+    pipe.set_progress_bar_config(disable=True)
+    place_pipeline(pipe, placement)
+    return LoadedModel(source, pipe, model_hash)
+
+
+def load_vae(spec: str, dtype: torch.dtype) -> Any:
+    """A replacement VAE: a .safetensors file (original or diffusers layout) or a folder."""
+    from diffusers import AutoencoderKL
+
+    path = Path(spec).expanduser()
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UserError(f"VAE {spec}: pickled files are refused; use the .safetensors version")
+    if not path.exists():
+        raise UserError(f"VAE {spec} does not exist: check the VAE setting")
+    try:
+        if path.is_dir():
+            return AutoencoderKL.from_pretrained(path, dtype=dtype)
+        check_safetensors(path)
+        return AutoencoderKL.from_single_file(
+            str(path), config=str(config_dir() / "vae"), local_files_only=True, dtype=dtype
+        )
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise UserError(f"could not load VAE {spec!r}: {error}") from None
+
+
+def place_pipeline(pipe: StableDiffusionPipeline, placement: Placement) -> None:
+    """Put the model on its device according to the memory mode."""
+    if placement.attention == "xformers":
+        pipe.enable_xformers_memory_efficient_attention()
+    if placement.memory_mode == "low" and placement.device == "cuda":
+        pipe.enable_sequential_cpu_offload()
+        pipe.enable_attention_slicing()
+    elif placement.memory_mode == "medium" and placement.device == "cuda":
+        pipe.enable_model_cpu_offload()
+    else:
+        pipe.to(placement.device)
+
+
+class ModelManager:
+    """Loads the model each batch needs; the active one sits on the device.
+
+    Recently used models stay in CPU memory (`keep` of them), so switching back costs a copy to
+    the device rather than a load from disk. Called only from the worker thread.
+    """
+
+    def __init__(
+        self,
+        sources: dict[str, ModelSource],
+        default: str,
+        placement: Placement,
+        vae: str | None = None,
+        keep: int = 1,
+    ) -> None:
+        if default not in sources:
+            raise UserError(f"default model {default!r} is not among {', '.join(sources)}")
+        self.sources = sources
+        self.default = default
+        self.placement = placement
+        self.vae = vae
+        self.keep = keep
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+
+    def source(self, name: str) -> ModelSource:
+        """The source for a request's model name ("default" means the configured default)."""
+        key = self.default if name in ("", "default") else name
+        if key not in self.sources:
+            raise UserError(f"unknown model {name!r}: use one of {', '.join(self.sources)}")
+        return self.sources[key]
+
+    def get(self, name: str) -> LoadedModel:
+        """The model for `name`, on the device; the previously active one is parked."""
+        source = self.source(name)
+        active = next(reversed(self._loaded.values()), None)
+        if active is not None and active.name == source.name:
+            return active
+        if active is not None:
+            self._park(active)
+        model = self._loaded.pop(source.name, None)
+        if model is None:
+            log.info("loading model %s (%s)", source.name, source.kind)
+            model = load_model(source, self.placement, self.vae)
+        else:
+            place_pipeline(model.pipe, self.placement)
+        self._loaded[source.name] = model
+        while len(self._loaded) > self.keep + 1:
+            self._loaded.popitem(last=False)
+        return model
+
+    def _park(self, model: LoadedModel) -> None:
+        """Move a model off the device so the next one has the memory."""
+        if self.placement.device == "cpu":
+            return
+        model.pipe.remove_all_hooks()
+        model.pipe.to("cpu")

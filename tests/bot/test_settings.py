@@ -1,0 +1,68 @@
+"""Settings: read once from the environment and .env, a bad value named in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings, load_settings
+from pipeline.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_env_example_documents_exactly_the_defaults() -> None:
+    from_example = load_settings(ROOT / ".env.example")
+    assert from_example == load_settings(None)
+
+
+def test_env_file_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DEFAULT_STEPS=30\nDEVICE=cpu\nDISCORD_GUILDS=1, 22,333\n")
+    monkeypatch.setenv("DEFAULT_STEPS", "12")
+    settings = load_settings(env)
+    assert settings.default_steps == 12
+    assert settings.device == "cpu"
+    assert settings.discord_guilds == [1, 22, 333]
+
+
+def test_empty_values_mean_the_default(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("MODELS_DIR=\nDISCORD_TOKEN=\nDEFAULT_STEPS=\n")
+    settings = load_settings(env)
+    assert settings.models_dir is None
+    assert settings.discord_token is None
+    assert settings.default_steps == 25
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("DEVICE", "gpu", "'auto', 'cuda', 'mps' or 'cpu'"),
+        ("DTYPE", "fp8", "'fp16'"),
+        ("MAX_STEPS", "many", "valid integer"),
+        ("MAX_STEPS", "0", "greater than or equal to 1"),
+        ("DEFAULT_CFG", "nan", "less than or equal to 30"),
+        ("DEFAULT_SAMPLER", "Euler b", "use one of Euler a, Euler"),
+        ("DEFAULT_SIZE", "500x500", "multiples of 8"),
+        ("DEFAULT_STEPS", "100", "above MAX_STEPS"),
+        ("DISCORD_GUILDS", "12,abc", "valid integer"),
+    ],
+)
+def test_bad_value_names_the_variable_and_what_is_allowed(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UserError) as caught:
+        load_settings(None)
+    message = str(caught.value)
+    assert name in message
+    assert says in message
+    assert "\n" not in message

@@ -1,0 +1,69 @@
+"""design.md's import rules, checked on the source so they stay true as the code grows."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("bot", "cogs", "pipeline", "data")
+FORBIDDEN = {
+    "pipeline": {"discord", "bot", "cogs", "data", "aiosqlite"},
+    "data": {"discord", "cogs", "bot"},
+    "cogs": {"torch", "diffusers", "transformers", "safetensors", "aiosqlite", "data"},
+}
+ENGINE_SIDE = ("pipeline.engine", "pipeline.tiny", "pipeline.conditioning", "pipeline.preview")
+ENGINE_PACKAGES = ("pipeline.lora", "pipeline.embeddings", "bench")
+"""Modules that exist to run a model may import torch at the top. Everything else must import
+without it: the CLI's --help, the prompt parser, the queue, storage and the cogs."""
+HEAVY = ("torch", "diffusers", "transformers", "safetensors", "accelerate")
+
+
+def _imported_packages(path: Path) -> set[str]:
+    """Every top-level package a file imports, at any depth (lazy imports count too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _sources() -> list[Path]:
+    return [path for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_module_respects_the_import_direction(path: Path) -> None:
+    package = path.relative_to(ROOT).parts[0]
+    wrong = _imported_packages(path) & FORBIDDEN.get(package, set())
+    assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+def test_everything_but_the_engine_imports_without_torch() -> None:
+    light = [
+        name
+        for name in map(_module_name, _sources())
+        if name not in ENGINE_SIDE
+        and not name.startswith(ENGINE_PACKAGES)
+        and not name.endswith("__main__")
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {light!r}: importlib.import_module(name)\n"
+        "import bot.cli; bot.cli.build_parser()\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "print(heavy); sys.exit(1 if heavy else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
