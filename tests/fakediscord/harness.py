@@ -1,0 +1,607 @@
+"""Drive a real discord.py client against the fake server, the way users would.
+
+``run_bot(factory)`` starts the fake server, points discord.py at it, starts the client from
+``factory()`` and waits until it is ready. The yielded :class:`DiscordHarness` plays the users:
+it sends slash commands, clicks buttons, submits modals and types into autocomplete, then waits
+on what the bot answered. Every wait raises at once with the client task's exception if the
+client dies, so a payload mistake fails a test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from . import payloads
+from .payloads import Payload
+from .scene import FakeChannel, FakeMember, FakeRole, FakeUser, Scene
+from .server import (
+    FakeDiscord,
+    InteractionRecord,
+    RateLimitRule,
+    RecordedRequest,
+    StoredMessage,
+)
+
+T = TypeVar("T")
+ClientT = TypeVar("ClientT", bound=discord.Client)
+
+DEFAULT_TOKEN = "fake-bot-token"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file a user attaches to a slash command's attachment option."""
+
+    filename: str
+    data: bytes
+    content_type: str | None = None
+
+
+class _ErrorLog(logging.Handler):
+    """Keeps ERROR records of the ``discord`` logger: tree and view errors land only there."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class DiscordHarness:
+    """The users' side of a conversation with a running bot. Get one from :func:`run_bot`."""
+
+    def __init__(
+        self,
+        server: FakeDiscord,
+        client: discord.Client,
+        task: asyncio.Task[None],
+        errors: list[logging.LogRecord],
+    ) -> None:
+        self.server = server
+        self.client = client
+        self.task = task
+        self.errors = errors
+
+    # -------------------------------------------------------------- the world
+
+    @property
+    def scene(self) -> Scene:
+        return self.server.scene
+
+    @property
+    def admin(self) -> FakeMember:
+        """A member whose role grants MANAGE_GUILD."""
+        return self.scene.admin
+
+    @property
+    def alice(self) -> FakeMember:
+        return self.scene.alice
+
+    @property
+    def bob(self) -> FakeMember:
+        return self.scene.bob
+
+    @property
+    def general(self) -> FakeChannel:
+        return self.scene.general
+
+    @property
+    def art(self) -> FakeChannel:
+        return self.scene.art
+
+    @property
+    def nsfw(self) -> FakeChannel:
+        """The age-restricted text channel."""
+        return self.scene.nsfw
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.server.requests
+
+    def commands(self, *, guild: bool = False) -> list[Payload]:
+        """Commands the bot registered (global, or those of the test guild)."""
+        return self.server.commands(self.scene.guild_id if guild else None)
+
+    def command(self, name: str) -> Payload:
+        """A registered chat-input command by name; raises if the bot never synced it."""
+        found = self.server.find_command(name, self.scene.guild_id)
+        if found is None:
+            raise LookupError(f"/{name} is not registered; registered: {self._command_names()}")
+        return found
+
+    def messages(self, channel: FakeChannel | int | None = None) -> list[StoredMessage]:
+        return self.server.messages(_channel_id(channel))
+
+    def assert_no_errors(self) -> None:
+        """Fail if discord.py logged an error (an exception in a command, view or modal)."""
+        if self.errors:
+            first = self.errors[0]
+            raise AssertionError(
+                f"discord.py logged {len(self.errors)} error(s): {first.getMessage()}"
+            )
+
+    # -------------------------------------------------------------- user actions
+
+    async def slash(
+        self,
+        command: str,
+        /,
+        *,
+        user: FakeMember | FakeUser | None = None,
+        channel: FakeChannel | None = None,
+        **options: Any,
+    ) -> InteractionRecord:
+        """Run ``/command`` (``"lora add"`` for a subcommand) with option values.
+
+        Values are checked and typed against the registered command when the bot synced it;
+        ``Upload``, members, channels and roles land in ``data.resolved`` as on Discord.
+        """
+        channel = channel or self.general
+        data = self._command_data(command, options, focused=None, channel=channel)
+        return await self._send(payloads.APPLICATION_COMMAND, data, user=user, channel=channel)
+
+    async def autocomplete(
+        self,
+        command: str,
+        option: str,
+        typed: str,
+        /,
+        *,
+        user: FakeMember | FakeUser | None = None,
+        channel: FakeChannel | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        **options: Any,
+    ) -> list[Payload]:
+        """Type ``typed`` into ``option`` and return the choices the bot suggested."""
+        channel = channel or self.general
+        values = {**options, option: typed}
+        data = self._command_data(command, values, focused=option, channel=channel)
+        record = await self._send(payloads.AUTOCOMPLETE, data, user=user, channel=channel)
+        response = await record.wait_for_response(timeout)
+        return response.data.get("choices", [])
+
+    async def click(
+        self,
+        message: StoredMessage | int,
+        target: str,
+        /,
+        *,
+        user: FakeMember | FakeUser | None = None,
+    ) -> InteractionRecord:
+        """Click the button labelled (or with custom_id) ``target`` on the message as it is now."""
+        stored, component = self._component(message, target)
+        if component.get("type") != 2 or "custom_id" not in component:
+            raise ValueError(f"{target!r} is not a clickable button: {component}")
+        data = payloads.component_data(component["custom_id"], 2)
+        return await self._send_component(stored, data, user)
+
+    async def select(
+        self,
+        message: StoredMessage | int,
+        target: str,
+        values: Sequence[str],
+        /,
+        *,
+        user: FakeMember | FakeUser | None = None,
+    ) -> InteractionRecord:
+        """Pick ``values`` in a string select (found by custom_id or placeholder-less label)."""
+        stored, component = self._component(message, target)
+        data = payloads.component_data(component["custom_id"], component["type"], values)
+        return await self._send_component(stored, data, user)
+
+    async def submit_modal(
+        self,
+        source: InteractionRecord,
+        values: Mapping[str, str | Sequence[str]] | None = None,
+        /,
+        *,
+        user: FakeMember | FakeUser | None = None,
+    ) -> InteractionRecord:
+        """Fill in the modal the bot opened in answer to ``source`` and submit it.
+
+        ``values`` maps an input's custom_id to what the user typed; other inputs keep their
+        pre-filled value.
+        """
+        modal = source.modal
+        if modal is None:
+            raise LookupError(f"interaction {source.id} was not answered with a modal")
+        values = values or {}
+        unknown = set(values) - {c.get("custom_id") for c in _walk(modal["components"])}
+        if unknown:
+            raise LookupError(f"modal {modal['custom_id']!r} has no inputs {sorted(unknown)}")
+        components = [_submitted(c, values) for c in modal["components"]]
+        data = payloads.modal_submit_data(modal["custom_id"], components)
+        channel = self.scene.channel(int(source.payload["channel_id"]))
+        user = user or self.scene.member(int(source.payload["member"]["user"]["id"]))
+        message = source.payload.get("message")
+        return await self._send(
+            payloads.MODAL_SUBMIT, data, user=user, channel=channel, message=message
+        )
+
+    # -------------------------------------------------------------- waiting
+
+    async def wait_until(
+        self,
+        check: Callable[[], T | None],
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        what: str = "a condition",
+    ) -> T:
+        """Poll ``check`` until truthy; raise the client's exception at once if it dies."""
+        return await self.server.wait_until(check, timeout=timeout, what=what)
+
+    async def wait_for_message(
+        self,
+        channel: FakeChannel | int | None = None,
+        predicate: Callable[[StoredMessage], bool] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> StoredMessage:
+        """The first message (in creation order, latest state) in ``channel`` that matches."""
+
+        def check() -> StoredMessage | None:
+            for stored in self.server.messages(_channel_id(channel)):
+                if predicate is None or predicate(stored):
+                    return stored
+            return None
+
+        return await self.wait_until(check, timeout=timeout, what="matching message")
+
+    async def wait_for(
+        self,
+        predicate: Callable[[RecordedRequest], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> RecordedRequest:
+        """The first recorded REST request (past or future) that matches ``predicate``."""
+        return await self.server.wait_for_request(predicate, timeout=timeout)
+
+    # -------------------------------------------------------------- faults
+
+    def expire_token(self, interaction: InteractionRecord) -> None:
+        """Later webhook calls with this token get 401 / 50027 Invalid Webhook Token."""
+        self.server.expire_token(interaction)
+
+    def rate_limit(
+        self, pattern: str, count: int = 1, retry_after: float = 0.2, *, is_global: bool = False
+    ) -> RateLimitRule:
+        """The next ``count`` requests matching ``"METHOD /path-glob"`` get a 429."""
+        return self.server.rate_limit(pattern, count, retry_after, is_global=is_global)
+
+    async def drop_gateway(self, code: int = 4000, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Drop the gateway socket and wait until discord.py has resumed the session."""
+        session = self.server.session
+        assert session is not None
+        resumes = session.resumes
+        await self.server.drop_gateway(code)
+        await self.wait_until(
+            lambda: session.resumes > resumes, timeout=timeout, what="the client to resume"
+        )
+
+    def gateway_outage(self, code: int = 4000) -> contextlib.AbstractAsyncContextManager[None]:
+        """While inside, the client is disconnected; events are replayed when it resumes."""
+        return self.server.gateway_outage(code)
+
+    async def wait_resumed(self, resumes: int = 1, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        session = self.server.session
+        assert session is not None
+        await self.wait_until(
+            lambda: session.resumes >= resumes, timeout=timeout, what="a gateway RESUME"
+        )
+
+    # -------------------------------------------------------------- building interactions
+
+    def _member(self, user: FakeMember | FakeUser | None) -> FakeMember:
+        if user is None:
+            return self.alice
+        if isinstance(user, FakeUser):
+            return self.scene.member(user.id)
+        return user
+
+    def _command_names(self) -> list[str]:
+        stores = [self.server.global_commands, self.server.guild_commands.get(self.scene.guild_id)]
+        return sorted(name for store in stores if store for (_, name) in store)
+
+    async def _send(
+        self,
+        interaction_type: int,
+        data: Payload,
+        *,
+        user: FakeMember | FakeUser | None,
+        channel: FakeChannel,
+        message: Payload | None = None,
+    ) -> InteractionRecord:
+        member = self._member(user)
+        payload = payloads.interaction(
+            interaction_id=self.server.new_id(),
+            interaction_type=interaction_type,
+            token=f"aW50ZXJhY3Rpb246{secrets.token_urlsafe(48)}",
+            application_id=self.scene.application_id,
+            data=data,
+            guild_id=self.scene.guild_id,
+            channel=self.scene.channel_payload(channel, for_member=member),
+            member_payload=self.scene.member_payload(member, with_permissions=True),
+            app_permissions=self.scene.permissions(self.scene.bot_member),
+            message_payload=message,
+        )
+        self.server.raise_if_watched_task_died()
+        record = self.server.register_interaction(payload)
+        await asyncio.sleep(0)
+        return record
+
+    def _component(
+        self, message: StoredMessage | int, target: str
+    ) -> tuple[StoredMessage, Payload]:
+        stored = self.server.message(message if isinstance(message, int) else message.id)
+        if stored.deleted:
+            raise LookupError(f"message {stored.id} was deleted")
+        component = stored.find_component(target)
+        if component.get("disabled"):
+            raise ValueError(f"{target!r} is disabled; Discord would not let a user use it")
+        return stored, component
+
+    async def _send_component(
+        self, stored: StoredMessage, data: Payload, user: FakeMember | FakeUser | None
+    ) -> InteractionRecord:
+        channel = self.scene.channel(stored.channel_id)
+        message = copy.deepcopy(stored.payload)
+        return await self._send(
+            payloads.MESSAGE_COMPONENT, data, user=user, channel=channel, message=message
+        )
+
+    def _command_data(
+        self,
+        command: str,
+        values: Mapping[str, Any],
+        *,
+        focused: str | None,
+        channel: FakeChannel,
+    ) -> Payload:
+        top, *path = command.split()
+        registered = self.server.find_command(top, self.scene.guild_id)
+        schema: list[Payload] | None = registered.get("options", []) if registered else None
+        chain: list[tuple[str, int]] = []
+        for depth, name in enumerate(path):
+            if schema is None:
+                chain.append((name, payloads.SUB_COMMAND if depth == len(path) - 1 else 2))
+                continue
+            option = _find_option(schema, name, top)
+            if option["type"] not in (payloads.SUB_COMMAND, payloads.SUB_COMMAND_GROUP):
+                raise LookupError(f"/{command}: {name!r} is not a subcommand")
+            chain.append((name, option["type"]))
+            schema = option.get("options", [])
+        if schema is not None and focused is None:
+            missing = [o["name"] for o in schema if o.get("required") and o["name"] not in values]
+            if missing:
+                raise ValueError(f"/{command}: required options missing: {missing}")
+        resolved: dict[str, dict[str, Payload]] = {
+            k: {} for k in ("users", "members", "roles", "channels", "attachments")
+        }
+        options = [
+            self._option(name, value, schema, resolved, focused == name, channel, command)
+            for name, value in values.items()
+        ]
+        for name, option_type in reversed(chain):
+            options = [payloads.command_option(name, option_type, options=options)]
+        return payloads.application_command_data(
+            int(registered["id"]) if registered else self.server.new_id(),
+            top,
+            options,
+            resolved=resolved,
+            guild_id=int(registered["guild_id"])
+            if registered and "guild_id" in registered
+            else None,
+        )
+
+    def _option(
+        self,
+        name: str,
+        value: Any,
+        schema: list[Payload] | None,
+        resolved: dict[str, dict[str, Payload]],
+        focused: bool,
+        channel: FakeChannel,
+        command: str,
+    ) -> Payload:
+        if schema is not None:
+            spec = _find_option(schema, name, command)
+            option_type = spec["type"]
+            choices = [c["value"] for c in spec.get("choices") or []]
+            if choices and not focused and value not in choices:
+                raise ValueError(f"/{command} {name}: {value!r} is not one of {choices}")
+        else:
+            option_type = _infer_type(value)
+        if focused:
+            return payloads.command_option(name, option_type, str(value), focused=True)
+        return payloads.command_option(
+            name, option_type, self._resolve(option_type, value, resolved, channel)
+        )
+
+    def _resolve(
+        self,
+        option_type: int,
+        value: Any,
+        resolved: dict[str, dict[str, Payload]],
+        channel: FakeChannel,
+    ) -> Any:
+        """The wire value of an option, adding snowflake targets to ``resolved``."""
+        if option_type == payloads.ATTACHMENT:
+            if not isinstance(value, Upload):
+                raise TypeError("attachment options take an Upload")
+            attachment = self.server.add_upload(
+                channel.id, value.filename, value.data, value.content_type
+            )
+            resolved["attachments"][attachment["id"]] = attachment
+            return attachment["id"]
+        if isinstance(value, FakeUser):
+            value = self.scene.member(value.id)
+        if isinstance(value, FakeMember) and option_type in (payloads.USER, payloads.MENTIONABLE):
+            member = self.scene.member_payload(value, with_permissions=True)
+            resolved["users"][str(value.id)] = member.pop("user")
+            resolved["members"][str(value.id)] = member
+            return str(value.id)
+        if isinstance(value, FakeRole) and option_type in (payloads.ROLE, payloads.MENTIONABLE):
+            resolved["roles"][str(value.id)] = value.payload()
+            return str(value.id)
+        if isinstance(value, FakeChannel) and option_type == payloads.CHANNEL:
+            resolved["channels"][str(value.id)] = {
+                **value.payload(self.scene.guild_id),
+                "permissions": str(discord.Permissions.all().value),
+            }
+            return str(value.id)
+        converters: dict[int, Callable[[Any], Any]] = {
+            payloads.STRING: str,
+            payloads.INTEGER: int,
+            payloads.BOOLEAN: bool,
+            payloads.NUMBER: float,
+        }
+        if option_type not in converters:
+            raise TypeError(f"cannot send {value!r} as option type {option_type}")
+        return converters[option_type](value)
+
+    async def wait_until_ready(self, timeout: float) -> None:  # noqa: ASYNC109
+        guild_id = self.scene.guild_id
+        await self.wait_until(
+            lambda: self.client.is_ready() and self.client.get_guild(guild_id) is not None,
+            timeout=timeout,
+            what="the client to become ready",
+        )
+
+
+@contextlib.asynccontextmanager
+async def run_bot(
+    factory: Callable[[], ClientT],
+    *,
+    scene: Scene | None = None,
+    token: str = DEFAULT_TOKEN,
+    ready_timeout: float = 10.0,
+    ack_timeout: float = 3.0,
+) -> AsyncIterator[DiscordHarness]:
+    """Start the fake server and ``factory()``'s client on it; stop both on exit.
+
+    discord.py reads its REST base and gateway URL from class attributes, so they are patched
+    for the duration and restored after: run one harness at a time per process. If the client
+    task dies while the test body passes, the exit re-raises the client's exception.
+    """
+    server = FakeDiscord(scene, token=token, ack_timeout=ack_timeout)
+    await server.start()
+    saved = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+    Route.BASE = server.api_url
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(server.gateway_url)
+    error_log = _ErrorLog()
+    logging.getLogger("discord").addHandler(error_log)
+    client: discord.Client | None = None
+    task: asyncio.Task[None] | None = None
+    body_failed = False
+    crash: BaseException | None = None
+    try:
+        client = factory()
+        # discord.py waits guild_ready_timeout (2 s) after the last GUILD_CREATE before
+        # on_ready; the fake sends the only guild at once, so waiting that long is dead time.
+        client._connection.guild_ready_timeout = min(client._connection.guild_ready_timeout, 0.05)
+        task = asyncio.create_task(client.start(token), name="fakediscord-client")
+        server.watch(task)
+        harness = DiscordHarness(server, client, task, error_log.records)
+        await harness.wait_until_ready(ready_timeout)
+        try:
+            yield harness
+        except BaseException:
+            body_failed = True
+            raise
+    finally:
+        crash = await _stop_client(client, task)
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
+        logging.getLogger("discord").removeHandler(error_log)
+        await server.close()
+    if crash is not None and not body_failed:
+        raise crash
+
+
+async def _stop_client(
+    client: discord.Client | None, task: asyncio.Task[None] | None
+) -> BaseException | None:
+    """Close the client; return the exception it died of before we asked it to stop."""
+    crash = None
+    if task is not None and task.done() and not task.cancelled():
+        crash = task.exception()
+    if client is not None and not client.is_closed():
+        await client.close()
+    if task is not None and not task.done():
+        try:
+            await asyncio.wait_for(task, timeout=5.0)
+        except (Exception, asyncio.CancelledError):
+            logging.getLogger(__name__).debug(
+                "client task ended noisily at shutdown", exc_info=True
+            )
+    return crash
+
+
+def _channel_id(channel: FakeChannel | int | None) -> int | None:
+    return channel.id if isinstance(channel, FakeChannel) else channel
+
+
+def _find_option(schema: Sequence[Payload], name: str, command: str) -> Payload:
+    for option in schema:
+        if option["name"] == name:
+            return option
+    raise LookupError(f"/{command} has no option {name!r}; it has {[o['name'] for o in schema]}")
+
+
+def _infer_type(value: Any) -> int:
+    """Option type for a command the bot never registered (no schema to read it from)."""
+    if isinstance(value, bool):
+        return payloads.BOOLEAN
+    if isinstance(value, int):
+        return payloads.INTEGER
+    if isinstance(value, float):
+        return payloads.NUMBER
+    if isinstance(value, Upload):
+        return payloads.ATTACHMENT
+    if isinstance(value, FakeMember | FakeUser):
+        return payloads.USER
+    if isinstance(value, FakeChannel):
+        return payloads.CHANNEL
+    if isinstance(value, FakeRole):
+        return payloads.ROLE
+    return payloads.STRING
+
+
+def _walk(components: Sequence[Payload]) -> list[Payload]:
+    found: list[Payload] = []
+    for component in components:
+        found.append(component)
+        found += _walk(component.get("components", []))
+        if isinstance(component.get("component"), dict):
+            found += _walk([component["component"]])
+    return found
+
+
+def _submitted(component: Payload, values: Mapping[str, str | Sequence[str]]) -> Payload:
+    """The modal-submit echo of one modal component, carrying what the user entered."""
+    kind = component.get("type")
+    if kind == 1:
+        return {"type": 1, "components": [_submitted(c, values) for c in component["components"]]}
+    if kind == 18:
+        return {"type": 18, "component": _submitted(component["component"], values)}
+    custom_id = component.get("custom_id")
+    submitted: Payload = {"type": kind, "custom_id": custom_id}
+    if "id" in component:
+        submitted["id"] = component["id"]
+    if kind == 4:
+        value = values.get(custom_id, component.get("value") or "")
+        submitted["value"] = value if isinstance(value, str) else "".join(value)
+    elif custom_id is not None:
+        chosen = values.get(custom_id, [])
+        submitted["values"] = [chosen] if isinstance(chosen, str) else list(chosen)
+    return submitted
