@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.backend import (
@@ -30,6 +31,8 @@ from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
 from pipeline.request import GenerationRequest
 from pipeline.samplers import find_sampler
+from pipeline.sizes import round_to
+from pipeline.upscalers import Upscaler, find_upscaler
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +52,34 @@ class _Group:
     uncond: list[torch.Tensor]
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """One denoising pass: from noise (strength 1), or from `init` latents at `strength`."""
+
+    width: int
+    height: int
+    steps: int
+    strength: float = 1.0
+
+
+class _Progress:
+    """Turns each pass's step numbers into one running count over the whole batch."""
+
+    def __init__(self, on_step: StepCallback, total: int) -> None:
+        self._on_step = on_step
+        self._total = total
+        self._done = 0
+        self._in_pass = 0
+
+    def step(self, number: int, latents: torch.Tensor) -> None:
+        self._in_pass = number
+        self._on_step(self._done + number, self._total, lambda: latent_previews(latents))
+
+    def finish_pass(self) -> None:
+        self._done += self._in_pass
+        self._in_pass = 0
+
+
 class Engine:
     """Implements `pipeline.backend.Backend` with diffusers models on one device."""
 
@@ -65,26 +96,18 @@ class Engine:
 
         request = tasks[0].request
         find_sampler(request.sampler)
-        started = time.perf_counter()
         model = self.models.get(request.model)
+        started = time.perf_counter()
+        passes = plan_passes(request)
         try:
             with torch.inference_mode():
                 groups = self._encode(model, tasks)
                 encoded = time.perf_counter()
-                total = len(groups) * self._step_count(model, request)
-                done = 0
-                results: list[ImageResult] = []
+                steps_per_group = sum(self._step_count(model, request, p) for p in passes)
+                progress = _Progress(on_step, len(groups) * steps_per_group)
+                results = []
                 for group in groups:
-
-                    def step(index: int, latents: torch.Tensor, offset: int = done) -> None:
-                        on_step(offset + index, total, lambda: latent_previews(latents))
-
-                    latents = self._denoise(model, group, step, should_stop)
-                    done += self._step_count(model, request)
-                    if should_stop():
-                        raise BatchInterrupted
-                    images = [decode_latent(model.pipe.vae, latent) for latent in latents]
-                    results += self._results(model, group.tasks, images)
+                    results += self._run_group(model, group, passes, progress, should_stop)
         except torch.OutOfMemoryError as error:
             _free_device_memory()
             raise OutOfDeviceMemory(str(error)) from None
@@ -96,10 +119,46 @@ class Engine:
             result.timings.update(timings)
         return results
 
-    def _step_count(self, model: LoadedModel, request: GenerationRequest) -> int:
+    def _run_group(
+        self,
+        model: LoadedModel,
+        group: _Group,
+        passes: Sequence[_Pass],
+        progress: _Progress,
+        should_stop: Callable[[], bool],
+    ) -> list[ImageResult]:
+        """Every pass for one group of tasks, then the decode, image by image."""
+        request = group.tasks[0].request
+        latents = self._initial_latents(model, group)
+        for index, denoise in enumerate(passes):
+            if index > 0 and request.hires is not None:
+                upscaler = find_upscaler(request.hires.upscaler)
+                latents = self._upscale_latents(model, latents, denoise, upscaler)
+            latents = self._denoise(model, group, latents, denoise, progress.step, should_stop)
+            progress.finish_pass()
+        if should_stop():
+            raise BatchInterrupted
+        images = [decode_latent(model.pipe.vae, latent) for latent in latents]
+        return self._results(model, group.tasks, images)
+
+    def _results(
+        self, model: LoadedModel, tasks: Sequence[ImageTask], images: Sequence[Image.Image]
+    ) -> list[ImageResult]:
+        results = []
+        for task, image in zip(tasks, images, strict=True):
+            identity = ImageIdentity(
+                seed=task.seed,
+                variation_seed=task.variation_seed,
+                model_name=model.name,
+                model_hash=model.hash,
+            )
+            results.append(ImageResult(task, image, build_parameters(task.request, identity)))
+        return results
+
+    def _step_count(self, model: LoadedModel, request: GenerationRequest, denoise: _Pass) -> int:
         scheduler = make_scheduler(model, request, seed=0)
-        scheduler.set_timesteps(request.steps)
-        return len(scheduler.timesteps)
+        scheduler.set_timesteps(denoise.steps)
+        return len(_timesteps_for(scheduler, denoise))
 
     def _encode(self, model: LoadedModel, tasks: Sequence[ImageTask]) -> list[_Group]:
         """Encode every prompt once, then group tasks by their padded chunk count."""
@@ -127,50 +186,129 @@ class Engine:
             group.uncond.append(pad_chunks(uncond, chunks, empty))
         return list(groups.values())
 
+    def _initial_latents(self, model: LoadedModel, group: _Group) -> torch.Tensor | None:
+        """None for txt2img; the encoded init image of each task for img2img and upscale."""
+        request = group.tasks[0].request
+        if request.init_image is None:
+            return None
+        import torch
+
+        images = [load_init_image(task.request) for task in group.tasks]
+        return torch.cat([encode_image(model.pipe.vae, image) for image in images])
+
+    def _upscale_latents(
+        self, model: LoadedModel, latents: torch.Tensor, target: _Pass, upscaler: Upscaler
+    ) -> torch.Tensor:
+        """Highres fix's upscale between the passes, in latent space or through pixels."""
+        import torch
+
+        if upscaler.latent_mode is not None:
+            size = (target.height // LATENT_FACTOR, target.width // LATENT_FACTOR)
+            upscaled = torch.nn.functional.interpolate(
+                latents.float(), size=size, mode=upscaler.latent_mode
+            )
+            return upscaled.to(latents.dtype)
+        vae = model.pipe.vae
+        resized = [
+            decode_latent(vae, latent).resize((target.width, target.height), upscaler.resample)
+            for latent in latents
+        ]
+        return torch.cat([encode_image(vae, image) for image in resized])
+
     def _denoise(
         self,
         model: LoadedModel,
         group: _Group,
+        init: torch.Tensor | None,
+        denoise: _Pass,
         on_step: Callable[[int, torch.Tensor], None],
         should_stop: Callable[[], bool],
     ) -> torch.Tensor:
-        """The sampling loop with classifier-free guidance; returns the final latents."""
+        """One sampling loop with classifier-free guidance; returns the final latents."""
         import torch
 
         unet = model.pipe.unet
         request = group.tasks[0].request
         device, dtype = model.pipe.device, unet.dtype
         scheduler = make_scheduler(model, request, seed=group.tasks[0].seed)
-        scheduler.set_timesteps(request.steps, device=device)
+        scheduler.set_timesteps(denoise.steps, device=device)
+        timesteps = _timesteps_for(scheduler, denoise)
         generators = [torch.Generator("cpu").manual_seed(task.seed) for task in group.tasks]
         step_kwargs = {"generator": generators} if _takes_generator(scheduler) else {}
-        latents = prepare_noise(group.tasks, request.width, request.height)
-        latents = latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+        noise = prepare_noise(group.tasks, denoise.width, denoise.height).to(device, dtype)
+        if init is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            first = timesteps[:1].repeat(len(group.tasks))
+            latents = scheduler.add_noise(init.to(device, dtype), noise, first)
         context = torch.cat([*group.uncond, *group.cond]).to(device=device, dtype=dtype)
-        for index, timestep in enumerate(scheduler.timesteps, start=1):
+        for index, timestep in enumerate(timesteps, start=1):
             if should_stop():
                 raise BatchInterrupted
             model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
-            noise = unet(model_input, timestep, encoder_hidden_states=context).sample
-            uncond, cond = noise.chunk(2)
+            noise_pred = unet(model_input, timestep, encoder_hidden_states=context).sample
+            uncond, cond = noise_pred.chunk(2)
             guided = uncond + request.cfg * (cond - uncond)
             latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
             on_step(index, latents)
         return latents
 
-    def _results(
-        self, model: LoadedModel, tasks: Sequence[ImageTask], images: Sequence[Image.Image]
-    ) -> list[ImageResult]:
-        results = []
-        for task, image in zip(tasks, images, strict=True):
-            identity = ImageIdentity(
-                seed=task.seed,
-                variation_seed=task.variation_seed,
-                model_name=model.name,
-                model_hash=model.hash,
+
+def plan_passes(request: GenerationRequest) -> list[_Pass]:
+    """The denoising passes of a request: the base pass, then highres fix's second pass.
+
+    img2img and upscale start from the init image, so their one pass runs at `strength`.
+    """
+    strength = 1.0 if request.init_image is None else (request.strength or 0.75)
+    passes = [_Pass(request.width, request.height, request.steps, strength)]
+    if request.hires is not None:
+        hires = request.hires
+        passes.append(
+            _Pass(
+                round_to(request.width * hires.scale, LATENT_FACTOR),
+                round_to(request.height * hires.scale, LATENT_FACTOR),
+                hires.steps or request.steps,
+                hires.denoise,
             )
-            results.append(ImageResult(task, image, build_parameters(task.request, identity)))
-        return results
+        )
+    return passes
+
+
+def _timesteps_for(scheduler: Any, denoise: _Pass) -> Any:
+    """The scheduler's timesteps, or only the last `strength` of them when starting from an image.
+
+    As in A1111, a pass of N steps at strength s runs int(N * s) steps (at least one).
+    """
+    if denoise.strength >= 1:
+        return scheduler.timesteps
+    run = min(denoise.steps, max(1, int(denoise.steps * denoise.strength)))
+    skip = (denoise.steps - run) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(skip)
+    return scheduler.timesteps[skip:]
+
+
+def load_init_image(request: GenerationRequest) -> Image.Image:
+    """The request's init image at the request's size (Lanczos), as RGB."""
+    from PIL import Image
+
+    from pipeline.png import read_png
+
+    assert request.init_image is not None
+    image, _ = read_png(Path(request.init_image))
+    if image.size != (request.width, request.height):
+        image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
+    return image
+
+
+def encode_image(vae: Any, image: Image.Image) -> torch.Tensor:
+    """VAE-encode an image to scaled latents; the distribution's mean keeps it deterministic."""
+    import numpy as np
+    import torch
+
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1)
+    batch = pixels.permute(2, 0, 1).unsqueeze(0).to(vae.device, vae.dtype)
+    return vae.encode(batch).latent_dist.mean * vae.config.scaling_factor
 
 
 def make_scheduler(model: LoadedModel, request: GenerationRequest, seed: int) -> Any:

@@ -1,0 +1,71 @@
+"""Result pictures for Discord: the labelled grid, and encodings that fit the upload limit."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageFont
+
+
+def compose_grid(images: Sequence[Image.Image], labels: bool = True) -> Image.Image:
+    """Tile images 2x2 for four (one row for two or three), each labelled 1..n in its corner."""
+    if len(images) == 1:
+        return images[0]
+    columns = 2 if len(images) == 4 else len(images)
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height), "black")
+    for index, image in enumerate(images):
+        x, y = (index % columns) * width, (index // columns) * height
+        grid.paste(image.convert("RGB"), (x, y))
+        if labels:
+            _label(grid, str(index + 1), x, y, max(12, min(width, height) // 10))
+    return grid
+
+
+def _label(grid: Image.Image, text: str, x: int, y: int, size: int) -> None:
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=size)
+    pad = size // 4
+    box = draw.textbbox((x + pad * 2, y + pad), text, font=font)
+    draw.rounded_rectangle(
+        (box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad), radius=pad, fill=(0, 0, 0)
+    )
+    draw.text((x + pad * 2, y + pad), text, font=font, fill=(255, 255, 255))
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An image ready to attach; `note` says what was given up to fit, if anything."""
+
+    data: bytes
+    filename: str
+    note: str | None = None
+
+
+def encode_for_upload(image: Image.Image, limit: int, stem: str = "dreamcord") -> Encoded:
+    """PNG when it fits under `limit` bytes, else JPEG, else a smaller JPEG."""
+    png = _encode(image, "PNG")
+    if len(png) <= limit:
+        return Encoded(png, f"{stem}.png")
+    for quality in (92, 85, 75):
+        jpeg = _encode(image, "JPEG", quality=quality)
+        if len(jpeg) <= limit:
+            return Encoded(jpeg, f"{stem}.jpg", "sent as JPEG to fit Discord's upload limit")
+    scaled = image
+    while max(scaled.size) > 64:
+        scaled = scaled.resize((scaled.width * 3 // 4, scaled.height * 3 // 4), Image.LANCZOS)
+        jpeg = _encode(scaled, "JPEG", quality=85)
+        if len(jpeg) <= limit:
+            note = f"scaled down to {scaled.width}x{scaled.height} to fit Discord's upload limit"
+            return Encoded(jpeg, f"{stem}.jpg", note)
+    raise ValueError(f"an image cannot fit in {limit} bytes")
+
+
+def _encode(image: Image.Image, kind: str, **options: int) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format=kind, **options)
+    return buffer.getvalue()

@@ -1,0 +1,130 @@
+"""The prompt language's one entry point: text in, a checked `ParsedPrompt` out, never an exception.
+
+Order matters and follows A1111 where A1111 has a rule: flags are cut first (so a tag inside
+`--no ...` goes to the negative), then extra-network tags, then attention is parsed on what is
+left. Every problem is collected, so a user sees all of them at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.prompt.attention import BREAK_WEIGHT, scan_attention
+from pipeline.prompt.embeddings import find_embeddings
+from pipeline.prompt.flags import extract_flags
+from pipeline.prompt.limits import PromptLimits
+from pipeline.prompt.tags import extract_tags, remove_tags
+from pipeline.prompt.unsupported import find_unsupported
+from pipeline.request import LoraRef
+
+Pieces = tuple[tuple[str, float], ...]
+DEFAULT_LIMITS = PromptLimits()
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A prompt and negative read by the prompt language.
+
+    `prompt` and `negative` are the texts for the text encoder: tags and flags cut out, attention
+    syntax kept (the engine parses it again). `flags` holds the request fields the flags set.
+    """
+
+    prompt: str
+    negative: str
+    attention: Pieces = (("", 1.0),)
+    negative_attention: Pieces = (("", 1.0),)
+    loras: tuple[LoraRef, ...] = ()
+    embeddings: tuple[str, ...] = ()
+    negative_embeddings: tuple[str, ...] = ()
+    flags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether the prompt can be run as it is."""
+        return not self.errors
+
+    def raise_if_errors(self) -> None:
+        """Raise one UserError that lists every error, for edges that report exceptions."""
+        if self.errors:
+            raise UserError("; ".join(self.errors))
+
+
+def parse_prompt(
+    text: str,
+    negative: str = "",
+    *,
+    known_loras: Collection[str] = (),
+    known_embeddings: Collection[str] = (),
+    limits: PromptLimits = DEFAULT_LIMITS,
+) -> ParsedPrompt:
+    """Read a prompt and its negative; problems are collected in `errors` and `warnings`."""
+    too_long = [
+        f"the {label} is {len(value):,} characters long, the limit is {limits.max_length:,}"
+        for label, value in (("prompt", text), ("negative prompt", negative))
+        if len(value) > limits.max_length
+    ]
+    if too_long:
+        return ParsedPrompt(text, negative, errors=tuple(too_long))
+
+    flags = extract_flags(text, limits)
+    tags = extract_tags(flags.text, known_loras, limits)
+    negative_text, dropped = remove_tags(_join_negative(negative, flags.no))
+    warnings = [*tags.warnings, *find_unsupported(tags.text), *find_unsupported(negative_text)]
+    warnings += [f"{tag} has no effect in the negative prompt and was removed" for tag in dropped]
+    errors = [*flags.errors, *tags.errors]
+
+    pieces: list[Pieces] = []
+    for label, source in (("prompt", tags.text), ("negative prompt", negative_text)):
+        scan = scan_attention(source)
+        errors += [
+            f"{label}: weight {bad!r} is not a number, write for example (text:1.2)"
+            for bad in scan.malformed
+        ]
+        errors += _weight_errors(label, scan.pieces, limits)
+        if any(piece == "BREAK" and weight != BREAK_WEIGHT for piece, weight in scan.pieces):
+            warnings.append(
+                f"{label}: BREAK inside brackets is read as the word 'BREAK', as A1111 does; "
+                "put it outside the brackets to start a new chunk"
+            )
+        pieces.append(tuple(scan.pieces))
+
+    return ParsedPrompt(
+        prompt=tags.text,
+        negative=negative_text,
+        attention=pieces[0],
+        negative_attention=pieces[1],
+        loras=tags.loras,
+        embeddings=find_embeddings(pieces[0], known_embeddings),
+        negative_embeddings=find_embeddings(pieces[1], known_embeddings),
+        flags=MappingProxyType(flags.values),
+        warnings=tuple(dict.fromkeys(warnings)),
+        errors=tuple(dict.fromkeys(errors)),
+    )
+
+
+def _join_negative(negative: str, additions: tuple[str, ...]) -> str:
+    """The negative with the `--no` texts appended, comma-separated; unchanged without them."""
+    if not additions:
+        return negative
+    base = negative.rstrip().removesuffix(",").rstrip()
+    return ", ".join(part for part in (base, *additions) if part)
+
+
+def _weight_errors(label: str, pieces: list[tuple[str, float]], limits: PromptLimits) -> list[str]:
+    """Weights that are infinite or beyond the limit, usually from deep nesting or a typo."""
+    for text, weight in pieces:
+        if text == "BREAK" and weight == BREAK_WEIGHT:
+            continue
+        if not (math.isfinite(weight) and abs(weight) <= limits.max_attention):
+            return [
+                f"{label}: {text[:30]!r} has attention weight {weight:g}, the limit is "
+                f"{limits.max_attention:g}: use fewer brackets or a smaller (text:weight)"
+            ]
+    return []
