@@ -6,11 +6,14 @@ import math
 from dataclasses import dataclass, replace
 
 from pipeline.errors import UserError
-from pipeline.request import MAX_SEED, GenerationRequest
+from pipeline.request import MAX_SEED, GenerationRequest, HiresSpec
 from pipeline.samplers import find_sampler
 from pipeline.sizes import check_size
+from pipeline.upscalers import find_upscaler
 
 MAX_CLIP_SKIP = 4
+MIN_HIRES_SCALE = 1.0
+MAX_HIRES_SCALE = 2.0
 
 
 @dataclass(frozen=True)
@@ -37,4 +40,36 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
         raise UserError(f"clip skip {request.clip_skip} is out of range: use 1 to {MAX_CLIP_SKIP}")
     if not 0 <= request.seed <= MAX_SEED - request.count:
         raise UserError(f"seed {request.seed} is out of range: use 0 to {MAX_SEED - 16}")
-    return replace(request, sampler=find_sampler(request.sampler).name)
+    if request.strength is not None and not 0 < request.strength <= 1:
+        raise UserError(f"strength {request.strength:g} is out of range: use more than 0, up to 1")
+    if not 0 <= request.variation_strength <= 1:
+        raise UserError(
+            f"variation strength {request.variation_strength:g} is out of range: use 0 to 1"
+        )
+    hires = request.hires and check_hires(request, limits)
+    return replace(request, sampler=find_sampler(request.sampler).name, hires=hires)
+
+
+def check_hires(request: GenerationRequest, limits: Limits) -> HiresSpec:
+    """The request's highres fix with its upscaler name normalised, or a UserError."""
+    assert request.hires is not None
+    hires = request.hires
+    if not (math.isfinite(hires.scale) and MIN_HIRES_SCALE <= hires.scale <= MAX_HIRES_SCALE):
+        raise UserError(
+            f"hires scale {hires.scale:g} is out of range: use {MIN_HIRES_SCALE:g} to "
+            f"{MAX_HIRES_SCALE:g}"
+        )
+    if not 0 <= hires.steps <= limits.max_steps:
+        raise UserError(
+            f"hires steps {hires.steps} is out of range: "
+            f"use 0 (same as steps) to {limits.max_steps}"
+        )
+    if not (math.isfinite(hires.denoise) and 0 < hires.denoise <= 1):
+        raise UserError(f"denoise {hires.denoise:g} is out of range: use more than 0, up to 1")
+    pixels = request.width * request.height * hires.scale**2
+    if pixels > limits.max_pixels * MAX_HIRES_SCALE**2:
+        raise UserError(
+            f"highres fix of {request.width}x{request.height} at {hires.scale:g}x is too large: "
+            "start from a smaller size or a lower scale"
+        )
+    return replace(hires, upscaler=find_upscaler(hires.upscaler).name)

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bot.cli import doctor, generate, prompt, run
+    from bot.cli import doctor, generate, lora, prompt, run
 
     parser = _Parser(
         prog="dreamcord",
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", required=True, parser_class=_Parser
     )
-    for module in (run, generate, prompt, doctor):
+    for module in (run, generate, prompt, lora, doctor):
         module.register(subparsers)
     return parser
 

@@ -1,0 +1,73 @@
+"""A parsed adapter: the factor tensors of each module it touches, ready to become deltas.
+
+Factors stay as the file stores them (often fp16, a few MB); dense deltas are built per batch by
+the patcher, since a rank-32 LoRA's deltas would be hundreds of MB if kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from pipeline.errors import UserError
+from pipeline.lora.header import read_header
+from pipeline.lora.inspection import SD1_WIDTH, group_tensors, inspect_file
+
+
+@dataclass(frozen=True)
+class ModuleFactors:
+    """One module's tensors: `module` is the name as the file spells it (kohya or PEFT)."""
+
+    component: str
+    module: str
+    family: str
+    parts: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A checked LoRA/LoCon/LoHa/LoKr file, identified by the sha256 of its bytes."""
+
+    sha256: str
+    kind: str
+    modules: tuple[ModuleFactors, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for m in self.modules for t in m.parts.values())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_adapter(path: Path, model_width: int = SD1_WIDTH, sha256: str | None = None) -> Adapter:
+    """Inspect, then load the factors of `path`; UserError with the inspection's reason if refused.
+
+    `sha256` may be passed by a caller that already hashed the file (the library does at upload).
+    """
+    inspection = inspect_file(path, model_width)
+    if not inspection.ok:
+        raise UserError(f"{path.name} cannot be used: {inspection.reason}")
+    if inspection.kind == "embedding":
+        raise UserError(f"{path.name} is a textual-inversion embedding, not a LoRA")
+    groups, _ = group_tensors(read_header(path))
+    with safe_open(str(path), framework="pt") as file:
+        modules = tuple(
+            ModuleFactors(
+                group.component,
+                group.module,
+                group.family,
+                {part: file.get_tensor(key) for part, key in group.keys.items()},
+            )
+            for group in groups
+        )
+    return Adapter(sha256=sha256 or file_sha256(path), kind=str(inspection.kind), modules=modules)

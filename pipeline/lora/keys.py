@@ -1,0 +1,96 @@
+"""Tensor names of adapter files: split them into (component, module, family, part) and map the
+module names onto the modules of a real model.
+
+kohya writes `lora_unet_down_blocks_0_attentions_0_..._to_q`: the dots of the diffusers path became
+underscores, and the path's own underscores (`down_blocks`, `to_q`) make the reverse ambiguous. So
+the reverse is never guessed: it is looked up in a table built from the model's own module names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# kohya prefix -> component. te1/te2 exist only in SDXL files: parsed so they can be refused.
+KOHYA_PREFIXES: dict[str, str] = {
+    "lora_unet_": "unet",
+    "lora_te1_": "te1",
+    "lora_te2_": "te2",
+    "lora_te_": "te",
+}
+PEFT_PREFIXES: dict[str, str] = {"unet.": "unet", "text_encoder_2.": "te2", "text_encoder.": "te"}
+
+# Suffix after the module name -> (family, part). A None family fits any family (the alpha scalar).
+KOHYA_SUFFIXES: dict[str, tuple[str | None, str]] = {
+    "alpha": (None, "alpha"),
+    "lora_down.weight": ("lora", "down"),
+    "lora_up.weight": ("lora", "up"),
+    "lora_mid.weight": ("lora", "mid"),
+    "hada_w1_a": ("loha", "w1_a"),
+    "hada_w1_b": ("loha", "w1_b"),
+    "hada_w2_a": ("loha", "w2_a"),
+    "hada_w2_b": ("loha", "w2_b"),
+    "hada_t1": ("loha", "t1"),
+    "hada_t2": ("loha", "t2"),
+    "lokr_w1": ("lokr", "w1"),
+    "lokr_w1_a": ("lokr", "w1_a"),
+    "lokr_w1_b": ("lokr", "w1_b"),
+    "lokr_w2": ("lokr", "w2"),
+    "lokr_w2_a": ("lokr", "w2_a"),
+    "lokr_w2_b": ("lokr", "w2_b"),
+    "lokr_t2": ("lokr", "t2"),
+}
+PEFT_SUFFIXES: dict[str, tuple[str | None, str]] = {
+    "lora_A.weight": ("peft", "down"),
+    "lora_B.weight": ("peft", "up"),
+    "alpha": (None, "alpha"),
+}
+
+COMPONENTS = ("unet", "te")
+"""The components an SD1.x model has; te1/te2 mean an SDXL file."""
+
+
+@dataclass(frozen=True)
+class TensorKey:
+    """One tensor name split into what it belongs to."""
+
+    component: str
+    module: str
+    family: str | None
+    part: str
+
+
+def parse_key(key: str) -> TensorKey | None:
+    """Split an adapter tensor name, or None when it is not from a known layout."""
+    for prefix, component in KOHYA_PREFIXES.items():
+        if key.startswith(prefix) and "." in key:
+            module, suffix = key[len(prefix) :].split(".", 1)
+            if suffix in KOHYA_SUFFIXES and module:
+                return TensorKey(component, module, *KOHYA_SUFFIXES[suffix])
+    for prefix, component in PEFT_PREFIXES.items():
+        if key.startswith(prefix):
+            for suffix, meaning in PEFT_SUFFIXES.items():
+                if key.endswith("." + suffix) and len(key) > len(prefix) + len(suffix) + 1:
+                    module = key[len(prefix) : -len(suffix) - 1]
+                    return TensorKey(component, module, *meaning)
+    return None
+
+
+def flat_name(module: str) -> str:
+    """The kohya spelling of a diffusers module path."""
+    return module.replace(".", "_")
+
+
+def module_table(named: Iterable[str]) -> dict[str, str | None]:
+    """Map each module's kohya spelling (and its own dotted path) to the path; None = ambiguous."""
+    table: dict[str, str | None] = {}
+    for path in named:
+        table[path] = path
+        flat = flat_name(path)
+        if flat != path:
+            table[flat] = None if table.get(flat, path) != path else path
+    return table
+
+
+LDM_BLOCKS = ("input_blocks_", "middle_block_", "output_blocks_")
+"""The original-SD layout of old kohya files; its block numbering is not mapped here."""
