@@ -1,0 +1,1 @@
+"""Benchmarks, not timed tests: run them with `python -m bench <name>`."""

@@ -1,0 +1,53 @@
+"""`python -m bench throughput [--model tiny] [--jobs N] [--size WxH] [--steps N] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from bench.throughput import Plan, bench_throughput
+from pipeline.errors import UserError
+from pipeline.sizes import parse_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    benches = parser.add_subparsers(dest="bench", required=True)
+    throughput = benches.add_parser("throughput", help="images/s batched vs one by one")
+    throughput.add_argument("--model", default="tiny", help="a MODEL spec (default: tiny)")
+    throughput.add_argument("--jobs", type=int, default=16, help="single-image jobs (16)")
+    throughput.add_argument("--users", type=int, default=4, help="simulated users (4)")
+    throughput.add_argument("--size", default="128x128", help="WxH (128x128)")
+    throughput.add_argument("--steps", type=int, default=10, help="sampling steps (10)")
+    throughput.add_argument("--max-batch", type=int, default=4, help="batch size cap (4)")
+    throughput.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        width, height = parse_size(args.size, max_pixels=2048 * 2048)
+    except UserError as error:
+        parser.error(str(error))
+    plan = Plan(args.model, args.jobs, args.users, width, height, args.steps, args.max_batch)
+    report = asyncio.run(bench_throughput(plan))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(_text(report))
+    return 0
+
+
+def _text(report: dict) -> str:
+    lag = report["loop_lag_ms"]
+    waits = ", ".join(f"{user} {s:.2f}s" for user, s in report["wait_s_by_user"].items())
+    return (
+        f"batched     {report['batched']['images_per_s']:.2f} images/s\n"
+        f"one by one  {report['sequential']['images_per_s']:.2f} images/s\n"
+        f"speedup     {report['speedup']:.2f}x\n"
+        f"loop lag    p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms\n"
+        f"mean wait   {waits}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The batch planner: which queued images run together in the next model call.
+
+Pure functions over a snapshot of the queue, so the rules are testable without asyncio.
+
+Starvation bound: a job that could run (its user is under the running cap) and is left out of a
+batch is "passed over". Once passed over `overdue_after` times it is overdue, and the oldest
+overdue job (by created order) leads the next batch, ahead of fairness order and priority. So a
+job is passed over at most `overdue_after` + B times, where B is the number of batches that the
+overdue jobs created before it still need (each needs at most its remaining image count). No job
+created after it can delay it once it is overdue, so B is fixed when it becomes overdue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pipeline.backend import ImageTask
+from pipeline.request import GenerationRequest
+
+BatchKey = tuple[Hashable, ...]
+
+
+def batch_key(request: GenerationRequest) -> BatchKey:
+    """The fields that must be equal for images to share one model call.
+
+    LoRAs are sorted because the weight patches add up in any order; prompts, seeds and
+    variation seeds are per image and stay out.
+    """
+    loras = tuple(sorted((ref.name, ref.te_weight, ref.unet_weight) for ref in request.loras))
+    return (
+        request.model,
+        loras,
+        request.width,
+        request.height,
+        request.steps,
+        request.sampler,
+        request.cfg,
+        request.clip_skip,
+        request.hires,
+        request.mode,
+        request.strength,
+        request.init_image,
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A queued job as the planner sees it: the images it still needs and how long it waited."""
+
+    job_id: str
+    user_id: str
+    request: GenerationRequest
+    pending: tuple[int, ...]
+    started: bool
+    passed_over: int
+    order: int
+
+
+def plan_batch(
+    candidates: Sequence[Candidate],
+    *,
+    capacity: Callable[[GenerationRequest], int],
+    limit: int,
+    overdue_after: int,
+    running_by_user: Mapping[str, int],
+    max_running: int,
+) -> list[ImageTask]:
+    """The next batch: the head job's images plus compatible images of other jobs.
+
+    `candidates` are in fairness order. The head is the oldest overdue job, else the first that
+    may run; the batch holds up to min(`limit`, `capacity(head request)`) images, taken from
+    the head first and then from compatible jobs in fairness order, so a job asking for more
+    images than fit is split across batches. A job that has not started may join only while
+    its user is under `max_running` running jobs. Empty when nothing may run.
+    """
+    running = dict(running_by_user)
+
+    def may_run(candidate: Candidate) -> bool:
+        return candidate.started or running.get(candidate.user_id, 0) < max_running
+
+    head = choose_head(candidates, may_run, overdue_after)
+    if head is None:
+        return []
+    size = max(1, min(limit, capacity(head.request)))
+    key = batch_key(head.request)
+    tasks: list[ImageTask] = []
+    for candidate in (head, *(c for c in candidates if c is not head)):
+        room = size - len(tasks)
+        if room == 0:
+            break
+        if not candidate.pending or batch_key(candidate.request) != key or not may_run(candidate):
+            continue
+        taken = candidate.pending[:room]
+        tasks.extend(ImageTask(candidate.job_id, index, candidate.request) for index in taken)
+        if not candidate.started:
+            running[candidate.user_id] = running.get(candidate.user_id, 0) + 1
+    return tasks
+
+
+def choose_head(
+    candidates: Sequence[Candidate],
+    may_run: Callable[[Candidate], bool],
+    overdue_after: int,
+) -> Candidate | None:
+    """The job that leads the next batch: the oldest overdue one, else the first in order."""
+    runnable = [c for c in candidates if c.pending and may_run(c)]
+    overdue = [c for c in runnable if c.passed_over >= overdue_after]
+    if overdue:
+        return min(overdue, key=lambda c: c.order)
+    return runnable[0] if runnable else None

@@ -1,0 +1,264 @@
+"""The GPU worker: one dedicated thread runs every backend call; the event loop only plans.
+
+The loop side asks the queue for the next batch when idle, hands it to the model thread and
+awaits it without blocking. Progress comes back with `call_soon_threadsafe`; finished jobs go
+to the service through `WorkerHooks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pipeline.backend import (
+    Backend,
+    BatchInterrupted,
+    ImageResult,
+    ImageTask,
+    OutOfDeviceMemory,
+)
+from pipeline.errors import UserError
+from pipeline.memory import Capacity
+from pipeline.queue import Job, JobQueue, JobState
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TOO_LARGE = (
+    "this image does not fit in the GPU's memory: try a smaller size, a lower hires scale, "
+    "or no highres fix"
+)
+FAILED = "generation failed because of an internal error; it has been logged"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A job's step in the running batch, with a latent preview when one was asked for."""
+
+    job_id: str
+    step: int
+    total: int
+    preview: Image.Image | None = None
+
+
+class WorkerHooks:
+    """What the service plugs in; every method runs on the event loop. Override what you need.
+
+    The async hooks run as their own tasks, so slow delivery never holds up the next batch.
+    """
+
+    def on_job_started(self, job: Job) -> None:
+        """The job's first images went to the model."""
+
+    def on_progress(self, progress: Progress) -> None:
+        """Called for every step of every job in the running batch; coalesce edits yourself."""
+
+    async def on_job_done(self, job: Job, results: list[ImageResult]) -> None:
+        """All images of the job are made, in image order."""
+
+    async def on_job_failed(self, job: Job, message: str) -> None:
+        """The job is off the queue; `message` is fit to show its user."""
+
+
+class Worker:
+    """Runs batches from `queue` on `backend`, one at a time, on one dedicated thread."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        backend: Backend,
+        capacity: Capacity,
+        hooks: WorkerHooks,
+        *,
+        max_batch: int = 8,
+        preview_interval_s: float = 2.0,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
+        self._queue = queue
+        self._backend = backend
+        self._capacity = capacity
+        self._hooks = hooks
+        self._max_batch = max_batch
+        self._preview_interval_s = preview_interval_s
+        self._stop_timeout_s = stop_timeout_s
+        # One thread for all model work: CUDA state and the model stay on it.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreamcord-model")
+        self._serving: asyncio.Task[None] | None = None
+        self._in_batch = False
+        self._stopping = False
+        self._preview_wanted: set[str] = set()
+        self._last_preview: dict[str, float] = {}  # touched on the model thread only
+        self._hook_tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start serving the queue; call from the running event loop."""
+        self._serving = asyncio.get_running_loop().create_task(self._serve(), name="worker")
+        self._serving.add_done_callback(self._serving_ended)
+
+    async def stop(self) -> None:
+        """Stop taking batches, interrupt the running one, and join the model thread.
+
+        Waits at most `stop_timeout_s` for the backend to reach a step boundary; the running
+        batch's images go back to the queue, so a restart runs them again.
+        """
+        self._stopping = True
+        if self._serving is not None:
+            if not self._in_batch:
+                self._serving.cancel()
+            done, _ = await asyncio.wait({self._serving}, timeout=self._stop_timeout_s)
+            if not done:
+                log.warning("the model thread did not stop within %ss", self._stop_timeout_s)
+        if self._hook_tasks:
+            await asyncio.gather(*self._hook_tasks, return_exceptions=True)
+        joined = self._serving is None or self._serving.done()
+        # A thread stuck inside the backend cannot be killed; do not hang shutdown on it.
+        await asyncio.to_thread(self._thread.shutdown, wait=joined)
+
+    def want_previews(self, job_id: str, wanted: bool = True) -> None:
+        """Ask for (or stop asking for) latent previews of a job in its progress events."""
+        if wanted:
+            self._preview_wanted.add(job_id)
+        else:
+            self._preview_wanted.discard(job_id)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the model thread between batches (load a model, calibrate memory)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    async def _serve(self) -> None:
+        while not self._stopping:
+            await self._queue.wait_for_work()
+            queued = {
+                job.job_id for job in self._queue.unfinished() if job.state is JobState.QUEUED
+            }
+            tasks = self._queue.take_batch(self._capacity.max_batch, self._max_batch)
+            jobs = self._jobs_of(tasks)
+            for job in jobs:
+                if job.job_id in queued:
+                    self._hooks.on_job_started(job)
+            self._in_batch = True
+            try:
+                await self._run(tasks)
+            finally:
+                self._in_batch = False
+                for job in jobs:
+                    if not job.active:
+                        self._preview_wanted.discard(job.job_id)
+                        self._last_preview.pop(job.job_id, None)
+
+    async def _run(self, tasks: Sequence[ImageTask]) -> None:
+        """Run one batch, halving it on out-of-memory until single images fail alone."""
+        jobs = self._jobs_of(tasks)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(
+                self._thread, self._run_on_thread, tasks, jobs, loop
+            )
+        except BatchInterrupted:
+            self._queue.requeue(tasks)
+            return
+        except OutOfDeviceMemory:
+            await self._split_after_out_of_memory(tasks)
+            return
+        except UserError as error:
+            for job in jobs:
+                self._fail(job.job_id, str(error))
+            return
+        except Exception:
+            log.exception("batch failed for jobs %s", [job.job_id for job in jobs])
+            for job in jobs:
+                self._fail(job.job_id, FAILED)
+            return
+        if sorted((r.task.job_id, r.task.index) for r in results) != sorted(
+            (t.job_id, t.index) for t in tasks
+        ):
+            log.error("backend returned results for other tasks than asked: %s", tasks)
+            for job in jobs:
+                self._fail(job.job_id, FAILED)
+            return
+        for job in self._queue.complete(tasks, results, time.perf_counter() - started):
+            self._spawn(self._hooks.on_job_done(job, job.ordered_results()))
+
+    async def _split_after_out_of_memory(self, tasks: Sequence[ImageTask]) -> None:
+        if len(tasks) == 1:
+            log.warning("job %s: one image ran out of device memory", tasks[0].job_id)
+            self._fail(tasks[0].job_id, TOO_LARGE)
+            return
+        self._capacity.record_out_of_memory(tasks[0].request, len(tasks))
+        middle = (len(tasks) + 1) // 2
+        for half in (tasks[:middle], tasks[middle:]):
+            live = [task for task in half if self._is_active(task.job_id)]
+            if self._stopping:
+                self._queue.requeue(live)
+            elif live:
+                await self._run(live)
+
+    def _run_on_thread(
+        self,
+        tasks: Sequence[ImageTask],
+        jobs: Sequence[Job],
+        loop: asyncio.AbstractEventLoop,
+    ) -> list[ImageResult]:
+        """The backend call, on the model thread."""
+        job_ids = list(dict.fromkeys(task.job_id for task in tasks))
+        first_image = {job_id: [t.job_id for t in tasks].index(job_id) for job_id in job_ids}
+
+        def should_stop() -> bool:
+            # Mixed batches go on when one job is cancelled; its images are dropped later.
+            return self._stopping or all(job.state is JobState.CANCELLED for job in jobs)
+
+        def on_step(step: int, total: int, previews: Callable[[], list[Image.Image]]) -> None:
+            now = time.monotonic()
+            due = [
+                job_id
+                for job_id in job_ids
+                if job_id in self._preview_wanted
+                and now - self._last_preview.get(job_id, -float("inf")) >= self._preview_interval_s
+            ]
+            images = previews() if due else []
+            for job_id in job_ids:
+                preview = images[first_image[job_id]] if job_id in due else None
+                if preview is not None:
+                    self._last_preview[job_id] = now
+                loop.call_soon_threadsafe(
+                    self._hooks.on_progress, Progress(job_id, step, total, preview)
+                )
+
+        return self._backend.run(tasks, on_step, should_stop)
+
+    def _jobs_of(self, tasks: Sequence[ImageTask]) -> list[Job]:
+        jobs = (self._queue.get(job_id) for job_id in dict.fromkeys(t.job_id for t in tasks))
+        return [job for job in jobs if job is not None]
+
+    def _is_active(self, job_id: str) -> bool:
+        job = self._queue.get(job_id)
+        return job is not None and job.active
+
+    def _fail(self, job_id: str, message: str) -> None:
+        job = self._queue.fail(job_id)
+        if job is not None:
+            self._spawn(self._hooks.on_job_failed(job, message))
+
+    def _spawn(self, hook: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(hook)
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_finished)
+
+    def _serving_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the worker stopped on a bug", exc_info=task.exception())
+
+    def _hook_finished(self, task: asyncio.Task[None]) -> None:
+        self._hook_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a worker hook failed", exc_info=task.exception())
