@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     max_images: int = Field(4, ge=1, le=16)
     max_batch: int = Field(8, ge=1, le=64)
     max_queued_per_user: int = Field(3, ge=1)
+    max_running_per_user: int = Field(2, ge=1)
     memory_limit_mb: int = Field(8192, ge=256)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -67,6 +67,7 @@ class GenerationRequest:
     variation_seed: int | None = None
     variation_strength: float = 0.0
     init_image: str | None = None
+    parent_image_id: int | None = None
     extras: tuple[tuple[str, str], ...] = field(default=())
 
     def image_seeds(self, index: int) -> tuple[int, int | None]:

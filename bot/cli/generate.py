@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import secrets
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.cli.progress import ProgressBar
-from bot.models import build_engine, limits_of
+from bot.container import open_services
+from bot.models import limits_of
+from bot.service import Origin
 from bot.settings import Settings
 from pipeline.errors import UserError
 from pipeline.limits import check_request
 from pipeline.request import GenerationRequest
 from pipeline.samplers import SAMPLER_NAMES
 from pipeline.sizes import parse_size
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from data.generations import Generation
+    from data.jobs import Job as StoredJob
+
+CLI_USER_ID = 0
+"""Jobs from the command line are stored under this user id."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,38 +74,69 @@ def request_from_args(args: argparse.Namespace, settings: Settings) -> Generatio
     return check_request(request, limits_of(settings))
 
 
-def generate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.backend import ImageTask
-    from pipeline.png import png_bytes
+class CliDelivery:
+    """The CLI's presenter: a progress bar while the job runs, the outcome kept for main()."""
 
+    def __init__(self, bar: ProgressBar) -> None:
+        self.bar = bar
+        self.generation: Generation | None = None
+        self.failure: str | None = None
+        self.started_at: float | None = None
+
+    def progress(self, job: StoredJob, step: int, total: int, preview: Image | None) -> None:
+        self.started_at = self.started_at or time.perf_counter()
+        self.bar.update(step, total)
+
+    async def deliver(self, job: StoredJob, generation: Generation) -> None:
+        self.generation = generation
+
+    async def report_failure(self, job: StoredJob, message: str) -> None:
+        self.failure = message
+
+
+def generate(args: argparse.Namespace, settings: Settings) -> int:
     request = request_from_args(args, settings)
     if args.model == "tiny" or (args.model is None and settings.model == "tiny"):
         print("note: the tiny model has random weights: its images are noise", file=sys.stderr)
     started = time.perf_counter()
-    engine = build_engine(settings, args.model)
-    tasks = [ImageTask("cli", index, request) for index in range(request.count)]
     with ProgressBar("generating") as bar:
-        results = engine.run(tasks, lambda step, total, _: bar.update(step, total), lambda: False)
+        delivery = CliDelivery(bar)
+        asyncio.run(_run_job(settings, request, args.model, delivery))
+    if delivery.failure is not None or delivery.generation is None:
+        raise UserError(f"generation failed: {delivery.failure or 'no result'}")
     args.out.mkdir(parents=True, exist_ok=True)
     images = []
-    for result in results:
-        path = free_path(args.out, f"{time.strftime('%Y%m%d-%H%M%S')}-{result.task.seed}")
-        write_atomically(path, png_bytes(result.image, result.parameters))
+    for image in delivery.generation.images:
+        path = free_path(args.out, f"{time.strftime('%Y%m%d-%H%M%S')}-{image.seed}")
+        source = settings.data_dir / "images" / image.path
+        write_atomically(path, source.read_bytes())
         images.append(
-            {
-                "path": str(path),
-                "seed": result.task.seed,
-                "width": request.width,
-                "height": request.height,
-            }
+            {"path": str(path), "seed": image.seed, "width": image.width, "height": image.height}
         )
         if not args.json:
             print(path)
-    timings = {**results[0].timings, "wall_s": round(time.perf_counter() - started, 3)}
     if args.json:
-        json.dump({"images": images, "params": asdict(request), "timings": timings}, sys.stdout)
+        finished = time.perf_counter()
+        timings = {
+            "wait_s": round((delivery.started_at or finished) - started, 3),
+            "wall_s": round(finished - started, 3),
+        }
+        report = {"images": images, "params": asdict(request), "timings": timings}
+        json.dump(report, sys.stdout)
         print()
     return 0
+
+
+async def _run_job(
+    settings: Settings, request: GenerationRequest, model: str | None, delivery: CliDelivery
+) -> None:
+    """Submit one job through the same service, queue and worker as the bot, and wait."""
+    services = await open_services(settings, delivery, model_override=model)
+    try:
+        ticket = await services.generation.submit(request, Origin(user_id=CLI_USER_ID))
+        await services.generation.wait(ticket.job_id)
+    finally:
+        await services.close()
 
 
 def free_path(folder: Path, stem: str) -> Path:

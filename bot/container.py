@@ -1,0 +1,83 @@
+"""The composition root: every service built once from the settings, and closed together."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.models import build_engine, limits_of
+from bot.service import Delivery, GenerationService
+from bot.settings import Settings
+from data.db import Database
+from data.images import ImageStore
+from data.repositories import Repositories
+from pipeline.backend import Backend
+from pipeline.memory import Capacity, MemoryModel, cuda_budget, fixed_budget
+from pipeline.queue import JobQueue
+from pipeline.worker import Worker
+
+CUDA_RESERVE_BYTES = 768 * 1024**2
+"""Left free on the card for the CUDA context, fragmentation and other processes."""
+
+
+def database_path(settings: Settings) -> Path:
+    return settings.data_dir / "dreamcord.db"
+
+
+@dataclass
+class Services:
+    """What the bot and the CLI share; `close` releases it all in order."""
+
+    settings: Settings
+    db: Database
+    repos: Repositories
+    images: ImageStore
+    generation: GenerationService
+
+    async def close(self) -> None:
+        await self.generation.stop()
+        await self.db.close()
+
+
+async def open_database(settings: Settings) -> tuple[Database, Repositories]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(database_path(settings))
+    return db, Repositories.over(db)
+
+
+async def open_services(
+    settings: Settings,
+    delivery: Delivery,
+    model_override: str | None = None,
+    backend: Backend | None = None,
+) -> Services:
+    """Open the database, build the engine off the event loop, recover jobs, start the worker."""
+    db, repos = await open_database(settings)
+    try:
+        if backend is None:
+            backend = await asyncio.to_thread(build_engine, settings, model_override)
+        on_cuda = getattr(getattr(backend, "models", None), "placement", None)
+        budget = (
+            cuda_budget(CUDA_RESERVE_BYTES)
+            if on_cuda is not None and on_cuda.device == "cuda"
+            else fixed_budget(settings.memory_limit_mb * 1024**2)
+        )
+        capacity = Capacity(MemoryModel(), budget)
+        queue = JobQueue(
+            max_queued_per_user=settings.max_queued_per_user,
+            max_running_per_user=settings.max_running_per_user,
+        )
+        generation = GenerationService(
+            repos,
+            ImageStore(settings.data_dir / "images"),
+            queue,
+            lambda hooks: Worker(queue, backend, capacity, hooks, max_batch=settings.max_batch),
+            limits_of(settings),
+            delivery,
+        )
+        await generation.start()
+    except BaseException:
+        await db.close()
+        raise
+    return Services(settings, db, repos, generation.images, generation)

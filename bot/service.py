@@ -1,0 +1,266 @@
+"""The generation service: what the Discord cogs and the CLI both call.
+
+It owns the path of a job: stored in SQLite before it is acknowledged, put on the fair queue,
+run by the worker, its images written to the image store and its rows to the database, then
+handed to a `Delivery` (the Discord presenter, or the CLI) exactly once. On start it recovers
+what a crash or restart left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from data.generations import Generation, NewImage
+from data.jobs import InvalidTransition
+from data.jobs import Job as StoredJob
+from data.jobs import JobState as StoredState
+from data.repositories import Repositories
+from pipeline.errors import UserError
+from pipeline.limits import Limits, check_request
+from pipeline.queue import CancelOutcome, Job, JobQueue, Priority
+from pipeline.request import GenerationRequest
+from pipeline.worker import Progress, Worker, WorkerHooks
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from data.images import ImageStore
+    from pipeline.backend import ImageResult
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2
+"""A job interrupted by a crash runs once more; a second interruption fails it."""
+
+RESTART_FAILURE = "this job was interrupted twice by a restart; please submit it again"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked and where the answer goes: ids kept with the job for delivery after restarts."""
+
+    user_id: int
+    guild_id: int | None = None
+    channel_id: int | None = None
+    interaction_id: int | None = None
+    interaction_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A job just queued: its id, place in the queue and estimated wait."""
+
+    job_id: str
+    position: int | None
+    eta_s: float | None
+
+
+class Delivery(Protocol):
+    """Shows a job's progress and outcome to its user (Discord presenter, CLI)."""
+
+    def progress(self, job: StoredJob, step: int, total: int, preview: Image.Image | None) -> None:
+        """Called on the event loop for every step; must not block (coalesce, schedule)."""
+
+    async def deliver(self, job: StoredJob, generation: Generation) -> None:
+        """Post the result. Raise to leave it undelivered (it is retried at the next start)."""
+
+    async def report_failure(self, job: StoredJob, message: str) -> None:
+        """Tell the user the job failed or was cancelled; `message` is fit to show them."""
+
+
+class GenerationService(WorkerHooks):
+    """Submit, cancel, recover and deliver jobs; the worker's hooks land here."""
+
+    def __init__(
+        self,
+        repos: Repositories,
+        images: ImageStore,
+        queue: JobQueue,
+        worker_factory: Callable[[WorkerHooks], Worker],
+        limits: Limits,
+        delivery: Delivery,
+    ) -> None:
+        self.repos = repos
+        self.images = images
+        self.queue = queue
+        self.limits = limits
+        self.delivery = delivery
+        self.worker = worker_factory(self)
+        self._finished: dict[str, asyncio.Future[StoredJob]] = {}
+        self._running: dict[str, StoredJob] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Recover what the last run left, then start serving the queue."""
+        await self.recover()
+        self.worker.start()
+
+    async def stop(self) -> None:
+        """Stop the worker (the running batch goes back to the queue) and finish hooks."""
+        await self.worker.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def submit(
+        self,
+        request: GenerationRequest,
+        origin: Origin,
+        priority: Priority = Priority.NORMAL,
+    ) -> Ticket:
+        """Check, store, then queue a job. The row exists before anyone hears "queued"."""
+        request = check_request(request, self.limits)
+        self._check_queue_room(origin.user_id)
+        job = await self.repos.jobs.create(
+            request,
+            user_id=origin.user_id,
+            guild_id=origin.guild_id,
+            channel_id=origin.channel_id,
+            interaction_id=origin.interaction_id,
+            interaction_token=origin.interaction_token,
+            priority=int(priority),
+        )
+        self._finished[job.id] = asyncio.get_running_loop().create_future()
+        self.queue.submit(job.id, str(origin.user_id), request, priority)
+        return self.ticket(job.id)
+
+    def ticket(self, job_id: str) -> Ticket:
+        return Ticket(job_id, self.queue.position(job_id), self.queue.eta_s(job_id))
+
+    async def wait(self, job_id: str) -> StoredJob:
+        """Wait until the job is finished and handed to the delivery; its final row."""
+        future = self._finished.get(job_id)
+        if future is None:
+            job = await self.repos.jobs.get(job_id)
+            if job is None:
+                raise UserError(f"there is no job {job_id}")
+            return job
+        return await future
+
+    async def cancel(self, job_id: str, user_id: int, is_admin: bool = False) -> str:
+        """Cancel a queued or running job of `user_id` (an admin may cancel anyone's)."""
+        job = await self.repos.jobs.get(job_id)
+        if job is None:
+            raise UserError("that job does not exist (any more)")
+        if job.user_id != user_id and not is_admin:
+            raise UserError("only the person who asked for it, or an admin, can cancel this job")
+        outcome = self.queue.cancel(job_id)
+        if outcome is CancelOutcome.NOT_FOUND:
+            raise UserError("that job has already finished")
+        try:
+            cancelled = await self.repos.jobs.mark_cancelled(job_id)
+        except InvalidTransition:
+            raise UserError("that job has already finished") from None
+        await self._finish(cancelled, lambda: self.delivery.report_failure(cancelled, "cancelled"))
+        return "stopping it now" if outcome is CancelOutcome.STOPPING else "removed from the queue"
+
+    async def recover(self) -> None:
+        """Requeue what was waiting, retry what was running once, and deliver what was not."""
+        for job in await self.repos.jobs.jobs_in_state(StoredState.RUNNING):
+            if job.attempts >= MAX_ATTEMPTS:
+                failed = await self.repos.jobs.mark_failed(job.id, RESTART_FAILURE)
+                await self._finish(failed, lambda f=failed: self._report(f, RESTART_FAILURE))
+            else:
+                log.info("job %s was running at shutdown; running it again", job.id)
+                await self.repos.jobs.requeue(job.id)
+        for job in await self.repos.jobs.list_queued():
+            self._finished[job.id] = asyncio.get_running_loop().create_future()
+            self.queue.restore(job.id, str(job.user_id), job.request, Priority(job.priority))
+        for job in await self.repos.jobs.undelivered():
+            await self._redeliver(job)
+
+    async def _redeliver(self, job: StoredJob) -> None:
+        if job.state is StoredState.DONE:
+            generation = await self.repos.generations.for_job(job.id)
+            if generation is not None:
+                await self._finish(job, lambda: self.delivery.deliver(job, generation))
+                return
+        await self._finish(job, lambda: self._report(job, job.error or "cancelled"))
+
+    def _check_queue_room(self, user_id: int) -> None:
+        waiting = sum(1 for job in self.queue.waiting() if job.user_id == str(user_id))
+        if waiting >= self.queue.max_queued_per_user:
+            raise UserError(
+                f"you already have {waiting} jobs waiting, the most allowed: wait for one to "
+                "start or cancel one (/queue), then try again"
+            )
+
+    # Worker hooks: all run on the event loop.
+
+    def on_job_started(self, job: Job) -> None:
+        self._spawn(self._mark_running(job.job_id))
+
+    def on_progress(self, progress: Progress) -> None:
+        stored = self._running.get(progress.job_id)
+        if stored is not None:
+            self.delivery.progress(stored, progress.step, progress.total, progress.preview)
+
+    async def on_job_done(self, job: Job, results: list[ImageResult]) -> None:
+        new_images = await asyncio.to_thread(self._store_images, results)
+        try:
+            generation = await self.repos.generations.create(
+                job.job_id, new_images, parent_image_id=job.request.parent_image_id
+            )
+        except InvalidTransition:
+            log.info("job %s finished after it was cancelled; dropping its images", job.job_id)
+            return
+        stored = await self.repos.jobs.get(job.job_id)
+        assert stored is not None
+        self._running.pop(job.job_id, None)
+        await self._finish(stored, lambda: self.delivery.deliver(stored, generation))
+
+    async def on_job_failed(self, job: Job, message: str) -> None:
+        self._running.pop(job.job_id, None)
+        try:
+            failed = await self.repos.jobs.mark_failed(job.job_id, message)
+        except InvalidTransition:
+            return  # cancelled meanwhile: the user already heard
+        await self._finish(failed, lambda: self._report(failed, message))
+
+    async def _mark_running(self, job_id: str) -> None:
+        with contextlib.suppress(InvalidTransition):  # cancelled before its batch started
+            self._running[job_id] = await self.repos.jobs.mark_running(job_id)
+
+    def _store_images(self, results: list[ImageResult]) -> list[NewImage]:
+        """Encode and write the PNGs (blocking: runs in a thread)."""
+        from pipeline.png import png_bytes
+
+        stored = []
+        for result in results:
+            file = self.images.put(png_bytes(result.image, result.parameters))
+            stored.append(
+                NewImage(
+                    stored=file,
+                    seed=result.task.seed,
+                    width=result.image.width,
+                    height=result.image.height,
+                    parameters=result.parameters,
+                    variation_seed=result.task.variation_seed,
+                )
+            )
+        return stored
+
+    async def _report(self, job: StoredJob, message: str) -> None:
+        await self.delivery.report_failure(job, message)
+
+    async def _finish(self, job: StoredJob, post: Callable[[], Awaitable[None]]) -> None:
+        """Post the outcome once: mark delivered only after the post worked."""
+        try:
+            await post()
+        except Exception:
+            log.exception("could not deliver job %s; it will be retried at the next start", job.id)
+        else:
+            await self.repos.jobs.mark_delivered(job.id)
+        final = await self.repos.jobs.get(job.id) or job
+        future = self._finished.pop(job.id, None)
+        if future is not None and not future.done():
+            future.set_result(final)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,66 @@
+"""Migrations: a v1 database upgrades to the latest schema and keeps its rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+
+from data.db import Database
+from data.repositories import Repositories
+from data.schema import apply_migrations, available_migrations, latest_version
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    versions = [migration.version for migration in available_migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+    assert latest_version() >= 2
+
+
+async def test_v1_database_upgrades_to_latest_and_keeps_rows(tmp_path: Path) -> None:
+    path = tmp_path / "dreamcord.db"
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        assert await apply_migrations(conn, up_to=1) == [1]
+        await conn.execute(
+            "INSERT INTO jobs (id, user_id, request_json, created_at, state)"
+            " VALUES (?, 7, ?, '2024-01-01T00:00:00.000000Z', 'done')",
+            ("a" * 32, '{"prompt": "old fox"}'),
+        )
+        await conn.execute(
+            "INSERT INTO generations (job_id, user_id, operation, request_json, created_at)"
+            " VALUES (?, 7, 'txt2img', '{\"prompt\": \"old fox\"}', '2024')",
+            ("a" * 32,),
+        )
+        await conn.execute(
+            "INSERT INTO images (generation_id, idx, seed, width, height, path, sha256,"
+            " size_bytes, parameters) VALUES (1, 0, 9007199254740991, 512, 512, 'p', ?, 5, 'x')",
+            ("b" * 64,),
+        )
+        await conn.execute(
+            "INSERT INTO favourites (user_id, image_id, created_at) VALUES (7, 1, '2024')"
+        )
+        async with conn.execute("SELECT name FROM sqlite_master WHERE name = 'audit_log'") as c:
+            assert await c.fetchone() is None
+
+    database = await Database.open(path)
+    try:
+        rows = await database.fetch_all("SELECT version FROM schema_migrations ORDER BY version")
+        assert [row["version"] for row in rows] == list(range(1, latest_version() + 1))
+        repos = Repositories.over(database)
+        history = await repos.generations.history(7)
+        assert [g.request.prompt for g in history] == ["old fox"]
+        assert history[0].images[0].seed == 2**53 - 1
+        favourites = await repos.favourites.list(7)
+        assert [f.image.id for f in favourites] == [1]
+        await repos.audit.record("test", guild_id=1, user_id=7)  # the v2 table exists now
+        indexes = await database.fetch_all("SELECT name FROM sqlite_master WHERE type='index'")
+        assert "generations_history" in {row["name"] for row in indexes}
+    finally:
+        await database.close()
+
+
+async def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "dreamcord.db"
+    await (await Database.open(path)).close()
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        assert await apply_migrations(conn) == []
