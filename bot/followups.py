@@ -1,0 +1,69 @@
+"""Requests that grow out of an earlier image: upscale, variations, reroll, edit.
+
+Everything but the changed fields is kept from the stored generation, so the follow-up uses
+the same prompt, LoRAs, sampler and model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from bot.requests import random_seed
+from pipeline.request import GenerationRequest, Mode
+from pipeline.sizes import round_to
+
+UPSCALE_FACTOR = 2
+UPSCALE_DENOISE = 0.3
+"""A pixel upscale is refined at low denoise: enough to add detail, too little to redraw."""
+VARIATION_STRENGTH = {"subtle": 0.12, "strong": 0.35}
+
+
+def upscale(
+    request: GenerationRequest, image_path: Path, seed: int, image_id: int | None
+) -> GenerationRequest:
+    return replace(
+        request,
+        mode=Mode.UPSCALE,
+        init_image=str(image_path),
+        width=round_to(request.width * UPSCALE_FACTOR, 8),
+        height=round_to(request.height * UPSCALE_FACTOR, 8),
+        strength=UPSCALE_DENOISE,
+        seed=seed,
+        count=1,
+        hires=None,
+        variation_seed=None,
+        variation_strength=0.0,
+        parent_image_id=image_id,
+    )
+
+
+def variations(
+    request: GenerationRequest,
+    seed: int,
+    image_id: int | None,
+    strength: str = "strong",
+    count: int = 4,
+) -> GenerationRequest:
+    return replace(
+        request,
+        mode=Mode.VARIATION,
+        seed=seed,
+        count=count,
+        variation_seed=random_seed(),
+        variation_strength=VARIATION_STRENGTH[strength],
+        init_image=None,
+        strength=None,
+        parent_image_id=image_id,
+    )
+
+
+def reroll(request: GenerationRequest) -> GenerationRequest:
+    return replace(
+        request,
+        mode=Mode.REROLL,
+        seed=random_seed(),
+        variation_seed=None,
+        variation_strength=0.0,
+        parent_image_id=None,
+    )

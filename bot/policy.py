@@ -1,0 +1,74 @@
+"""Server policy set by admins: where the bot works, what it refuses, how much one may ask.
+
+Stored per guild in `guild_settings`; checked in code for every job before it is queued.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from data.settings import SettingsRepository
+from pipeline.errors import UserError
+from pipeline.request import GenerationRequest
+
+POLICY_KEYS = ("channels", "nsfw_words", "max_steps", "max_count", "max_pixels", "cooldown_s")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a request comes from, as far as policy cares."""
+
+    guild_id: int | None
+    channel_id: int | None
+    channel_is_nsfw: bool
+    user_id: int
+    is_admin: bool = False
+
+
+class Policy:
+    """Checks a request against its guild's policy; admins skip the cooldown only."""
+
+    def __init__(self, settings: SettingsRepository, clock: Any = time.monotonic) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._last_job: dict[tuple[int, int], float] = {}
+
+    async def check(self, place: Place, request: GenerationRequest) -> None:
+        if place.guild_id is None:
+            return
+        policy = await self._settings.guild(place.guild_id)
+        channels = policy.get("channels") or []
+        if channels and place.channel_id not in channels:
+            listed = ", ".join(f"<#{channel}>" for channel in channels)
+            raise UserError(f"the bot works only in {listed} on this server: ask there")
+        if not place.channel_is_nsfw:
+            words = [str(word).lower() for word in policy.get("nsfw_words") or []]
+            text = f"{request.prompt} ".lower()
+            found = [word for word in words if re.search(rf"\b{re.escape(word)}\b", text)]
+            if found:
+                raise UserError(
+                    f"{', '.join(found)} is not allowed outside NSFW channels: change the prompt "
+                    "or use an NSFW channel"
+                )
+        _check_limit("steps", request.steps, policy.get("max_steps"))
+        _check_limit("images", request.count, policy.get("max_count"))
+        _check_limit("pixels", request.width * request.height, policy.get("max_pixels"))
+        self._check_cooldown(place, policy.get("cooldown_s"))
+
+    def _check_cooldown(self, place: Place, cooldown: Any) -> None:
+        if not cooldown or place.is_admin or place.guild_id is None:
+            return
+        key = (place.guild_id, place.user_id)
+        now = self._clock()
+        wait = self._last_job.get(key, -float("inf")) + float(cooldown) - now
+        if wait > 0:
+            raise UserError(f"this server has a cooldown: try again in {wait:.0f} s")
+        self._last_job[key] = now
+
+
+def _check_limit(what: str, value: int, limit: Any) -> None:
+    if limit is not None and value > int(limit):
+        raise UserError(f"this server allows at most {limit} {what} per request: ask for fewer")

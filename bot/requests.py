@@ -1,0 +1,109 @@
+"""From what a user typed to a `GenerationRequest`: the prompt language plus defaults.
+
+Precedence, highest first: explicit options (slash-command options, CLI flags), flags inside
+the prompt (`--ar 3:2`), the user's saved defaults, the server's defaults, then `.env`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.settings import Settings
+from pipeline.prompt.limits import PromptLimits
+from pipeline.prompt.options import merge_options
+from pipeline.prompt.parse import parse_prompt
+from pipeline.request import GenerationRequest, HiresSpec, LoraRef
+from pipeline.sizes import parse_size
+
+REQUEST_FIELDS = ("width", "height", "steps", "cfg", "sampler", "seed", "count")
+
+
+@dataclass(frozen=True)
+class Built:
+    request: GenerationRequest
+    warnings: tuple[str, ...]
+
+
+def prompt_limits(settings: Settings) -> PromptLimits:
+    return PromptLimits(
+        max_steps=settings.max_steps,
+        max_images=settings.max_images,
+        max_pixels=settings.max_pixels,
+    )
+
+
+def settings_defaults(settings: Settings) -> dict[str, Any]:
+    width, height = settings.default_width_height
+    return {
+        "width": width,
+        "height": height,
+        "steps": settings.default_steps,
+        "cfg": settings.default_cfg,
+        "sampler": settings.default_sampler,
+        "count": settings.default_count,
+    }
+
+
+def saved_defaults(saved: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """User or server defaults as stored (`size` as text) turned into request fields."""
+    fields = {key: saved[key] for key in (*REQUEST_FIELDS, "hires") if key in saved}
+    if isinstance(saved.get("size"), str):
+        fields["width"], fields["height"] = parse_size(saved["size"], settings.max_pixels)
+    return fields
+
+
+def build_request(
+    text: str,
+    settings: Settings,
+    *,
+    negative: str | None = None,
+    explicit: Mapping[str, Any] | None = None,
+    user: Mapping[str, Any] | None = None,
+    server: Mapping[str, Any] | None = None,
+    known_loras: Collection[str] = (),
+    known_embeddings: Collection[str] = (),
+    extra_loras: tuple[LoraRef, ...] = (),
+) -> Built:
+    """Parse the prompt and merge every layer of options; a UserError lists what to fix."""
+    if negative is None:
+        saved = [layer.get("negative") for layer in (user or {}, server or {})]
+        negative = next((text for text in saved if text is not None), settings.default_negative)
+    parsed = parse_prompt(
+        text,
+        negative,
+        known_loras=known_loras,
+        known_embeddings=known_embeddings,
+        limits=prompt_limits(settings),
+    )
+    parsed.raise_if_errors()
+    merged = merge_options(
+        explicit=explicit or {},
+        flags=parsed.flags,
+        user=saved_defaults(user or {}, settings),
+        server={**settings_defaults(settings), **saved_defaults(server or {}, settings)},
+    )
+    hires = merged.pop("hires", None)
+    loras = (*parsed.loras, *extra_loras)
+    tags = "".join(f" <lora:{ref.name}:{ref.te_weight:g}:{ref.unet_weight:g}>" for ref in loras)
+    request = GenerationRequest(
+        prompt=parsed.prompt.strip() + tags,
+        negative=parsed.negative,
+        width=int(merged["width"]),
+        height=int(merged["height"]),
+        steps=int(merged["steps"]),
+        cfg=float(merged["cfg"]),
+        sampler=str(merged["sampler"]),
+        seed=int(merged["seed"]) if merged.get("seed") is not None else random_seed(),
+        count=int(merged["count"]),
+        loras=loras,
+        hires=HiresSpec() if hires else None,
+    )
+    return Built(request, parsed.warnings)
+
+
+def random_seed() -> int:
+    """A fresh seed in A1111's range, so it can be typed back into any SD tool."""
+    return secrets.randbelow(2**32)

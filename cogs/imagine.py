@@ -1,0 +1,165 @@
+"""`/imagine` and Cancel: from a prompt to a queued job with a live status message."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.requests import build_request
+from bot.service import Origin
+from cogs import texts
+from cogs.buttons import cancel_view
+from cogs.checks import is_admin, place_of, reply_error
+from pipeline.errors import UserError
+from pipeline.request import MAX_SEED, GenerationRequest
+from pipeline.samplers import SAMPLER_NAMES
+
+if TYPE_CHECKING:
+    from bot.discord_bot import DreamcordBot
+
+log = logging.getLogger(__name__)
+
+SIZE_SUGGESTIONS = ("512x512", "512x768", "768x512", "2:3", "3:2", "3:4", "4:3", "16:9", "9:16")
+SAMPLER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SAMPLER_NAMES]
+
+
+class Imagine(commands.Cog):
+    """Slash command `/imagine`, and the Cancel button of a job's status message."""
+
+    def __init__(self, bot: DreamcordBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(description="Make images from a prompt (A1111 syntax, --ar 3:2 ...)")
+    @app_commands.describe(
+        prompt="what to draw; (word:1.2), <lora:name:0.8>, --ar 3:2, --no text all work",
+        negative="what to avoid",
+        size="WxH such as 512x768, or an aspect ratio such as 2:3",
+        count="how many images",
+        seed="seed of the first image (random when empty)",
+        steps="sampling steps",
+        cfg="how closely to follow the prompt",
+        sampler="sampler (A1111 name)",
+        hires="highres fix: draw at the base size, then refine at 2x",
+    )
+    @app_commands.choices(sampler=SAMPLER_CHOICES)
+    async def imagine(
+        self,
+        interaction: discord.Interaction[DreamcordBot],
+        prompt: app_commands.Range[str, 1, 6000],
+        negative: app_commands.Range[str, 0, 6000] | None = None,
+        size: str | None = None,
+        count: app_commands.Range[int, 1, 16] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
+        sampler: app_commands.Choice[str] | None = None,
+        hires: bool | None = None,
+    ) -> None:
+        explicit: dict[str, Any] = {
+            "count": count,
+            "seed": seed,
+            "steps": steps,
+            "cfg": cfg,
+            "sampler": sampler.value if sampler else None,
+            "hires": hires,
+        }
+        if size:
+            explicit["size"] = size
+        await self.start_job(interaction, prompt, negative, explicit)
+
+    @imagine.autocomplete("size")
+    async def _sizes(
+        self, interaction: discord.Interaction[DreamcordBot], typed: str
+    ) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=size, value=size)
+            for size in SIZE_SUGGESTIONS
+            if typed.lower() in size
+        ][:25]
+
+    async def start_job(
+        self,
+        interaction: discord.Interaction[DreamcordBot],
+        prompt: str,
+        negative: str | None,
+        explicit: dict[str, Any],
+    ) -> None:
+        """Acknowledge at once, then build, store and queue the job, then show its status."""
+        await interaction.response.defer(thinking=True)
+        try:
+            request = await self._request(interaction, prompt, negative, explicit)
+            await self.submit(interaction, request)
+        except UserError as error:
+            await reply_error(interaction, str(error), replace_thinking=True)
+
+    async def submit(
+        self, interaction: discord.Interaction[DreamcordBot], request: GenerationRequest
+    ) -> None:
+        """Queue `request` for the clicking user and turn the deferred reply into its status."""
+        service = self.bot.service
+        await self.bot.policy.check(place_of(interaction, self.bot.settings), request)
+        ticket = await service.submit(request, _origin(interaction))
+        message = await interaction.edit_original_response(
+            content=texts.queued(request, interaction.user.id, ticket.position, ticket.eta_s),
+            view=cancel_view(ticket.job_id),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        await service.repos.jobs.set_message(ticket.job_id, message.id)
+        self.bot.presenter.track(
+            ticket.job_id, message.channel.id, message.id, interaction.filesize_limit
+        )
+        service.worker.want_previews(ticket.job_id)
+
+    async def _request(
+        self,
+        interaction: discord.Interaction[DreamcordBot],
+        prompt: str,
+        negative: str | None,
+        explicit: dict[str, Any],
+    ) -> GenerationRequest:
+        repos = self.bot.service.repos
+        user = await repos.settings.user(interaction.user.id)
+        server = await repos.settings.guild(interaction.guild_id) if interaction.guild_id else {}
+        size = explicit.pop("size", None)
+        if size:
+            from pipeline.sizes import parse_size
+
+            explicit["width"], explicit["height"] = parse_size(size, self.bot.settings.max_pixels)
+        built = build_request(
+            prompt,
+            self.bot.settings,
+            negative=negative,
+            explicit=explicit,
+            user=user,
+            server=server,
+            known_loras=self.bot.names.loras,
+            known_embeddings=self.bot.names.embeddings,
+        )
+        return built.request
+
+    async def cancel_from_button(
+        self, interaction: discord.Interaction[DreamcordBot], job_id: str
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            outcome = await self.bot.service.cancel(
+                job_id, interaction.user.id, is_admin(interaction, self.bot.settings)
+            )
+        except UserError as error:
+            await interaction.followup.send(f"⚠️ {error}", ephemeral=True)
+            return
+        await interaction.followup.send(f"Cancelled: {outcome}.", ephemeral=True)
+
+
+def _origin(interaction: discord.Interaction[DreamcordBot]) -> Origin:
+    return Origin(
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        interaction_id=interaction.id,
+        interaction_token=interaction.token,
+    )

@@ -1,0 +1,34 @@
+"""/imagine end to end: acknowledgement, progress, the grid and its buttons."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from tests.fakediscord import DiscordHarness
+
+pytestmark = pytest.mark.e2e
+
+RESULT_LABELS = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
+TOOLS = ["Reroll", "Edit", "Favourite", "Info", "Delete"]
+
+
+def labels(message) -> list[str]:  # noqa: ANN001
+    return [button.get("label") for button in message.buttons()]
+
+
+async def test_imagine_acks_in_time_and_posts_a_labelled_grid(discord: DiscordHarness) -> None:
+    ix = await discord.slash("imagine", prompt="a red fox in the snow", user=discord.alice)
+    await ix.wait_for_response()
+    assert ix.ack_latency is not None and ix.ack_latency < 3
+    done = await ix.wait_for_original(lambda m: "U1" in labels(m), timeout=60)
+    assert labels(done) == RESULT_LABELS + TOOLS
+    grid = Image.open(io.BytesIO(done.attachment_data(0)))
+    assert grid.size == (128, 128)
+    assert "a red fox in the snow" in done.content
+    assert f"<@{discord.alice.id}>" in done.content
+    contents = [state.get("content", "") for state in done.history]
+    assert any("Queued" in content for content in contents), "the queue position came first"
+    assert any("step" in content for content in contents), "then progress"
