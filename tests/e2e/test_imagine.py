@@ -15,7 +15,7 @@ RESULT_LABELS = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
 TOOLS = ["Reroll", "Edit", "Favourite", "Info", "Delete"]
 
 
-def labels(message) -> list[str]:  # noqa: ANN001
+def labels(message) -> list[str]:
     return [button.get("label") for button in message.buttons()]
 
 
