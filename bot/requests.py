@@ -98,6 +98,7 @@ def build_request(
         sampler=str(merged["sampler"]),
         seed=int(merged["seed"]) if merged.get("seed") is not None else random_seed(),
         count=int(merged["count"]),
+        clip_skip=int(merged.get("clip_skip", 1)),
         loras=loras,
         hires=HiresSpec() if hires else None,
     )

@@ -6,6 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from pipeline.errors import UserError
 from pipeline.request import GenerationRequest, Mode
 
 _FIELD = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -87,3 +88,25 @@ def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
         else:
             prompt_lines.append(line)
     return "\n".join(prompt_lines), "\n".join(negative_lines), fields
+
+
+def options_from_parameters(text: str) -> tuple[str, str, dict[str, int | float | str]]:
+    """(prompt, negative, request options) from infotext, to make more from an earlier image."""
+    prompt, negative, fields = parse_parameters(text)
+    try:
+        width, height = (int(side) for side in fields["Size"].split("x"))
+        options: dict[str, int | float | str] = {
+            "width": width,
+            "height": height,
+            "seed": int(fields["Seed"]),
+            "steps": int(fields.get("Steps", 25)),
+            "cfg": float(fields.get("CFG scale", 7)),
+            "sampler": fields.get("Sampler", "Euler a"),
+            "clip_skip": int(fields.get("Clip skip", 1)),
+        }
+    except (KeyError, ValueError) as error:
+        raise UserError(
+            f"the image's parameters are incomplete ({error}): use a PNG made by Dreamcord, "
+            "A1111, Forge or ComfyUI with its parameters kept"
+        ) from None
+    return prompt, negative, options

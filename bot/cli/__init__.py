@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -37,14 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str, quiet: bool) -> None:
+    """Log lines for the bot; only warnings for one-shot commands, unless LOG_LEVEL=DEBUG.
+
+    transformers and diffusers read their verbosity when first imported, so it is set here,
+    before any model code runs.
+    """
+    if level != "DEBUG":
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    effective = "WARNING" if quiet and level != "DEBUG" else level
+    logging.basicConfig(level=effective, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, load settings once, run the subcommand; user mistakes become one stderr line."""
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.log_level, quiet=args.handler.__name__ != "run")
         return int(args.handler(args, settings) or 0)
     except UserError as error:
         print(f"dreamcord: {error}", file=sys.stderr)

@@ -1,27 +1,35 @@
-"""`dreamcord generate`: make images from the command line with the bot's own engine."""
+"""`dreamcord generate`: make images from the command line through the bot's own service.
+
+The job takes the same path as a Discord job (service, queue, planner, worker, engine, SQLite),
+only the presenter differs: a progress bar, then the PNGs copied into `--out`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import secrets
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from bot import followups
 from bot.cli.progress import ProgressBar
-from bot.container import open_services
+from bot.container import open_database, open_services
 from bot.models import limits_of
+from bot.requests import build_request
 from bot.service import Origin
 from bot.settings import Settings
 from pipeline.errors import UserError
+from pipeline.infotext import options_from_parameters
 from pipeline.limits import check_request
-from pipeline.request import GenerationRequest
+from pipeline.png import read_png
+from pipeline.request import GenerationRequest, HiresSpec, Mode
 from pipeline.samplers import SAMPLER_NAMES
-from pipeline.sizes import parse_size
+from pipeline.sizes import parse_size, round_to
+from pipeline.upscalers import UPSCALER_NAMES, find_upscaler
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -31,6 +39,7 @@ if TYPE_CHECKING:
 
 CLI_USER_ID = 0
 """Jobs from the command line are stored under this user id."""
+DEFAULT_IMG2IMG_STRENGTH = 0.6
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,39 +48,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="make images from a prompt and write them as PNG files",
         description="Make images with the same engine as the bot. Defaults come from .env.",
     )
-    parser.add_argument("prompt", help="the prompt, in the A1111 prompt language")
+    parser.add_argument("prompt", nargs="?", help="the prompt, in the A1111 prompt language")
     parser.add_argument("--negative", help="the negative prompt (default: DEFAULT_NEGATIVE)")
     parser.add_argument("--size", help="WxH such as 512x768, or an aspect ratio such as 2:3")
-    parser.add_argument("--count", type=int, help="how many images (image i uses seed + i)")
+    parser.add_argument(
+        "--count", type=int, default=1, help="how many images (image i uses seed + i)"
+    )
     parser.add_argument("--seed", type=int, help="seed of the first image (default: random)")
     parser.add_argument("--steps", type=int, help="sampling steps")
     parser.add_argument("--cfg", type=float, help="CFG scale: how closely to follow the prompt")
     parser.add_argument("--sampler", help=f"one of: {', '.join(SAMPLER_NAMES)}")
-    parser.add_argument("--clip-skip", type=int, default=1, help="1 (default) or 2 for anime")
+    parser.add_argument("--clip-skip", type=int, help="1 (default) or 2 for anime models")
     parser.add_argument("--model", help="tiny, a .safetensors file, a diffusers folder or hub id")
+    hires = parser.add_argument_group("highres fix")
+    hires.add_argument("--hires", action="store_true", help="refine at a larger size")
+    hires.add_argument("--hires-scale", type=float, default=2.0, help="1.25 to 2 (default 2)")
+    hires.add_argument("--hires-steps", type=int, default=15, help="0 = same as --steps")
+    hires.add_argument("--denoise", type=float, help="hires denoise (latent 0.55, Lanczos 0.35)")
+    hires.add_argument("--upscaler", default="Latent", help=f"one of: {', '.join(UPSCALER_NAMES)}")
+    more = parser.add_argument_group("from an earlier image (a PNG with parameters)")
+    more.add_argument("--upscale", type=Path, metavar="IMAGE", help="2x upscale of IMAGE")
+    more.add_argument("--vary", type=Path, metavar="IMAGE", help="variations of IMAGE")
+    more.add_argument("--init", type=Path, metavar="IMAGE", help="image to image from IMAGE")
+    more.add_argument(
+        "--strength", help="--vary: subtle or strong (default); --init: 0-1 (default 0.6)"
+    )
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (./out)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=generate)
-
-
-def request_from_args(args: argparse.Namespace, settings: Settings) -> GenerationRequest:
-    """Options over settings defaults, checked against the limits."""
-    width, height = (
-        parse_size(args.size, settings.max_pixels) if args.size else settings.default_width_height
-    )
-    request = GenerationRequest(
-        prompt=args.prompt,
-        negative=settings.default_negative if args.negative is None else args.negative,
-        width=width,
-        height=height,
-        steps=settings.default_steps if args.steps is None else args.steps,
-        cfg=settings.default_cfg if args.cfg is None else args.cfg,
-        sampler=args.sampler or settings.default_sampler,
-        seed=secrets.randbelow(2**32) if args.seed is None else args.seed,
-        count=1 if args.count is None else args.count,
-        clip_skip=args.clip_skip,
-    )
-    return check_request(request, limits_of(settings))
 
 
 class CliDelivery:
@@ -95,26 +99,18 @@ class CliDelivery:
 
 
 def generate(args: argparse.Namespace, settings: Settings) -> int:
-    request = request_from_args(args, settings)
-    if args.model == "tiny" or (args.model is None and settings.model == "tiny"):
-        print("note: the tiny model has random weights: its images are noise", file=sys.stderr)
+    sources = [flag for flag in ("upscale", "vary", "init") if getattr(args, flag)]
+    if len(sources) > 1:
+        raise UserError(f"use only one of --{' / --'.join(sources)}")
+    if not args.prompt and not (args.upscale or args.vary):
+        raise UserError('give a prompt, for example: dreamcord generate "a red fox"')
     started = time.perf_counter()
     with ProgressBar("generating") as bar:
         delivery = CliDelivery(bar)
-        asyncio.run(_run_job(settings, request, args.model, delivery))
+        request = asyncio.run(_generate(args, settings, delivery))
     if delivery.failure is not None or delivery.generation is None:
         raise UserError(f"generation failed: {delivery.failure or 'no result'}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    images = []
-    for image in delivery.generation.images:
-        path = free_path(args.out, f"{time.strftime('%Y%m%d-%H%M%S')}-{image.seed}")
-        source = settings.data_dir / "images" / image.path
-        write_atomically(path, source.read_bytes())
-        images.append(
-            {"path": str(path), "seed": image.seed, "width": image.width, "height": image.height}
-        )
-        if not args.json:
-            print(path)
+    images = _write_outputs(delivery.generation, settings, args)
     if args.json:
         finished = time.perf_counter()
         timings = {
@@ -127,16 +123,123 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _run_job(
-    settings: Settings, request: GenerationRequest, model: str | None, delivery: CliDelivery
-) -> None:
-    """Submit one job through the same service, queue and worker as the bot, and wait."""
-    services = await open_services(settings, delivery, model_override=model)
+async def _generate(
+    args: argparse.Namespace, settings: Settings, delivery: CliDelivery
+) -> GenerationRequest:
+    """Build the request (a mistake stops here, before the model loads), then run it."""
+    db, repos = await open_database(settings)
+    try:
+        known = (await repos.loras.names(), await repos.embeddings.names())
+    finally:
+        await db.close()
+    request = check_request(request_from_args(args, settings, *known), limits_of(settings))
+    if args.model == "tiny" or (args.model is None and settings.model == "tiny"):
+        print("note: the tiny model has random weights: its images are noise", file=sys.stderr)
+    services = await open_services(settings, delivery, model_override=args.model)
     try:
         ticket = await services.generation.submit(request, Origin(user_id=CLI_USER_ID))
         await services.generation.wait(ticket.job_id)
     finally:
         await services.close()
+    return request
+
+
+def request_from_args(
+    args: argparse.Namespace,
+    settings: Settings,
+    known_loras: list[str] | None = None,
+    known_embeddings: list[str] | None = None,
+) -> GenerationRequest:
+    """Options over the defaults; from an earlier image's parameters for --upscale and --vary."""
+    explicit: dict[str, Any] = {
+        "count": args.count,
+        "seed": args.seed,
+        "steps": args.steps,
+        "cfg": args.cfg,
+        "sampler": args.sampler,
+        "clip_skip": args.clip_skip,
+    }
+    if args.size:
+        explicit["width"], explicit["height"] = parse_size(args.size, settings.max_pixels)
+    prompt, negative = args.prompt, args.negative
+    source = args.upscale or args.vary
+    if source is not None:
+        _, parameters = read_png(source)
+        if not parameters:
+            raise UserError(f"{source} has no generation parameters: use a PNG made by an SD tool")
+        saved_prompt, saved_negative, saved = options_from_parameters(parameters)
+        prompt = prompt or saved_prompt
+        negative = saved_negative if negative is None else negative
+        explicit = {**saved, **{key: value for key, value in explicit.items() if value is not None}}
+        explicit["count"] = 1
+    elif args.init is not None:
+        image, _ = read_png(args.init)
+        if not args.size:
+            pixels = settings.max_pixels
+            scale = min(1.0, (pixels / (image.width * image.height)) ** 0.5)
+            explicit["width"] = round_to(image.width * scale, 8)
+            explicit["height"] = round_to(image.height * scale, 8)
+    request = build_request(
+        prompt,
+        settings,
+        negative=negative,
+        explicit=explicit,
+        known_loras=known_loras or (),
+        known_embeddings=known_embeddings or (),
+    ).request
+    if args.hires:
+        upscaler = find_upscaler(args.upscaler)
+        denoise = upscaler.default_denoise if args.denoise is None else args.denoise
+        hires = HiresSpec(args.hires_scale, args.hires_steps, denoise, upscaler.name)
+        request = replace(request, hires=hires)
+    if args.upscale is not None:
+        return followups.upscale(request, args.upscale.resolve(), request.seed, None)
+    if args.vary is not None:
+        strength = args.strength or "strong"
+        if strength not in followups.VARIATION_STRENGTH:
+            raise UserError(f"--strength {strength!r} with --vary: use subtle or strong")
+        count = min(4, settings.max_images) if args.count == 1 else args.count
+        return followups.variations(request, request.seed, None, strength, count)
+    if args.init is not None:
+        return replace(
+            request,
+            mode=Mode.IMG2IMG,
+            init_image=str(args.init.resolve()),
+            strength=_number_strength(args.strength),
+        )
+    return request
+
+
+def _number_strength(text: str | None) -> float:
+    if text is None:
+        return DEFAULT_IMG2IMG_STRENGTH
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--strength {text!r} with --init: use a number from 0 to 1") from None
+
+
+def _write_outputs(
+    generation: Generation, settings: Settings, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    args.out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for image in generation.images:
+        path = free_path(args.out, f"{time.strftime('%Y%m%d-%H%M%S')}-{image.seed}")
+        source = settings.data_dir / "images" / image.path
+        write_atomically(path, source.read_bytes())
+        entry = {
+            "path": str(path),
+            "seed": image.seed,
+            "width": image.width,
+            "height": image.height,
+        }
+        if image.variation_seed is not None:
+            entry["variation_seed"] = image.variation_seed
+        images.append(entry)
+        if not args.json:
+            print(path)
+    return images
 
 
 def free_path(folder: Path, stem: str) -> Path:

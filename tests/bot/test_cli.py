@@ -98,3 +98,53 @@ def test_doctor_quick_reports_each_check(capsys) -> None:
     assert [line.split(":")[0].split()[-1] for line in lines] == ["token", "dir", "device"]
     assert lines[0].startswith("FIX   token: DISCORD_TOKEN is not set")
     assert outcome.code == 1
+
+
+def _one_png(capsys, *args: str) -> dict:
+    outcome = dreamcord(capsys, "generate", *args, "--model", "tiny", "--json")
+    assert outcome.code == 0, outcome.err
+    return json.loads(outcome.out)
+
+
+def test_hires_doubles_the_size_and_writes_its_parameters(capsys) -> None:
+    report = _one_png(capsys, "a fox", *TINY, "--hires", "--hires-scale", "2", "--out", "h")
+    image = report["images"][0]
+    assert (image["width"], image["height"]) == (128, 128)
+    text = Image.open(image["path"]).info["parameters"]
+    for field in ("Size: 64x64", "Hires upscale: 2", "Hires steps: 15", "Hires upscaler: Latent"):
+        assert field in text
+
+
+def test_upscale_and_vary_start_from_a_png_with_parameters(capsys) -> None:
+    source = _one_png(capsys, "a fox", *TINY, "--seed", "7", "--out", "src")["images"][0]
+    upscaled = _one_png(capsys, "--upscale", source["path"], "--out", "up")
+    assert upscaled["images"][0]["width"] == 128
+    assert upscaled["params"]["mode"] == "upscale"
+    assert upscaled["params"]["prompt"] == "a fox"
+    varied = _one_png(capsys, "--vary", source["path"], "--strength", "subtle", "--out", "v")
+    assert [image["seed"] for image in varied["images"]] == [7, 7, 7, 7]
+    assert len({image["variation_seed"] for image in varied["images"]}) == 4
+    assert (
+        "Variation seed strength: 0.12"
+        in Image.open(varied["images"][0]["path"]).info["parameters"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--vary", "x.png", "--upscale", "y.png"), "use only one of"),
+        (("--upscale", "missing.png"), "does not exist"),
+        (("a fox", "--init", "missing.png"), "does not exist"),
+        (("a fox", "--hires", "--upscaler", "Magic"), "unknown upscaler 'Magic'"),
+        (("a fox", "--hires", "--hires-scale", "5"), "hires scale 5 is out of range"),
+        (("a fox", "--init", "in.png", "--strength", "lots"), "use a number from 0 to 1"),
+        ((), "give a prompt"),
+    ],
+)
+def test_bad_image_options_are_one_line(capsys, tmp_path: Path, args, says: str) -> None:
+    Image.new("RGB", (64, 64)).save(tmp_path / "in.png")
+    outcome = dreamcord(capsys, "generate", *args, "--model", "tiny")
+    assert outcome.code == 2
+    assert says in outcome.err
+    assert len(outcome.err.strip().splitlines()) == 1
