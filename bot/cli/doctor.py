@@ -1,21 +1,47 @@
-"""`dreamcord doctor`: one line per check, OK or what to fix."""
+"""`dreamcord doctor`: one line per check, OK or what to fix.
+
+`--quick` skips the slow and the online checks (model load, token validity): it serves the
+container's health check.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bot.settings import Settings
 from pipeline.errors import UserError
 
 MIN_FREE_BYTES = 2 * 1024**3
+DISCORD_API = "https://discord.com/api/v10"
+TOKEN_CHECK_TIMEOUT_S = 10
+
+
+class Skipped(Exception):
+    """The check could not run here (offline, not configured); not a failure."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    run: Callable[[Settings], str]
+    quick: bool = True
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("doctor", help="check device, model, data folder and token")
-    parser.add_argument("--quick", action="store_true", help="skip loading the model")
+    parser = subparsers.add_parser(
+        "doctor", help="check token, data folder, database, device, model and LoRA library"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="skip the model load and online checks"
+    )
     parser.set_defaults(handler=doctor)
 
 
@@ -25,6 +51,32 @@ def check_token(settings: Settings) -> str:
     if len(settings.discord_token.get_secret_value().split(".")) != 3:
         raise UserError("DISCORD_TOKEN does not look like a bot token: copy it again")
     return "present"
+
+
+def check_token_online(settings: Settings) -> str:
+    """Ask Discord who the token belongs to; offline is a skip, a refusal is a failure."""
+    if settings.discord_token is None:
+        raise Skipped("no token")
+    base = (settings.discord_api_base or DISCORD_API).rstrip("/")
+    request = urllib.request.Request(
+        f"{base}/users/@me",
+        headers={
+            "Authorization": f"Bot {settings.discord_token.get_secret_value()}",
+            "User-Agent": "DiscordBot (dreamcord doctor, 1)",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TOKEN_CHECK_TIMEOUT_S) as response:
+            user = json.load(response)
+    except urllib.error.HTTPError as error:
+        if error.code == 401:
+            raise UserError(
+                "Discord refused DISCORD_TOKEN: reset it in the Developer Portal"
+            ) from None
+        raise Skipped(f"Discord answered {error.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        raise Skipped(f"Discord is not reachable ({getattr(error, 'reason', error)})") from None
+    return f"valid, the bot is {user.get('username', '?')} ({user.get('id', '?')})"
 
 
 def check_data_dir(settings: Settings) -> str:
@@ -39,6 +91,27 @@ def check_data_dir(settings: Settings) -> str:
     if free < MIN_FREE_BYTES:
         raise UserError(f"DATA_DIR={folder} has only {free / 1024**3:.1f} GiB free: make room")
     return f"{folder.resolve()} writable, {free / 1024**3:.0f} GiB free"
+
+
+def check_database(settings: Settings) -> str:
+    """Open (and migrate) the database, then SQLite's own integrity check."""
+    from bot.container import open_database
+
+    async def inspect() -> str:
+        db, repos = await open_database(settings)
+        try:
+            row = await db.fetch_one("PRAGMA quick_check")
+            result = row[0] if row else "no answer"
+            if result != "ok":
+                raise UserError(
+                    f"the database is damaged ({result}): restore a backup (dreamcord backup)"
+                )
+            jobs = await repos.jobs.list_queued()
+            return f"integrity ok, {len(jobs)} jobs waiting"
+        finally:
+            await db.close()
+
+    return asyncio.run(inspect())
 
 
 def check_device(settings: Settings) -> str:
@@ -64,23 +137,30 @@ def check_model(settings: Settings) -> str:
 
     engine = build_engine(settings)
     request = GenerationRequest("doctor", width=64, height=64, steps=1, sampler="Euler")
-    engine.run([ImageTask("doctor", 0, request)], lambda *_: None, lambda: False)
-    return f"{settings.model} loads and made a 1-step test image"
+    results = engine.run([ImageTask("doctor", 0, request)], lambda *_: None, lambda: False)
+    return f"{settings.model} loads and made a {results[0].image.width}px test image"
+
+
+CHECKS = (
+    Check("token", check_token),
+    Check("token online", check_token_online, quick=False),
+    Check("data dir", check_data_dir),
+    Check("database", check_database),
+    Check("device", check_device),
+    Check("model", check_model, quick=False),
+)
 
 
 def doctor(args: argparse.Namespace, settings: Settings) -> int:
-    checks: list[tuple[str, Callable[[Settings], str]]] = [
-        ("token", check_token),
-        ("data dir", check_data_dir),
-        ("device", check_device),
-    ]
-    if not args.quick:
-        checks.append(("model", check_model))
     failures = 0
-    for name, check in checks:
+    for check in CHECKS:
+        if args.quick and not check.quick:
+            continue
         try:
-            print(f"OK    {name}: {check(settings)}")
+            print(f"OK    {check.name}: {check.run(settings)}", flush=True)
+        except Skipped as reason:
+            print(f"SKIP  {check.name}: {reason}", flush=True)
         except UserError as error:
             failures += 1
-            print(f"FIX   {name}: {error}")
+            print(f"FIX   {check.name}: {error}", flush=True)
     return 1 if failures else 0

@@ -95,8 +95,10 @@ def test_corrupt_safetensors_checkpoint_is_refused(capsys, tmp_path: Path) -> No
 def test_doctor_quick_reports_each_check(capsys) -> None:
     outcome = dreamcord(capsys, "doctor", "--quick")
     lines = outcome.out.strip().splitlines()
-    assert [line.split(":")[0].split()[-1] for line in lines] == ["token", "dir", "device"]
+    names = [line[6:].split(":")[0] for line in lines]
+    assert names == ["token", "data dir", "database", "device"]
     assert lines[0].startswith("FIX   token: DISCORD_TOKEN is not set")
+    assert lines[2].startswith("OK    database: integrity ok")
     assert outcome.code == 1
 
 
