@@ -145,6 +145,11 @@ class GenerationRepository:
             return None
         return _generation(row, tuple(await self.images_of(generation_id)))
 
+    async def for_job(self, job_id: str) -> Generation | None:
+        """The generation a job made, to deliver it again after a restart."""
+        row = await self._db.fetch_one("SELECT id FROM generations WHERE job_id = ?", (job_id,))
+        return None if row is None else await self.get(row["id"])
+
     async def images_of(self, generation_id: int) -> list[Image]:
         rows = await self._db.fetch_all(
             "SELECT * FROM images WHERE generation_id = ? ORDER BY idx", (generation_id,)

@@ -1,0 +1,166 @@
+"""The generation service on a real database with a fake backend: store, deliver, recover."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.container import Services, open_services
+from bot.service import RESTART_FAILURE, Origin
+from bot.settings import Settings, load_settings
+from data.jobs import JobState
+from pipeline.errors import UserError
+from pipeline.request import GenerationRequest
+from tests.pipeline.fakes import FakeBackend
+
+REQUEST = GenerationRequest("a fox", width=64, height=64, steps=3, seed=5, count=2)
+ALICE, BOB = Origin(user_id=1, channel_id=10), Origin(user_id=2, channel_id=10)
+
+
+class RecordingDelivery:
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, int]] = []
+        self.failures: list[tuple[str, str]] = []
+        self.steps: list[tuple[str, int]] = []
+
+    def progress(self, job, step, total, preview) -> None:
+        self.steps.append((job.id, step))
+
+    async def deliver(self, job, generation) -> None:
+        self.delivered.append((job.id, generation.id))
+
+    async def report_failure(self, job, message: str) -> None:
+        self.failures.append((job.id, message))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(None, data_dir=tmp_path / "data", max_queued_per_user=2)
+
+
+async def start(settings: Settings, backend: FakeBackend, delivery: RecordingDelivery) -> Services:
+    return await open_services(settings, delivery, backend=backend)
+
+
+@pytest.fixture
+async def running(
+    settings: Settings,
+) -> AsyncIterator[tuple[Services, RecordingDelivery, FakeBackend]]:
+    delivery, backend = RecordingDelivery(), FakeBackend()
+    services = await start(settings, backend, delivery)
+    yield services, delivery, backend
+    backend.release.set()
+    await services.close()
+
+
+async def test_a_job_is_stored_run_written_and_delivered_once(running) -> None:
+    services, delivery, _ = running
+    ticket = await services.generation.submit(REQUEST, ALICE)
+    job = await services.generation.wait(ticket.job_id)
+    assert job.state is JobState.DONE and job.delivered_at is not None
+    generation = await services.repos.generations.for_job(job.id)
+    assert generation is not None
+    assert [image.seed for image in generation.images] == [5, 6]
+    for image in generation.images:
+        assert (services.images.root / image.path).read_bytes().startswith(b"\x89PNG")
+    assert delivery.delivered == [(job.id, generation.id)]
+    assert (job.id, 3) in delivery.steps
+
+
+async def test_the_queue_cap_refuses_before_anything_is_stored(running) -> None:
+    services, _, backend = running
+    backend.release.clear()  # the first job holds the worker; the rest wait
+    for _ in range(3):  # one runs, two wait
+        await services.generation.submit(REQUEST, ALICE)
+    with pytest.raises(UserError, match="you already have 2 jobs waiting"):
+        await services.generation.submit(REQUEST, ALICE)
+    assert len(await services.repos.jobs.list_queued()) + 1 == 3
+    await services.generation.submit(REQUEST, BOB)  # others are not affected
+
+
+async def test_cancel_is_for_the_owner_or_an_admin(running) -> None:
+    services, delivery, backend = running
+    backend.release.clear()
+    await services.generation.submit(REQUEST, ALICE)
+    waiting = await services.generation.submit(REQUEST, ALICE)
+    with pytest.raises(UserError, match="only the person who asked"):
+        await services.generation.cancel(waiting.job_id, BOB.user_id)
+    assert (
+        await services.generation.cancel(waiting.job_id, ALICE.user_id) == "removed from the queue"
+    )
+    assert (waiting.job_id, "cancelled") in delivery.failures
+    stored = await services.repos.jobs.get(waiting.job_id)
+    assert stored is not None and stored.state is JobState.CANCELLED
+
+
+async def test_a_restart_mid_batch_loses_nothing(settings: Settings) -> None:
+    """Crash while a batch runs: rows say running; the next start retries it and delivers."""
+    held = FakeBackend()
+    held.release.clear()
+    first = await start(settings, held, RecordingDelivery())
+    running_job = await first.generation.submit(REQUEST, ALICE)
+    waiting_job = await first.generation.submit(REQUEST, BOB)
+    await asyncio.to_thread(held.holding.wait, 5)
+    await asyncio.sleep(0.05)  # let mark_running land
+    await first.db.close()  # the crash: the database is left as it was, the worker abandoned
+    held.release.set()
+
+    delivery = RecordingDelivery()
+    second = await start(settings, FakeBackend(), delivery)
+    try:
+        for ticket in (running_job, waiting_job):
+            job = await second.generation.wait(ticket.job_id)
+            assert job.state is JobState.DONE, job
+        assert sorted(job_id for job_id, _ in delivery.delivered) == sorted(
+            [running_job.job_id, waiting_job.job_id]
+        )
+        retried = await second.repos.jobs.get(running_job.job_id)
+        assert retried is not None and retried.attempts == 2
+    finally:
+        await second.close()
+        await first.generation.worker.stop()
+
+
+async def test_a_job_interrupted_twice_fails_with_a_message(settings: Settings) -> None:
+    for _ in range(2):
+        held = FakeBackend()
+        held.release.clear()
+        services = await start(settings, held, RecordingDelivery())
+        if not await services.repos.jobs.jobs_in_state(JobState.QUEUED):
+            await services.generation.submit(REQUEST, ALICE)
+        await asyncio.to_thread(held.holding.wait, 5)
+        await asyncio.sleep(0.05)
+        await services.db.close()
+        held.release.set()
+        await services.generation.worker.stop()
+    delivery = RecordingDelivery()
+    final = await start(settings, FakeBackend(), delivery)
+    try:
+        [failed] = await final.repos.jobs.jobs_in_state(JobState.FAILED)
+        assert failed.error == RESTART_FAILURE
+        assert delivery.failures == [(failed.id, RESTART_FAILURE)]
+    finally:
+        await final.close()
+
+
+async def test_an_undelivered_result_is_posted_at_the_next_start_and_only_once(
+    settings: Settings,
+) -> None:
+    class Offline(RecordingDelivery):
+        async def deliver(self, job, generation) -> None:
+            raise ConnectionError("Discord is down")
+
+    first = await start(settings, FakeBackend(), Offline())
+    ticket = await first.generation.submit(REQUEST, ALICE)
+    job = await first.generation.wait(ticket.job_id)
+    assert job.state is JobState.DONE and job.delivered_at is None
+    await first.close()
+
+    for expected in (1, 0):
+        delivery = RecordingDelivery()
+        services = await start(settings, FakeBackend(), delivery)
+        await services.close()
+        assert len(delivery.delivered) == expected
