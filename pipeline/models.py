@@ -32,6 +32,7 @@ GIB = 1024**3
 
 class ModelKind(StrEnum):
     TINY = "tiny"
+    RANDOM_SD15 = "sd15-random"
     FOLDER = "diffusers folder"
     HUB = "hub id"
     SINGLE_FILE = "checkpoint file"
@@ -50,8 +51,8 @@ class ModelSource:
 def resolve_model(spec: str, name: str | None = None) -> ModelSource:
     """Classify a MODEL value, refusing pickles, missing paths and unreadable checkpoints."""
     spec = spec.strip()
-    if spec == "tiny":
-        return ModelSource(name or "tiny", spec, ModelKind.TINY)
+    if spec in (ModelKind.TINY, ModelKind.RANDOM_SD15):
+        return ModelSource(name or spec, spec, ModelKind(spec))
     path = Path(spec).expanduser()
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UserError(
@@ -191,12 +192,15 @@ def load_model(
     common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     model_hash = ""
     try:
-        if source.kind is ModelKind.TINY:
-            from pipeline.tiny import build_tiny_components
+        if source.kind in (ModelKind.TINY, ModelKind.RANDOM_SD15):
+            from pipeline.tiny import build_sd15_random_components, build_tiny_components
 
-            pipe = StableDiffusionPipeline(
-                **build_tiny_components(), feature_extractor=None, **common
+            build = (
+                build_tiny_components
+                if source.kind is ModelKind.TINY
+                else build_sd15_random_components
             )
+            pipe = StableDiffusionPipeline(**build(), feature_extractor=None, **common)
             if placement.dtype != pipe.unet.dtype:
                 pipe.to(dtype=placement.dtype)
         elif source.kind is ModelKind.SINGLE_FILE:

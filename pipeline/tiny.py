@@ -1,8 +1,8 @@
-"""`tiny`: the SD1.5 architecture shrunk, with fixed random weights, for tests and first tries.
+"""Built-in random-weight models: `tiny` for tests and first tries, `sd15-random` for benchmarks.
 
-Same block types as SD1.5 (cross-attention down/up blocks, a KL VAE with 8x downsampling and
-4 latent channels, a CLIP text transformer with the real tokenizer), but widths of 32-64, so it
-builds in about a second and draws noise on any CPU.
+`tiny` has the same block types as SD1.5 (cross-attention down/up blocks, a KL VAE with 8x
+downsampling and 4 latent channels, a CLIP text transformer with the real tokenizer), but widths
+of 32-64, so it builds in about a second and draws noise on any CPU.
 """
 
 from __future__ import annotations
@@ -85,4 +85,36 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
         "text_encoder": text_encoder.eval(),
         "tokenizer": load_clip_tokenizer(),
         "scheduler": PNDMScheduler.from_config(SCHEDULER_CONFIG),
+    }
+
+
+def build_sd15_random_components(seed: int = 0) -> dict[str, Any]:
+    """Full-size SD1.5 parts with random weights: the real cost of every step, for benchmarks.
+
+    Random weights run at the same speed as trained ones, so throughput figures need no download.
+    """
+    import json
+
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from pipeline.models import config_dir
+    from pipeline.tokenizer import load_clip_tokenizer
+
+    configs = config_dir()
+
+    def read(part: str, name: str = "config.json") -> dict[str, Any]:
+        return json.loads((configs / part / name).read_text())
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel.from_config(read("unet"))
+        vae = AutoencoderKL.from_config(read("vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**read("text_encoder")))
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": load_clip_tokenizer(),
+        "scheduler": PNDMScheduler.from_config(read("scheduler", "scheduler_config.json")),
     }

@@ -68,6 +68,9 @@ class WorkerHooks:
     async def on_job_failed(self, job: Job, message: str) -> None:
         """The job is off the queue; `message` is fit to show its user."""
 
+    def on_out_of_memory(self, batch_size: int) -> None:
+        """A batch of `batch_size` ran out of device memory; it is split and retried."""
+
 
 class Worker:
     """Runs batches from `queue` on `backend`, one at a time, on one dedicated thread."""
@@ -195,6 +198,7 @@ class Worker:
             self._fail(tasks[0].job_id, TOO_LARGE)
             return
         self._capacity.record_out_of_memory(tasks[0].request, len(tasks))
+        self._hooks.on_out_of_memory(len(tasks))
         middle = (len(tasks) + 1) // 2
         for half in (tasks[:middle], tasks[middle:]):
             live = [task for task in half if self._is_active(task.job_id)]
