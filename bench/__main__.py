@@ -1,4 +1,4 @@
-"""`python -m bench throughput [--model tiny] [--jobs N] [--size WxH] [--steps N] [--json]`."""
+"""Benchmarks (not tests): `python -m bench throughput ...` and `python -m bench hires ...`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_argument("--steps", type=int, default=10, help="sampling steps (10)")
     throughput.add_argument("--max-batch", type=int, default=4, help="batch size cap (4)")
     throughput.add_argument("--json", action="store_true", help="print one JSON object")
+    hires = benches.add_parser("hires", help="highres fix cost relative to the base image")
+    hires.add_argument("--model", default="tiny", help="a MODEL spec (default: tiny)")
+    hires.add_argument("--size", default="128x128", help="base WxH (128x128)")
+    hires.add_argument("--steps", type=int, default=10, help="base steps (10)")
+    hires.add_argument("--scale", type=float, default=2.0, help="hires scale (2)")
+    hires.add_argument("--hires-steps", type=int, default=10, help="hires steps (10)")
+    hires.add_argument("--upscaler", default="Latent", help="upscaler (Latent)")
+    hires.add_argument("--repeats", type=int, default=3, help="timed runs of each (3)")
+    hires.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.bench == "hires":
+        return _hires(args, parser)
     try:
         width, height = parse_size(args.size, max_pixels=2048 * 2048)
     except UserError as error:
@@ -34,6 +45,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print(_text(report))
+    return 0
+
+
+def _hires(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bench.hires import HiresPlan, bench_hires
+
+    try:
+        width, height = parse_size(args.size, max_pixels=2048 * 2048)
+    except UserError as error:
+        parser.error(str(error))
+    plan = HiresPlan(
+        args.model,
+        width,
+        height,
+        args.steps,
+        args.scale,
+        args.hires_steps,
+        args.upscaler,
+        args.repeats,
+    )
+    report = bench_hires(plan)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"base {report['size']}: {report['base_s']} s; with hires ({report['hires']}): "
+            f"{report['hires_s']} s; ratio {report['ratio']}x"
+        )
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.db import Database
+from data.favourites import FAVOURITES_PAGE_SQL
 from data.repositories import Repositories
 
 IMAGES_PER_GENERATION = 4
@@ -32,6 +33,7 @@ CHUNK = 5000
 RUNS = 50
 REQUEST = '{"prompt": "a fox in the snow", "seed": 1}'
 STAMP = "2024-01-01T00:00:00.000000Z"
+HISTORY_ROWS = "SELECT * FROM generations WHERE user_id = ? AND deleted_at IS NULL"
 
 
 async def fill(db: Database, images: int, users: int, rng: random.Random) -> None:
@@ -52,7 +54,7 @@ async def fill(db: Database, images: int, users: int, rng: random.Random) -> Non
                 "INSERT INTO generations (id, job_id, user_id, operation, parent_image_id,"
                 " request_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (g, f"{g:032x}", owner, *_parent(g, rng), REQUEST, STAMP)
+                    (g, f"{g:032x}", owner, *_parent(g, start, rng), REQUEST, STAMP)
                     for g, owner in zip(ids, owners, strict=True)
                 ],
             )
@@ -76,10 +78,11 @@ async def fill(db: Database, images: int, users: int, rng: random.Random) -> Non
     await fill_favourites(db, images, users, rng)
 
 
-def _parent(generation: int, rng: random.Random) -> tuple[str, int | None]:
-    # Every fifth generation is a variation of an earlier image, so lineage has depth.
-    if generation > 1 and generation % 5 == 0:
-        return "variation", rng.randint(1, (generation - 1) * IMAGES_PER_GENERATION)
+def _parent(generation: int, chunk_start: int, rng: random.Random) -> tuple[str, int | None]:
+    # Every fifth generation varies an image of an earlier chunk (already inserted, so the
+    # foreign key holds), which gives lineage some depth.
+    if chunk_start and generation % 5 == 0:
+        return "variation", rng.randint(1, chunk_start * IMAGES_PER_GENERATION)
     return "txt2img", None
 
 
@@ -117,79 +120,91 @@ async def main(images: int, users: int) -> None:
     rng = random.Random(6)
     with tempfile.TemporaryDirectory() as folder:
         db = await Database.open(Path(folder) / "bench.db")
-        repos = Repositories.over(db)
-        began = time.perf_counter()
-        await fill(db, images, users, rng)
-        fill_s = time.perf_counter() - began
+        try:
+            await measure(db, images, users, rng)
+        finally:
+            await db.close()
 
-        heavy_generations = (
-            await db.fetch_one("SELECT count(*) FROM generations WHERE user_id = ?", (HEAVY_USER,))
-        )[0]
-        deep_offset = heavy_generations * 9 // 10
-        deep_before = (
-            await db.fetch_one(
-                "SELECT id FROM generations WHERE user_id = ? AND deleted_at IS NULL"
-                " ORDER BY id DESC LIMIT 1 OFFSET ?",
-                (HEAVY_USER, deep_offset),
-            )
-        )[0]
-        favourite_pages = await repos.favourites.count(HEAVY_USER) // 25
-        deep_image = images - 3
 
-        cases: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-            ("history page 1 (10 generations + images)", lambda: repos.generations.history(1)),
-            (
-                f"history deep page (keyset, ~{deep_offset} back)",
-                lambda: repos.generations.history(1, before=deep_before),
-            ),
-            (
-                f"history deep page (OFFSET {deep_offset}, for contrast)",
-                lambda: db.fetch_all(
-                    "SELECT * FROM generations WHERE user_id = ? AND deleted_at IS NULL"
-                    " ORDER BY id DESC LIMIT 10 OFFSET ?",
-                    (HEAVY_USER, deep_offset),
-                ),
-            ),
-            ("favourites page 1 (25)", lambda: repos.favourites.list(HEAVY_USER, 0)),
-            (
-                f"favourites last page ({favourite_pages})",
-                lambda: repos.favourites.list(HEAVY_USER, favourite_pages - 1),
-            ),
-            ("favourites count", lambda: repos.favourites.count(HEAVY_USER)),
-            ("favourite toggle (write + fsync)", lambda: repos.favourites.toggle(2, deep_image)),
-            ("lineage of a late image", lambda: repos.generations.lineage(deep_image)),
-        ]
-        db_mb = (Path(folder) / "bench.db").stat().st_size / 1e6
-        print(f"{images:,} images, {images // IMAGES_PER_GENERATION:,} generations, {users} users")
-        print(f"heavy user: {heavy_generations:,} generations, {favourite_pages * 25:,}+ favs")
-        print(f"fill: {fill_s:.1f} s, database file: {db_mb:.0f} MB\n")
-        print(f"{'query':<48} {'median ms':>10} {'p95 ms':>8}")
-        for label, call in cases:
-            median, p95 = await timed(call)
-            print(f"{label:<48} {median:>10.2f} {p95:>8.2f}")
+async def measure(db: Database, images: int, users: int, rng: random.Random) -> None:
+    repos = Repositories.over(db)
+    began = time.perf_counter()
+    await fill(db, images, users, rng)
+    fill_s = time.perf_counter() - began
 
-        print("\nquery plans")
-        plans = {
-            "history": (
-                "SELECT * FROM generations WHERE user_id = ? AND deleted_at IS NULL AND id < ?"
-                " ORDER BY id DESC LIMIT ?",
-                (HEAVY_USER, deep_before, 10),
+    heavy_generations = (
+        await db.fetch_one("SELECT count(*) FROM generations WHERE user_id = ?", (HEAVY_USER,))
+    )[0]
+    deep_offset = heavy_generations * 9 // 10
+    deep_before = (
+        await db.fetch_one(
+            "SELECT id FROM generations WHERE user_id = ? AND deleted_at IS NULL"
+            " ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (HEAVY_USER, deep_offset),
+        )
+    )[0]
+    favourite_pages = await repos.favourites.count(HEAVY_USER) // 25
+    deep_image = images - 3
+    lineage_depth = len(await repos.generations.lineage(deep_image))
+
+    cases: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("history page 1 (10 generations + images)", lambda: repos.generations.history(1)),
+        (
+            f"history deep page (keyset, ~{deep_offset} back)",
+            lambda: repos.generations.history(1, before=deep_before),
+        ),
+        (
+            f"  rows only, keyset, ~{deep_offset} back",
+            lambda: db.fetch_all(
+                HISTORY_ROWS + " AND id < ? ORDER BY id DESC LIMIT 10", (HEAVY_USER, deep_before)
             ),
-            "history images": (
-                "SELECT * FROM images WHERE generation_id IN (?, ?) ORDER BY generation_id, idx",
-                (1, 2),
+        ),
+        (
+            f"  rows only, OFFSET {deep_offset} (for contrast)",
+            lambda: db.fetch_all(
+                HISTORY_ROWS + " ORDER BY id DESC LIMIT 10 OFFSET ?", (HEAVY_USER, deep_offset)
             ),
-            "favourites": (
-                "SELECT i.*, f.created_at FROM favourites AS f JOIN images AS i"
-                " ON i.id = f.image_id WHERE f.user_id = ? ORDER BY f.id DESC LIMIT ? OFFSET ?",
-                (HEAVY_USER, 25, 0),
-            ),
-        }
-        for name, (sql, params) in plans.items():
-            print(f"  {name}:")
-            for step in await plan(db, sql, params):
-                print(f"    {step}")
-        await db.close()
+        ),
+        ("favourites page 1 (25)", lambda: repos.favourites.list(HEAVY_USER, 0)),
+        (
+            f"favourites last page ({favourite_pages})",
+            lambda: repos.favourites.list(HEAVY_USER, favourite_pages - 1),
+        ),
+        ("favourites count", lambda: repos.favourites.count(HEAVY_USER)),
+        ("favourite toggle (write + fsync)", lambda: repos.favourites.toggle(2, deep_image)),
+        (
+            f"lineage of a late image ({lineage_depth} images deep)",
+            lambda: repos.generations.lineage(deep_image),
+        ),
+    ]
+    pages = await db.fetch_one(
+        "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size"
+    )
+    db_mb = pages[0] / 1e6
+    print(f"{images:,} images, {images // IMAGES_PER_GENERATION:,} generations, {users} users")
+    print(f"heavy user: {heavy_generations:,} generations, {favourite_pages * 25:,}+ favs")
+    print(f"fill: {fill_s:.1f} s, database file: {db_mb:.0f} MB\n")
+    print(f"{'query':<48} {'median ms':>10} {'p95 ms':>8}")
+    for label, call in cases:
+        median, p95 = await timed(call)
+        print(f"{label:<48} {median:>10.2f} {p95:>8.2f}")
+
+    print("\nquery plans")
+    plans = {
+        "history": (
+            HISTORY_ROWS + " AND id < ? ORDER BY id DESC LIMIT 10",
+            (HEAVY_USER, deep_before),
+        ),
+        "history images": (
+            "SELECT * FROM images WHERE generation_id IN (?, ?) ORDER BY generation_id, idx",
+            (1, 2),
+        ),
+        "favourites": (FAVOURITES_PAGE_SQL, (HEAVY_USER, 25, 0)),
+    }
+    for name, (sql, params) in plans.items():
+        print(f"  {name}:")
+        for step in await plan(db, sql, params):
+            print(f"    {step}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -77,7 +78,9 @@ class Database:
                 yield self._conn
                 await self._conn.execute("COMMIT")
             except BaseException:
-                if self._conn.in_transaction:
+                # ROLLBACK fails only if the transaction already ended: a COMMIT still in
+                # flight when the caller was cancelled. The original exception matters more.
+                with contextlib.suppress(sqlite3.OperationalError):
                     await self._conn.execute("ROLLBACK")
                 raise
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import aiosqlite
@@ -34,6 +33,26 @@ async def test_transaction_rolls_back_everything_on_error(db: Database) -> None:
             await conn.execute("INSERT INTO audit_log (action, created_at) VALUES ('a', '2024')")
             raise RuntimeError("boom")
     assert (await db.fetch_one("SELECT count(*) FROM audit_log"))[0] == 0
+
+
+async def test_a_cancelled_transaction_rolls_back_and_frees_the_lock(db: Database) -> None:
+    inside = asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO audit_log (action, created_at) VALUES ('a', '2024')")
+            inside.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(slow_writer())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5), db.transaction() as conn:
+        await conn.execute("INSERT INTO audit_log (action, created_at) VALUES ('b', '2024')")
+    rows = await db.fetch_all("SELECT action FROM audit_log")
+    assert [row["action"] for row in rows] == ["b"]
 
 
 async def test_transactions_never_interleave(db: Database) -> None:
@@ -84,16 +103,10 @@ async def test_refuses_a_directory_it_cannot_create(tmp_path: Path) -> None:
         await Database.open(tmp_path / "file" / "dreamcord.db")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
-async def test_refuses_a_read_only_directory(tmp_path: Path) -> None:
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(UserError, match="cannot write in the database directory"):
-            await Database.open(folder / "dreamcord.db")
-    finally:
-        folder.chmod(0o700)
+async def test_refuses_a_directory_no_one_can_write() -> None:
+    """/proc takes no new files, not even from root: a real unwritable directory on Linux."""
+    with pytest.raises(UserError, match="cannot write in the database directory"):
+        await Database.open(Path("/proc/self/dreamcord.db"))
 
 
 async def test_unwritable_directory_message_says_how_to_fix(
