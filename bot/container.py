@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from pipeline.backend import Backend
 from pipeline.memory import Capacity, MemoryModel, cuda_budget, fixed_budget
 from pipeline.queue import JobQueue
 from pipeline.worker import Worker
+
+log = logging.getLogger(__name__)
 
 CUDA_RESERVE_BYTES = 768 * 1024**2
 """Left free on the card for the CUDA context, fragmentation and other processes."""
@@ -44,6 +47,13 @@ async def open_database(settings: Settings) -> tuple[Database, Repositories]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await Database.open(database_path(settings))
     return db, Repositories.over(db)
+
+
+async def sweep_orphans(images: ImageStore, repos: Repositories) -> None:
+    """Remove image files no row points to (left by a crash between file and row)."""
+    removed = await asyncio.to_thread(images.orphan_sweep, await repos.generations.image_paths())
+    if removed:
+        log.info("removed %d orphaned image files", removed)
 
 
 async def open_services(
@@ -76,6 +86,7 @@ async def open_services(
             limits_of(settings),
             delivery,
         )
+        await sweep_orphans(generation.images, repos)
         await generation.start()
     except BaseException:
         await db.close()
