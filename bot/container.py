@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.library import EmbeddingLibrary, LoraLibrary, text_width
 from bot.models import build_engine, limits_of
 from bot.service import Delivery, GenerationService
 from bot.settings import Settings
@@ -36,6 +37,8 @@ class Services:
     db: Database
     repos: Repositories
     images: ImageStore
+    loras: LoraLibrary
+    embeddings: EmbeddingLibrary
     generation: GenerationService
 
     async def close(self) -> None:
@@ -47,6 +50,23 @@ async def open_database(settings: Settings) -> tuple[Database, Repositories]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await Database.open(database_path(settings))
     return db, Repositories.over(db)
+
+
+async def open_libraries(
+    settings: Settings, repos: Repositories, model_override: str | None = None
+) -> tuple[LoraLibrary, EmbeddingLibrary]:
+    """The LoRA and embedding libraries, with what the drop folders hold registered."""
+    width = text_width(model_override or settings.model)
+    libraries = (
+        LoraLibrary(repos.loras, settings.data_dir, width),
+        EmbeddingLibrary(repos.embeddings, settings.data_dir, width),
+    )
+    for library in libraries:
+        await library.refresh()
+        for outcome in await library.scan():
+            level = logging.WARNING if outcome.refused else logging.INFO
+            log.log(level, "drop folder: %s: %s", outcome.file, outcome.message)
+    return libraries
 
 
 async def sweep_orphans(images: ImageStore, repos: Repositories) -> None:
@@ -65,8 +85,11 @@ async def open_services(
     """Open the database, build the engine off the event loop, recover jobs, start the worker."""
     db, repos = await open_database(settings)
     try:
+        loras, embeddings = await open_libraries(settings, repos, model_override)
         if backend is None:
-            backend = await asyncio.to_thread(build_engine, settings, model_override)
+            backend = await asyncio.to_thread(
+                build_engine, settings, model_override, (loras, embeddings)
+            )
         on_cuda = getattr(getattr(backend, "models", None), "placement", None)
         budget = (
             cuda_budget(CUDA_RESERVE_BYTES)
@@ -91,4 +114,4 @@ async def open_services(
     except BaseException:
         await db.close()
         raise
-    return Services(settings, db, repos, generation.images, generation)
+    return Services(settings, db, repos, generation.images, loras, embeddings, generation)

@@ -12,6 +12,10 @@ from pipeline.models import ModelSource, resolve_model
 
 if TYPE_CHECKING:
     from pipeline.engine import Engine
+    from pipeline.lora.source import FileSource
+
+ADAPTER_CACHE_BYTES = 1024**3
+"""Parsed LoRA factors kept in memory between batches: about seven rank-128 LoRAs."""
 
 
 def model_sources(
@@ -40,16 +44,28 @@ def _scan_models_dir(folder: Path) -> dict[str, ModelSource]:
     return found
 
 
-def build_engine(settings: Settings, model_override: str | None = None) -> Engine:
-    """The engine for these settings (imports torch and diffusers: call it off the event loop)."""
+def build_engine(
+    settings: Settings,
+    model_override: str | None = None,
+    libraries: tuple[FileSource, FileSource] | None = None,
+) -> Engine:
+    """The engine for these settings (imports torch and diffusers: call it off the event loop).
+
+    `libraries` are the (LoRA, embedding) libraries prompts may use; without them, none.
+    """
     from pipeline.engine import Engine
+    from pipeline.lora.cache import AdapterCache
+    from pipeline.lora.source import AdapterSource
     from pipeline.models import ModelManager, choose_placement
 
     sources, default = model_sources(settings, model_override)
     placement = choose_placement(
         settings.device, settings.dtype, settings.memory_mode, settings.attention
     )
-    return Engine(ModelManager(sources, default, placement, vae=settings.vae))
+    adapters = None
+    if libraries is not None:
+        adapters = AdapterSource(*libraries, AdapterCache(ADAPTER_CACHE_BYTES))
+    return Engine(ModelManager(sources, default, placement, vae=settings.vae), adapters)
 
 
 def limits_of(settings: Settings) -> Limits:

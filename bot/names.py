@@ -1,19 +1,31 @@
-"""Known LoRA and embedding names, kept in memory so a prompt is checked without any I/O.
+"""Known LoRA and embedding names, read without I/O so a prompt is checked at once.
 
 `/imagine` must answer within 3 seconds, so the prompt is parsed before anything touches the
-database; the registry refreshes this cache whenever it changes.
+database; the libraries keep their names in memory and refresh them on every change.
 """
 
 from __future__ import annotations
 
-from data.repositories import Repositories
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.lora.source import FileSource
 
 
 class KnownNames:
-    def __init__(self) -> None:
-        self.loras: frozenset[str] = frozenset()
-        self.embeddings: frozenset[str] = frozenset()
+    """The enabled names of the libraries attached at start-up (none before that)."""
 
-    async def refresh(self, repos: Repositories) -> None:
-        self.loras = frozenset(await repos.loras.names())
-        self.embeddings = frozenset(await repos.embeddings.names())
+    def __init__(self) -> None:
+        self._loras: FileSource | None = None
+        self._embeddings: FileSource | None = None
+
+    def attach(self, loras: FileSource, embeddings: FileSource) -> None:
+        self._loras, self._embeddings = loras, embeddings
+
+    @property
+    def loras(self) -> frozenset[str]:
+        return frozenset(self._loras.names()) if self._loras else frozenset()
+
+    @property
+    def embeddings(self) -> frozenset[str]:
+        return frozenset(self._embeddings.names()) if self._embeddings else frozenset()

@@ -2,6 +2,7 @@
 
 It reads like a recipe: encode the prompts, prepare the noise, loop over the steps, decode. The
 model parts come from a `ModelManager`, so the same code runs the tiny model and full SD1.5.
+The batch's LoRAs are patched into the weights around all of it, and removed after.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pipeline.infotext import ImageIdentity, build_parameters
 from pipeline.models import LoadedModel, ModelManager
 from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
-from pipeline.request import GenerationRequest
+from pipeline.prompt.tags import remove_tags
+from pipeline.request import GenerationRequest, LoraRef
 from pipeline.samplers import find_sampler
 from pipeline.sizes import round_to
 from pipeline.upscalers import Upscaler, find_upscaler
@@ -37,6 +39,8 @@ from pipeline.upscalers import Upscaler, find_upscaler
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from pipeline.lora.source import AdapterSource
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +85,14 @@ class _Progress:
 
 
 class Engine:
-    """Implements `pipeline.backend.Backend` with diffusers models on one device."""
+    """Implements `pipeline.backend.Backend` with diffusers models on one device.
 
-    def __init__(self, models: ModelManager) -> None:
+    `adapters` finds LoRAs and embeddings by name; without it, prompts use neither.
+    """
+
+    def __init__(self, models: ModelManager, adapters: AdapterSource | None = None) -> None:
         self.models = models
+        self.adapters = adapters
 
     def run(
         self,
@@ -100,14 +108,15 @@ class Engine:
         started = time.perf_counter()
         passes = plan_passes(request)
         try:
-            with torch.inference_mode():
+            with self._loras_applied(model, request.loras) as lora_hashes, torch.inference_mode():
                 groups = self._encode(model, tasks)
                 encoded = time.perf_counter()
                 steps_per_group = sum(self._step_count(model, request, p) for p in passes)
                 progress = _Progress(on_step, len(groups) * steps_per_group)
                 results = []
                 for group in groups:
-                    results += self._run_group(model, group, passes, progress, should_stop)
+                    images = self._run_group(model, group, passes, progress, should_stop)
+                    results += self._results(model, group.tasks, images, lora_hashes)
         except torch.OutOfMemoryError as error:
             _free_device_memory()
             raise OutOfDeviceMemory(str(error)) from None
@@ -119,6 +128,22 @@ class Engine:
             result.timings.update(timings)
         return results
 
+    @contextlib.contextmanager
+    def _loras_applied(
+        self, model: LoadedModel, loras: Sequence[LoraRef]
+    ) -> Iterator[tuple[tuple[str, str], ...]]:
+        """Patch the batch's LoRAs into the model for the body; yields their `Lora hashes`."""
+        if not loras:
+            yield ()
+            return
+        if self.adapters is None:
+            raise UserError("LoRAs are not available here: this engine was built without them")
+        from pipeline.lora.patcher import apply_loras
+
+        uses, hashes = self.adapters.loras(loras, _text_width(model))
+        with apply_loras(model.pipe.unet, model.pipe.text_encoder, uses):
+            yield hashes
+
     def _run_group(
         self,
         model: LoadedModel,
@@ -126,7 +151,7 @@ class Engine:
         passes: Sequence[_Pass],
         progress: _Progress,
         should_stop: Callable[[], bool],
-    ) -> list[ImageResult]:
+    ) -> list[Image.Image]:
         """Every pass for one group of tasks, then the decode, image by image."""
         request = group.tasks[0].request
         latents = self._initial_latents(model, group)
@@ -138,11 +163,14 @@ class Engine:
             progress.finish_pass()
         if should_stop():
             raise BatchInterrupted
-        images = [decode_latent(model.pipe.vae, latent) for latent in latents]
-        return self._results(model, group.tasks, images)
+        return [decode_latent(model.pipe.vae, latent) for latent in latents]
 
     def _results(
-        self, model: LoadedModel, tasks: Sequence[ImageTask], images: Sequence[Image.Image]
+        self,
+        model: LoadedModel,
+        tasks: Sequence[ImageTask],
+        images: Sequence[Image.Image],
+        lora_hashes: tuple[tuple[str, str], ...],
     ) -> list[ImageResult]:
         results = []
         for task, image in zip(tasks, images, strict=True):
@@ -151,6 +179,7 @@ class Engine:
                 variation_seed=task.variation_seed,
                 model_name=model.name,
                 model_hash=model.hash,
+                lora_hashes=lora_hashes,
             )
             results.append(ImageResult(task, image, build_parameters(task.request, identity)))
         return results
@@ -161,15 +190,23 @@ class Engine:
         return len(_timesteps_for(scheduler, denoise))
 
     def _encode(self, model: LoadedModel, tasks: Sequence[ImageTask]) -> list[_Group]:
-        """Encode every prompt once, then group tasks by their padded chunk count."""
+        """Encode every prompt once, then group tasks by their padded chunk count.
+
+        Extra-network tags stay in the stored prompt, so that A1111 reproduces it from the
+        infotext, but they are not text for the encoder.
+        """
         pipe = model.pipe
         cache: dict[tuple[str, int], torch.Tensor] = {}
 
         def encode(text: str, clip_skip: int) -> torch.Tensor:
             if (text, clip_skip) not in cache:
-                chunks, _ = split_into_chunks(parse_prompt_attention(text), pipe.tokenizer)
+                pieces = parse_prompt_attention(remove_tags(text)[0])
+                vectors = (
+                    self.adapters.embeddings(pieces, _text_width(model)) if self.adapters else {}
+                )
+                chunks, _ = split_into_chunks(pieces, pipe.tokenizer, vectors)
                 cache[text, clip_skip] = encode_chunks(
-                    chunks, pipe.text_encoder, pipe.tokenizer, clip_skip
+                    chunks, pipe.text_encoder, pipe.tokenizer, clip_skip, vectors
                 )
             return cache[text, clip_skip]
 
@@ -252,6 +289,11 @@ class Engine:
             latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
             on_step(index, latents)
         return latents
+
+
+def _text_width(model: LoadedModel) -> int:
+    """The text encoder's width, which adapter and embedding files must match."""
+    return int(model.pipe.text_encoder.config.hidden_size)
 
 
 def plan_passes(request: GenerationRequest) -> list[_Pass]:

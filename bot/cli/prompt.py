@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,16 +18,26 @@ from pipeline.prompt.tokens import count_tokens
 
 
 @dataclass(frozen=True)
-class KnownNames:
+class InstalledNames:
     """The LoRA and embedding names a prompt may use."""
 
     loras: frozenset[str] = frozenset()
     embeddings: frozenset[str] = frozenset()
 
 
-def installed_names(settings: Settings) -> KnownNames:
-    """The names installed on this server; none until the LoRA registry is wired in."""
-    return KnownNames()
+def installed_names(settings: Settings) -> InstalledNames:
+    """The enabled LoRA and embedding names in this server's registry."""
+    from bot.container import open_database
+
+    async def read() -> InstalledNames:
+        db, repos = await open_database(settings)
+        try:
+            loras, embeddings = await repos.loras.names(), await repos.embeddings.names()
+        finally:
+            await db.close()
+        return InstalledNames(frozenset(loras), frozenset(embeddings))
+
+    return asyncio.run(read())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,11 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(
     args: argparse.Namespace,
     settings: Settings,
-    lookup: Callable[[Settings], KnownNames] = installed_names,
+    lookup: Callable[[Settings], InstalledNames] = installed_names,
 ) -> int:
     """Print the reading of one prompt or a batch; exit 0 when all are accepted, else 2."""
     known = lookup(settings)
-    known = KnownNames(known.loras | _names(args.loras), known.embeddings | _names(args.embeddings))
+    known = InstalledNames(
+        known.loras | _names(args.loras), known.embeddings | _names(args.embeddings)
+    )
     limits = PromptLimits(
         max_steps=settings.max_steps,
         max_images=settings.max_images,

@@ -65,7 +65,7 @@ def test_unknown_lora_is_rejected_with_a_suggestion_and_exit_2(settings, capsys)
 
 def test_injected_lookup_supplies_known_names(settings, capsys):
     def lookup(_settings):
-        return prompt.KnownNames(loras=frozenset({"ghibli"}))
+        return prompt.InstalledNames(loras=frozenset({"ghibli"}))
 
     assert run(settings, "<lora:ghibli:1> cat", "--json", lookup=lookup) == 0
 

@@ -1,0 +1,489 @@
+"""The LoRA and embedding libraries: checked files under DATA_DIR, their names in SQLite.
+
+A file is copied into the store (hashed on the way), inspected there, and only then renamed to
+`<folder>/<sha256>.safetensors` and registered. So no half-written or unchecked file ever has a
+final name, and what was inspected is exactly what the engine loads. Blocking file work runs in
+threads; the engine's worker thread reads a snapshot of the entries (`names`, `resolve`) that is
+refreshed after every change here, never the database. Names never become paths: a stored file
+is found by its sha256 alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+
+from data.registry import (
+    EmbeddingEntry,
+    EmbeddingRepository,
+    LoraEntry,
+    LoraKind,
+    LoraRepository,
+    ModelBase,
+    Source,
+    name_key,
+)
+from pipeline.errors import UserError
+from pipeline.prompt.limits import PromptLimits
+
+if TYPE_CHECKING:
+    from pipeline.lora.inspection import Inspection
+
+SUFFIX = ".safetensors"
+TEMP_PREFIX = ".tmp-"
+DROP_FOLDER = "incoming"
+COPY_CHUNK = 1 << 20
+STALE_TEMP_S = 3600.0
+"""Temp files younger than this may belong to a copy or download still in progress."""
+MAX_NAME_CHARS = 60
+"""Registry names allow 64; the rest leaves room for a `-2` suffix on a clash."""
+MAX_TRIGGERS = 20
+MAX_TRIGGER_CHARS = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_WEIGHTS = PromptLimits()
+
+Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry)
+Register = Callable[[str, "Staged", "Inspection"], Awaitable[Entry]]
+"""Writes the registry row of a checked, placed file: (name, staged copy, inspection)."""
+
+
+def text_width(model: str) -> int:
+    """The text width files must match: the tiny model's for MODEL=tiny, else SD1.5's."""
+    from pipeline.lora.inspection import SD1_WIDTH
+
+    if model == "tiny":
+        from pipeline.tiny import TINY_WIDTH
+
+        return TINY_WIDTH
+    return SD1_WIDTH
+
+
+def safe_filename(text: str) -> str:
+    """A file's base name in safe characters, for a temporary copy and messages."""
+    base = text.replace("\\", "/").rsplit("/", 1)[-1]
+    return _UNSAFE.sub("_", base).strip("._") or "unnamed.safetensors"
+
+
+def safe_name(text: str) -> str:
+    """A registry name made from free text (a file name, `ss_output_name`)."""
+    name = _UNSAFE.sub("_", text).strip("_.-")[:MAX_NAME_CHARS].rstrip("_.-")
+    return name or "unnamed"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A copy of an incoming file in a temporary folder inside the store's folder.
+
+    The copy keeps the file's own name, so that inspection messages name what the user knows.
+    """
+
+    temp: Path
+    sha256: str
+    size: int
+
+
+class FileStore:
+    """`.safetensors` files named by their sha256 in one folder, written atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path_of(self, sha256: str) -> Path:
+        if not _SHA256.fullmatch(sha256):
+            raise ValueError(f"{sha256!r} is not a sha256 hex digest")
+        return self.folder / f"{sha256}{SUFFIX}"
+
+    def stage(self, source: Path, filename: str) -> Staged:
+        """Copy `source` beside the final files as `filename`, hashing it, and fsync it.
+
+        The copy is removed if anything fails, so only whole copies remain.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=self.folder, prefix=TEMP_PREFIX)) / filename
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with temp.open("xb") as out, source.open("rb") as file:
+                os.fchmod(out.fileno(), 0o644)
+                while chunk := file.read(COPY_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            shutil.rmtree(temp.parent, ignore_errors=True)
+            raise
+        return Staged(temp, digest.hexdigest(), size)
+
+    def discard(self, staged: Staged) -> None:
+        """Remove a staged copy's temporary folder (and the copy, unless it was placed)."""
+        shutil.rmtree(staged.temp.parent, ignore_errors=True)
+
+    def place(self, staged: Staged) -> bool:
+        """Give a staged copy its final name; False when that file is already stored."""
+        final = self.path_of(staged.sha256)
+        if final.exists():
+            return False
+        os.replace(staged.temp, final)
+        directory = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # so the new name itself survives a power cut
+        finally:
+            os.close(directory)
+        return True
+
+    def delete(self, sha256: str) -> None:
+        self.path_of(sha256).unlink(missing_ok=True)
+
+    def remove_stale_temps(self, min_age_s: float = STALE_TEMP_S) -> None:
+        """Delete copies and downloads left by a crash or a cancellation, once old enough."""
+        cutoff = time.time() - min_age_s
+        for temp in self.folder.glob(f"{TEMP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if temp.stat().st_mtime > cutoff:
+                    continue
+                if temp.is_dir():
+                    shutil.rmtree(temp, ignore_errors=True)
+                else:
+                    temp.unlink()
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """What happened to one file of the drop folder: `added` is the new entry's name, or None;
+    a `refused` file was left in place."""
+
+    file: str
+    added: str | None
+    message: str
+    refused: bool = False
+
+
+class AlreadyRegistered(UserError):
+    """The same file (same sha256) is already in the library, under `name`."""
+
+    def __init__(self, what: str, name: str) -> None:
+        super().__init__(f"this file is already in the {what} library as {name!r}")
+        self.name = name
+
+
+class Library(ABC, Generic[Entry]):
+    """One kind of file (LoRAs or embeddings): add, scan, list, rename, enable, remove, resolve.
+
+    Changes are serialised by a lock, so two adds of one file cannot race between the file
+    and the row. Call `refresh` once after construction to load the snapshot.
+    """
+
+    folder: ClassVar[str]
+    what: ClassVar[str]
+    registry: LoraRepository | EmbeddingRepository
+
+    def __init__(self, data_dir: Path, model_width: int) -> None:
+        self.store = FileStore(data_dir / self.folder)
+        self.drop_folder = self.store.folder / DROP_FOLDER
+        self.model_width = model_width
+        self._lock = asyncio.Lock()
+        self._snapshot: dict[str, Entry] = {}
+
+    # --- for the engine's worker thread: snapshot reads only ---
+
+    def names(self) -> list[str]:
+        """Enabled names, as spelled for display (prompt parsing, autocomplete)."""
+        return [entry.name for entry in self._snapshot.values() if entry.enabled]
+
+    def resolve(self, name: str) -> tuple[Path, str]:
+        """(path, sha256) of an enabled entry; UserError for an unknown or disabled name."""
+        entry = self._snapshot.get(name.lower())
+        if entry is None:
+            raise UserError(f"there is no {self.what} named {name!r}: the list command shows them")
+        if not entry.enabled:
+            raise UserError(f"the {self.what} {entry.name!r} is disabled: an admin can enable it")
+        return self.store.path_of(entry.sha256), entry.sha256
+
+    # --- for the event loop ---
+
+    async def refresh(self) -> None:
+        """Reload the snapshot from the database (after changes made by another process)."""
+        entries = await self.registry.list()
+        self._snapshot = {entry.name.lower(): entry for entry in entries}
+
+    async def info(self, name: str) -> Entry:
+        entry = await self.registry.get(name)
+        if entry is None:
+            raise UserError(f"there is no {self.what} named {name!r}: the list command shows them")
+        return entry
+
+    async def rename(self, name: str, new_name: str) -> Entry:
+        await asyncio.to_thread(self._check_name, new_name)
+        async with self._lock:
+            entry = await self.registry.rename(name, new_name)
+            await self.refresh()
+        return entry
+
+    async def set_enabled(self, name: str, enabled: bool) -> Entry:
+        async with self._lock:
+            entry = await self.registry.set_enabled(name, enabled)
+            await self.refresh()
+        return entry
+
+    async def remove(self, name: str) -> Entry:
+        """Unregister, then delete the file; sha256 is unique per library, so no one else uses it.
+
+        A batch already running keeps its parsed copy; later ones get "no such name".
+        """
+        async with self._lock:
+            entry = await self.registry.remove(name)
+            await self.refresh()
+            await asyncio.to_thread(self.store.delete, entry.sha256)
+        return entry
+
+    @abstractmethod
+    async def add(
+        self,
+        source_path: Path,
+        *,
+        name: str | None = None,
+        filename: str | None = None,
+        added_by: int | None = None,
+        source: Source = Source.CLI,
+        move: bool = False,
+    ) -> Entry:
+        """Check `source_path` and keep it in the library.
+
+        `filename` is the name the file came with (a download's, an attachment's) when that is
+        not `source_path`'s; with no `name` the entry is named after its `ss_output_name`
+        metadata or that file name. `move` deletes `source_path` once it is stored.
+        """
+
+    async def _add(
+        self,
+        source_path: Path,
+        name: str | None,
+        filename: str | None,
+        move: bool,
+        register: Register[Entry],
+    ) -> Entry:
+        """Stage, inspect, name, place and `register` one file, as `add` describes."""
+        if not await asyncio.to_thread(source_path.is_file):
+            raise UserError(f"{source_path} does not exist or is not a file")
+        label = safe_filename(filename or source_path.name)
+        if not label.lower().endswith(SUFFIX):
+            raise UserError(
+                f"{label} is not a .safetensors file: only .safetensors is accepted "
+                "(.ckpt/.pt/.bin files are pickles that can run code)"
+            )
+        if name is not None:
+            await self._check_free(name)  # before copying anything
+        async with self._lock:
+            staged = await asyncio.to_thread(self.store.stage, source_path, label)
+            try:
+                entry = await self._admit(staged, label, name, register)
+            finally:
+                await asyncio.to_thread(self.store.discard, staged)
+            await self.refresh()
+        if move:
+            await asyncio.to_thread(source_path.unlink, missing_ok=True)
+        return entry
+
+    async def _admit(
+        self, staged: Staged, label: str, name: str | None, register: Register[Entry]
+    ) -> Entry:
+        from pipeline.lora.inspection import inspect_file
+
+        inspection = await asyncio.to_thread(inspect_file, staged.temp, self.model_width)
+        if reason := self._refusal(inspection):
+            raise UserError(f"{label} cannot be added: {reason}")
+        for entry in await self.registry.list():
+            if entry.sha256 == staged.sha256:
+                raise AlreadyRegistered(self.what, entry.name)
+        name = name or safe_name(inspection.metadata.get("ss_output_name") or Path(label).stem)
+        await self._check_free(name)
+        placed = await asyncio.to_thread(self.store.place, staged)
+        try:
+            return await register(name, staged, inspection)
+        except BaseException:
+            if placed:
+                await asyncio.to_thread(self.store.delete, staged.sha256)
+            raise
+
+    async def scan(self, folder: Path | None = None) -> list[ScanOutcome]:
+        """Add every `.safetensors` of the drop folder, moving accepted files into the store.
+
+        Refused files stay where they are, with the reason in their outcome; a file already in
+        the library is a duplicate and is deleted from the drop folder.
+        """
+        folder = folder or self.drop_folder
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self.store.remove_stale_temps)
+        files = await asyncio.to_thread(_drop_files, folder)
+        outcomes = []
+        for path in files:
+            try:
+                entry = await self.add(path, source=Source.FOLDER, move=True)
+                outcomes.append(ScanOutcome(path.name, entry.name, f"added as {entry.name!r}"))
+            except AlreadyRegistered as duplicate:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+                message = f"already in the library as {duplicate.name!r}: removed the copy"
+                outcomes.append(ScanOutcome(path.name, None, message))
+            except UserError as error:
+                outcomes.append(ScanOutcome(path.name, None, f"left in place: {error}", True))
+        return outcomes
+
+    async def _check_free(self, name: str) -> None:
+        """A UserError if `name` is not allowed or taken; a taken one comes with a free one."""
+        await asyncio.to_thread(self._check_name, name)
+        taken = await self.registry.get(name)
+        if taken is None:
+            return
+        number = 2
+        while await self.registry.get(candidate := f"{name[:MAX_NAME_CHARS]}-{number}"):
+            number += 1
+        raise UserError(
+            f"the name {taken.name!r} is taken by another {self.what}: choose another, "
+            f"for example {candidate!r}"
+        )
+
+    def _check_name(self, name: str) -> None:
+        """Refuse a name the registry or prompts cannot use (blocking for embeddings)."""
+        name_key(name, self.what)
+
+    @abstractmethod
+    def _refusal(self, inspection: Inspection) -> str | None:
+        """Why an inspected file does not belong in this library, or None."""
+
+    async def list(self, search: str | None = None) -> list[Entry]:
+        """Entries by name, all of them or those whose name contains `search`.
+
+        Last in the class, so its name does not shadow the builtin in annotations above.
+        """
+        return await self.registry.list(search=search)
+
+
+class LoraLibrary(Library[LoraEntry]):
+    folder = "loras"
+    what = "LoRA"
+
+    def __init__(self, registry: LoraRepository, data_dir: Path, model_width: int) -> None:
+        super().__init__(data_dir, model_width)
+        self.registry = registry
+
+    async def add(
+        self,
+        source_path: Path,
+        *,
+        name: str | None = None,
+        filename: str | None = None,
+        weight: float | None = None,
+        triggers: tuple[str, ...] | None = None,
+        added_by: int | None = None,
+        source: Source = Source.CLI,
+        move: bool = False,
+    ) -> LoraEntry:
+        """`Library.add`, with the default `weight` and trigger words (default: the file's)."""
+        if weight is not None and not (
+            math.isfinite(weight) and _WEIGHTS.min_lora_weight <= weight <= _WEIGHTS.max_lora_weight
+        ):
+            raise UserError(
+                f"default weight {weight:g} is out of range: use "
+                f"{_WEIGHTS.min_lora_weight:g} to {_WEIGHTS.max_lora_weight:g}, usually 0.5-1"
+            )
+
+        async def register(name: str, staged: Staged, inspection: Inspection) -> LoraEntry:
+            return await self.registry.add(
+                name=name,
+                sha256=staged.sha256,
+                path=f"{self.folder}/{staged.sha256}{SUFFIX}",
+                kind=LoraKind(inspection.kind),
+                base=ModelBase(inspection.base),
+                rank=inspection.rank,
+                alpha=inspection.alpha,
+                modules=inspection.modules,
+                size_bytes=staged.size,
+                triggers=_clean_triggers(inspection.triggers if triggers is None else triggers),
+                default_weight=1.0 if weight is None else weight,
+                added_by=added_by,
+                source=source,
+            )
+
+        return await self._add(source_path, name, filename, move, register)
+
+    def _refusal(self, inspection: Inspection) -> str | None:
+        if inspection.kind == "embedding":
+            return "it is a textual-inversion embedding, not a LoRA: add it as an embedding"
+        return None if inspection.ok else inspection.reason
+
+
+class EmbeddingLibrary(Library[EmbeddingEntry]):
+    folder = "embeddings"
+    what = "embedding"
+
+    def __init__(self, registry: EmbeddingRepository, data_dir: Path, model_width: int) -> None:
+        super().__init__(data_dir, model_width)
+        self.registry = registry
+
+    async def add(
+        self,
+        source_path: Path,
+        *,
+        name: str | None = None,
+        filename: str | None = None,
+        added_by: int | None = None,
+        source: Source = Source.CLI,
+        move: bool = False,
+    ) -> EmbeddingEntry:
+        """`Library.add`; the name is what prompts write, so it must not be a known word."""
+
+        async def register(name: str, staged: Staged, inspection: Inspection) -> EmbeddingEntry:
+            return await self.registry.add(
+                name=name,
+                sha256=staged.sha256,
+                path=f"{self.folder}/{staged.sha256}{SUFFIX}",
+                base=ModelBase(inspection.base),
+                vectors=inspection.vectors,
+                size_bytes=staged.size,
+                added_by=added_by,
+                source=source,
+            )
+
+        return await self._add(source_path, name, filename, move, register)
+
+    def _check_name(self, name: str) -> None:
+        from pipeline.lora.embeddings import check_embedding_name
+        from pipeline.tokenizer import load_clip_tokenizer
+
+        super()._check_name(name)
+        check_embedding_name(name, load_clip_tokenizer())
+
+    def _refusal(self, inspection: Inspection) -> str | None:
+        if inspection.kind not in (None, "embedding"):
+            return f"it is a {inspection.kind}, not a textual-inversion embedding: add it as a LoRA"
+        return None if inspection.ok else inspection.reason
+
+
+def _drop_files(folder: Path) -> list[Path]:
+    """The drop folder's `.safetensors` files, by name; hidden and temp files are skipped."""
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() == SUFFIX and not path.name.startswith(".") and path.is_file()
+    )
+
+
+def _clean_triggers(triggers: tuple[str, ...]) -> tuple[str, ...]:
+    """At most 20 non-empty trigger words of sane length: they are shown in embeds."""
+    cleaned = (word.strip()[:MAX_TRIGGER_CHARS] for word in triggers)
+    return tuple(dict.fromkeys(word for word in cleaned if word))[:MAX_TRIGGERS]

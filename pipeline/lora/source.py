@@ -1,0 +1,83 @@
+"""Where the engine finds LoRA and embedding files by name, and their parsed contents per batch.
+
+The app's library (files under DATA_DIR, names in SQLite) implements `FileSource`; the engine sees
+only names, paths and hashes, so it stays free of storage. Parsed adapters come from the bounded
+`AdapterCache`; embedding vectors are a few KB each and are kept by sha256 for the process's life.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from pipeline.errors import UserError
+from pipeline.lora.cache import AdapterCache
+from pipeline.lora.embeddings import load_embedding
+from pipeline.lora.patcher import LoraUse
+from pipeline.prompt.embeddings import find_embeddings
+from pipeline.request import LoraRef
+
+if TYPE_CHECKING:
+    import torch
+
+HASH_DIGITS = 12
+"""A1111 writes `Lora hashes` with the first 12 hex digits of the file's sha256."""
+
+
+class FileSource(Protocol):
+    """Registered files by name: the app's library, or a dict-backed fake in tests."""
+
+    def names(self) -> Collection[str]:
+        """The enabled names, as spelled for display."""
+        ...
+
+    def resolve(self, name: str) -> tuple[Path, str]:
+        """(path, sha256) of an enabled entry; UserError for an unknown or disabled name."""
+        ...
+
+
+class AdapterSource:
+    """The LoRAs of a request and the embeddings of a prompt, loaded for the engine."""
+
+    def __init__(self, loras: FileSource, embeddings: FileSource, cache: AdapterCache) -> None:
+        self.lora_files = loras
+        self.embedding_files = embeddings
+        self.cache = cache
+        self._vectors: dict[str, torch.Tensor] = {}
+
+    def loras(
+        self, refs: Sequence[LoraRef], model_width: int
+    ) -> tuple[list[LoraUse], tuple[tuple[str, str], ...]]:
+        """Each ref's parsed adapter with its weights, and the (name, short hash) pairs."""
+        uses, hashes = [], []
+        for ref in refs:
+            path, sha256 = self.lora_files.resolve(ref.name)
+            with _gone_as_user_error(ref.name):
+                adapter = self.cache.load(path, sha256=sha256, model_width=model_width)
+            uses.append((adapter, ref.te_weight, ref.unet_weight))
+            hashes.append((ref.name, sha256[:HASH_DIGITS]))
+        return uses, tuple(hashes)
+
+    def embeddings(
+        self, pieces: Sequence[tuple[str, float]], model_width: int
+    ) -> dict[str, torch.Tensor]:
+        """The vectors of every enabled embedding the prompt's pieces name, by name."""
+        found = {}
+        for name in find_embeddings(pieces, self.embedding_files.names()):
+            path, sha256 = self.embedding_files.resolve(name)
+            if sha256 not in self._vectors:
+                with _gone_as_user_error(name):
+                    self._vectors[sha256] = load_embedding(path, model_width).vectors
+            found[name] = self._vectors[sha256]
+        return found
+
+
+@contextmanager
+def _gone_as_user_error(name: str) -> Iterator[None]:
+    """A file removed from the library after it was resolved becomes a message."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise UserError(f"the file of {name!r} is gone from the library: add it again") from None
