@@ -57,7 +57,7 @@ class DreamcordBot(commands.Bot):
         self._services = await open_services(self.settings, self.presenter, backend=self._backend)
         repos = self._services.repos
         self.policy = Policy(repos.settings)
-        await self.names.refresh(repos)
+        self.names.attach(self._services.loras, self._services.embeddings)
         for cog in (Imagine(self), Results(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(*RESULT_BUTTONS)
