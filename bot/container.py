@@ -7,7 +7,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiohttp import web
+
 from bot.library import EmbeddingLibrary, LoraLibrary, text_width
+from bot.metrics import serve_metrics
 from bot.models import build_engine, limits_of
 from bot.service import Delivery, GenerationService
 from bot.settings import Settings
@@ -41,8 +44,12 @@ class Services:
     embeddings: EmbeddingLibrary
     generation: GenerationService
 
+    metrics_server: web.AppRunner | None = None
+
     async def close(self) -> None:
         await self.generation.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.cleanup()
         await self.db.close()
 
 
@@ -111,7 +118,27 @@ async def open_services(
         )
         await sweep_orphans(generation.images, repos)
         await generation.start()
+        if on_cuda is not None and on_cuda.device == "cuda":
+            await calibrate(generation, capacity, backend)
+        services = Services(settings, db, repos, generation.images, loras, embeddings, generation)
+        if settings.metrics_port:
+            services.metrics_server = await serve_metrics(
+                generation.metrics, settings.metrics_host, settings.metrics_port
+            )
     except BaseException:
         await db.close()
         raise
-    return Services(settings, db, repos, generation.images, loras, embeddings, generation)
+    return services
+
+
+async def calibrate(generation: GenerationService, capacity: Capacity, backend: Backend) -> None:
+    """Fit the memory model to peaks measured on this card (a few seconds at start-up)."""
+    measure = getattr(backend, "measure_peak", None)
+    if measure is None:
+        return
+    try:
+        model = await generation.worker.call(lambda: capacity.calibrate(measure))
+    except Exception:
+        log.exception("memory calibration failed; keeping the default memory model")
+        return
+    log.info("memory model calibrated: %s", model)

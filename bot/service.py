@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from bot.metrics import Metrics
 from data.generations import Generation, NewImage
 from data.jobs import InvalidTransition
 from data.jobs import Job as StoredJob
@@ -60,6 +63,32 @@ class Ticket:
     eta_s: float | None
 
 
+@dataclass(frozen=True)
+class QueuedJob:
+    """One of a user's unfinished jobs, as `/queue` shows it."""
+
+    job_id: str
+    prompt: str
+    running: bool
+    position: int | None
+    eta_s: float | None
+    images: int
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What `/status` shows: plain data, so the cogs never touch torch."""
+
+    model: str | None
+    device: str | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    waiting: int
+    running: int
+    pixel_steps_per_s: float
+    loras: int
+
+
 class Delivery(Protocol):
     """Shows a job's progress and outcome to its user (Discord presenter, CLI)."""
 
@@ -84,12 +113,16 @@ class GenerationService(WorkerHooks):
         worker_factory: Callable[[WorkerHooks], Worker],
         limits: Limits,
         delivery: Delivery,
+        metrics: Metrics | None = None,
     ) -> None:
         self.repos = repos
         self.images = images
         self.queue = queue
         self.limits = limits
         self.delivery = delivery
+        self.metrics = metrics or Metrics(
+            lambda: len(queue.waiting()), lambda: queue.speed.per_second
+        )
         self.worker = worker_factory(self)
         self._finished: dict[str, asyncio.Future[StoredJob]] = {}
         self._running: dict[str, StoredJob] = {}
@@ -131,6 +164,44 @@ class GenerationService(WorkerHooks):
     def ticket(self, job_id: str) -> Ticket:
         return Ticket(job_id, self.queue.position(job_id), self.queue.eta_s(job_id))
 
+    def jobs_of(self, user_id: int) -> list[QueuedJob]:
+        """A user's unfinished jobs, running first, then in the order they will run."""
+        waiting = {job.job_id: place for place, job in enumerate(self.queue.waiting(), start=1)}
+        jobs = [job for job in self.queue.unfinished() if job.user_id == str(user_id)]
+        jobs.sort(key=lambda job: (job.job_id in waiting, waiting.get(job.job_id, 0)))
+        return [
+            QueuedJob(
+                job_id=job.job_id,
+                prompt=job.request.prompt,
+                running=bool(job.running or job.results),
+                position=waiting.get(job.job_id),
+                eta_s=self.queue.eta_s(job.job_id),
+                images=job.request.count,
+            )
+            for job in jobs
+        ]
+
+    async def status(self) -> ServiceStatus:
+        """Model, device, device memory, queue depth, measured speed and LoRA count."""
+        # The worker does not publish its backend; the engine's model manager knows the rest.
+        models = getattr(getattr(self.worker, "_backend", None), "models", None)
+        placement = getattr(models, "placement", None)
+        device = getattr(placement, "device", None)
+        used, total = _device_memory() if device == "cuda" else (None, None)
+        unfinished = self.queue.unfinished()
+        waiting = len(self.queue.waiting())
+        running = sum(1 for job in unfinished if job.running)
+        return ServiceStatus(
+            model=getattr(models, "default", None),
+            device=device,
+            memory_used_bytes=used,
+            memory_total_bytes=total,
+            waiting=waiting,
+            running=running,
+            pixel_steps_per_s=self.queue.speed.per_second,
+            loras=len(await self.repos.loras.names()),
+        )
+
     async def wait(self, job_id: str) -> StoredJob:
         """Wait until the job is finished and handed to the delivery; its final row."""
         future = self._finished.get(job_id)
@@ -155,6 +226,7 @@ class GenerationService(WorkerHooks):
             cancelled = await self.repos.jobs.mark_cancelled(job_id)
         except InvalidTransition:
             raise UserError("that job has already finished") from None
+        self.metrics.job_finished("cancelled")
         await self._finish(cancelled, lambda: self.delivery.report_failure(cancelled, "cancelled"))
         return "stopping it now" if outcome is CancelOutcome.STOPPING else "removed from the queue"
 
@@ -211,15 +283,44 @@ class GenerationService(WorkerHooks):
         stored = await self.repos.jobs.get(job.job_id)
         assert stored is not None
         self._running.pop(job.job_id, None)
+        self._log_finished(job, "done", results)
         await self._finish(stored, lambda: self.delivery.deliver(stored, generation))
 
     async def on_job_failed(self, job: Job, message: str) -> None:
         self._running.pop(job.job_id, None)
+        self._log_finished(job, "failed", [], message)
         try:
             failed = await self.repos.jobs.mark_failed(job.job_id, message)
         except InvalidTransition:
             return  # cancelled meanwhile: the user already heard
         await self._finish(failed, lambda: self._report(failed, message))
+
+    def on_out_of_memory(self, batch_size: int) -> None:
+        self.metrics.oom_retries += 1
+        log.warning("a batch of %d ran out of device memory; splitting it", batch_size)
+
+    def _log_finished(
+        self, job: Job, state: str, results: list[ImageResult], error: str | None = None
+    ) -> None:
+        """One structured line per job: ids, timings, batch size and device memory."""
+        now = time.monotonic()
+        wait = (job.started_at or now) - job.created_at
+        run = now - (job.started_at or now)
+        timings = results[0].timings if results else {}
+        self.metrics.job_finished(state, len(results), wait if job.started_at else None)
+        log.info(
+            "job=%s user=%s state=%s images=%d wait_s=%.2f run_s=%.2f batch_size=%s "
+            "peak_memory_mb=%s%s",
+            job.job_id,
+            job.user_id,
+            state,
+            len(results),
+            wait,
+            run,
+            timings.get("batch_size", "-"),
+            timings.get("peak_memory_mb", "-"),
+            f" error={error!r}" if error else "",
+        )
 
     async def _mark_running(self, job_id: str) -> None:
         with contextlib.suppress(InvalidTransition):  # cancelled before its batch started
@@ -264,3 +365,12 @@ class GenerationService(WorkerHooks):
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _device_memory() -> tuple[int | None, int | None]:
+    """CUDA memory in use by the card and its size; torch is already loaded by the engine."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None, None
+    free, total = torch.cuda.mem_get_info()
+    return total - free, total

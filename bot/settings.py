@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     memory_limit_mb: int = Field(8192, ge=256)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("discord_guilds", "owner_ids", mode="before")
     @classmethod

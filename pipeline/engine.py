@@ -107,6 +107,8 @@ class Engine:
         model = self.models.get(request.model)
         started = time.perf_counter()
         passes = plan_passes(request)
+        _reset_peak_memory(model)
+        _tile_large_decodes(model, passes[-1])
         try:
             with self._loras_applied(model, request.loras) as lora_hashes, torch.inference_mode():
                 groups = self._encode(model, tasks)
@@ -121,12 +123,21 @@ class Engine:
             _free_device_memory()
             raise OutOfDeviceMemory(str(error)) from None
         timings = {
+            "batch_size": len(tasks),
             "encode_s": round(encoded - started, 4),
             "total_s": round(time.perf_counter() - started, 4),
+            "peak_memory_mb": round(_peak_memory(model) / 2**20),
         }
         for result in results:
             result.timings.update(timings)
         return results
+
+    def measure_peak(self, batch_size: int, width: int = 512, height: int = 512) -> int:
+        """Peak device bytes of a real `batch_size` batch (a few steps): memory calibration."""
+        request = GenerationRequest("calibration", width=width, height=height, steps=2)
+        tasks = [ImageTask("calibration", index, request) for index in range(batch_size)]
+        self.run(tasks, lambda *_: None, lambda: False)
+        return _peak_memory(self.models.get(request.model))
 
     @contextlib.contextmanager
     def _loras_applied(
@@ -442,6 +453,34 @@ def _upcast(vae: Any) -> Iterator[None]:
         yield
     finally:
         vae.to(dtype)
+
+
+TILED_DECODE_PIXELS = 1024 * 1024
+"""Above this many pixels the VAE decodes in tiles, so a large decode fits in memory."""
+
+
+def _tile_large_decodes(model: LoadedModel, final: _Pass) -> None:
+    vae = model.pipe.vae
+    if final.width * final.height > TILED_DECODE_PIXELS:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+
+
+def _reset_peak_memory(model: LoadedModel) -> None:
+    import torch
+
+    if model.pipe.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory(model: LoadedModel) -> int:
+    """Bytes the device held at most since the last reset (0 where it cannot be measured)."""
+    import torch
+
+    if model.pipe.device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    return 0
 
 
 def _free_device_memory() -> None:
