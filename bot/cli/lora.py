@@ -9,19 +9,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from bot.cli.progress import ProgressBar
 from bot.settings import Settings
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
-
     from bot.library import Library
     from data.registry import LoraEntry
     from data.repositories import Repositories
@@ -183,7 +180,7 @@ async def _add(library: Library[Any], kind: LibraryCommand, args: argparse.Names
     else:
         from bot.downloads import download
 
-        with _DownloadBar() as bar:
+        with ProgressBar("downloading", unit="B") as bar:
             downloaded = await download(
                 args.source,
                 library.store.folder,
@@ -310,31 +307,3 @@ def _size(size: int) -> str:
 
 def _on(enabled: bool) -> str:
     return "yes" if enabled else "no"
-
-
-class _DownloadBar:
-    """A bytes progress bar on stderr, shown once the first bytes arrive."""
-
-    def __init__(self) -> None:
-        self._bar: tqdm | None = None
-
-    def update(self, done: int, total: int | None) -> None:
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr
-            )
-        self._bar.update(done - self._bar.n)
-
-    def __enter__(self) -> _DownloadBar:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._bar is not None:
-            self._bar.close()

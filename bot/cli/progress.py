@@ -14,13 +14,23 @@ class ProgressBar:
     `update` may jump: batches report absolute steps.
     """
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, unit: str = "step") -> None:
         self._description = description
+        self._unit = unit
         self._bar: tqdm | None = None
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int | None) -> None:
+        """Move to `done` of `total` (None when the total is unknown, as for some downloads)."""
         if self._bar is None:
-            self._bar = tqdm(total=total, desc=self._description, unit="step", file=sys.stderr)
+            in_bytes = self._unit == "B"
+            self._bar = tqdm(
+                total=total,
+                desc=self._description,
+                unit=self._unit,
+                unit_scale=in_bytes,
+                unit_divisor=1024 if in_bytes else 1000,
+                file=sys.stderr,
+            )
         self._bar.total = total
         self._bar.update(done - self._bar.n)
 
