@@ -11,10 +11,18 @@ from discord.ext import commands
 from bot.container import Services, open_services
 from bot.names import KnownNames
 from bot.policy import Policy
+from bot.previews import PreviewDelivery
 from bot.service import GenerationService
 from bot.settings import Settings
+from cogs.account import Account
+from cogs.admin import Admin
 from cogs.buttons import RESULT_BUTTONS
+from cogs.errors import answer_error
 from cogs.imagine import Imagine
+from cogs.info import Info
+from cogs.library import EmbeddingCommands, LoraCommands
+from cogs.models import Models, Styles
+from cogs.pages import PageButton
 from cogs.presenter import DiscordPresenter
 from cogs.results import Results
 from pipeline.backend import Backend
@@ -52,16 +60,34 @@ class DreamcordBot(commands.Bot):
         assert self._services is not None, "used before setup_hook"
         return self._services.generation
 
+    @property
+    def services(self) -> Services:
+        """Everything the composition root built (libraries, repositories, the service)."""
+        assert self._services is not None, "used before setup_hook"
+        return self._services
+
     async def setup_hook(self) -> None:
         """Open the database, recover jobs, start the worker, load cogs, sync commands."""
-        self._services = await open_services(self.settings, self.presenter, backend=self._backend)
+        # LoRA previews are collected and posted as one grid, not delivered job by job.
+        delivery = PreviewDelivery(self.presenter)
+        self._services = await open_services(self.settings, delivery, backend=self._backend)
         repos = self._services.repos
         self.policy = Policy(repos.settings)
         self.names.attach(self._services.loras, self._services.embeddings)
-        for cog in (Imagine(self), Results(self)):
+        for cog in (Imagine(self), Results(self), Account(self), Info(self), Admin(self)):
             await self.add_cog(cog)
-        self.add_dynamic_items(*RESULT_BUTTONS)
+        for cog in (LoraCommands(self), EmbeddingCommands(self), Models(self), Styles(self)):
+            await self.add_cog(cog)
+        self.add_dynamic_items(*RESULT_BUTTONS, PageButton)
+        self.tree.on_error = self._on_command_error
         await self._sync_commands()
+
+    async def _on_command_error(
+        self, interaction: discord.Interaction, error: discord.app_commands.AppCommandError
+    ) -> None:
+        """Every slash-command error ends here: a user-fixable one is answered with its
+        message, anything else is logged with its context and answered without details."""
+        await answer_error(interaction, error)
 
     async def _sync_commands(self) -> None:
         if self.settings.discord_guilds:

@@ -18,7 +18,8 @@ from pipeline.prompt.parse import parse_prompt
 from pipeline.request import GenerationRequest, HiresSpec, LoraRef
 from pipeline.sizes import parse_size
 
-REQUEST_FIELDS = ("width", "height", "steps", "cfg", "sampler", "seed", "count")
+REQUEST_FIELDS = ("width", "height", "steps", "cfg", "sampler", "seed", "count", "model")
+"""Request fields a saved layer may set; "model" is a name from `bot.models.model_sources`."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def build_request(
         seed=int(merged["seed"]) if merged.get("seed") is not None else random_seed(),
         count=int(merged["count"]),
         clip_skip=int(merged.get("clip_skip", 1)),
+        model=str(merged.get("model") or "default"),
         loras=loras,
         hires=HiresSpec() if hires else None,
     )

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from cogs.errors import guarded
+
 if TYPE_CHECKING:
     from bot.service import Generation
 
@@ -58,7 +60,9 @@ class ResultButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         cog = interaction.client.get_cog("Results")  # type: ignore[attr-defined]
-        await cog.on_button(interaction, self.action, self.generation_id, self.index)
+        await guarded(
+            interaction, cog.on_button(interaction, self.action, self.generation_id, self.index)
+        )
 
 
 class CancelButton(
@@ -66,10 +70,10 @@ class CancelButton(
 ):
     """Cancel a queued or running job (its requester or an admin)."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, label: str = "Cancel") -> None:
         super().__init__(
             discord.ui.Button(
-                label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"dc:c:{job_id}"
+                label=label, style=discord.ButtonStyle.danger, custom_id=f"dc:c:{job_id}"
             )
         )
         self.job_id = job_id
@@ -78,11 +82,11 @@ class CancelButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
     ) -> CancelButton:
-        return cls(match["job"])
+        return cls(match["job"], item.label or "Cancel")
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         cog = interaction.client.get_cog("Imagine")  # type: ignore[attr-defined]
-        await cog.cancel_from_button(interaction, self.job_id)
+        await guarded(interaction, cog.cancel_from_button(interaction, self.job_id))
 
 
 def cancel_view(job_id: str) -> discord.ui.View:

@@ -11,9 +11,12 @@ from discord.ext import commands
 
 from bot.requests import build_request
 from bot.service import Origin
+from bot.styles import style_names
 from cogs import texts
 from cogs.buttons import cancel_view
 from cogs.checks import is_admin, place_of, reply_error
+from cogs.library import filter_names
+from cogs.models import apply_choices
 from pipeline.errors import UserError
 from pipeline.request import MAX_SEED, GenerationRequest
 from pipeline.samplers import SAMPLER_NAMES
@@ -44,6 +47,10 @@ class Imagine(commands.Cog):
         cfg="how closely to follow the prompt",
         sampler="sampler (A1111 name)",
         hires="highres fix: draw at the base size, then refine at 2x",
+        lora="a LoRA to add (same as <lora:name:weight> in the prompt)",
+        lora_weight="the LoRA's weight (default: its own, usually 1)",
+        model="which model draws it (default: this server's)",
+        style="a style preset of this server (/style list)",
     )
     @app_commands.choices(sampler=SAMPLER_CHOICES)
     async def imagine(
@@ -58,6 +65,10 @@ class Imagine(commands.Cog):
         cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
         sampler: app_commands.Choice[str] | None = None,
         hires: bool | None = None,
+        lora: app_commands.Range[str, 1, 64] | None = None,
+        lora_weight: app_commands.Range[float, -3.0, 3.0] | None = None,
+        model: app_commands.Range[str, 1, 200] | None = None,
+        style: app_commands.Range[str, 1, 32] | None = None,
     ) -> None:
         explicit: dict[str, Any] = {
             "count": count,
@@ -66,6 +77,10 @@ class Imagine(commands.Cog):
             "cfg": cfg,
             "sampler": sampler.value if sampler else None,
             "hires": hires,
+            "lora": lora,
+            "lora_weight": lora_weight,
+            "model": model,
+            "style": style,
         }
         if size:
             explicit["size"] = size
@@ -80,6 +95,28 @@ class Imagine(commands.Cog):
             for size in SIZE_SUGGESTIONS
             if typed.lower() in size
         ][:25]
+
+    @imagine.autocomplete("lora")
+    async def _loras(
+        self, interaction: discord.Interaction[DreamcordBot], typed: str
+    ) -> list[app_commands.Choice[str]]:
+        return filter_names(sorted(self.bot.names.loras, key=str.lower), typed)
+
+    @imagine.autocomplete("model")
+    async def _models(
+        self, interaction: discord.Interaction[DreamcordBot], typed: str
+    ) -> list[app_commands.Choice[str]]:
+        models = self.bot.get_cog("Models")
+        return filter_names(getattr(models, "names", []), typed)
+
+    @imagine.autocomplete("style")
+    async def _styles(
+        self, interaction: discord.Interaction[DreamcordBot], typed: str
+    ) -> list[app_commands.Choice[str]]:
+        if interaction.guild_id is None:
+            return []
+        server = await self.bot.service.repos.settings.guild(interaction.guild_id)
+        return filter_names(style_names(server), typed)
 
     async def start_job(
         self,
@@ -129,15 +166,17 @@ class Imagine(commands.Cog):
             from pipeline.sizes import parse_size
 
             explicit["width"], explicit["height"] = parse_size(size, self.bot.settings.max_pixels)
+        choices = await apply_choices(self.bot, prompt, negative, explicit, user, server)
         built = build_request(
-            prompt,
+            choices.prompt,
             self.bot.settings,
-            negative=negative,
+            negative=choices.negative,
             explicit=explicit,
             user=user,
-            server=server,
+            server=choices.server,
             known_loras=self.bot.names.loras,
             known_embeddings=self.bot.names.embeddings,
+            extra_loras=choices.loras,
         )
         return built.request
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from cogs import texts
 from cogs.buttons import result_view
-from cogs.grid import compose_grid, encode_for_upload
+from cogs.grid import Encoded, compose_grid, encode_for_upload
 
 if TYPE_CHECKING:
     from bot.discord_bot import DreamcordBot
@@ -76,7 +76,7 @@ class DiscordPresenter:
         status = self._status.pop(job.id, None) or self._status_of(job)
         if status.editing is not None:
             status.editing.cancel()
-        grid = await asyncio.to_thread(self._grid_file, generation, status.upload_limit)
+        grid = await asyncio.to_thread(self.grid_file, generation, status.upload_limit)
         content = texts.finished(
             generation.request, job.user_id, [i.seed for i in generation.images]
         )
@@ -144,6 +144,7 @@ class DiscordPresenter:
                 **extra,
             )
         except discord.HTTPException as error:
+            self.bot.service.metrics.discord_errors[str(error.code or error.status)] += 1
             if error.status in TOKEN_GONE:
                 return None
             log.warning("could not edit the message of job %s: %s", job.id, error)
@@ -166,7 +167,8 @@ class DiscordPresenter:
         )
         return message.id
 
-    def _grid_file(self, generation: Generation, limit: int):
+    def grid_file(self, generation: Generation, limit: int) -> Encoded:
+        """The labelled grid of a generation, encoded to fit `limit` (blocking: use a thread)."""
         root = self.bot.service.images.root
         images = [Image.open(root / image.path).convert("RGB") for image in generation.images]
         return encode_for_upload(compose_grid(images), limit, stem=f"dreamcord-{generation.id}")

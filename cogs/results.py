@@ -12,6 +12,7 @@ from bot import followups
 from bot.requests import build_request
 from cogs import buttons
 from cogs.checks import is_admin, reply_error
+from cogs.errors import answer_error
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ class EditModal(discord.ui.Modal, title="Edit and run again"):
         await self.cog.run_edit(
             interaction, self.generation, self.prompt.value, self.negative.value
         )
+
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction[DreamcordBot], error: Exception, /
+    ) -> None:
+        await answer_error(interaction, error)
 
 
 class Results(commands.Cog):

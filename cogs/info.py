@@ -1,0 +1,129 @@
+"""What is going on: `/queue` (your jobs, with Cancel), `/status` (the bot) and `/help`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs import texts
+from cogs.buttons import CancelButton
+
+if TYPE_CHECKING:
+    from bot.discord_bot import DreamcordBot
+    from bot.service import QueuedJob, ServiceStatus
+
+MAX_LISTED = 20
+"""Jobs listed by /queue: each gets a Cancel button, and a message holds at most 25."""
+REFERENCE_PIXELS = 512 * 512
+DOCS = "README.md, section The prompt language,"
+
+HELP = f"""\
+**Dreamcord** draws images with Stable Diffusion 1.5 on this server's own GPU.
+
+**Make images**
+`/imagine prompt:a fox in the snow, watercolor` - four images in a grid
+`/imagine prompt:a castle (at dusk:1.3) --ar 3:2 --no people` - weights and flags
+`/imagine prompt:portrait <lora:ghibli:0.8>` - a LoRA your admins added
+Options: negative, size (`512x768` or `2:3`), count, seed, steps, cfg, sampler, hires.
+
+**Prompt language** (A1111): `(word:1.2)` stronger, `[word]` weaker, `BREAK` starts a new \
+chunk, `<lora:name:weight>`, flags `--ar 3:2`, `--size 512x768`, `--no text`, `--seed N`, \
+`--steps N`, `--cfg N`, `--count N`, `--hires`.
+
+**Under a result**: U1-U4 upscale one image, V1-V4 make variations, 🔄 Reroll new seeds, \
+✏️ Edit the prompt, ⭐ Favourite, ℹ️ Info (parameters, seed, lineage), 🗑️ Delete.
+
+**Yours**: `/settings` your defaults · `/history` and `/favourites` (add `publish:True` to \
+share) · `/show id:12` post a result again · `/queue` your jobs (Cancel) · `/status` the bot.
+**Admins**: `/policy show|set|reset` channels, NSFW words, limits, cooldown.
+
+Every PNG carries its parameters, so A1111, Forge or ComfyUI can reproduce it. \
+More: `{DOCS}` in the project.
+"""
+
+
+def queue_lines(jobs: Sequence[QueuedJob]) -> list[str]:
+    """One line per job: its number, prompt excerpt, and where it is."""
+    lines = []
+    for number, job in enumerate(jobs[:MAX_LISTED], start=1):
+        prompt = job.prompt.strip() or "(empty prompt)"
+        if len(prompt) > 80:
+            prompt = prompt[:79] + "…"
+        if job.running:
+            where = f"🎨 running, ready in {texts.duration(job.eta_s)}"
+        else:
+            place = f"#{job.position}" if job.position else "next"
+            where = f"⏳ {place} in the queue, ready in {texts.duration(job.eta_s)}"
+        images = "image" if job.images == 1 else "images"
+        lines.append(f"**{number}.** {texts.escape(prompt)} ({job.images} {images}) - {where}")
+    if len(jobs) > MAX_LISTED:
+        lines.append(f"…and {len(jobs) - MAX_LISTED} more")
+    return lines
+
+
+def queue_view(jobs: Sequence[QueuedJob]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for number, job in enumerate(jobs[:MAX_LISTED], start=1):
+        view.add_item(CancelButton(job.job_id, label=f"Cancel {number}"))
+    return view
+
+
+def status_embed(status: ServiceStatus) -> discord.Embed:
+    """The bot's state as an embed: model, device, memory, queue, speed, LoRAs."""
+    embed = discord.Embed(title="Dreamcord status", colour=discord.Colour.green())
+    embed.add_field(name="Model", value=status.model or "unknown")
+    embed.add_field(name="Device", value=status.device or "unknown")
+    if status.memory_total_bytes:
+        used = (status.memory_used_bytes or 0) / 1024**3
+        total = status.memory_total_bytes / 1024**3
+        embed.add_field(name="GPU memory", value=f"{used:.1f} / {total:.1f} GiB")
+    embed.add_field(
+        name="Queue", value=f"{status.waiting} waiting, {status.running} running", inline=False
+    )
+    per_image = REFERENCE_PIXELS / status.pixel_steps_per_s if status.pixel_steps_per_s else 0
+    embed.add_field(
+        name="Speed",
+        value=f"{1 / per_image:.2f} steps/s at 512x512" if per_image else "not measured yet",
+    )
+    embed.add_field(name="LoRAs", value=str(status.loras))
+    return embed
+
+
+class Info(commands.Cog):
+    """Read-only commands about the queue and the bot."""
+
+    def __init__(self, bot: DreamcordBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="queue", description="Your jobs: position, wait, and Cancel")
+    async def queue(self, interaction: discord.Interaction[DreamcordBot]) -> None:
+        jobs = self.bot.service.jobs_of(interaction.user.id)
+        if not jobs:
+            await interaction.response.send_message(
+                "You have no jobs waiting or running. Start one with /imagine.", ephemeral=True
+            )
+            return
+        depth = len(self.bot.service.queue.waiting())
+        header = f"**Your jobs** ({depth} waiting in all)"
+        await interaction.response.send_message(
+            "\n".join([header, *queue_lines(jobs)]),
+            view=queue_view(jobs),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(name="status", description="Model, device, memory, queue and speed")
+    async def status(self, interaction: discord.Interaction[DreamcordBot]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        status = await self.bot.service.status()
+        await interaction.followup.send(embed=status_embed(status), ephemeral=True)
+
+    @app_commands.command(name="help", description="How to use Dreamcord, with examples")
+    async def help(self, interaction: discord.Interaction[DreamcordBot]) -> None:
+        await interaction.response.send_message(
+            HELP, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )

@@ -1,0 +1,214 @@
+"""Paged lists (`/history`, `/favourites`): one embed per entry, Previous/Next/Publish buttons.
+
+The buttons are `DynamicItem`s whose custom_id carries the list, its owner, the page and what
+the click does (`dc:p:<list>:<owner>:<page>:<action>`), so paging works after a restart. The
+embeds are built by pure functions from plain `Entry` values, which the Account cog fills in.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord
+from PIL import Image
+
+from cogs.errors import guarded
+from cogs.grid import compose_grid
+from cogs.texts import escape
+
+PAGE_SIZE = 5
+"""Entries per page: one embed each, well under Discord's 10 embeds and 6,000 characters."""
+PROMPT_SHOWN = 300
+THUMBNAIL_SIDE = 160
+
+HISTORY, FAVOURITES = "h", "f"
+TITLES = {HISTORY: "Your history", FAVOURITES: "Your favourites"}
+EMPTY = {
+    HISTORY: "You have no images yet: make some with /imagine.",
+    FAVOURITES: "You have no favourites yet: click ⭐ Favourite under a result.",
+}
+
+TURN_PRIVATE, TURN_PUBLIC, PUBLISH = "e", "g", "x"
+"""Actions: page an ephemeral list (owner only), page a public one (anyone), publish a page."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a list: a generation (history) or one image of it (favourites)."""
+
+    generation_id: int
+    title: str
+    prompt: str
+    seeds: tuple[int, ...]
+    size: str
+    created_at: str
+    link: str | None
+    image_paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Page:
+    """What one page shows; `number` is 0-based."""
+
+    kind: str
+    owner_id: int
+    number: int
+    entries: tuple[Entry, ...]
+    has_next: bool
+    total: int | None = None
+
+
+def jump_link(guild_id: int | None, channel_id: int | None, message_id: int | None) -> str | None:
+    """The URL that opens a message in Discord, when all three ids are known."""
+    if channel_id is None or message_id is None:
+        return None
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def excerpt(text: str, limit: int = PROMPT_SHOWN) -> str:
+    """A prompt shortened to `limit` characters and made inert (no markdown, no mentions)."""
+    text = " ".join(text.split()) or "(empty prompt)"
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return escape(text)
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    if not seeds:
+        return "-"
+    return str(seeds[0]) if len(seeds) == 1 else ", ".join(str(seed) for seed in seeds)
+
+
+def page_header(page: Page) -> str:
+    """The message content above the embeds: which list and which page."""
+    if page.total is not None:
+        pages = max(1, -(-page.total // PAGE_SIZE))
+        where = f"page {page.number + 1} of {pages}"
+    else:
+        where = f"page {page.number + 1}"
+    return f"**{TITLES[page.kind]}** · {where}"
+
+
+def page_embeds(page: Page, thumbnails: Sequence[str | None] = ()) -> list[discord.Embed]:
+    """One embed per entry; `thumbnails[i]` is the attachment file name for entry i, if any."""
+    embeds = []
+    for index, entry in enumerate(page.entries):
+        embed = discord.Embed(
+            title=entry.title[:256],
+            description=excerpt(entry.prompt),
+            url=entry.link,
+            colour=discord.Colour.blurple(),
+        )
+        embed.add_field(name="Seed", value=seeds_text(entry.seeds)[:1024])
+        embed.add_field(name="Size", value=entry.size)
+        embed.add_field(
+            name="Open", value=f"[result message]({entry.link})" if entry.link else "not posted"
+        )
+        embed.set_footer(text=f"/show id:{entry.generation_id} · {entry.created_at[:16]} UTC")
+        name = thumbnails[index] if index < len(thumbnails) else None
+        if name:
+            embed.set_thumbnail(url=f"attachment://{name}")
+        embeds.append(embed)
+    return embeds
+
+
+def thumbnail_png(paths: Sequence[Path], side: int = THUMBNAIL_SIDE) -> bytes:
+    """A small grid of the images at `paths` (blocking file I/O: run it in a thread)."""
+    images = [Image.open(path).convert("RGB") for path in paths]
+    grid = compose_grid(images, labels=False)
+    grid.thumbnail((side, side))
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def page_files(page: Page) -> tuple[list[discord.File], list[str | None]]:
+    """Thumbnail attachments for a page and the file name each entry refers to."""
+    files: list[discord.File] = []
+    names: list[str | None] = []
+    for index, entry in enumerate(page.entries):
+        paths = [path for path in entry.image_paths if path.is_file()]
+        if not paths:
+            names.append(None)
+            continue
+        name = f"thumb-{index}-{entry.generation_id}.png"
+        files.append(discord.File(io.BytesIO(thumbnail_png(paths)), name))
+        names.append(name)
+    return files, names
+
+
+def page_view(page: Page, public: bool) -> discord.ui.View:
+    """Previous and Next (disabled at the ends), and Publish on a private list."""
+    view = discord.ui.View(timeout=None)
+    turn = TURN_PUBLIC if public else TURN_PRIVATE
+    previous = PageButton(
+        page.kind, page.owner_id, max(0, page.number - 1), turn, label="◀ Previous"
+    )
+    previous.item.disabled = page.number == 0
+    following = PageButton(page.kind, page.owner_id, page.number + 1, turn, label="Next ▶")
+    following.item.disabled = not page.has_next
+    view.add_item(previous)
+    view.add_item(following)
+    if not public:
+        view.add_item(
+            PageButton(
+                page.kind,
+                page.owner_id,
+                page.number,
+                PUBLISH,
+                label="Publish",
+                style=discord.ButtonStyle.primary,
+            )
+        )
+    return view
+
+
+class PageButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"dc:p:(?P<kind>[hf]):(?P<owner>[0-9]{1,20}):(?P<page>[0-9]{1,5}):(?P<action>[egx])",
+):
+    """Previous, Next or Publish under a list; the Account cog does the work."""
+
+    def __init__(
+        self,
+        kind: str,
+        owner_id: int,
+        page: int,
+        action: str,
+        *,
+        label: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+    ) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label, style=style, custom_id=f"dc:p:{kind}:{owner_id}:{page}:{action}"
+            )
+        )
+        self.kind = kind
+        self.owner_id = owner_id
+        self.page = page
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
+    ) -> PageButton:
+        return cls(
+            match["kind"],
+            int(match["owner"]),
+            int(match["page"]),
+            match["action"],
+            label=item.label,
+            style=item.style,
+        )
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        cog = interaction.client.get_cog("Account")  # type: ignore[attr-defined]
+        await guarded(
+            interaction, cog.on_page(interaction, self.kind, self.owner_id, self.page, self.action)
+        )
