@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -12,13 +14,14 @@ from discord.ext import commands
 from bot.requests import build_request
 from bot.service import Origin
 from bot.styles import style_names
+from bot.uploads import MAX_UPLOAD_BYTES, InitImage, store_init_image
 from cogs import texts
 from cogs.buttons import cancel_view
 from cogs.checks import is_admin, place_of, reply_error
 from cogs.library import filter_names
 from cogs.models import apply_choices
 from pipeline.errors import UserError
-from pipeline.request import MAX_SEED, GenerationRequest
+from pipeline.request import MAX_SEED, GenerationRequest, Mode
 from pipeline.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SIZE_SUGGESTIONS = ("512x512", "512x768", "768x512", "2:3", "3:2", "3:4", "4:3", "16:9", "9:16")
+DEFAULT_STRENGTH = 0.6
 SAMPLER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SAMPLER_NAMES]
 
 
@@ -51,6 +55,8 @@ class Imagine(commands.Cog):
         lora_weight="the LoRA's weight (default: its own, usually 1)",
         model="which model draws it (default: this server's)",
         style="a style preset of this server (/style list)",
+        image="a picture to start from (image to image): PNG, JPEG or WebP",
+        strength="how far to move away from the picture: 0.05 to 1 (default 0.6)",
     )
     @app_commands.choices(sampler=SAMPLER_CHOICES)
     async def imagine(
@@ -69,6 +75,8 @@ class Imagine(commands.Cog):
         lora_weight: app_commands.Range[float, -3.0, 3.0] | None = None,
         model: app_commands.Range[str, 1, 200] | None = None,
         style: app_commands.Range[str, 1, 32] | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, 0.05, 1.0] | None = None,
     ) -> None:
         explicit: dict[str, Any] = {
             "count": count,
@@ -84,7 +92,7 @@ class Imagine(commands.Cog):
         }
         if size:
             explicit["size"] = size
-        await self.start_job(interaction, prompt, negative, explicit)
+        await self.start_job(interaction, prompt, negative, explicit, image, strength)
 
     @imagine.autocomplete("size")
     async def _sizes(
@@ -124,11 +132,21 @@ class Imagine(commands.Cog):
         prompt: str,
         negative: str | None,
         explicit: dict[str, Any],
+        image: discord.Attachment | None = None,
+        strength: float | None = None,
     ) -> None:
         """Acknowledge at once, then build, store and queue the job, then show its status."""
         await interaction.response.defer(thinking=True)
         try:
+            init = None if image is None else await self._init_image(image, explicit)
             request = await self._request(interaction, prompt, negative, explicit)
+            if init is not None:
+                request = replace(
+                    request,
+                    mode=Mode.IMG2IMG,
+                    init_image=str(init.path),
+                    strength=strength or DEFAULT_STRENGTH,
+                )
             await self.submit(interaction, request)
         except UserError as error:
             await reply_error(interaction, str(error), replace_thinking=True)
@@ -179,6 +197,25 @@ class Imagine(commands.Cog):
             extra_loras=choices.loras,
         )
         return built.request
+
+    async def _init_image(self, image: discord.Attachment, explicit: dict[str, Any]) -> InitImage:
+        """Download the picture now (its link expires) and size the job like it."""
+        if image.size > MAX_UPLOAD_BYTES:
+            raise UserError(
+                f"the picture is {image.size / 2**20:.1f} MiB; the most is "
+                f"{MAX_UPLOAD_BYTES // 2**20} MiB: send a smaller one"
+            )
+        try:
+            data = await image.read()
+        except discord.HTTPException:
+            raise UserError("Discord did not hand over the picture: attach it again") from None
+        uploads = self.bot.settings.data_dir / "uploads"
+        init = await asyncio.to_thread(
+            store_init_image, data, uploads, self.bot.settings.max_pixels
+        )
+        if "size" not in explicit:
+            explicit["width"], explicit["height"] = init.width, init.height
+        return init
 
     async def cancel_from_button(
         self, interaction: discord.Interaction[DreamcordBot], job_id: str

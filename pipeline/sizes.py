@@ -54,3 +54,9 @@ def parse_size(text: str, max_pixels: int) -> tuple[int, int]:
         width, height = size_for_ratio(float(match[1]), float(match[2]))
         return check_size(width, height, max_pixels)
     raise UserError(f"size {text!r} is not WxH or W:H: write for example 512x768 or 2:3")
+
+
+def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """An image's own size shrunk to at most `max_pixels`, sides rounded down to multiples of 8."""
+    scale = min(1.0, math.sqrt(max_pixels / (width * height)))
+    return max(8, math.floor(width * scale / 8) * 8), max(8, math.floor(height * scale / 8) * 8)

@@ -28,7 +28,7 @@ from pipeline.limits import check_request
 from pipeline.png import read_png
 from pipeline.request import GenerationRequest, HiresSpec, Mode
 from pipeline.samplers import SAMPLER_NAMES
-from pipeline.sizes import parse_size, round_to
+from pipeline.sizes import fit_size, parse_size
 from pipeline.upscalers import UPSCALER_NAMES, find_upscaler
 
 if TYPE_CHECKING:
@@ -175,10 +175,9 @@ def request_from_args(
     elif args.init is not None:
         image, _ = read_png(args.init)
         if not args.size:
-            pixels = settings.max_pixels
-            scale = min(1.0, (pixels / (image.width * image.height)) ** 0.5)
-            explicit["width"] = round_to(image.width * scale, 8)
-            explicit["height"] = round_to(image.height * scale, 8)
+            explicit["width"], explicit["height"] = fit_size(
+                image.width, image.height, settings.max_pixels
+            )
     request = build_request(
         prompt,
         settings,
