@@ -114,6 +114,31 @@ def check_database(settings: Settings) -> str:
     return asyncio.run(inspect())
 
 
+def check_library(settings: Settings) -> str:
+    """Every registered LoRA and embedding has its file, of the recorded size."""
+    from bot.container import open_database
+
+    async def inspect() -> str:
+        db, repos = await open_database(settings)
+        try:
+            entries = [*await repos.loras.list(), *await repos.embeddings.list()]
+        finally:
+            await db.close()
+        broken = []
+        for entry in entries:
+            file = settings.data_dir / entry.path
+            if not file.is_file() or file.stat().st_size != entry.size_bytes:
+                broken.append(entry.name)
+        if broken:
+            raise UserError(
+                f"{len(broken)} library files are missing or changed ({', '.join(broken[:5])}): "
+                "restore DATA_DIR from a backup, or `dreamcord lora remove NAME` and add them again"
+            )
+        return f"{len(entries)} LoRAs and embeddings, every file present"
+
+    return asyncio.run(inspect())
+
+
 def check_device(settings: Settings) -> str:
     import torch
 
@@ -146,6 +171,7 @@ CHECKS = (
     Check("token online", check_token_online, quick=False),
     Check("data dir", check_data_dir),
     Check("database", check_database),
+    Check("library", check_library),
     Check("device", check_device),
     Check("model", check_model, quick=False),
 )
