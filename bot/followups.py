@@ -20,14 +20,20 @@ VARIATION_STRENGTH = {"subtle": 0.12, "strong": 0.35}
 
 
 def upscale(
-    request: GenerationRequest, image_path: Path, seed: int, image_id: int | None
+    request: GenerationRequest,
+    image_path: Path,
+    seed: int,
+    image_id: int | None,
+    factor: int = UPSCALE_FACTOR,
 ) -> GenerationRequest:
+    """`factor` 2 (the U button) or 4 (the CLI, when memory allows: an out-of-memory fails
+    only this job, with a message)."""
     return replace(
         request,
         mode=Mode.UPSCALE,
         init_image=str(image_path),
-        width=round_to(request.width * UPSCALE_FACTOR, 8),
-        height=round_to(request.height * UPSCALE_FACTOR, 8),
+        width=round_to(request.width * factor, 8),
+        height=round_to(request.height * factor, 8),
         strength=UPSCALE_DENOISE,
         seed=seed,
         count=1,

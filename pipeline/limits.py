@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, replace
 
 from pipeline.errors import UserError
-from pipeline.request import MAX_SEED, GenerationRequest, HiresSpec
+from pipeline.request import MAX_SEED, GenerationRequest, HiresSpec, Mode
 from pipeline.samplers import find_sampler
 from pipeline.sizes import check_size
 from pipeline.upscalers import find_upscaler
@@ -27,7 +27,9 @@ class Limits:
 
 def check_request(request: GenerationRequest, limits: Limits) -> GenerationRequest:
     """Return the request with its sampler name normalised, or a UserError saying what to fix."""
-    check_size(request.width, request.height, limits.max_pixels)
+    # An upscale may reach 4x the side (16x the pixels) of a base image at the limit.
+    pixels = limits.max_pixels * (16 if request.mode is Mode.UPSCALE else 1)
+    check_size(request.width, request.height, pixels)
     if not 1 <= request.steps <= limits.max_steps:
         raise UserError(f"steps {request.steps} is out of range: use 1 to {limits.max_steps}")
     if not 1 <= request.count <= limits.max_images:

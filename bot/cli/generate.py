@@ -67,7 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hires.add_argument("--denoise", type=float, help="hires denoise (latent 0.55, Lanczos 0.35)")
     hires.add_argument("--upscaler", default="Latent", help=f"one of: {', '.join(UPSCALER_NAMES)}")
     more = parser.add_argument_group("from an earlier image (a PNG with parameters)")
-    more.add_argument("--upscale", type=Path, metavar="IMAGE", help="2x upscale of IMAGE")
+    more.add_argument("--upscale", type=Path, metavar="IMAGE", help="upscale IMAGE (2x)")
+    more.add_argument(
+        "--factor", type=int, choices=(2, 4), default=2, help="--upscale factor: 2 or 4"
+    )
     more.add_argument("--vary", type=Path, metavar="IMAGE", help="variations of IMAGE")
     more.add_argument("--init", type=Path, metavar="IMAGE", help="image to image from IMAGE")
     more.add_argument(
@@ -192,7 +195,8 @@ def request_from_args(
         hires = HiresSpec(args.hires_scale, args.hires_steps, denoise, upscaler.name)
         request = replace(request, hires=hires)
     if args.upscale is not None:
-        return followups.upscale(request, args.upscale.resolve(), request.seed, None)
+        path = args.upscale.resolve()
+        return followups.upscale(request, path, request.seed, None, args.factor)
     if args.vary is not None:
         strength = args.strength or "strong"
         if strength not in followups.VARIATION_STRENGTH:

@@ -150,3 +150,9 @@ def test_bad_image_options_are_one_line(capsys, tmp_path: Path, args, says: str)
     assert outcome.code == 2
     assert says in outcome.err
     assert len(outcome.err.strip().splitlines()) == 1
+
+
+def test_upscale_by_four(capsys) -> None:
+    source = _one_png(capsys, "a fox", *TINY, "--seed", "3", "--out", "src4")["images"][0]
+    report = _one_png(capsys, "--upscale", source["path"], "--factor", "4", "--out", "up4")
+    assert (report["images"][0]["width"], report["images"][0]["height"]) == (256, 256)

@@ -115,3 +115,9 @@ def test_png_parameters_round_trip(engine: Engine, tmp_path) -> None:
     assert fields["Clip skip"] == "2"
     assert fields["Model"] == "tiny"
     assert np.array_equal(np.asarray(image), np.asarray(result.image))
+
+
+def test_attention_weights_change_the_image(engine: Engine) -> None:
+    plain = run(engine, SMALL, prompt="a red fox in the snow")[0]
+    weighted = run(engine, SMALL, prompt="a red (fox:1.5) in the snow")[0]
+    assert not np.array_equal(pixels(plain), pixels(weighted))
