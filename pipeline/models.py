@@ -46,6 +46,8 @@ class ModelSource:
     spec: str
     kind: ModelKind
     path: Path | None = None
+    configs: Path | None = None
+    """Component configs for a checkpoint file; None means the shipped SD1.5 ones."""
 
 
 def resolve_model(spec: str, name: str | None = None) -> ModelSource:
@@ -184,12 +186,17 @@ class LoadedModel:
 def load_model(
     source: ModelSource, placement: Placement, vae: str | None = None, configs: Path | None = None
 ) -> LoadedModel:
-    """Load a model onto its device, with an optional replacement VAE file."""
+    """Load a model onto its device, with an optional replacement VAE file.
+
+    `configs` (else `source.configs`, else the shipped SD1.5 ones) describes a checkpoint file's
+    parts, and the replacement VAE's. Every failure to load becomes a `UserError`.
+    """
     from diffusers import StableDiffusionPipeline
 
     from pipeline.tokenizer import load_clip_tokenizer
 
     common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+    configs = configs or source.configs
     model_hash = ""
     try:
         if source.kind in (ModelKind.TINY, ModelKind.RANDOM_SD15):
@@ -205,6 +212,8 @@ def load_model(
                 pipe.to(dtype=placement.dtype)
         elif source.kind is ModelKind.SINGLE_FILE:
             assert source.path is not None
+            if vae:  # loaded first, so a checkpoint without a VAE still loads
+                common["vae"] = load_vae(vae, placement.dtype, configs)
             pipe = StableDiffusionPipeline.from_single_file(
                 str(source.path),
                 config=str(configs or config_dir()),
@@ -213,6 +222,7 @@ def load_model(
                 dtype=placement.dtype,
                 **common,
             )
+            _require_complete(pipe)
             model_hash = short_hash(source.path)
         else:
             pipe = StableDiffusionPipeline.from_pretrained(
@@ -220,17 +230,63 @@ def load_model(
             )
     except UserError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise UserError(f"could not load model {source.spec!r}: {error}") from None
-    if vae:
-        pipe.vae = load_vae(vae, placement.dtype)
+    except Exception as error:
+        raise _load_error(source, error) from None
+    if vae and "vae" not in common:
+        pipe.vae = load_vae(vae, placement.dtype, configs)
     pipe.set_progress_bar_config(disable=True)
     place_pipeline(pipe, placement)
     return LoadedModel(source, pipe, model_hash)
 
 
-def load_vae(spec: str, dtype: torch.dtype) -> Any:
-    """A replacement VAE: a .safetensors file (original or diffusers layout) or a folder."""
+def _require_complete(pipe: StableDiffusionPipeline) -> None:
+    """Refuse a checkpoint that lacked some weights: diffusers leaves those parts on `meta`."""
+    parts = [
+        name
+        for name in ("unet", "vae", "text_encoder")
+        if any(tensor.is_meta for tensor in getattr(pipe, name).state_dict().values())
+    ]
+    if parts:
+        raise ValueError(f"some {' and '.join(parts)} weights are missing from the file")
+
+
+def _load_error(source: ModelSource, error: Exception) -> UserError:
+    """What went wrong loading `source`, and what to do about it."""
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    detail = _error_detail(error)
+    if source.kind is ModelKind.SINGLE_FILE:
+        if isinstance(error, SingleFileComponentError) and "AutoencoderKL" in detail:
+            return UserError(
+                f"checkpoint {source.spec} has no VAE weights: set VAE to a separate SD1.5 VAE "
+                "file (such as vae-ft-mse-840000-ema-pruned.safetensors)"
+            )
+        return UserError(
+            f"could not load checkpoint {source.spec}: {detail}. MODEL must be a complete "
+            "Stable Diffusion 1.5 checkpoint (UNet, VAE and text encoder in one .safetensors "
+            "file); SDXL and SD2 models, LoRAs and VAE-only files do not work here, and a "
+            "partly downloaded file must be downloaded again"
+        )
+    return UserError(
+        f"could not load model {source.spec!r}: {detail}. It must be a Stable Diffusion 1.5 "
+        "model in diffusers format, already downloaded or reachable on the Hugging Face Hub"
+    )
+
+
+def _error_detail(error: Exception) -> str:
+    """The first line of a loader's error, without diffusers' advice meant for programmers."""
+    lines = str(error).strip().splitlines()
+    detail = (lines[0] if lines else type(error).__name__).strip().rstrip(".")
+    if "meta tensor" in detail:  # what diffusers says when some of a part's weights are absent
+        return "some of the model's weights are missing from the file"
+    return detail.split(" If you want to instead", 1)[0].rstrip(".")
+
+
+def load_vae(spec: str, dtype: torch.dtype, configs: Path | None = None) -> Any:
+    """A replacement VAE: a .safetensors file (original or diffusers layout) or a folder.
+
+    A file's architecture is `configs/vae` (default: the shipped SD1.5 config).
+    """
     from diffusers import AutoencoderKL
 
     path = Path(spec).expanduser()
@@ -243,12 +299,19 @@ def load_vae(spec: str, dtype: torch.dtype) -> Any:
             return AutoencoderKL.from_pretrained(path, dtype=dtype)
         check_safetensors(path)
         return AutoencoderKL.from_single_file(
-            str(path), config=str(config_dir() / "vae"), local_files_only=True, dtype=dtype
+            str(path),
+            config=str((configs or config_dir()) / "vae"),
+            local_files_only=True,
+            dtype=dtype,
         )
     except UserError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise UserError(f"could not load VAE {spec!r}: {error}") from None
+    except Exception as error:
+        raise UserError(
+            f"could not load VAE {spec!r}: {_error_detail(error)}. VAE must be a Stable "
+            "Diffusion 1.5 VAE (a .safetensors file in original or diffusers layout, or a "
+            "diffusers folder): download it again, or unset VAE to use the model's own"
+        ) from None
 
 
 def place_pipeline(pipe: StableDiffusionPipeline, placement: Placement) -> None:
