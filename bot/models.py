@@ -9,6 +9,7 @@ from bot.settings import Settings
 from pipeline.errors import UserError
 from pipeline.limits import Limits
 from pipeline.models import ModelSource, resolve_model
+from pipeline.upscalers import UpscalerCatalog
 
 if TYPE_CHECKING:
     from pipeline.engine import Engine
@@ -65,7 +66,13 @@ def build_engine(
     adapters = None
     if libraries is not None:
         adapters = AdapterSource(*libraries, AdapterCache(ADAPTER_CACHE_BYTES))
-    return Engine(ModelManager(sources, default, placement, vae=settings.vae), adapters)
+    models = ModelManager(sources, default, placement, vae=settings.vae)
+    return Engine(models, adapters, upscaler_catalog(settings))
+
+
+def upscaler_catalog(settings: Settings) -> UpscalerCatalog:
+    """The built-in upscalers and the ESRGAN-family models installed in DATA_DIR/upscalers."""
+    return UpscalerCatalog(settings.data_dir / "upscalers")
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -73,4 +80,5 @@ def limits_of(settings: Settings) -> Limits:
         max_steps=settings.max_steps,
         max_pixels=settings.max_pixels,
         max_images=settings.max_images,
+        upscalers=upscaler_catalog(settings),
     )

@@ -31,16 +31,17 @@ from pipeline.models import LoadedModel, ModelManager
 from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
 from pipeline.prompt.tags import remove_tags
-from pipeline.request import GenerationRequest, LoraRef
+from pipeline.request import GenerationRequest, LoraRef, Mode
 from pipeline.samplers import find_sampler
 from pipeline.sizes import round_to
-from pipeline.upscalers import Upscaler, find_upscaler
+from pipeline.upscalers import Upscaler, UpscalerCatalog
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
     from pipeline.lora.source import AdapterSource
+    from pipeline.pixel_upscalers import PixelModelCache
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,20 @@ class Engine:
     """Implements `pipeline.backend.Backend` with diffusers models on one device.
 
     `adapters` finds LoRAs and embeddings by name; without it, prompts use neither.
+    `upscalers` adds installed ESRGAN-family models to the built-in upscalers; the upscale mode
+    enlarges its init image with the catalog's upscale model when there is one.
     """
 
-    def __init__(self, models: ModelManager, adapters: AdapterSource | None = None) -> None:
+    def __init__(
+        self,
+        models: ModelManager,
+        adapters: AdapterSource | None = None,
+        upscalers: UpscalerCatalog | None = None,
+    ) -> None:
         self.models = models
         self.adapters = adapters
+        self.upscalers = upscalers or UpscalerCatalog()
+        self._pixel_models: PixelModelCache | None = None
 
     def run(
         self,
@@ -168,7 +178,7 @@ class Engine:
         latents = self._initial_latents(model, group)
         for index, denoise in enumerate(passes):
             if index > 0 and request.hires is not None:
-                upscaler = find_upscaler(request.hires.upscaler)
+                upscaler = self.upscalers.find(request.hires.upscaler)
                 latents = self._upscale_latents(model, latents, denoise, upscaler)
             latents = self._denoise(model, group, latents, denoise, progress.step, should_stop)
             progress.finish_pass()
@@ -241,8 +251,15 @@ class Engine:
             return None
         import torch
 
-        images = [load_init_image(task.request) for task in group.tasks]
+        images = [self._init_image(model, task.request) for task in group.tasks]
         return torch.cat([encode_image(model.pipe.vae, image) for image in images])
+
+    def _init_image(self, model: LoadedModel, request: GenerationRequest) -> Image.Image:
+        """The init image at the request's size; an upscale goes through the upscale model first."""
+        upscaler = self.upscalers.upscale_model() if request.mode is Mode.UPSCALE else None
+        if upscaler is None:
+            return load_init_image(request)
+        return load_init_image(request, lambda image: self._pixel_upscale(model, image, upscaler))
 
     def _upscale_latents(
         self, model: LoadedModel, latents: torch.Tensor, target: _Pass, upscaler: Upscaler
@@ -257,11 +274,27 @@ class Engine:
             )
             return upscaled.to(latents.dtype)
         vae = model.pipe.vae
-        resized = [
-            decode_latent(vae, latent).resize((target.width, target.height), upscaler.resample)
-            for latent in latents
-        ]
+        resized = []
+        for latent in latents:
+            image = decode_latent(vae, latent)
+            if upscaler.model_file is not None:
+                image = self._pixel_upscale(model, image, upscaler)
+            resized.append(image.resize((target.width, target.height), upscaler.resample))
         return torch.cat([encode_image(vae, image) for image in resized])
+
+    def _pixel_upscale(
+        self, model: LoadedModel, image: Image.Image, upscaler: Upscaler
+    ) -> Image.Image:
+        """`image` through an installed ESRGAN-family model, at the model's own scale."""
+        from pipeline.pixel_upscalers import PixelModelCache, upscale_image
+
+        assert upscaler.model_file is not None
+        if self._pixel_models is None:
+            self._pixel_models = PixelModelCache()
+        # With CPU offload the pipeline's modules rest on the CPU but run on the card.
+        device = getattr(model.pipe, "_execution_device", model.pipe.device)
+        net = self._pixel_models.get(upscaler.model_file, device, model.pipe.unet.dtype)
+        return upscale_image(net, image)
 
     def _denoise(
         self,
@@ -341,14 +374,22 @@ def _timesteps_for(scheduler: Any, denoise: _Pass) -> Any:
     return scheduler.timesteps[skip:]
 
 
-def load_init_image(request: GenerationRequest) -> Image.Image:
-    """The request's init image at the request's size (Lanczos), as RGB."""
+def load_init_image(
+    request: GenerationRequest,
+    enlarge: Callable[[Image.Image], Image.Image] | None = None,
+) -> Image.Image:
+    """The request's init image at the request's size (Lanczos), as RGB.
+
+    `enlarge` (a pixel upscaler model) first runs on an image smaller than that size.
+    """
     from PIL import Image
 
     from pipeline.png import read_png
 
     assert request.init_image is not None
     image, _ = read_png(Path(request.init_image))
+    if enlarge is not None and (image.width < request.width or image.height < request.height):
+        image = enlarge(image)
     if image.size != (request.width, request.height):
         image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
     return image

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pipeline.errors import UserError
 from pipeline.request import MAX_SEED, GenerationRequest, HiresSpec, Mode
 from pipeline.samplers import find_sampler
 from pipeline.sizes import check_size
-from pipeline.upscalers import find_upscaler
+from pipeline.upscalers import UpscalerCatalog
 
 MAX_CLIP_SKIP = 4
 MIN_HIRES_SCALE = 1.0
@@ -23,6 +23,8 @@ class Limits:
     max_images: int = 4
     min_cfg: float = 1.0
     max_cfg: float = 30.0
+    upscalers: UpscalerCatalog = field(default_factory=UpscalerCatalog)
+    """The highres-fix upscalers a request may name: the built-ins and the installed models."""
 
 
 def check_request(request: GenerationRequest, limits: Limits) -> GenerationRequest:
@@ -74,4 +76,4 @@ def check_hires(request: GenerationRequest, limits: Limits) -> HiresSpec:
             f"highres fix of {request.width}x{request.height} at {hires.scale:g}x is too large: "
             "start from a smaller size or a lower scale"
         )
-    return replace(hires, upscaler=find_upscaler(hires.upscaler).name)
+    return replace(hires, upscaler=limits.upscalers.find(hires.upscaler).name)

@@ -16,7 +16,13 @@ FORBIDDEN = {
     "data": {"discord", "cogs", "bot"},
     "cogs": {"torch", "diffusers", "transformers", "safetensors", "aiosqlite", "data"},
 }
-ENGINE_SIDE = ("pipeline.engine", "pipeline.tiny", "pipeline.conditioning", "pipeline.preview")
+ENGINE_SIDE = (
+    "pipeline.engine",
+    "pipeline.tiny",
+    "pipeline.conditioning",
+    "pipeline.preview",
+    "pipeline.pixel_upscalers",
+)
 ENGINE_PACKAGES = ("pipeline.lora", "pipeline.embeddings", "bench")
 """Modules that exist to run a model may import torch at the top. Everything else must import
 without it: the CLI's --help, the prompt parser, the queue, storage and the cogs."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bot import followups
 from bot.cli.progress import ProgressBar
 from bot.container import open_database, open_services
-from bot.models import limits_of
+from bot.models import limits_of, upscaler_catalog
 from bot.requests import build_request
 from bot.service import Origin
 from bot.settings import Settings
@@ -65,7 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hires.add_argument("--hires-scale", type=float, default=2.0, help="1.25 to 2 (default 2)")
     hires.add_argument("--hires-steps", type=int, default=15, help="0 = same as --steps")
     hires.add_argument("--denoise", type=float, help="hires denoise (latent 0.55, Lanczos 0.35)")
-    hires.add_argument("--upscaler", default="Latent", help=f"one of: {', '.join(UPSCALER_NAMES)}")
+    hires.add_argument(
+        "--upscaler",
+        default="Latent",
+        help=f"one of: {', '.join(UPSCALER_NAMES)}, or a model in DATA_DIR/upscalers by file name",
+    )
     more = parser.add_argument_group("from an earlier image (a PNG with parameters)")
     more.add_argument("--upscale", type=Path, metavar="IMAGE", help="upscale IMAGE (2x)")
     more.add_argument(
@@ -190,7 +194,7 @@ def request_from_args(
         known_embeddings=known_embeddings or (),
     ).request
     if args.hires:
-        upscaler = find_upscaler(args.upscaler)
+        upscaler = find_upscaler(args.upscaler, upscaler_catalog(settings))
         denoise = upscaler.default_denoise if args.denoise is None else args.denoise
         hires = HiresSpec(args.hires_scale, args.hires_steps, denoise, upscaler.name)
         request = replace(request, hires=hires)
