@@ -183,8 +183,8 @@ class GenerationService(WorkerHooks):
 
     async def status(self) -> ServiceStatus:
         """Model, device, device memory, queue depth, measured speed and LoRA count."""
-        # The worker does not publish its backend; the engine's model manager knows the rest.
-        models = getattr(getattr(self.worker, "_backend", None), "models", None)
+        # An engine has a model manager; other backends (fakes, remote workers) may not.
+        models = getattr(self.worker.backend, "models", None)
         placement = getattr(models, "placement", None)
         device = getattr(placement, "device", None)
         used, total = _device_memory() if device == "cuda" else (None, None)

@@ -102,6 +102,11 @@ class Worker:
         self._last_preview: dict[str, float] = {}  # touched on the model thread only
         self._hook_tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def backend(self) -> Backend:
+        """What runs the batches (for status pages; call it only through `call`)."""
+        return self._backend
+
     def start(self) -> None:
         """Start serving the queue; call from the running event loop."""
         self._serving = asyncio.get_running_loop().create_task(self._serve(), name="worker")
