@@ -18,6 +18,7 @@ from data.db import Database
 from data.images import ImageStore
 from data.repositories import Repositories
 from pipeline.backend import Backend
+from pipeline.errors import UserError
 from pipeline.memory import Capacity, MemoryModel, cuda_budget, fixed_budget
 from pipeline.queue import JobQueue
 from pipeline.worker import Worker
@@ -54,7 +55,13 @@ class Services:
 
 
 async def open_database(settings: Settings) -> tuple[Database, Repositories]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"DATA_DIR={settings.data_dir} cannot be created ({error.strerror}): "
+            "set DATA_DIR to a folder the user running Dreamcord may write"
+        ) from None
     db = await Database.open(database_path(settings))
     return db, Repositories.over(db)
 

@@ -69,3 +69,14 @@ async def test_stats_counts_what_was_made(data_dir: Path, capsys) -> None:
     assert report["jobs"]["done"] == 1
     assert report["images"] == 3
     assert report["image_bytes"] > 0
+
+
+@pytest.mark.parametrize("command", [["stats"], ["backup", "b.db"], ["prompt", "a fox"]])
+def test_an_unwritable_data_dir_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    monkeypatch.setenv("DATA_DIR", "/proc/self/dreamcord-data")  # not even root may create it
+    outcome = dreamcord(capsys, *command)
+    assert outcome.code == 2
+    assert "DATA_DIR=/proc/self/dreamcord-data cannot be created" in outcome.err
+    assert "Traceback" not in outcome.err
