@@ -12,7 +12,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,8 +120,11 @@ class Engine:
         _reset_peak_memory(model)
         _tile_large_decodes(model, passes[-1])
         try:
-            with self._loras_applied(model, request.loras) as lora_hashes, torch.inference_mode():
-                groups = self._encode(model, tasks)
+            with (
+                self._loras_applied(model, request.loras) as (lora_hashes, bundled),
+                torch.inference_mode(),
+            ):
+                groups = self._encode(model, tasks, bundled)
                 encoded = time.perf_counter()
                 steps_per_group = sum(self._step_count(model, request, p) for p in passes)
                 progress = _Progress(on_step, len(groups) * steps_per_group)
@@ -152,18 +155,23 @@ class Engine:
     @contextlib.contextmanager
     def _loras_applied(
         self, model: LoadedModel, loras: Sequence[LoraRef]
-    ) -> Iterator[tuple[tuple[str, str], ...]]:
-        """Patch the batch's LoRAs into the model for the body; yields their `Lora hashes`."""
+    ) -> Iterator[tuple[tuple[tuple[str, str], ...], dict[str, torch.Tensor]]]:
+        """Patch the batch's LoRAs into the model for the body.
+
+        Yields their `Lora hashes` and the embeddings they bundle, which prompts may use while
+        the LoRAs are active.
+        """
         if not loras:
-            yield ()
+            yield (), {}
             return
         if self.adapters is None:
             raise UserError("LoRAs are not available here: this engine was built without them")
         from pipeline.lora.patcher import apply_loras
 
         uses, hashes = self.adapters.loras(loras, _text_width(model))
+        bundled = {token: v for adapter, _, _ in uses for token, v in adapter.embeddings.items()}
         with apply_loras(model.pipe.unet, model.pipe.text_encoder, uses):
-            yield hashes
+            yield hashes, bundled
 
     def _run_group(
         self,
@@ -210,7 +218,12 @@ class Engine:
         scheduler.set_timesteps(denoise.steps)
         return len(_timesteps_for(scheduler, denoise))
 
-    def _encode(self, model: LoadedModel, tasks: Sequence[ImageTask]) -> list[_Group]:
+    def _encode(
+        self,
+        model: LoadedModel,
+        tasks: Sequence[ImageTask],
+        bundled: Mapping[str, torch.Tensor],
+    ) -> list[_Group]:
         """Encode every prompt once, then group tasks by their padded chunk count.
 
         Extra-network tags stay in the stored prompt, so that A1111 reproduces it from the
@@ -223,7 +236,9 @@ class Engine:
             if (text, clip_skip) not in cache:
                 pieces = parse_prompt_attention(remove_tags(text)[0])
                 vectors = (
-                    self.adapters.embeddings(pieces, _text_width(model)) if self.adapters else {}
+                    self.adapters.embeddings(pieces, _text_width(model), bundled)
+                    if self.adapters
+                    else {}
                 )
                 chunks, _ = split_into_chunks(pieces, pipe.tokenizer, vectors)
                 cache[text, clip_skip] = encode_chunks(

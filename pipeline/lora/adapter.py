@@ -7,7 +7,7 @@ the patcher, since a rank-32 LoRA's deltas would be hundreds of MB if kept.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,15 +30,18 @@ class ModuleFactors:
 
 @dataclass(frozen=True)
 class Adapter:
-    """A checked LoRA/LoCon/LoHa/LoKr file, identified by the sha256 of its bytes."""
+    """A checked LoRA/LoCon/LoHa/LoKr/DoRA file, identified by the sha256 of its bytes."""
 
     sha256: str
     kind: str
     modules: tuple[ModuleFactors, ...]
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Bundled embeddings, token -> float32 (count, width): usable while the LoRA is active."""
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for m in self.modules for t in m.parts.values())
+        factors = sum(t.nbytes for m in self.modules for t in m.parts.values())
+        return factors + sum(t.nbytes for t in self.embeddings.values())
 
 
 def file_sha256(path: Path) -> str:
@@ -59,7 +62,7 @@ def load_adapter(path: Path, model_width: int = SD1_WIDTH, sha256: str | None = 
         raise UserError(f"{path.name} cannot be used: {inspection.reason}")
     if inspection.kind == "embedding":
         raise UserError(f"{path.name} is a textual-inversion embedding, not a LoRA")
-    groups, _ = group_tensors(read_header(path))
+    groups, _, bundles = group_tensors(read_header(path))
     with safe_open(str(path), framework="pt") as file:
         modules = tuple(
             ModuleFactors(
@@ -70,4 +73,13 @@ def load_adapter(path: Path, model_width: int = SD1_WIDTH, sha256: str | None = 
             )
             for group in groups
         )
-    return Adapter(sha256=sha256 or file_sha256(path), kind=str(inspection.kind), modules=modules)
+        embeddings = {
+            token: file.get_tensor(key).to(torch.float32).reshape(-1, model_width)
+            for token, (key, _) in bundles.items()
+        }
+    return Adapter(
+        sha256=sha256 or file_sha256(path),
+        kind=str(inspection.kind),
+        modules=modules,
+        embeddings=embeddings,
+    )

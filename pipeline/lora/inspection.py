@@ -6,6 +6,7 @@ shapes, never from metadata, which is free text anyone can write.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.lora.embeddings import SDXL_KEYS, embedding_problem, find_vectors, vector_count
 from pipeline.lora.header import Header, TensorEntry, read_header
-from pipeline.lora.keys import COMPONENTS, LDM_BLOCKS, flat_name, parse_key
+from pipeline.lora.keys import BUNDLE_PREFIX, COMPONENTS, parse_key
+from pipeline.lora.names import flat_name
+from pipeline.lora.targets import Wanted, match_modules, reference_indexes, too_many_skipped
 
 SD1_WIDTH = 768
 """Text-encoder width (and cross-attention input) of SD1.x; the tiny model's is 32."""
@@ -32,6 +35,11 @@ KEPT_METADATA = (
 )
 MAX_METADATA_CHARS = 200
 MAX_TRIGGERS = 20
+MAX_FACTOR_MAGNITUDE = 1e3
+"""Trained factors are far below 1; values past this are a broken or hostile file."""
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+BUNDLE_VECTOR_PARTS = ("string_to_param.*", "emb_params")
+"""How kohya and LyCORIS spell a bundled embedding's vectors after `bundle_emb.<token>.`."""
 # Module name endings whose input width is the text width: the text encoder's attention and the
 # UNet's cross-attention keys/values (the only UNet layers that read the text).
 _WIDTH_PROBES = {
@@ -66,6 +74,10 @@ class Inspection:
     metadata: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
     vectors: int = 0
+    skipped: int = 0
+    """Tensor keys that match no module of the model and are left out when patching."""
+    embeddings: tuple[str, ...] = ()
+    """Tokens of the embeddings a LoRA bundles."""
 
     def as_json(self) -> dict[str, Any]:
         """The `dreamcord lora check --json` document."""
@@ -77,6 +89,8 @@ class Inspection:
             "alpha": self.alpha,
             "modules": self.modules,
             "vectors": self.vectors,
+            "skipped": self.skipped,
+            "embeddings": list(self.embeddings),
             "tensors": self.tensors,
             "size": self.size,
             "triggers": list(self.triggers),
@@ -137,14 +151,14 @@ def _inspect_embedding(
 def _inspect_adapter(
     path: Path, header: Header, model_width: int, base_fields: dict[str, Any]
 ) -> Inspection:
-    groups, unknown = group_tensors(header)
-    if not groups and not unknown:
+    groups, unknown, bundles = group_tensors(header)
+    if not groups and not unknown and not bundles:
         return _refused(base_fields, "it holds no tensors")
-    if unknown:
-        return _refused(base_fields, _unknown_reason(unknown))
-    incomplete = [_incomplete(group) for group in groups]
-    if problems := [p for p in incomplete if p]:
-        return _refused(base_fields, _listed("incomplete modules", problems))
+    if not groups:
+        return _refused(base_fields, _unknown_reason(unknown or list(bundles)))
+    problems = [p for group in groups if (p := _incomplete(group) or _malformed(group))]
+    if problems:
+        return _refused(base_fields, _listed("malformed modules", problems))
     components = {group.component for group in groups}
     widths, shape_problems = _widths(groups)
     if shape_problems:
@@ -153,24 +167,53 @@ def _inspect_adapter(
     kind = _kind(groups)
     base = _base(components, widths, model_width)
     rank = max((r for g in groups if (r := _rank(g)) is not None), default=None)
-    summary = {"kind": kind, "base": base, "rank": rank, "modules": len(groups)}
-    reason = _base_problem(base, widths, model_width) or _ldm_problem(groups) or _non_finite(path)
-    alpha = None if reason else _common_alpha(path, header)
-    return Inspection(ok=reason is None, alpha=alpha, reason=reason, **summary, **base_fields)
+    reason = _base_problem(base, widths, model_width) or _bundle_problem(bundles, model_width)
+    skipped, match_problem = (0, None) if reason else _skipped_keys(groups, unknown, model_width)
+    reason = reason or match_problem or _value_problem(path)
+    return Inspection(
+        ok=reason is None,
+        alpha=None if reason else _common_alpha(path, header),
+        reason=reason,
+        kind=kind,
+        base=base,
+        rank=rank,
+        modules=len(groups),
+        skipped=skipped,
+        embeddings=tuple(bundles),
+        **base_fields,
+    )
 
 
-def group_tensors(header: Header) -> tuple[list[ModuleGroup], list[str]]:
-    """Group tensor entries by module; also return the names that fit no known layout."""
+def group_tensors(
+    header: Header,
+) -> tuple[list[ModuleGroup], list[str], dict[str, tuple[str, TensorEntry]]]:
+    """Group tensor entries by module.
+
+    Also returns the names that fit no known layout, and the bundled embeddings
+    (token -> (tensor name, entry)).
+    """
     parts: dict[tuple[str, str], dict[str, TensorEntry]] = defaultdict(dict)
     keys: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     families: dict[tuple[str, str], set[str]] = defaultdict(set)
-    unknown = []
+    unknown: list[str] = []
+    bundles: dict[str, tuple[str, TensorEntry]] = {}
+    # SD1 trainers that write `lora_te1_` mean the one text encoder; with a te2 it is SDXL.
+    second_text = ("lora_te2_", "text_encoder_2.")
+    single_text = not any(key.startswith(second_text) for key in header.tensors)
     for key, entry in header.tensors.items():
+        if key.startswith(BUNDLE_PREFIX):
+            token, _, vectors = key.removeprefix(BUNDLE_PREFIX).partition(".")
+            if token and vectors in BUNDLE_VECTOR_PARTS and token not in bundles:
+                bundles[token] = (key, entry)
+            else:
+                unknown.append(key)
+            continue
         parsed = parse_key(key)
         if parsed is None:
             unknown.append(key)
             continue
-        where = (parsed.component, parsed.module)
+        component = "te" if parsed.component == "te1" and single_text else parsed.component
+        where = (component, parsed.module)
         parts[where][parsed.part] = entry
         keys[where][parsed.part] = key
         if parsed.family:
@@ -180,15 +223,49 @@ def group_tensors(header: Header) -> tuple[list[ModuleGroup], list[str]]:
         family = families[where]
         if len(family) != 1:
             # No family: an alpha alone; several: halves of different formats on one module.
-            unknown.append(f"{where[0]} {where[1]}")
+            unknown.extend(keys[where].values())
             continue
         groups.append(ModuleGroup(where[0], where[1], family.pop(), found, keys[where]))
-    return groups, unknown
+    return groups, unknown, bundles
+
+
+def wanted_modules(groups: list[ModuleGroup]) -> list[Wanted]:
+    """The groups as the module matcher takes them."""
+    return [
+        Wanted(g.component, g.module, g.family, {p: e.shape for p, e in g.parts.items()})
+        for g in groups
+    ]
+
+
+def _skipped_keys(
+    groups: list[ModuleGroup], unknown: list[str], model_width: int
+) -> tuple[int, str | None]:
+    """How many keys patching will leave out, or why the file does not fit the model at all.
+
+    Matching uses the model's architecture built from names and shapes alone; a width without a
+    known architecture is matched at patch time only.
+    """
+    indexes = reference_indexes(model_width)
+    if indexes is None:
+        return len(unknown), None
+    match = match_modules(wanted_modules(groups), indexes)
+    if match.misfit:
+        misfit = [f"{groups[p].component} {groups[p].module}" for p in match.misfit]
+        return 0, _listed("modules of another size than the model's", misfit)
+    missing = [key for p in match.missing for key in groups[p].keys.values()]
+    skipped = unknown + missing
+    total = skipped + [key for p in match.paths for key in groups[p].keys.values()]
+    if too_many_skipped(len(skipped), len(total)):
+        names = [f"{groups[p].component} {groups[p].module}" for p in match.missing] + unknown
+        return len(skipped), _listed(
+            f"{len(skipped)} of {len(total)} tensor names that match no module of the model "
+            "(is it for another model?)",
+            names,
+        )
+    return len(skipped), None
 
 
 def _unknown_reason(unknown: list[str]) -> str:
-    if any(name.endswith("dora_scale") for name in unknown):
-        return "it is a DoRA adapter, which is not supported"
     return _listed(
         "tensor names of no known layout (not a LoRA, LoCon, LoHa, LoKr or embedding)", unknown
     )
@@ -216,6 +293,28 @@ def _incomplete(group: ModuleGroup) -> str | None:
     return f"{group.component} {group.module} has {has} but lacks {', '.join(missing)}"
 
 
+def _malformed(group: ModuleGroup) -> str | None:
+    """Values no trainer writes: an empty factor, a non-scalar alpha, integer factors."""
+    name = f"{group.component} {group.module}"
+    for part, entry in group.parts.items():
+        key = group.keys[part]
+        if part == "alpha":
+            if math.prod(entry.shape) != 1:
+                return f"{key} is not one number (shape {list(entry.shape)})"
+        elif entry.dtype not in FLOAT_DTYPES:
+            return f"{key} holds {entry.dtype} values, factors are floating point"
+        elif 0 in entry.shape:
+            return f"{name} has an empty factor {key} (shape {list(entry.shape)})"
+    return None
+
+
+def _bundle_problem(bundles: dict[str, tuple[str, TensorEntry]], model_width: int) -> str | None:
+    for token, (key, entry) in bundles.items():
+        if problem := embedding_problem(entry, model_width):
+            return f"its bundled embedding {token} ({key}) is unusable: {problem}"
+    return None
+
+
 def _file_part(family: str, part: str) -> str:
     if family == "peft":
         part = _PEFT_PART.get(part, part)
@@ -231,6 +330,11 @@ def _widths(groups: list[ModuleGroup]) -> tuple[set[int], list[str]]:
     for group in groups:
         try:
             shape = delta_shape(group.family, {p: e.shape for p, e in group.parts.items()})
+            if "dora_scale" in group.parts and math.prod(group.parts["dora_scale"].shape) not in (
+                shape[0],
+                shape[1],
+            ):
+                raise ValueError("dora_scale fits neither side")
         except ValueError:
             problems.append(f"{group.component} {group.module}")
             continue
@@ -282,27 +386,30 @@ def _base_problem(base: str, widths: set[int], model_width: int) -> str | None:
     return None
 
 
-def _ldm_problem(groups: list[ModuleGroup]) -> str | None:
-    old = [g.module for g in groups if g.component == "unet" and g.module.startswith(LDM_BLOCKS)]
-    if old:
-        return _listed(
-            "UNet names in the old LDM layout (input_blocks...), which Dreamcord does not map; "
-            "re-save it with a current kohya sd-scripts",
-            old,
-        )
-    return None
-
-
 def _non_finite(path: Path) -> str | None:
     """Read every tensor (after the header checks) and report the first NaN or Inf."""
+    return _value_problem(path, max_magnitude=None)
+
+
+def _value_problem(path: Path, max_magnitude: float | None = MAX_FACTOR_MAGNITUDE) -> str | None:
+    """Read every tensor (after the header checks): the first NaN, Inf or absurd value."""
     import torch
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as file:
         for key in file.keys():  # noqa: SIM118 - safe_open is not a mapping
             tensor = file.get_tensor(key)
-            if tensor.is_floating_point() and not torch.isfinite(tensor.float()).all():
+            if not tensor.is_floating_point() or tensor.numel() == 0:
+                continue
+            values = tensor.float()
+            if not torch.isfinite(values).all():
                 return f"tensor {key} holds NaN or infinite values: the file is broken"
+            scalar = key.endswith(".alpha")
+            if max_magnitude and not scalar and values.abs().max() > max_magnitude:
+                return (
+                    f"tensor {key} holds values up to {values.abs().max():.3g}, far past what "
+                    "training makes: the file is broken"
+                )
     return None
 
 

@@ -1,14 +1,10 @@
-"""Tensor names of adapter files: split them into (component, module, family, part) and map the
-module names onto the modules of a real model.
+"""Tensor names of adapter files: split them into (component, module, family, part).
 
-kohya writes `lora_unet_down_blocks_0_attentions_0_..._to_q`: the dots of the diffusers path became
-underscores, and the path's own underscores (`down_blocks`, `to_q`) make the reverse ambiguous. So
-the reverse is never guessed: it is looked up in a table built from the model's own module names.
+Which model module a name means is `names.py`'s job; this module only reads the layout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 # kohya prefix -> component. te1/te2 exist only in SDXL files: parsed so they can be refused.
@@ -23,7 +19,10 @@ PEFT_PREFIXES: dict[str, str] = {"unet.": "unet", "text_encoder_2.": "te2", "tex
 # Suffix after the module name -> (family, part). A None family fits any family (the alpha scalar).
 KOHYA_SUFFIXES: dict[str, tuple[str | None, str]] = {
     "alpha": (None, "alpha"),
+    "dora_scale": (None, "dora_scale"),
     "lora_down.weight": ("lora", "down"),
+    "lora_A.weight": ("lora", "down"),
+    "lora_B.weight": ("lora", "up"),
     "lora_up.weight": ("lora", "up"),
     "lora_mid.weight": ("lora", "mid"),
     "hada_w1_a": ("loha", "w1_a"),
@@ -45,6 +44,8 @@ PEFT_SUFFIXES: dict[str, tuple[str | None, str]] = {
     "lora_B.weight": ("peft", "up"),
     "alpha": (None, "alpha"),
 }
+BUNDLE_PREFIX = "bundle_emb."
+"""Embeddings a LoRA carries (`bundle_emb.<token>.string_to_param.*`), usable while it is active."""
 
 COMPONENTS = ("unet", "te")
 """The components an SD1.x model has; te1/te2 mean an SDXL file."""
@@ -74,23 +75,3 @@ def parse_key(key: str) -> TensorKey | None:
                     module = key[len(prefix) : -len(suffix) - 1]
                     return TensorKey(component, module, *meaning)
     return None
-
-
-def flat_name(module: str) -> str:
-    """The kohya spelling of a diffusers module path."""
-    return module.replace(".", "_")
-
-
-def module_table(named: Iterable[str]) -> dict[str, str | None]:
-    """Map each module's kohya spelling (and its own dotted path) to the path; None = ambiguous."""
-    table: dict[str, str | None] = {}
-    for path in named:
-        table[path] = path
-        flat = flat_name(path)
-        if flat != path:
-            table[flat] = None if table.get(flat, path) != path else path
-    return table
-
-
-LDM_BLOCKS = ("input_blocks_", "middle_block_", "output_blocks_")
-"""The original-SD layout of old kohya files; its block numbering is not mapped here."""

@@ -7,7 +7,6 @@ also when the body raises, so the model is bit-for-bit what it was before.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -16,8 +15,15 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.lora.adapter import Adapter, ModuleFactors
-from pipeline.lora.deltas import delta_shape, module_delta
-from pipeline.lora.keys import module_table
+from pipeline.lora.deltas import module_delta
+from pipeline.lora.targets import (
+    Match,
+    Wanted,
+    match_modules,
+    model_indexes,
+    too_many_skipped,
+    weighted_modules,
+)
 
 LoraUse = tuple[Adapter, float, float]
 """An adapter with its text-encoder weight and its UNet weight."""
@@ -28,42 +34,32 @@ def resolve_targets(
 ) -> list[tuple[nn.Module, ModuleFactors]]:
     """Pair each of the adapter's modules with the model module it patches.
 
-    Raises UserError naming modules the model lacks (or that kohya spelling makes ambiguous) and
-    modules whose delta does not fit the weight, before anything is touched.
+    A few modules the model lacks are skipped, as upload allowed; UserError when most of the
+    file misses or a delta does not fit its weight, before anything is touched.
     """
-    models = {"unet": unet, "te": text_encoder}
-    weighted = {
-        component: {
-            name: module
-            for name, module in model.named_modules()
-            if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() > 1
-        }
-        for component, model in models.items()
-    }
-    tables = {component: module_table(named) for component, named in weighted.items()}
-    targets, unknown, misfit = [], [], []
-    for factors in adapter.modules:
-        path = tables[factors.component].get(factors.module)
-        if path is None:
-            unknown.append(f"{factors.component} {factors.module}")
-            continue
-        module = weighted[factors.component][path]
-        shapes = {part: tuple(t.shape) for part, t in factors.parts.items()}
-        if math.prod(delta_shape(factors.family, shapes)) != module.weight.numel():
-            misfit.append(path)
-            continue
-        targets.append((module, factors))
-    if unknown or misfit:
-        raise UserError(_mismatch_message(unknown, misfit))
-    return targets
+    models = {"unet": weighted_modules(unet), "te": weighted_modules(text_encoder)}
+    wanted = [
+        Wanted(m.component, m.module, m.family, {p: tuple(t.shape) for p, t in m.parts.items()})
+        for m in adapter.modules
+    ]
+    match = match_modules(wanted, model_indexes(unet, text_encoder))
+    if match.misfit or too_many_skipped(len(match.missing), len(wanted)):
+        raise UserError(_mismatch_message(wanted, match))
+    return [
+        (models[adapter.modules[position].component][path], adapter.modules[position])
+        for position, path in match.paths.items()
+    ]
 
 
-def _mismatch_message(unknown: list[str], misfit: list[str]) -> str:
+def _mismatch_message(wanted: list[Wanted], match: Match) -> str:
+    def names(positions: list[int]) -> str:
+        return ", ".join(f"{wanted[p].component} {wanted[p].module}" for p in positions[:3])
+
     problems = []
-    if unknown:
-        problems.append(f"{len(unknown)} modules the model lacks ({', '.join(unknown[:3])})")
-    if misfit:
-        problems.append(f"{len(misfit)} modules of another size ({', '.join(misfit[:3])})")
+    if match.missing:
+        problems.append(f"{len(match.missing)} modules the model lacks ({names(match.missing)})")
+    if match.misfit:
+        problems.append(f"{len(match.misfit)} modules of another size ({names(match.misfit)})")
     return "this LoRA does not fit the loaded model: it has " + " and ".join(problems)
 
 
@@ -105,5 +101,7 @@ def _patched(weight: torch.Tensor, uses: list[tuple[ModuleFactors, float]]) -> t
     total = weight.to(torch.float32, copy=True)
     for factors, scale in uses:
         parts = {name: t.to(weight.device) for name, t in factors.parts.items()}
-        total.add_(module_delta(factors.family, parts, weight.shape), alpha=scale)
+        # Each DoRA delta is taken against the weight as patched so far, in prompt order, as A1111.
+        delta = module_delta(factors.family, parts, weight.shape, weight=total)
+        total.add_(delta, alpha=scale)
     return total.to(weight.dtype)

@@ -7,7 +7,7 @@ only names, paths and hashes, so it stays free of storage. Parsed adapters come 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -61,11 +61,23 @@ class AdapterSource:
         return uses, tuple(hashes)
 
     def embeddings(
-        self, pieces: Sequence[tuple[str, float]], model_width: int
+        self,
+        pieces: Sequence[tuple[str, float]],
+        model_width: int,
+        bundled: Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The vectors of every enabled embedding the prompt's pieces name, by name."""
+        """The vectors of every embedding the prompt's pieces name, by name.
+
+        `bundled` are the embeddings of the batch's LoRAs; a LoRA's own embedding wins over a
+        library one of the same name, since the LoRA was trained with it.
+        """
+        bundled = bundled or {}
         found = {}
-        for name in find_embeddings(pieces, self.embedding_files.names()):
+        known = [*bundled, *self.embedding_files.names()]
+        for name in find_embeddings(pieces, known):
+            if name in bundled:
+                found[name] = bundled[name]
+                continue
             path, sha256 = self.embedding_files.resolve(name)
             if sha256 not in self._vectors:
                 with _gone_as_user_error(name):

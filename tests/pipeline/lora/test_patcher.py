@@ -9,7 +9,7 @@ import torch
 
 from pipeline.errors import UserError
 from pipeline.lora import patcher
-from pipeline.lora.adapter import load_adapter
+from pipeline.lora.adapter import Adapter, ModuleFactors, load_adapter
 from pipeline.lora.patcher import apply_loras
 from pipeline.tiny import TINY_WIDTH, build_tiny_components
 
@@ -143,22 +143,23 @@ def test_each_kind_changes_the_unet_output_in_proportion_to_its_weight(
     assert double / small == pytest.approx(2.0, rel=0.1)
 
 
-def test_adapter_for_other_modules_is_refused_before_patching(tiny, tmp_path):
-    from tests.pipeline.lora import make_files as mf
-
+def test_adapter_for_other_modules_is_refused_before_patching(tiny):
+    """Upload refuses such a file already; a model that differs from the upload-time one too."""
     before = _state(tiny)
-    shape = torch.Size((32, 32))
-    tensors = mf.kohya_tensors(
-        [
-            ("down_blocks.9.attentions.0.proj_in", shape),
-            ("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", shape),
-        ],
-        [],
-        mf.lora_parts,
-        2,
-        1.0,
+    generator = torch.Generator().manual_seed(0)
+    modules = tuple(
+        ModuleFactors(
+            "unet",
+            name,
+            "lora",
+            {"down": torch.randn(2, 32, generator=generator), "up": torch.randn(32, 2)},
+        )
+        for name in (
+            "down_blocks_9_attentions_0_proj_in",
+            "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+        )
     )
-    adapter = load_adapter(mf.write(tmp_path / "other.safetensors", tensors), TINY_WIDTH)
+    adapter = Adapter(sha256="0" * 64, kind="lora", modules=modules)
     with (
         pytest.raises(UserError, match=r"lacks.*down_blocks_9_attentions_0_proj_in"),
         apply_loras(tiny["unet"], tiny["text_encoder"], [(adapter, 1.0, 1.0)]),
