@@ -417,6 +417,9 @@ class LoraLibrary(Library[LoraEntry]):
                 default_weight=1.0 if weight is None else weight,
                 added_by=added_by,
                 source=source,
+                skipped_keys=inspection.skipped,
+                dora=inspection.dora,
+                embeddings=inspection.embeddings,
             )
 
         return await self._add(source_path, name, filename, move, register)

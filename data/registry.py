@@ -59,6 +59,11 @@ class LoraEntry:
     added_by: int | None
     added_at: str
     source: Source
+    skipped_keys: int = 0
+    """Tensor keys of the file that match no module of the model, left out when patching."""
+    dora: bool = False
+    embeddings: tuple[str, ...] = ()
+    """Tokens of the embeddings the file bundles, usable in a prompt while the LoRA is active."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,9 @@ class LoraRepository(_Registry[LoraEntry]):
         triggers: tuple[str, ...] = (),
         default_weight: float = 1.0,
         added_by: int | None = None,
+        skipped_keys: int = 0,
+        dora: bool = False,
+        embeddings: tuple[str, ...] = (),
     ) -> LoraEntry:
         async with self._db.transaction() as conn:
             return await self._insert(
@@ -238,6 +246,9 @@ class LoraRepository(_Registry[LoraEntry]):
                     "default_weight": default_weight,
                     "added_by": added_by,
                     "source": Source(source).value,
+                    "skipped_keys": skipped_keys,
+                    "dora": int(dora),
+                    "embeddings": json.dumps(list(embeddings)),
                 },
             )
 
@@ -259,6 +270,9 @@ class LoraRepository(_Registry[LoraEntry]):
             added_by=row["added_by"],
             added_at=row["added_at"],
             source=Source(row["source"]),
+            skipped_keys=row["skipped_keys"],
+            dora=bool(row["dora"]),
+            embeddings=tuple(json.loads(row["embeddings"])),
         )
 
 

@@ -55,10 +55,12 @@ def _lora_row(entry: LoraEntry) -> tuple[str, ...]:
 
 def _lora_details(entry: LoraEntry) -> list[tuple[str, str]]:
     return [
-        ("kind", entry.kind),
+        ("kind", entry.kind + (" (DoRA)" if entry.dora else "")),
         ("rank", "-" if entry.rank is None else str(entry.rank)),
         ("alpha", "-" if entry.alpha is None else f"{entry.alpha:g}"),
         ("modules", str(entry.modules)),
+        ("skipped", skipped_text(entry.skipped_keys)),
+        ("bundled", ", ".join(entry.embeddings) or "-"),
         ("weight", f"{entry.default_weight:g}"),
         ("triggers", ", ".join(entry.triggers) or "-"),
     ]
@@ -277,11 +279,13 @@ def check_file(args: argparse.Namespace, settings: Settings) -> int:
         rows = [
             ("file", path.name),
             ("verdict", "usable" if result.ok else f"refused: {result.reason}"),
-            ("kind", result.kind or "?"),
+            ("kind", (result.kind or "?") + (" (DoRA)" if result.dora else "")),
             ("base", result.base),
             ("rank", "-" if result.rank is None else str(result.rank)),
             ("alpha", "-" if result.alpha is None else f"{result.alpha:g}"),
             ("modules", str(result.modules)),
+            ("skipped", skipped_text(result.skipped)),
+            ("bundled", ", ".join(result.embeddings) or "-"),
             ("vectors", str(result.vectors)),
             ("size", f"{result.size:,} bytes"),
             ("triggers", ", ".join(result.triggers[:8]) or "-"),
@@ -289,6 +293,13 @@ def check_file(args: argparse.Namespace, settings: Settings) -> int:
         for label, value in rows:
             print(f"{label:<9} {value}")
     return 0 if result.ok else 2
+
+
+def skipped_text(count: int) -> str:
+    """How `info` and `check` say that some keys match no module of the model."""
+    if not count:
+        return "none"
+    return f"{count} tensor keys that match no module of the model (left out)"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

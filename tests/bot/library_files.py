@@ -1,6 +1,7 @@
-"""Small LoRA and embedding files for the tiny model's width (32), written without building it.
+"""Small LoRA and embedding files for the tiny model (width 32), written without building it.
 
-The library checks shapes and widths, never the model's module list, so two modules are enough.
+Two modules, named as kohya sd-scripts writes them (the text encoder with transformers 4's
+`text_model` level), with the tiny architecture's shapes, which the library checks.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from tests.pipeline.lora import make_files as mf
 
 WIDTH = 32
 MODULES = {
-    "lora_te_encoder_layers_0_self_attn_q_proj": (WIDTH, WIDTH),
-    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k": (64, WIDTH),
+    "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (WIDTH, WIDTH),
+    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k": (32, WIDTH),
 }
 
 
