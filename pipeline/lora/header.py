@@ -85,6 +85,8 @@ def read_header(path: Path) -> Header:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise _not_safetensors(head, path.name, "its header is not JSON") from None
+    except RecursionError:  # a header of deeply nested brackets, which no writer makes
+        raise UserError(f"{path.name} has a malformed header (nested too deeply)") from None
     if not isinstance(document, dict):
         raise UserError(f"{path.name} is not a safetensors file (its header is not an object)")
     metadata = _metadata(document.pop("__metadata__", {}), path.name)

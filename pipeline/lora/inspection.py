@@ -78,6 +78,8 @@ class Inspection:
     """Tensor keys that match no module of the model and are left out when patching."""
     embeddings: tuple[str, ...] = ()
     """Tokens of the embeddings a LoRA bundles."""
+    dora: bool = False
+    """Whether its modules carry DoRA magnitudes (`dora_scale`)."""
 
     def as_json(self) -> dict[str, Any]:
         """The `dreamcord lora check --json` document."""
@@ -91,6 +93,7 @@ class Inspection:
             "vectors": self.vectors,
             "skipped": self.skipped,
             "embeddings": list(self.embeddings),
+            "dora": self.dora,
             "tensors": self.tensors,
             "size": self.size,
             "triggers": list(self.triggers),
@@ -180,6 +183,7 @@ def _inspect_adapter(
         modules=len(groups),
         skipped=skipped,
         embeddings=tuple(bundles),
+        dora=any("dora_scale" in group.parts for group in groups),
         **base_fields,
     )
 
@@ -330,11 +334,6 @@ def _widths(groups: list[ModuleGroup]) -> tuple[set[int], list[str]]:
     for group in groups:
         try:
             shape = delta_shape(group.family, {p: e.shape for p, e in group.parts.items()})
-            if "dora_scale" in group.parts and math.prod(group.parts["dora_scale"].shape) not in (
-                shape[0],
-                shape[1],
-            ):
-                raise ValueError("dora_scale fits neither side")
         except ValueError:
             problems.append(f"{group.component} {group.module}")
             continue

@@ -58,12 +58,21 @@ def match_modules(wanted: Sequence[Wanted], indexes: Mapping[str, ModuleIndex]) 
         if index is None or path is None:
             match.missing.append(position)
             continue
-        shapes = {part: shape for part, shape in item.shapes.items() if part != "dora_scale"}
-        if math.prod(delta_shape(item.family, shapes)) != math.prod(index.shapes[path]):
+        weight = index.shapes[path]
+        if not _fits(item, weight):
             match.misfit.append(position)
             continue
         match.paths[position] = path
     return match
+
+
+def _fits(item: Wanted, weight: tuple[int, ...]) -> bool:
+    """Whether the delta has the weight's size, and DoRA magnitudes one side's length."""
+    shapes = {part: shape for part, shape in item.shapes.items() if part != "dora_scale"}
+    if math.prod(delta_shape(item.family, shapes)) != math.prod(weight):
+        return False
+    dora = item.shapes.get("dora_scale")
+    return dora is None or math.prod(dora) in weight[:2]
 
 
 def weighted_modules(model: nn.Module) -> dict[str, nn.Module]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.backend import ImageTask
 from pipeline.errors import UserError
@@ -55,6 +56,10 @@ def engine(tmp_path_factory: pytest.TempPathFactory):
     for kind, (conv, maker) in KINDS.items():
         tensors = mf.kohya_tensors(mf.unet_targets(pipe.unet, conv), texts, maker, 4, 4.0)
         loras[kind] = mf.write(folder / f"{kind}.safetensors", tensors)
+    # A LoRA that bundles an embedding, as LyCORIS and sd-scripts write one.
+    bundle = mf.kohya_tensors(mf.unet_targets(pipe.unet), texts, mf.lora_parts, 4, 4.0)
+    bundle["bundle_emb.sksfox.string_to_param.*"] = torch.randn(3, 32)
+    loras["bundle"] = mf.write(folder / "bundle.safetensors", bundle)
     embeddings = {"bad-emb": mf.write_embedding(folder / "bad-emb.safetensors", 32, 4, seed=5)}
     engine.adapters = AdapterSource(Files(loras), Files(embeddings), AdapterCache(64 * 1024**2))
     return engine
@@ -125,3 +130,13 @@ def test_an_embedding_named_in_the_prompt_or_negative_changes_the_image(
     result = run(engine, SMALL, **{field: f"{text} (bad-emb:1.2)".strip()})[0]
     plain = run(tiny_engine(), SMALL, **{field: f"{text} (bad-emb:1.2)".strip()})[0]
     assert distance(pixels(result), pixels(plain)) > 0
+
+
+def test_a_bundled_embedding_works_while_its_lora_is_active(engine, base) -> None:
+    """At weight 0 the LoRA patches nothing, so only its embedding can change the image."""
+    prompt = f"{SMALL.prompt} sksfox"
+    active = (LoraRef("bundle", 0.0, 0.0),)
+    with_token = pixels(run(engine, SMALL, prompt=prompt, loras=active)[0])
+    without_lora = pixels(run(engine, SMALL, prompt=prompt)[0])
+    assert distance(with_token, without_lora) > 0
+    assert np.array_equal(pixels(run(engine, SMALL, loras=active)[0]), base)

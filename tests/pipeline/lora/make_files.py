@@ -1,6 +1,7 @@
 """Writers of adapter and embedding files for tests, so no binary file lives in the repository.
 
-Files for the tiny model take their module names and shapes from a built tiny model. "Full size"
+Files for the tiny model take their module paths and shapes from a built tiny model, with the
+text encoder's paths spelled as trainers write them (transformers 4's `text_model.` level). "Full size"
 files take them from SD1.5/SD2/SDXL-shaped models built on the meta device (names and shapes,
 no memory), at rank 1 so that even a file covering every module stays a few MB.
 """
@@ -39,7 +40,15 @@ def unet_targets(unet: nn.Module, conv: bool = False) -> list[tuple[str, torch.S
 
 
 def text_targets(text_encoder: nn.Module) -> list[tuple[str, torch.Size]]:
-    return list(targets(text_encoder, TEXT_LAYERS))
+    """Text-encoder modules spelled as trainers write them: transformers 4's `text_model.` path.
+
+    sd-scripts and diffusers keep that level whatever transformers is installed; transformers 5's
+    CLIPTextModel has none, so the names of the model under test are not what files say.
+    """
+    return [
+        (name if name.startswith("text_model.") else f"text_model.{name}", shape)
+        for name, shape in targets(text_encoder, TEXT_LAYERS)
+    ]
 
 
 def _random(generator: torch.Generator, *shape: int, std: float = 0.1) -> torch.Tensor:

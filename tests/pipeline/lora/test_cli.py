@@ -41,7 +41,7 @@ def test_human_output_is_a_short_table(full_files, capsys):
     assert _run(["lora", "check", str(full_files["sdxl"])], SimpleNamespace(model="x")) == 2
     out = capsys.readouterr().out
     assert "refused: it was made for SDXL" in out
-    assert out.count("\n") == 10
+    assert out.count("\n") == 12
 
 
 def test_missing_file_is_a_user_error(tmp_path):

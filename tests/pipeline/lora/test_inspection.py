@@ -205,3 +205,11 @@ def test_as_json_has_the_cli_fields(tiny_files):
     document = inspect_file(tiny_files["lora"], TINY_WIDTH).as_json()
     assert {"ok", "kind", "base", "rank", "modules", "size", "triggers", "reason"} <= set(document)
     json.dumps(document)
+
+
+def test_a_deeply_nested_header_is_refused_not_raised(tmp_path):
+    header = b"[" * 100_000 + b"]" * 100_000
+    path = tmp_path / "nested.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    result = inspect_file(path)
+    assert not result.ok and "nested too deeply" in result.reason
