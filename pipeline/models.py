@@ -73,14 +73,21 @@ class ModelSource:
             return f"SD1.5 inpainting {self.kind} ({INPAINTING_IN_CHANNELS} input channels)"
         return str(self.kind)
 
+    @property
+    def txt2img_refusal(self) -> str | None:
+        """Why this model cannot make images from a prompt (None: it can, as far as known)."""
+        if not self.inpainting:
+            return None
+        return (
+            f"{self.name} is an SD1.5 inpainting checkpoint ({INPAINTING_IN_CHANNELS} input "
+            "channels); it serves image edits, which come in a later version; pick a normal "
+            "checkpoint for /imagine"
+        )
+
     def require_txt2img(self) -> None:
         """Refuse an inpainting model for generation: its UNet also wants a mask and an image."""
-        if self.inpainting:
-            raise UserError(
-                f"{self.name} is an SD1.5 inpainting checkpoint ({INPAINTING_IN_CHANNELS} input "
-                "channels); it serves image edits, which come in a later version; pick a normal "
-                "checkpoint for /imagine"
-            )
+        if self.txt2img_refusal is not None:
+            raise UserError(self.txt2img_refusal)
 
 
 def resolve_model(spec: str, name: str | None = None) -> ModelSource:
