@@ -139,9 +139,9 @@ class Models(commands.GroupCog, group_name="model", group_description="Models th
         self.names = list(sources)
         self.kinds = {name: source.description for name, source in sources.items()}
         self.refusals = {
-            name: source.txt2img_refusal
+            name: refusal
             for name, source in sources.items()
-            if source.txt2img_refusal is not None
+            if (refusal := source.txt2img_refusal) is not None
         }
         self.configured = default
 
