@@ -44,13 +44,11 @@ RUN PIP_INDEX_URL="${TORCH_INDEX_URL:-https://pypi.org/simple}" pip install "tor
     && echo "torch==${TORCH_VERSION}" > /opt/constraints.txt
 
 # Dependencies before the source: this layer is rebuilt only when pyproject.toml changes. The list
-# (with EXTRAS) is read from pyproject.toml. clip-anytorch only provides the CLIP BPE vocabulary:
-# --no-deps keeps its torchvision dependency out (installed last, so pip has nothing to warn about).
+# (with EXTRAS) is read from pyproject.toml; the CLIP vocabulary ships inside the pipeline package.
 WORKDIR /app
 COPY pyproject.toml ./
 RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = [e for e in sys.argv[1].split(',') if e]; print('\n'.join(p['dependencies'] + [d for e in extras for d in p['optional-dependencies'][e]]))" "$EXTRAS" > /tmp/requirements.txt \
     && pip install -c /opt/constraints.txt -r /tmp/requirements.txt \
-    && pip install --no-deps clip-anytorch==2.6.0 \
     && rm /tmp/requirements.txt
 
 COPY README.md ./

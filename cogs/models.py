@@ -125,6 +125,8 @@ class Models(commands.GroupCog, group_name="model", group_description="Models th
         self.bot = bot
         self.names: list[str] = []
         self.kinds: dict[str, str] = {}
+        self.refusals: dict[str, str] = {}
+        """Why a model cannot serve /imagine (inpainting checkpoints), by name."""
         self.configured = bot.settings.model
         super().__init__()
 
@@ -135,7 +137,12 @@ class Models(commands.GroupCog, group_name="model", group_description="Models th
             log.warning("could not list the configured models: %s", error)
             return
         self.names = list(sources)
-        self.kinds = {name: str(source.kind) for name, source in sources.items()}
+        self.kinds = {name: source.description for name, source in sources.items()}
+        self.refusals = {
+            name: refusal
+            for name, source in sources.items()
+            if (refusal := source.txt2img_refusal) is not None
+        }
         self.configured = default
 
     def known(self, name: str) -> str | None:
@@ -144,10 +151,12 @@ class Models(commands.GroupCog, group_name="model", group_description="Models th
         return next((known for known in self.names if known.lower() == folded), None)
 
     def check(self, name: str) -> str:
-        """`name` as configured; a UserError listing the models otherwise."""
+        """`name` as configured and able to serve /imagine; a UserError saying why otherwise."""
         known = self.known(name)
         if known is None:
             raise UserError(f"there is no model {name!r}: use one of {', '.join(self.names)}")
+        if known in self.refusals:
+            raise UserError(self.refusals[known])
         return known
 
     def server_default(self, guild_settings: Mapping[str, Any]) -> str | None:
@@ -172,6 +181,8 @@ class Models(commands.GroupCog, group_name="model", group_description="Models th
                 marks.append("bot default (MODEL)")
             if name == chosen:
                 marks.append("⭐ used here")
+            if name in self.refusals:
+                marks.append("not for /imagine yet")
             suffix = f" — {', '.join(marks)}" if marks else ""
             lines.append(f"`{name}` · {self.kinds.get(name, '?')}{suffix}")
         embed = discord.Embed(title="Models", colour=discord.Colour.blurple())

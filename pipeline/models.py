@@ -8,6 +8,7 @@ is really loaded.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections import OrderedDict
@@ -29,6 +30,16 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 GIB = 1024**3
 
+INPAINTING_IN_CHANNELS = 9
+"""An inpainting UNet reads noisy latents (4 channels), the mask (1) and the masked image (4)."""
+UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+SD2_CROSS_ATTENTION = (
+    "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+)
+SD15_TEXT_WIDTH = 768
+SDXL_TEXT_ENCODER = "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias"
+"""The keys diffusers' `infer_diffusers_model_type` tells inpainting models apart by."""
+
 
 class ModelKind(StrEnum):
     TINY = "tiny"
@@ -48,6 +59,35 @@ class ModelSource:
     path: Path | None = None
     configs: Path | None = None
     """Component configs for a checkpoint file; None means the shipped SD1.5 ones."""
+    unet_in_channels: int | None = None
+    """From the file's header or the folder's UNet config; None where unknown before loading."""
+
+    @property
+    def inpainting(self) -> bool:
+        return self.unet_in_channels == INPAINTING_IN_CHANNELS
+
+    @property
+    def description(self) -> str:
+        """What `/model list` and `dreamcord doctor` call it."""
+        if self.inpainting:
+            return f"SD1.5 inpainting {self.kind} ({INPAINTING_IN_CHANNELS} input channels)"
+        return str(self.kind)
+
+    @property
+    def txt2img_refusal(self) -> str | None:
+        """Why this model cannot make images from a prompt (None: it can, as far as known)."""
+        if not self.inpainting:
+            return None
+        return (
+            f"{self.name} is an SD1.5 inpainting checkpoint ({INPAINTING_IN_CHANNELS} input "
+            "channels); it serves image edits, which come in a later version; pick a normal "
+            "checkpoint for /imagine"
+        )
+
+    def require_txt2img(self) -> None:
+        """Refuse an inpainting model for generation: its UNet also wants a mask and an image."""
+        if self.txt2img_refusal is not None:
+            raise UserError(self.txt2img_refusal)
 
 
 def resolve_model(spec: str, name: str | None = None) -> ModelSource:
@@ -65,12 +105,17 @@ def resolve_model(spec: str, name: str | None = None) -> ModelSource:
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UserError(f"{spec} is a folder without model_index.json: not a diffusers model")
-        return ModelSource(name or path.name, spec, ModelKind.FOLDER, path)
+        channels = _folder_unet_in_channels(path)
+        return ModelSource(
+            name or path.name, spec, ModelKind.FOLDER, path, unet_in_channels=channels
+        )
     if path.suffix.lower() == ".safetensors":
         if not path.is_file():
             raise UserError(f"model file {spec} does not exist: check MODEL or MODELS_DIR")
         check_safetensors(path)
-        return ModelSource(name or path.stem, spec, ModelKind.SINGLE_FILE, path)
+        channels = checkpoint_unet_in_channels(path)
+        configs = config_dir("sd15-inpainting") if channels == INPAINTING_IN_CHANNELS else None
+        return ModelSource(name or path.stem, spec, ModelKind.SINGLE_FILE, path, configs, channels)
     if _HUB_ID.match(spec) and not path.exists():
         return ModelSource(name or spec.rsplit("/", 1)[-1], spec, ModelKind.HUB)
     raise UserError(
@@ -94,6 +139,40 @@ def check_safetensors(path: Path) -> None:
             f"{path} is not a readable .safetensors file ({error}): it may be truncated or "
             "corrupt, so download it again"
         ) from None
+
+
+def checkpoint_unet_in_channels(path: Path) -> int | None:
+    """The UNet's input channels of an SD1.5 LDM checkpoint, from its header alone.
+
+    Follows diffusers' `infer_diffusers_model_type`: a 9-channel `conv_in` is inpainting, but
+    SD2 (1024-wide cross-attention) and SDXL files are not SD1.5 ones, so they get None and meet
+    the loader's own refusal. The header holds the shapes, so no tensor is read.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = set(handle.keys())
+        if UNET_CONV_IN not in keys or SDXL_TEXT_ENCODER in keys:
+            return None
+        if (
+            SD2_CROSS_ATTENTION in keys
+            and handle.get_slice(SD2_CROSS_ATTENTION).get_shape()[-1] == 1024
+        ):
+            return None
+        shape = handle.get_slice(UNET_CONV_IN).get_shape()
+    return shape[1] if len(shape) == 4 else None
+
+
+def _folder_unet_in_channels(folder: Path) -> int | None:
+    """A diffusers folder's UNet input channels, from `unet/config.json` if it is readable."""
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("cross_attention_dim") != SD15_TEXT_WIDTH:
+        return None  # not an SD1.5 UNet: the loader says what is wrong
+    channels = config.get("in_channels")
+    return channels if isinstance(channels, int) else None
 
 
 def short_hash(path: Path) -> str:
@@ -165,9 +244,13 @@ def _memory_mode_for(device: str) -> str:
     return "low"
 
 
-def config_dir() -> Path:
-    """The SD1.5 component configs shipped with Dreamcord, for offline single-file loading."""
-    return Path(str(resources.files("pipeline") / "configs" / "sd15"))
+def config_dir(name: str = "sd15") -> Path:
+    """Component configs shipped with Dreamcord, for offline single-file loading.
+
+    `sd15` is the text-to-image model; `sd15-inpainting` its 9-channel inpainting sibling
+    (stable-diffusion-v1-5/stable-diffusion-inpainting), for the image edits to come.
+    """
+    return Path(str(resources.files("pipeline") / "configs" / name))
 
 
 @dataclass
@@ -195,6 +278,7 @@ def load_model(
 
     from pipeline.tokenizer import load_clip_tokenizer
 
+    source.require_txt2img()
     common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     configs = configs or source.configs
     model_hash = ""

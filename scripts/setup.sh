@@ -10,8 +10,6 @@ python=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # Pinned first: an unpinned torch resolves to the newest build, several GB of CUDA libraries.
 python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-# Only for the MIT-licensed CLIP BPE vocabulary file; its torchvision dependency is not needed.
-python -m pip install -q --no-deps clip-anytorch==2.6.0
 if [ "$extras" = dev ]; then
   python -m pip install -q -e ".[dev]"
 else

@@ -37,7 +37,7 @@ class Check:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "doctor", help="check token, data folder, database, device, model and LoRA library"
+        "doctor", help="check token, data folder, database, device, models and LoRA library"
     )
     parser.add_argument(
         "--quick", action="store_true", help="skip the model load and online checks"
@@ -155,6 +155,25 @@ def check_device(settings: Settings) -> str:
     return detail + f", attention {placement.attention}"
 
 
+def check_models(settings: Settings) -> str:
+    """MODEL and MODELS_DIR by kind, from file headers only; inpainting ones named as such.
+
+    An inpainting checkpoint cannot make /imagine images yet, so it cannot be the default.
+    """
+    from bot.models import model_sources
+
+    sources, default = model_sources(settings)
+    try:
+        sources[default].require_txt2img()
+    except UserError as error:
+        raise UserError(f"MODEL: {error}") from None
+    detail = f"{len(sources)} configured, default {default} ({sources[default].description})"
+    inpainting = [name for name, source in sources.items() if source.inpainting]
+    if inpainting:
+        detail += f"; inpainting, for image edits in a later version: {', '.join(inpainting)}"
+    return detail
+
+
 def check_model(settings: Settings) -> str:
     from bot.models import build_engine
     from pipeline.backend import ImageTask
@@ -173,6 +192,7 @@ CHECKS = (
     Check("database", check_database),
     Check("library", check_library),
     Check("device", check_device),
+    Check("models", check_models),
     Check("model", check_model, quick=False),
 )
 

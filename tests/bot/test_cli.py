@@ -92,11 +92,26 @@ def test_corrupt_safetensors_checkpoint_is_refused(capsys, tmp_path: Path) -> No
     assert "download it again" in outcome.err
 
 
+def test_an_inpainting_checkpoint_is_refused_with_the_reason(capsys, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "sd-v1-5-inpainting.safetensors"
+    conv_in = torch.zeros(320, 9, 3, 3)  # what inpainting UNets read: latents, mask, masked image
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": conv_in}, str(path))
+    outcome = dreamcord(capsys, "generate", "a fox", "--model", str(path), "--steps", "2")
+    assert outcome.code != 0
+    assert (
+        "sd-v1-5-inpainting is an SD1.5 inpainting checkpoint (9 input channels); it serves "
+        "image edits, which come in a later version"
+    ) in outcome.err
+
+
 def test_doctor_quick_reports_each_check(capsys) -> None:
     outcome = dreamcord(capsys, "doctor", "--quick")
     lines = outcome.out.strip().splitlines()
     names = [line[6:].split(":")[0] for line in lines]
-    assert names == ["token", "data dir", "database", "library", "device"]
+    assert names == ["token", "data dir", "database", "library", "device", "models"]
     assert lines[0].startswith("FIX   token: DISCORD_TOKEN is not set")
     assert lines[2].startswith("OK    database: integrity ok")
     assert outcome.code == 1

@@ -28,7 +28,7 @@ async def test_doctor_is_all_green_on_the_tiny_model(
             monkeypatch.setenv(name, value)
         code = await asyncio.to_thread(main, ["doctor"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["OK"] * 7, lines
+    assert [line.split()[0] for line in lines] == ["OK"] * 8, lines
     assert "token online: valid" in lines[1]
     assert "made a 64px test image" in lines[-1]
     assert code == 0
@@ -64,3 +64,40 @@ def test_a_missing_library_file_is_named_with_the_fix(
     main(["doctor", "--quick"])
     out = capsys.readouterr().out
     assert "FIX   library: 1 library files are missing or changed (ghibli)" in out
+
+
+def _checkpoint_header(path: Path, in_channels: int) -> Path:
+    """A file with the SD1.5 UNet's conv_in as LDM checkpoints name it; doctor reads only that."""
+    import torch
+    from safetensors.torch import save_file
+
+    conv_in = torch.zeros(320, in_channels, 3, 3)
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": conv_in}, str(path))
+    return path
+
+
+def test_inpainting_checkpoints_are_named_and_cannot_be_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    _checkpoint_header(models / "dreamshaper_8.safetensors", 4)
+    _checkpoint_header(models / "sd-v1-5-inpainting.safetensors", 9)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MODELS_DIR", str(models))
+    monkeypatch.setenv("MODEL", str(models / "dreamshaper_8.safetensors"))
+    main(["doctor", "--quick"])
+    line = next(line for line in capsys.readouterr().out.splitlines() if " models:" in line)
+    assert line == (
+        "OK    models: 2 configured, default dreamshaper_8 (checkpoint file); inpainting, "
+        "for image edits in a later version: sd-v1-5-inpainting"
+    )
+
+    monkeypatch.setenv("MODEL", str(models / "sd-v1-5-inpainting.safetensors"))
+    assert main(["doctor", "--quick"]) == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if " models:" in line)
+    assert line.startswith(
+        "FIX   models: MODEL: sd-v1-5-inpainting is an SD1.5 inpainting checkpoint (9 input "
+        "channels); it serves image edits"
+    )

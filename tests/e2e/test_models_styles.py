@@ -15,12 +15,26 @@ from tests.fakediscord import DiscordHarness, Upload
 pytestmark = pytest.mark.e2e
 
 
+INPAINTING = "sd-v1-5-inpainting"
+
+
+def write_inpainting_header(path: Path) -> Path:
+    """An SD1.5 inpainting checkpoint as far as the model list reads it: a 9-channel conv_in."""
+    import torch
+    from safetensors.torch import save_file
+
+    conv_in = torch.zeros(320, 9, 3, 3)
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": conv_in}, str(path))
+    return path
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """The e2e settings plus a MODELS_DIR holding a second (never loaded) diffusers folder."""
+    """The e2e settings, MODELS_DIR holding a (never loaded) folder and an inpainting file."""
     models = tmp_path / "models"
     (models / "other-model").mkdir(parents=True)
     (models / "other-model" / "model_index.json").write_text("{}")
+    write_inpainting_header(models / f"{INPAINTING}.safetensors")
     return load_settings(
         None,
         model="tiny",
@@ -53,7 +67,9 @@ async def test_models_are_listed_and_admins_set_the_server_default(
     unknown = await ephemeral_reply(
         await discord.slash("model default", user=discord.admin, name="nope")
     )
-    assert "there is no model 'nope': use one of tiny, other-model" in unknown.content
+    assert f"there is no model 'nope': use one of tiny, other-model, {INPAINTING}" in (
+        unknown.content
+    )
 
     changed = await answer(
         await discord.slash("model default", user=discord.admin, name="Other-Model")
@@ -80,6 +96,31 @@ async def test_models_are_listed_and_admins_set_the_server_default(
         await discord.slash("imagine", prompt="a fox", model="nope", user=discord.alice)
     )
     assert "there is no model 'nope'" in wrong.content
+
+
+async def test_inpainting_checkpoints_are_listed_as_such_and_refused_for_imagine(
+    discord: DiscordHarness,
+) -> None:
+    listed = await answer(await discord.slash("model list", user=discord.alice))
+    assert (
+        f"`{INPAINTING}` · SD1.5 inpainting checkpoint file (9 input channels) — "
+        "not for /imagine yet"
+    ) in listed.embeds[0]["description"]
+    says = (
+        f"{INPAINTING} is an SD1.5 inpainting checkpoint (9 input channels); it serves image "
+        "edits, which come in a later version; pick a normal checkpoint for /imagine"
+    )
+    refused = await ephemeral_reply(
+        await discord.slash("imagine", prompt="a fox", model=INPAINTING, user=discord.alice)
+    )
+    assert says in refused.content
+    kept = await ephemeral_reply(
+        await discord.slash("model default", user=discord.admin, name=INPAINTING)
+    )
+    assert says in kept.content
+    guild = await bot_of(discord).service.repos.settings.guild(discord.scene.guild_id)
+    assert "model" not in guild
+    assert not await bot_of(discord).service.repos.jobs.list_queued()
 
 
 async def test_admins_add_styles_and_imagine_applies_them(

@@ -12,6 +12,8 @@ a real SD1.5 `.safetensors` file stores them, and `from_single_file` has to conv
   `embeddings.position_ids` buffer real files carry;
 - the DDPM schedule buffers (`betas`, `alphas_cumprod`) real files keep at the top level.
 
+`with_inpainting_unet` gives the same parts with an inpainting UNet (9 input channels).
+
 The names are the inverse of the LDM -> diffusers conversion in diffusers'
 `loaders/single_file_utils.py` (`convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`,
 `convert_ldm_clip_checkpoint`); tests check that converting back gives the same tensors.
@@ -249,6 +251,21 @@ def save(state: Mapping[str, torch.Tensor], path: Path) -> Path:
 def write_checkpoint(path: Path, components: Mapping[str, Any], *, vae: bool = True) -> Path:
     """Save `components` (as from `build_tiny_components()`) as one LDM-layout checkpoint."""
     return save(ldm_state_dict(components, vae=vae), path)
+
+
+def with_inpainting_unet(components: Mapping[str, Any], in_channels: int = 9) -> dict[str, Any]:
+    """`components` with a UNet of `in_channels` inputs, as inpainting checkpoints have.
+
+    sd-v1-5-inpainting and Civitai "-inpainting" merges widen only `conv_in`
+    (`input_blocks.0.0.weight`, shape (320, 9, 3, 3) at full size): noisy latents, the mask and
+    the masked image's latents. Everything else keeps the text-to-image architecture.
+    """
+    from diffusers import UNet2DConditionModel
+
+    unet = components["unet"]
+    config = {**unet.config, "in_channels": in_channels}
+    widened = UNet2DConditionModel.from_config(config).eval()
+    return {**components, "unet": widened}
 
 
 def write_vae(path: Path, vae: Any, prefix: str = VAE_PREFIX) -> Path:

@@ -25,6 +25,7 @@ from pipeline.models import (
     ModelManager,
     ModelSource,
     choose_placement,
+    config_dir,
     load_model,
     resolve_model,
 )
@@ -271,3 +272,52 @@ def test_a_file_without_vae_weights_is_refused_as_a_vae(files: Files, tmp_path: 
             vae=str(lora),
             configs=files.configs,
         )
+
+
+@pytest.fixture(scope="module")
+def inpainting_file(tiny: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("inpainting")
+    parts = ldm_checkpoint.with_inpainting_unet(tiny)
+    return ldm_checkpoint.write_checkpoint(folder / "tiny-inpainting.safetensors", parts)
+
+
+def test_an_inpainting_checkpoint_is_recognised_as_diffusers_does(
+    inpainting_file: Path, files: Files
+) -> None:
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from safetensors.torch import load_file
+
+    state = load_file(str(inpainting_file))
+    assert state["model.diffusion_model.input_blocks.0.0.weight"].shape == (32, 9, 3, 3)
+    assert infer_diffusers_model_type(state) == "inpainting"
+    assert infer_diffusers_model_type(load_file(str(files.checkpoint))) == "v1"
+
+    source = resolve_model(str(inpainting_file))
+    assert (source.kind, source.unet_in_channels, source.inpainting) == (
+        ModelKind.SINGLE_FILE,
+        9,
+        True,
+    )
+    assert source.description == "SD1.5 inpainting checkpoint file (9 input channels)"
+    assert source.configs == config_dir("sd15-inpainting")
+    normal = resolve_model(str(files.checkpoint))
+    assert (normal.unet_in_channels, normal.inpainting, normal.description) == (
+        4,
+        False,
+        "checkpoint file",
+    )
+
+
+def test_an_inpainting_checkpoint_is_refused_for_txt2img_before_loading(
+    inpainting_file: Path, files: Files
+) -> None:
+    source = replace(resolve_model(str(inpainting_file)), configs=files.configs)
+    manager = ModelManager({source.name: source}, source.name, choose_placement("cpu"))
+    says = (
+        r"tiny-inpainting is an SD1\.5 inpainting checkpoint \(9 input channels\); it serves "
+        r"image edits, which come in a later version; pick a normal checkpoint for /imagine"
+    )
+    with pytest.raises(UserError, match=says):
+        manager.get(source.name)
+    with pytest.raises(UserError, match=says):
+        load_model(source, choose_placement("cpu"))
