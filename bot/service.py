@@ -126,6 +126,8 @@ class GenerationService(WorkerHooks):
         self.worker = worker_factory(self)
         self._finished: dict[str, asyncio.Future[StoredJob]] = {}
         self._running: dict[str, StoredJob] = {}
+        self._early_progress: dict[str, Progress] = {}
+        """The latest step of a job whose row is not marked running yet, shown once it is."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -268,8 +270,10 @@ class GenerationService(WorkerHooks):
 
     def on_progress(self, progress: Progress) -> None:
         stored = self._running.get(progress.job_id)
-        if stored is not None:
-            self.delivery.progress(stored, progress.step, progress.total, progress.preview)
+        if stored is None:
+            self._early_progress[progress.job_id] = progress
+            return
+        self.delivery.progress(stored, progress.step, progress.total, progress.preview)
 
     async def on_job_done(self, job: Job, results: list[ImageResult]) -> None:
         new_images = await asyncio.to_thread(self._store_images, results)
@@ -283,11 +287,13 @@ class GenerationService(WorkerHooks):
         stored = await self.repos.jobs.get(job.job_id)
         assert stored is not None
         self._running.pop(job.job_id, None)
+        self._early_progress.pop(job.job_id, None)
         self._log_finished(job, "done", results)
         await self._finish(stored, lambda: self.delivery.deliver(stored, generation))
 
     async def on_job_failed(self, job: Job, message: str) -> None:
         self._running.pop(job.job_id, None)
+        self._early_progress.pop(job.job_id, None)
         self._log_finished(job, "failed", [], message)
         try:
             failed = await self.repos.jobs.mark_failed(job.job_id, message)
@@ -325,6 +331,9 @@ class GenerationService(WorkerHooks):
     async def _mark_running(self, job_id: str) -> None:
         with contextlib.suppress(InvalidTransition):  # cancelled before its batch started
             self._running[job_id] = await self.repos.jobs.mark_running(job_id)
+        # Steps can arrive before the row is written; the latest of them is still worth showing.
+        if (early := self._early_progress.pop(job_id, None)) and job_id in self._running:
+            self.on_progress(early)
 
     def _store_images(self, results: list[ImageResult]) -> list[NewImage]:
         """Encode and write the PNGs (blocking: runs in a thread)."""
