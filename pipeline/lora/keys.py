@@ -5,6 +5,7 @@ Which model module a name means is `names.py`'s job; this module only reads the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # kohya prefix -> component. te1/te2 exist only in SDXL files: parsed so they can be refused.
@@ -42,8 +43,18 @@ KOHYA_SUFFIXES: dict[str, tuple[str | None, str]] = {
 PEFT_SUFFIXES: dict[str, tuple[str | None, str]] = {
     "lora_A.weight": ("peft", "down"),
     "lora_B.weight": ("peft", "up"),
+    # diffusers before PEFT (2023): LoRACompatibleLinear and the text encoder's patched layers.
+    "lora.down.weight": ("peft", "down"),
+    "lora.up.weight": ("peft", "up"),
+    "lora_linear_layer.down.weight": ("peft", "down"),
+    "lora_linear_layer.up.weight": ("peft", "up"),
     "alpha": (None, "alpha"),
 }
+_ATTENTION_PROCESSOR = re.compile(
+    r"(?:unet\.)?(?P<path>[\w.]+)\.processor\.(?P<layer>to_q|to_k|to_v|to_out)_lora"
+    r"\.(?P<part>down|up)\.weight"
+)
+"""diffusers' LoRA attention processors (`train_dreambooth_lora.py` of 2023): UNet only."""
 BUNDLE_PREFIX = "bundle_emb."
 """Embeddings a LoRA carries (`bundle_emb.<token>.string_to_param.*`), usable while it is active."""
 
@@ -74,4 +85,7 @@ def parse_key(key: str) -> TensorKey | None:
                 if key.endswith("." + suffix) and len(key) > len(prefix) + len(suffix) + 1:
                     module = key[len(prefix) : -len(suffix) - 1]
                     return TensorKey(component, module, *meaning)
+    if match := _ATTENTION_PROCESSOR.fullmatch(key):
+        layer = "to_out.0" if match["layer"] == "to_out" else match["layer"]
+        return TensorKey("unet", f"{match['path']}.{layer}", "peft", match["part"])
     return None

@@ -47,6 +47,7 @@ def tiny_files(tiny: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         "lokr": kohya(with_convs, mf.lokr_parts),
         "lokr_tucker": kohya(with_convs, partial(mf.lokr_parts, tucker=True)),
         "peft": mf.peft_tensors(attention, texts, TINY_RANK),
+        "diffusers_2023": mf.diffusers_2023_tensors(attention, texts, TINY_RANK),
     }
     metadata = mf.tag_metadata({"sks dog": 12, "grass": 3, "outdoors": 3})
     return {

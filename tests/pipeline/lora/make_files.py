@@ -1,9 +1,9 @@
 """Writers of adapter and embedding files for tests, so no binary file lives in the repository.
 
 Files for the tiny model take their module paths and shapes from a built tiny model, with the
-text encoder's paths spelled as trainers write them (transformers 4's `text_model.` level). "Full size"
-files take them from SD1.5/SD2/SDXL-shaped models built on the meta device (names and shapes,
-no memory), at rank 1 so that even a file covering every module stays a few MB.
+text encoder's paths spelled as trainers write them (transformers 4's `text_model.` level).
+"Full size" files take them from SD1.5/SD2/SDXL-shaped models built on the meta device (names
+and shapes, no memory), at rank 1 so that even a file covering every module stays a few MB.
 """
 
 from __future__ import annotations
@@ -158,6 +158,32 @@ def peft_tensors(
             parts = lora_parts(shape, rank, generator)
             tensors[f"{prefix}{path}.lora_A.weight"] = parts["lora_down.weight"]
             tensors[f"{prefix}{path}.lora_B.weight"] = parts["lora_up.weight"]
+    return tensors
+
+
+def diffusers_2023_tensors(
+    unet_modules: list[tuple[str, torch.Size]],
+    text_modules: list[tuple[str, torch.Size]],
+    rank: int,
+    seed: int = 0,
+) -> Tensors:
+    """diffusers' pre-PEFT layout (train_dreambooth_lora.py, 2023): attention processors' LoRA
+    layers in the UNet (`...attn1.processor.to_q_lora.down.weight`) and patched text-encoder
+    linears (`text_encoder.<path>.lora_linear_layer.down.weight`)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors: Tensors = {}
+    for path, shape in unet_modules:
+        attention, _, layer = path.rpartition(".attn")
+        if not attention or not layer.startswith(("1.to_", "2.to_")):
+            continue
+        block, name = f"{attention}.attn{layer[0]}", layer[2:].removesuffix(".0")
+        parts = lora_parts(shape, rank, generator)
+        tensors[f"unet.{block}.processor.{name}_lora.down.weight"] = parts["lora_down.weight"]
+        tensors[f"unet.{block}.processor.{name}_lora.up.weight"] = parts["lora_up.weight"]
+    for path, shape in text_modules:
+        parts = lora_parts(shape, rank, generator)
+        tensors[f"text_encoder.{path}.lora_linear_layer.down.weight"] = parts["lora_down.weight"]
+        tensors[f"text_encoder.{path}.lora_linear_layer.up.weight"] = parts["lora_up.weight"]
     return tensors
 
 

@@ -23,6 +23,7 @@ KINDS = {
     "lokr": "lokr",
     "lokr_tucker": "lokr",
     "peft": "lora",
+    "diffusers_2023": "lora",
 }
 
 

@@ -40,7 +40,7 @@ def _assert_bitwise_equal(before: dict[str, torch.Tensor], after: dict[str, torc
     assert not changed, changed[:5]
 
 
-@pytest.mark.parametrize("name", ["lora", "lora_no_alpha", "peft"])
+@pytest.mark.parametrize("name", ["lora", "lora_no_alpha", "peft", "diffusers_2023"])
 def test_patched_outputs_match_diffusers_load_lora_weights(tiny_files, fixed_inputs, name):
     from diffusers import StableDiffusionPipeline
 
