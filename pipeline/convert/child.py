@@ -23,6 +23,7 @@ from pipeline.errors import UserError
 
 REFUSED = 2
 GIB = 1024**3
+_WEIGHTS_ONLY_PREFACE = "Weights only load failed"
 
 
 def limit_memory(budget: int) -> None:
@@ -62,8 +63,9 @@ def _failure(error: BaseException, budget: int, name: str) -> str:
             "than its size, refused"
         )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = next((line for line in lines if "WeightsUnpickler error" in line), None)
-    if reason:
+    if lines and lines[0].startswith(_WEIGHTS_ONLY_PREFACE):
+        # The first and last paragraphs are torch's advice to load unsafely; the middle says why.
+        reason = lines[1] if len(lines) > 2 else lines[0]
         return f"{name} was refused by torch's weights-only loader ({reason})"
     return f"{name} could not be loaded by torch ({lines[0] if lines else type(error).__name__})"
 
