@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 DESCRIPTION = """\
 Convert a .pt, .pth, .ckpt or .bin file you trust into .safetensors, the only format Dreamcord's
 libraries take: A1111 and diffusers embeddings, A1111 hypernetworks, SD checkpoints (EMA copies
-dropped), ESRGAN-family upscalers and LoRAs. The pickle's opcodes are scanned first, and it is
+dropped), VAEs, ESRGAN-family upscalers and LoRAs. The pickle's opcodes are scanned first, and it is
 loaded with torch's weights-only loader in a child process with memory and time limits. This is
 a host command only: files uploaded in Discord never reach it.
 """
@@ -69,6 +69,9 @@ def describe(done: Conversion) -> str:
     if done.kind == "checkpoint":
         dropped = _dropped(report)
         return f"an SD checkpoint of {tensors}" + (f" (dropped {dropped})" if dropped else "")
+    if done.kind == "vae":
+        dropped = f", dropped {report['dropped']} training entries" if report["dropped"] else ""
+        return f"a VAE ({tensors}{dropped})"
     if done.kind == "upscaler":
         return f"an ESRGAN-family upscaler in the {report['layout']} layout ({tensors})"
     return f"a LoRA of {tensors}"
@@ -90,6 +93,7 @@ def next_step(done: Conversion, settings: Settings) -> str:
     steps = {
         "embedding": f"add it with `dreamcord embedding add {out}`",
         "checkpoint": f"use it with MODEL={out} or `dreamcord generate --model {out}`",
+        "vae": f"use it with VAE={out}",
         "upscaler": f"move it to {settings.data_dir / 'upscalers'}/ to use it",
         "lora": f"add it with `dreamcord lora add {out}`",
     }

@@ -24,6 +24,8 @@ PLAIN = (dict, OrderedDict, list, tuple, str, int, float, bool, type(None))
 TENSORS = (torch.Tensor, torch.nn.Parameter)
 LDM_UNET = "model.diffusion_model."
 EMA_PREFIX = "model_ema."
+VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+"""A VAE's own weights; training files also carry `loss.*` (discriminator, LPIPS) and EMA."""
 UPSCALER_WRAPPERS = ("params_ema", "params")
 """BasicSR saves `{"params_ema": ...}` and/or `{"params": ...}`; the EMA weights are the release."""
 UPSCALER_KEYS = ("conv_first.weight", "model.0.weight")
@@ -66,7 +68,15 @@ def recognise(obj: object, name: str) -> Converted:
     """The conversion of `obj`, or a UserError that says what was found instead."""
     if not isinstance(obj, dict):
         raise UserError(f"{name} holds a {type(obj).__name__}, not a dict of weights: refused")
-    kinds = (_a1111_embedding, _hypernetwork, _checkpoint, _upscaler, _diffusers_embedding, _lora)
+    kinds = (
+        _a1111_embedding,
+        _hypernetwork,
+        _checkpoint,
+        _vae,
+        _upscaler,
+        _diffusers_embedding,
+        _lora,
+    )
     for convert in kinds:
         converted = convert(obj, name)
         if converted is not None:
@@ -140,6 +150,21 @@ def _checkpoint(obj: dict[Any, Any], name: str) -> Converted | None:
         "ignored_fields": sorted(str(key) for key in obj if key != "state_dict") if wrapped else [],
     }
     return Converted("checkpoint", tensors, facts=facts)
+
+
+def _vae(obj: dict[Any, Any], name: str) -> Converted | None:
+    """A VAE on its own (`vae-ft-mse-840000-ema-pruned.ckpt`), with or without the wrapper."""
+    state: dict[Any, Any] = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
+    if not {"encoder.conv_in.weight", "decoder.conv_out.weight"} <= state.keys():
+        return None
+    tensors = {
+        key: value
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and str(key).startswith(VAE_PARTS)
+    }
+    return Converted(
+        "vae", tensors, facts={"tensors": len(tensors), "dropped": len(state) - len(tensors)}
+    )
 
 
 def _upscaler(obj: dict[Any, Any], name: str) -> Converted | None:

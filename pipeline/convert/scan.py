@@ -112,8 +112,10 @@ class _Bounded:
 
 def scan(file: BinaryIO, name: str, size: int) -> PickleFormat:
     """Check the torch file in `file` (`size` bytes) without loading it; UserError says why not."""
-    head = file.read(4)
+    head = file.read(9)
     file.seek(0)
+    if len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:
+        raise UserError(f"{name} is already a safetensors file: rename it to .safetensors")
     if head.startswith(b"PK\x03\x04"):
         _scan_zip(file, name)
         return PickleFormat.ZIP

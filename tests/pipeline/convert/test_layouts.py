@@ -19,9 +19,9 @@ from pipeline.convert.sandbox import Conversion, default_output
 from pipeline.errors import UserError
 from pipeline.lora.embeddings import load_embedding
 from pipeline.lora.inspection import inspect_file
-from pipeline.models import check_safetensors
+from pipeline.models import check_safetensors, load_vae
 from pipeline.pixel_upscalers import load_rrdbnet
-from pipeline.tiny import build_tiny_components
+from pipeline.tiny import VAE_CONFIG, build_tiny_components
 from tests.pipeline import ldm_checkpoint
 from tests.pipeline.convert import pickles
 from tests.pipeline.test_pixel_upscalers import basicsr_state, esrgan_state
@@ -94,6 +94,21 @@ def test_a_lightning_checkpoint_becomes_the_flat_ldm_state_dict(tmp_path: Path) 
     ema = sum(1 for key in state if key.startswith("model.")) + 2
     assert done.report["dropped_ema"] == ema
     assert done.report["ignored_fields"] == ["epoch", "global_step"]
+
+
+def test_a_vae_loses_its_training_entries_and_loads_as_the_vae_setting(tmp_path: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(**VAE_CONFIG)
+    state = ldm_checkpoint.vae_to_ldm(vae)
+    training = {"loss.logvar": torch.zeros(()), "loss.discriminator.main.0.weight": torch.ones(2)}
+    torch.save({"state_dict": state | training, "global_step": 840000}, tmp_path / "vae-ft.ckpt")
+    done = convert_here(tmp_path / "vae-ft.ckpt")
+    assert done.kind == "vae" and done.report["dropped"] == 2
+    vae.save_config(tmp_path / "configs" / "vae")
+    loaded = load_vae(str(done.output), torch.float32, tmp_path / "configs")
+    expected = vae.state_dict()
+    assert all(torch.equal(loaded.state_dict()[key], expected[key]) for key in expected)
 
 
 def test_loras_keep_their_names_dtypes_and_values(tmp_path: Path) -> None:

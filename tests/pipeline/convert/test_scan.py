@@ -100,8 +100,9 @@ def test_a_length_claiming_more_than_the_file_is_refused_unread() -> None:
         (b"PK\x03\x04" + bytes(60), "damaged zip archive"),
         (b"\x80\x02\xff\xfe garbage", "not a readable pickle"),
         (pickle.dumps({"weight": [0.0, 1.0]}, protocol=2), "plain Python pickle"),
+        ((2).to_bytes(8, "little") + b"{}", "already a safetensors file: rename it"),
     ],
-    ids=["text", "zip-garbage", "pickle-garbage", "plain-pickle"],
+    ids=["text", "zip-garbage", "pickle-garbage", "plain-pickle", "safetensors"],
 )
 def test_files_that_are_not_torch_pickles_are_refused(data: bytes, says: str) -> None:
     with pytest.raises(UserError, match=says):
