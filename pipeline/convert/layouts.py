@@ -50,9 +50,9 @@ def check_plain(obj: object, name: str) -> None:
         if id(item) in seen:
             continue
         seen.add(id(item))
-        if type(item) in TENSORS:
-            if item.layout != torch.strided:  # type: ignore[union-attr]
-                raise UserError(f"{name} holds a {item.layout} tensor: refused")  # type: ignore[union-attr]
+        if isinstance(item, torch.Tensor) and type(item) in TENSORS:
+            if item.layout != torch.strided:
+                raise UserError(f"{name} holds a {item.layout} tensor: refused")
         elif type(item) not in PLAIN:
             raise UserError(f"{name} holds a {type(item).__qualname__}, not plain data: refused")
         elif isinstance(item, dict):

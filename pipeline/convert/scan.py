@@ -122,7 +122,7 @@ def scan(file: BinaryIO, name: str, size: int) -> PickleFormat:
     if not head.startswith(b"\x80"):
         raise UserError(f"{name} is not a PyTorch pickle (no zip or pickle header): refused")
     if _is_tar(file):
-        raise UserError(f"{name} is in torch's pre-2018 tar format, which convert does not read")
+        raise UserError(f"{name} is in torch's oldest (tar) format, which convert does not read")
     reader = _Bounded(file, min(size, MAX_PICKLE_BYTES), name)
     if not _check_opcodes(reader, name):
         raise UserError(
@@ -198,8 +198,8 @@ def _check_opcodes(reader: _Bounded, name: str) -> bool:
         op = opcode.name
         if op not in ("PROTO", "FRAME") and len(shape) < 3:
             shape.append(arg if op == "LONG1" else op)
-        if op == "PROTO":
-            protocol = int(arg)  # type: ignore[call-overload]
+        if op == "PROTO" and isinstance(arg, int):
+            protocol = arg
         elif op in ("GLOBAL", "INST"):
             module, _, attribute = str(arg).partition(" ")
             _check_import(module, attribute, protocol, name)
