@@ -83,7 +83,7 @@ def _dropped(report: dict[str, Any]) -> str:
     if report["dropped_other"]:
         parts.append(f"{report['dropped_other']} non-tensor entries")
     if report["ignored_fields"]:
-        parts.append(", ".join(report["ignored_fields"]))
+        parts.append("the fields " + ", ".join(report["ignored_fields"]))
     return "; ".join(parts)
 
 
