@@ -22,6 +22,9 @@ ENGINE_SIDE = (
     "pipeline.conditioning",
     "pipeline.preview",
     "pipeline.pixel_upscalers",
+    "pipeline.convert.child",
+    "pipeline.convert.layouts",
+    "pipeline.convert.hypernetwork",
 )
 ENGINE_PACKAGES = ("pipeline.lora", "pipeline.embeddings", "bench")
 """Modules that exist to run a model may import torch at the top. Everything else must import
