@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from pipeline.tokenizer import clean_text
+
 if TYPE_CHECKING:
     import torch
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -65,7 +67,7 @@ def split_into_chunks(
     An embedding's vectors always share one chunk: if they do not fit in the current one, the
     chunk is closed early, as A1111 does.
     """
-    texts = [text for text, _ in pieces]
+    texts = [clean_text(text) for text, _ in pieces]
     tokenized = tokenizer(texts, truncation=False, add_special_tokens=False, verbose=False)[
         "input_ids"
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import re
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,8 +20,21 @@ if TYPE_CHECKING:
     from transformers import CLIPTokenizer
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+_WHITESPACE = re.compile(r"\s+")
 MERGE_COUNT = 49152 - 256 - 2
 """CLIP keeps the first 48,894 merges of the file; with 512 byte tokens and 2 specials: 49,408."""
+
+
+def clean_text(text: str) -> str:
+    """The text as CLIP's own tokenizer sees it: ftfy-fixed, whitespace collapsed.
+
+    OpenAI's tokenizer, and the transformers 4 tokenizer A1111 runs, pass every text through
+    `ftfy.fix_text` first, so a full-width comma, a curly quote or `&amp;` tokenizes like its plain
+    form; transformers 5's tokenizer skips that step.
+    """
+    import ftfy
+
+    return _WHITESPACE.sub(" ", ftfy.fix_text(text)).strip()
 
 
 def vocabulary_path() -> Path:

@@ -73,3 +73,19 @@ def test_padding_appends_empty_prompt_chunks(pipe) -> None:
     assert padded.shape[1] == 3 * 77
     assert torch.equal(padded[:, 77:154], empty[:, :77])
     assert pad_chunks(padded, 2, empty) is padded
+
+
+@pytest.mark.parametrize(
+    ("pasted", "plain"),
+    [
+        ("a fox，snow", "a fox,snow"),  # full-width comma, as Japanese and Chinese IMEs type it
+        ("it’s a “red” fox", 'it\'s a "red" fox'),  # curly quotes from a word processor
+        ("fish &amp; chips", "fish & chips"),  # an HTML entity copied from a web page
+        ("a   fox\n\tin snow", "a fox in snow"),
+    ],
+)
+def test_pasted_text_tokenizes_like_its_plain_form_as_in_a1111(pipe, pasted, plain) -> None:
+    """CLIP's tokenizer (and A1111's) runs ftfy first; the expected tokens are the plain text's."""
+    ours, _ = split_into_chunks([(pasted, 1.0)], pipe.tokenizer)
+    reference, _ = split_into_chunks([(plain, 1.0)], pipe.tokenizer)
+    assert ours[0].tokens == reference[0].tokens
