@@ -52,6 +52,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def addnet_hash(path: Path) -> str:
+    """The sha256 of a safetensors file's tensor data, after its header.
+
+    kohya's additional-networks extension started it, and A1111 and Civitai link LoRAs by it
+    (`Lora hashes`), so editing a file's metadata does not change its identity.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        header_length = int.from_bytes(file.read(8), "little")
+        file.seek(8 + header_length)
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def load_adapter(path: Path, model_width: int = SD1_WIDTH, sha256: str | None = None) -> Adapter:
     """Inspect, then load the factors of `path`; UserError with the inspection's reason if refused.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.errors import UserError
+from pipeline.lora.adapter import addnet_hash
 from pipeline.lora.cache import AdapterCache
 from pipeline.lora.embeddings import load_embedding
 from pipeline.lora.patcher import LoraUse
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
 HASH_DIGITS = 12
-"""A1111 writes `Lora hashes` with the first 12 hex digits of the file's sha256."""
+"""A1111 writes `Lora hashes` with the first 12 hex digits of the file's addnet hash."""
 
 
 class FileSource(Protocol):
@@ -46,6 +47,8 @@ class AdapterSource:
         self.embedding_files = embeddings
         self.cache = cache
         self._vectors: dict[str, torch.Tensor] = {}
+        self._addnet_hashes: dict[str, str] = {}
+        """Short addnet hash by file sha256: read once per file and process."""
 
     def loras(
         self, refs: Sequence[LoraRef], model_width: int
@@ -57,7 +60,10 @@ class AdapterSource:
             with _gone_as_user_error(ref.name):
                 adapter = self.cache.load(path, sha256=sha256, model_width=model_width)
             uses.append((adapter, ref.te_weight, ref.unet_weight))
-            hashes.append((ref.name, sha256[:HASH_DIGITS]))
+            if sha256 not in self._addnet_hashes:
+                with _gone_as_user_error(ref.name):
+                    self._addnet_hashes[sha256] = addnet_hash(path)[:HASH_DIGITS]
+            hashes.append((ref.name, self._addnet_hashes[sha256]))
         return uses, tuple(hashes)
 
     def embeddings(
