@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -459,15 +458,25 @@ def prepare_noise(tasks: Sequence[ImageTask], width: int, height: int) -> torch.
 
 
 def slerp(t: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation: keeps the noise's norm, so a blend is still valid noise."""
+    """Spherical interpolation per column, as A1111 blends a variation seed's noise.
+
+    A1111 normalises the (4, h, w) noise along its height axis, so each (channel, column) pair is
+    interpolated on its own circle: a whole-tensor slerp gives a different blend. Nearly parallel
+    columns fall back to a straight mix, as there.
+    """
     import torch
 
-    a, b = start.flatten().double(), end.flatten().double()
-    cos_angle = torch.dot(a / a.norm(), b / b.norm()).clamp(-1, 1).item()
-    if abs(cos_angle) > 0.9995:
-        return (1 - t) * start + t * end
-    angle = math.acos(cos_angle)
-    blend = (math.sin((1 - t) * angle) * a + math.sin(t * angle) * b) / math.sin(angle)
+    low, high = start.reshape(-1, *start.shape[-2:]), end.reshape(-1, *end.shape[-2:])
+    low_unit = low / low.norm(dim=1, keepdim=True)
+    high_unit = high / high.norm(dim=1, keepdim=True)
+    cos_angle = (low_unit * high_unit).sum(1)
+    if cos_angle.mean() > 0.9995:
+        return ((1 - t) * start + t * end).to(start.dtype)
+    angle = torch.acos(cos_angle)
+    sine = torch.sin(angle)
+    blend = (torch.sin((1 - t) * angle) / sine).unsqueeze(1) * low + (
+        torch.sin(t * angle) / sine
+    ).unsqueeze(1) * high
     return blend.reshape(start.shape).to(start.dtype)
 
 
