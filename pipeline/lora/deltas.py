@@ -28,24 +28,24 @@ def module_delta(
     if raw.numel() != math.prod(shape):
         raise ValueError(f"delta of shape {tuple(raw.shape)} does not fit weight {tuple(shape)}")
     # A 2-D delta on a 1x1 conv (or a flattened conv delta) differs from the weight only in layout.
-    raw = raw.reshape(shape)
+    delta = raw.reshape(shape) * scale
     if "dora_scale" in parts:
         if weight is None:
             raise ValueError("a DoRA delta needs the module's weight")
-        raw = decomposed_delta(raw, weight.float(), parts["dora_scale"].float())
-    return raw * scale
+        delta = decomposed_delta(delta, weight.float(), parts["dora_scale"].float())
+    return delta
 
 
 def decomposed_delta(
-    raw: torch.Tensor, weight: torch.Tensor, magnitude: torch.Tensor
+    delta: torch.Tensor, weight: torch.Tensor, magnitude: torch.Tensor
 ) -> torch.Tensor:
-    """DoRA as A1111 applies it: (W + raw) rescaled to the stored norms, minus W.
+    """DoRA as A1111 applies it: (W + delta) rescaled to the stored norms, minus W.
 
-    The raw (unscaled) product is decomposed and the result scaled by alpha/rank and the weight
-    afterwards, as A1111 does. kohya and A1111 store one magnitude per input column, shape
-    (1, in); LyCORIS by default one per output row, (out, 1): the stored shape says which.
+    `delta` already carries alpha/rank; the LoRA's weight multiplies the result, as in A1111.
+    A1111 takes one magnitude per input column, shape (1, in), as LyCORIS writes with
+    `wd_on_out=False`; LyCORIS' default is one per output row, (out, 1): the shape says which.
     """
-    merged = weight + raw
+    merged = weight + delta
     out_dim, in_dim = merged.shape[:2]
     ones = [1] * (merged.dim() - 2)
     per_column = magnitude.numel() == in_dim and (magnitude.shape[0] == 1 or in_dim != out_dim)
