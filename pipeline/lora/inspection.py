@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.lora.embeddings import SDXL_KEYS, embedding_problem, find_vectors, vector_count
 from pipeline.lora.header import Header, TensorEntry, read_header
+from pipeline.lora.hypernet_layout import (
+    SD1_ATTENTION_WIDTHS,
+    HypernetLayout,
+    looks_like_hypernetwork,
+    read_layout,
+)
 from pipeline.lora.keys import COMPONENTS, LDM_BLOCKS, flat_name, parse_key
 
 SD1_WIDTH = 768
@@ -32,6 +39,9 @@ KEPT_METADATA = (
 )
 MAX_METADATA_CHARS = 200
 MAX_TRIGGERS = 20
+MAX_HYPERNET_VALUE = 1e3
+"""Trained hypernetwork weights are small (A1111 starts them at std 0.01); beyond this a file
+is broken or hostile, and would only make noise."""
 # Module name endings whose input width is the text width: the text encoder's attention and the
 # UNet's cross-attention keys/values (the only UNet layers that read the text).
 _WIDTH_PROBES = {
@@ -66,6 +76,7 @@ class Inspection:
     metadata: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
     vectors: int = 0
+    hypernet: HypernetLayout | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The `dreamcord lora check --json` document."""
@@ -82,6 +93,7 @@ class Inspection:
             "triggers": list(self.triggers),
             "metadata": self.metadata,
             "reason": self.reason,
+            **({"hypernetwork": self.hypernet.as_json()} if self.hypernet else {}),
         }
 
 
@@ -97,8 +109,14 @@ class ModuleGroup:
     """Part name -> tensor name in the file."""
 
 
-def inspect_file(path: Path, model_width: int = SD1_WIDTH) -> Inspection:
-    """Inspect `path` for a model whose text width is `model_width` (768 for SD1.5)."""
+def inspect_file(
+    path: Path, model_width: int = SD1_WIDTH, attention_widths: Collection[int] | None = None
+) -> Inspection:
+    """Inspect `path` for a model whose text width is `model_width` (768 for SD1.5).
+
+    `attention_widths` are the inputs of the model's attention key/value projections, which a
+    hypernetwork's widths must be among (default: SD1.5's, or the text width of another model).
+    """
     size = path.stat().st_size
     try:
         header = read_header(path)
@@ -115,6 +133,10 @@ def inspect_file(path: Path, model_width: int = SD1_WIDTH) -> Inspection:
             False, "embedding", "sdxl", None, None, 0, **base_fields,
             reason="it is an SDXL embedding (clip_l + clip_g); this server runs SD1.5",
         )  # fmt: skip
+    if looks_like_hypernetwork(header):
+        if attention_widths is None:
+            attention_widths = SD1_ATTENTION_WIDTHS if model_width == SD1_WIDTH else (model_width,)
+        return _inspect_hypernetwork(path, header, model_width, attention_widths, base_fields)
     found = find_vectors(header)
     if found is not None:
         return _inspect_embedding(path, found, model_width, base_fields)
@@ -131,6 +153,27 @@ def _inspect_embedding(
     return Inspection(
         reason is None, "embedding", base, None, None, 0, **base_fields,
         reason=reason, vectors=vector_count(entry),
+    )  # fmt: skip
+
+
+def _inspect_hypernetwork(
+    path: Path,
+    header: Header,
+    model_width: int,
+    attention_widths: Collection[int],
+    base_fields: dict[str, Any],
+) -> Inspection:
+    layout = read_layout(header, attention_widths)
+    if isinstance(layout, str):
+        base = "sd2" if any(key.startswith("1024.") for key in header.tensors) else "unknown"
+        return Inspection(
+            False, "hypernetwork", base, None, None, 0, **base_fields, reason=layout
+        )  # fmt: skip
+    base = "sd1" if model_width in layout.widths else "unknown"
+    reason = _non_finite(path, MAX_HYPERNET_VALUE)
+    return Inspection(
+        reason is None, "hypernetwork", base, None, None, len(layout.widths), **base_fields,
+        reason=reason, hypernet=layout,
     )  # fmt: skip
 
 
@@ -293,16 +336,24 @@ def _ldm_problem(groups: list[ModuleGroup]) -> str | None:
     return None
 
 
-def _non_finite(path: Path) -> str | None:
-    """Read every tensor (after the header checks) and report the first NaN or Inf."""
+def _non_finite(path: Path, max_abs: float | None = None) -> str | None:
+    """Read every tensor (after the header checks) and report the first NaN or Inf, or the
+    first value beyond `max_abs` when given."""
     import torch
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as file:
         for key in file.keys():  # noqa: SIM118 - safe_open is not a mapping
             tensor = file.get_tensor(key)
-            if tensor.is_floating_point() and not torch.isfinite(tensor.float()).all():
+            if not tensor.is_floating_point():
+                continue
+            if not torch.isfinite(tensor.float()).all():
                 return f"tensor {key} holds NaN or infinite values: the file is broken"
+            if max_abs is not None and tensor.numel() and tensor.abs().max() > max_abs:
+                return (
+                    f"tensor {key} holds values beyond ±{max_abs:g}, far outside what training "
+                    "makes: the file is broken"
+                )
     return None
 
 

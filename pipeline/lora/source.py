@@ -1,8 +1,9 @@
-"""Where the engine finds LoRA and embedding files by name, and their parsed contents per batch.
+"""Where the engine finds LoRA, embedding and hypernetwork files by name, and their contents.
 
 The app's library (files under DATA_DIR, names in SQLite) implements `FileSource`; the engine sees
 only names, paths and hashes, so it stays free of storage. Parsed adapters come from the bounded
-`AdapterCache`; embedding vectors are a few KB each and are kept by sha256 for the process's life.
+`AdapterCache`, hypernetworks too; embedding vectors are a few KB each and are kept by sha256
+for the process's life.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING, Protocol
 from pipeline.errors import UserError
 from pipeline.lora.cache import AdapterCache
 from pipeline.lora.embeddings import load_embedding
+from pipeline.lora.hypernetwork import HypernetUse, Hypernetwork, load_hypernetwork
 from pipeline.lora.patcher import LoraUse
 from pipeline.prompt.embeddings import find_embeddings
-from pipeline.request import LoraRef
+from pipeline.request import HypernetRef, LoraRef
 
 if TYPE_CHECKING:
     import torch
@@ -39,11 +41,18 @@ class FileSource(Protocol):
 
 
 class AdapterSource:
-    """The LoRAs of a request and the embeddings of a prompt, loaded for the engine."""
+    """The LoRAs and hypernetworks of a request and the embeddings of a prompt, for the engine."""
 
-    def __init__(self, loras: FileSource, embeddings: FileSource, cache: AdapterCache) -> None:
+    def __init__(
+        self,
+        loras: FileSource,
+        embeddings: FileSource,
+        cache: AdapterCache,
+        hypernetworks: FileSource | None = None,
+    ) -> None:
         self.lora_files = loras
         self.embedding_files = embeddings
+        self.hypernetwork_files = hypernetworks
         self.cache = cache
         self._vectors: dict[str, torch.Tensor] = {}
 
@@ -59,6 +68,23 @@ class AdapterSource:
             uses.append((adapter, ref.te_weight, ref.unet_weight))
             hashes.append((ref.name, sha256[:HASH_DIGITS]))
         return uses, tuple(hashes)
+
+    def hypernetworks(
+        self, refs: Sequence[HypernetRef], model_widths: Collection[int]
+    ) -> list[HypernetUse]:
+        """Each ref's parsed hypernetwork with its strength, in the refs' order."""
+        if self.hypernetwork_files is None:
+            raise UserError("hypernetworks are not available here: no library was given")
+        uses = []
+        for ref in refs:
+            path, sha256 = self.hypernetwork_files.resolve(ref.name)
+            cached = self.cache.get(sha256)
+            if not isinstance(cached, Hypernetwork):
+                with _gone_as_user_error(ref.name):
+                    cached = load_hypernetwork(path, sorted(model_widths), sha256)
+                self.cache.put(cached)
+            uses.append((cached, ref.strength))
+        return uses
 
     def embeddings(
         self, pieces: Sequence[tuple[str, float]], model_width: int
