@@ -116,8 +116,6 @@ def read_layout(header: Header, model_widths: Collection[int]) -> HypernetLayout
     widths = sorted({width for width, _ in halves})
     if ints := [name for name, entry in header.tensors.items() if entry.dtype not in FLOATS]:
         return f"it has tensors that are not floating point: {', '.join(sorted(ints)[:3])}"
-    if missing := [f"{w}.{1 - h}" for w, h in sorted(halves) if (w, 1 - h) not in halves]:
-        return f"it lacks the key or value half of some widths: {', '.join(missing[:3])}"
     if foreign := [width for width in widths if width not in model_widths]:
         readable = ", ".join(str(w) for w in sorted(model_widths))
         made_for = " (it was made for SD2.x)" if 1024 in foreign else ""
@@ -125,6 +123,8 @@ def read_layout(header: Header, model_widths: Collection[int]) -> HypernetLayout
             f"it has MLPs for width {', '.join(map(str, foreign))}, which no attention layer "
             f"of the loaded model reads (those read {readable}){made_for}"
         )
+    if missing := [f"{w}.{1 - h}" for w, h in sorted(halves) if (w, 1 - h) not in halves]:
+        return f"it lacks the key or value half of some widths: {', '.join(missing[:3])}"
     linears = _linear_count(halves)
     if isinstance(linears, str):
         return linears
