@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pipeline.lora.header import Header, TensorEntry
 
 FORMAT = "dreamcord-hypernetwork"
-KEY = re.compile(r"(\d+)\.([01])\.linear\.(\d+)\.(weight|bias)")
+KEY = re.compile(r"(\d+)\.([01])\.linear(?:\.(\d+)|([12]))\.(weight|bias)")
+"""`768.0.linear.0.weight`; A1111's first files wrote `linear1`/`linear2` for indices 0 and 1,
+which its loader renames, and `dreamcord convert` keeps the names as the file has them."""
 SD1_ATTENTION_WIDTHS = (320, 640, 768, 1280)
 """Inputs of SD1.5's attention key/value projections: the UNet's self-attention widths, and the
 text width for cross-attention. A1111 applies a hypernetwork to `default(context, x)` in every
@@ -100,19 +102,30 @@ class _Options:
     dropout: tuple[float, ...]
 
 
+def parse_key(name: str) -> tuple[int, int, str] | None:
+    """(width, half, `index.param`) of a tensor name, or None if it is not a hypernetwork's."""
+    match = KEY.fullmatch(name)
+    if match is None:
+        return None
+    index = int(match[3]) if match[3] is not None else int(match[4]) - 1
+    return int(match[1]), int(match[2]), f"{index}.{match[5]}"
+
+
 def looks_like_hypernetwork(header: Header) -> bool:
     """Every tensor is named as a hypernetwork's: then it is one, whatever else is wrong."""
-    return bool(header.tensors) and all(KEY.fullmatch(name) for name in header.tensors)
+    return bool(header.tensors) and all(parse_key(name) for name in header.tensors)
 
 
 def read_layout(header: Header, model_widths: Collection[int]) -> HypernetLayout | str:
     """The layout of a file that `looks_like_hypernetwork`, or why the model cannot use it."""
     halves: dict[tuple[int, int], dict[str, TensorEntry]] = defaultdict(dict)
     for name, entry in header.tensors.items():
-        match = KEY.fullmatch(name)
-        assert match is not None
-        width, half = int(match[1]), int(match[2])
-        halves[width, half][f"{match[3]}.{match[4]}"] = entry
+        parsed = parse_key(name)
+        assert parsed is not None
+        width, half, part = parsed
+        if part in halves[width, half]:
+            return f"it names the tensor {width}.{half}.linear.{part} twice (old and new names)"
+        halves[width, half][part] = entry
     widths = sorted({width for width, _ in halves})
     if ints := [name for name, entry in header.tensors.items() if entry.dtype not in FLOATS]:
         return f"it has tensors that are not floating point: {', '.join(sorted(ints)[:3])}"

@@ -23,7 +23,13 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.lora.adapter import file_sha256
 from pipeline.lora.header import read_header
-from pipeline.lora.hypernet_layout import ACTIVATIONS, Layer, looks_like_hypernetwork, read_layout
+from pipeline.lora.hypernet_layout import (
+    ACTIVATIONS,
+    Layer,
+    looks_like_hypernetwork,
+    parse_key,
+    read_layout,
+)
 
 HypernetUse = tuple["Hypernetwork", float]
 """A loaded hypernetwork with its strength."""
@@ -53,19 +59,21 @@ def load_hypernetwork(
     layout = read_layout(header, model_widths)
     if isinstance(layout, str):
         raise UserError(f"{path.name} cannot be used: {layout}")
-    mlps = {}
+    states: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
     with safe_open(str(path), framework="pt") as file:
-        for width in layout.widths:
-            pair = []
-            for half in (0, 1):
-                mlp = build_mlp(width, layout.layers(width))
-                state = {
-                    f"{index}.{param}": file.get_tensor(f"{width}.{half}.linear.{index}.{param}")
-                    for index, param in _parameter_names(layout.layers(width))
-                }
-                mlp.load_state_dict({k: v.float() for k, v in state.items()})
-                pair.append(mlp.eval().requires_grad_(False))
-            mlps[width] = (pair[0], pair[1])
+        for name in header.tensors:
+            parsed = parse_key(name)
+            assert parsed is not None
+            width, half, part = parsed
+            states.setdefault((width, half), {})[part] = file.get_tensor(name).float()
+    mlps = {}
+    for width in layout.widths:
+        pair = []
+        for half in (0, 1):
+            mlp = build_mlp(width, layout.layers(width))
+            mlp.load_state_dict(states[width, half])
+            pair.append(mlp.eval().requires_grad_(False))
+        mlps[width] = (pair[0], pair[1])
     return Hypernetwork(sha256 or file_sha256(path), mlps)
 
 
@@ -84,11 +92,6 @@ def build_mlp(width: int, layers: Sequence[Layer]) -> nn.Sequential:
         else:
             modules.append(nn.Identity())  # dropout: inference only
     return nn.Sequential(*modules)
-
-
-def _parameter_names(layers: Sequence[Layer]) -> list[tuple[int, str]]:
-    return [(layer.index, param) for layer in layers if layer.kind in ("linear", "norm")
-            for param in ("weight", "bias")]  # fmt: skip
 
 
 def projection_widths(unet: nn.Module) -> set[int]:

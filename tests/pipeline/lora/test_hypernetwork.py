@@ -247,3 +247,22 @@ def test_widths_the_model_does_not_read_are_refused(tmp_path) -> None:
     _, path = sd1_file(tmp_path)
     result = inspect_file(path, 32, TINY_WIDTHS)
     assert not result.ok and "width 320, 768" in str(result.reason)
+
+
+def test_the_first_a1111_key_names_are_read_as_its_loader_renames_them(unet, tmp_path) -> None:
+    """Files from before layer structures wrote `linear1`/`linear2`, two Linears and nothing
+    between them; A1111 renames them to `linear.0`/`linear.1`."""
+    saved, reference = a1111_hypernetwork((32,), activation=None)
+    for pair in saved[32]:
+        for old, new in (("linear1", "linear.0"), ("linear2", "linear.1")):
+            for param in ("weight", "bias"):
+                pair[f"{old}.{param}"] = pair.pop(f"{new}.{param}")
+    del saved["activation_func"]
+    network = load_hypernetwork(write_converted(saved, tmp_path / "old.safetensors"), (32, 64))
+    to_k = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k
+    text = torch.randn(1, 4, 32)
+    with torch.no_grad(), apply_hypernetworks(unet, [(network, 1.0)]):
+        found = to_k(text)
+    with torch.no_grad():
+        expected = to_k(reference[32][0](text))
+    assert relative_error(found, expected) < 1e-5
