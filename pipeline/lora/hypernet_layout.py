@@ -28,6 +28,8 @@ SD1_ATTENTION_WIDTHS = (320, 640, 768, 1280)
 text width for cross-attention. A1111 applies a hypernetwork to `default(context, x)` in every
 attention layer, so the self-attention widths count as much as 768."""
 MAX_LAYERS = 16
+MAX_FACTOR = 64
+"""Beyond this a stated layer factor is nonsense; the shapes are then read as they are."""
 FLOATS = ("F16", "BF16", "F32", "F64")
 ACTIVATIONS = {
     "relu": "ReLU",
@@ -188,7 +190,9 @@ def _read_options(metadata: Mapping[str, str], linears: int) -> _Options | str:
             return f"its metadata field {key} is not JSON"
         fields[key] = value
     activation = fields["activation_func"]
-    if activation not in NO_ACTIVATION and activation not in ACTIVATIONS:
+    if not isinstance(activation, str | None) or (
+        activation not in NO_ACTIVATION and activation not in ACTIVATIONS
+    ):
         return f"it uses the activation {str(activation)[:40]!r}, which Dreamcord does not support"
     flags = {}
     for key, default in (("is_layer_norm", False), ("activate_output", True),
@@ -202,7 +206,7 @@ def _read_options(metadata: Mapping[str, str], linears: int) -> _Options | str:
         dropout = _default_dropout(linears + 1, flags["use_dropout"], flags["last_layer_dropout"])
     if (
         not isinstance(dropout, list)
-        or len(dropout) != linears + 1
+        or len(dropout) < linears + 1
         or not all(isinstance(p, int | float) and 0 <= p < 1 for p in dropout)
     ):
         return f"its dropout_structure does not fit {linears} layers of probabilities in [0, 1)"
@@ -244,8 +248,8 @@ def _structure(
     if (
         isinstance(stated, list)
         and len(stated) == len(read)
-        and all(isinstance(f, int | float) and int(width * f) == int(width * r)
-                for f, r in zip(stated, read, strict=True))
+        and all(isinstance(f, int | float) and 0 < f <= MAX_FACTOR
+                and int(width * f) == int(width * r) for f, r in zip(stated, read, strict=True))
     ):  # fmt: skip
         return tuple(float(f) for f in stated)
     return read
@@ -304,5 +308,5 @@ def _json_field(metadata: Mapping[str, str], key: str) -> object:
         return None
     try:
         return json.loads(metadata[key])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return _Bad()

@@ -266,3 +266,23 @@ def test_the_first_a1111_key_names_are_read_as_its_loader_renames_them(unet, tmp
     with torch.no_grad():
         expected = to_k(reference[32][0](text))
     assert relative_error(found, expected) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "outcome"),
+    [
+        ("activation_func", [1], "activation '[1]'"),
+        ("is_layer_norm", "yes", "is_layer_norm is not true or false"),
+        ("layer_structure", [1, 1e308, 1], None),
+        ("dropout_structure", [0, 2, 0], "dropout_structure does not fit"),
+    ],
+)
+def test_odd_metadata_is_a_refusal_or_ignored_never_a_crash(tmp_path, field, value, outcome):
+    saved, _ = a1111_hypernetwork((768,), scale=0.01)
+    saved[field] = value
+    result = inspect(write_converted(saved, tmp_path / "odd.safetensors"))
+    if outcome is None:
+        assert result.ok and result.hypernet is not None
+        assert result.hypernet.structure == (1.0, 2.0, 1.0)
+    else:
+        assert not result.ok and outcome in str(result.reason)
