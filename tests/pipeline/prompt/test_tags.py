@@ -196,6 +196,6 @@ def test_any_mix_of_tags_gives_checked_refs_or_errors(pieces):
         named = [
             piece[1:-1].split(":")[1].strip().casefold()
             for piece in pieces
-            if piece.lower().startswith("<hypernet:")
+            if re.fullmatch(r"<hypernet:[^>]+>", piece, re.IGNORECASE)
         ]
         assert [ref.name.casefold() for ref in result.hypernets] == named
