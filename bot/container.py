@@ -6,10 +6,18 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from bot.library import EmbeddingLibrary, LoraLibrary, text_width
+from bot.library import (
+    EmbeddingLibrary,
+    HypernetworkLibrary,
+    Library,
+    LoraLibrary,
+    attention_widths,
+    text_width,
+)
 from bot.metrics import serve_metrics
 from bot.models import build_engine, limits_of
 from bot.service import Delivery, GenerationService
@@ -44,6 +52,7 @@ class Services:
     loras: LoraLibrary
     embeddings: EmbeddingLibrary
     generation: GenerationService
+    hypernetworks: HypernetworkLibrary
 
     metrics_server: web.AppRunner | None = None
 
@@ -68,13 +77,16 @@ async def open_database(settings: Settings) -> tuple[Database, Repositories]:
 
 async def open_libraries(
     settings: Settings, repos: Repositories, model_override: str | None = None
-) -> tuple[LoraLibrary, EmbeddingLibrary]:
-    """The LoRA and embedding libraries, with what the drop folders hold registered."""
-    width = text_width(model_override or settings.model)
+) -> tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary]:
+    """The LoRA, embedding and hypernetwork libraries, with what the drop folders hold added."""
+    model = model_override or settings.model
+    width = text_width(model)
     libraries = (
         LoraLibrary(repos.loras, settings.data_dir, width),
         EmbeddingLibrary(repos.embeddings, settings.data_dir, width),
+        HypernetworkLibrary(repos.hypernetworks, settings.data_dir, width, attention_widths(model)),
     )
+    library: Library[Any]
     for library in libraries:
         await library.refresh()
         for outcome in await library.scan():
@@ -99,10 +111,10 @@ async def open_services(
     """Open the database, build the engine off the event loop, recover jobs, start the worker."""
     db, repos = await open_database(settings)
     try:
-        loras, embeddings = await open_libraries(settings, repos, model_override)
+        loras, embeddings, hypernetworks = await open_libraries(settings, repos, model_override)
         if backend is None:
             backend = await asyncio.to_thread(
-                build_engine, settings, model_override, (loras, embeddings)
+                build_engine, settings, model_override, (loras, embeddings, hypernetworks)
             )
         on_cuda = getattr(getattr(backend, "models", None), "placement", None)
         budget = (
@@ -127,7 +139,9 @@ async def open_services(
         await generation.start()
         if on_cuda is not None and on_cuda.device == "cuda":
             await calibrate(generation, capacity, backend)
-        services = Services(settings, db, repos, generation.images, loras, embeddings, generation)
+        services = Services(
+            settings, db, repos, generation.images, loras, embeddings, generation, hypernetworks
+        )
         if settings.metrics_port:
             services.metrics_server = await serve_metrics(
                 generation.metrics, settings.metrics_host, settings.metrics_port

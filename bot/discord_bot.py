@@ -20,7 +20,7 @@ from cogs.buttons import RESULT_BUTTONS
 from cogs.errors import answer_error
 from cogs.imagine import Imagine
 from cogs.info import Info
-from cogs.library import EmbeddingCommands, LoraCommands
+from cogs.library import EmbeddingCommands, HypernetworkCommands, LoraCommands
 from cogs.models import Models, Styles
 from cogs.pages import PageButton
 from cogs.presenter import DiscordPresenter
@@ -73,10 +73,13 @@ class DreamcordBot(commands.Bot):
         self._services = await open_services(self.settings, delivery, backend=self._backend)
         repos = self._services.repos
         self.policy = Policy(repos.settings)
-        self.names.attach(self._services.loras, self._services.embeddings)
+        services = self._services
+        self.names.attach(services.loras, services.embeddings, services.hypernetworks)
         for cog in (Imagine(self), Results(self), Account(self), Info(self), Admin(self)):
             await self.add_cog(cog)
-        for cog in (LoraCommands(self), EmbeddingCommands(self), Models(self), Styles(self)):
+        for cog in (LoraCommands(self), EmbeddingCommands(self), HypernetworkCommands(self)):
+            await self.add_cog(cog)
+        for cog in (Models(self), Styles(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(*RESULT_BUTTONS, PageButton)
         self.tree.on_error = self._on_command_error

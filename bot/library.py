@@ -1,4 +1,4 @@
-"""The LoRA and embedding libraries: checked files under DATA_DIR, their names in SQLite.
+"""The adapter libraries (LoRAs, embeddings, hypernetworks): checked files, names in SQLite.
 
 A file is copied into the store (hashed on the way), inspected there, and only then renamed to
 `<folder>/<sha256>.safetensors` and registered. So no half-written or unchecked file ever has a
@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 from data.registry import (
     EmbeddingEntry,
     EmbeddingRepository,
+    HypernetworkEntry,
+    HypernetworkRepository,
     LoraEntry,
     LoraKind,
     LoraRepository,
@@ -55,7 +57,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _WEIGHTS = PromptLimits()
 
-Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry)
+Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry, HypernetworkEntry)
 Register = Callable[[str, "Staged", "Inspection"], Awaitable[Entry]]
 """Writes the registry row of a checked, placed file: (name, staged copy, inspection)."""
 
@@ -69,6 +71,17 @@ def text_width(model: str) -> int:
 
         return TINY_WIDTH
     return SD1_WIDTH
+
+
+def attention_widths(model: str) -> tuple[int, ...]:
+    """The input widths of the model's attention keys/values, which hypernetworks must match."""
+    if model == "tiny":
+        from pipeline.tiny import TINY_WIDTH, UNET_CONFIG
+
+        return tuple(sorted({TINY_WIDTH, *UNET_CONFIG["block_out_channels"]}))
+    from pipeline.lora.hypernet_layout import SD1_ATTENTION_WIDTHS
+
+    return SD1_ATTENTION_WIDTHS
 
 
 def safe_filename(text: str) -> str:
@@ -182,7 +195,7 @@ class AlreadyRegistered(UserError):
 
 
 class Library(ABC, Generic[Entry]):
-    """One kind of file (LoRAs or embeddings): add, scan, list, rename, enable, remove, resolve.
+    """One kind of file: add, scan, list, rename, enable, remove, resolve.
 
     Changes are serialised by a lock, so two adds of one file cannot race between the file
     and the row. Call `refresh` once after construction to load the snapshot.
@@ -190,7 +203,7 @@ class Library(ABC, Generic[Entry]):
 
     folder: ClassVar[str]
     what: ClassVar[str]
-    registry: LoraRepository | EmbeddingRepository
+    registry: LoraRepository | EmbeddingRepository | HypernetworkRepository
 
     def __init__(self, data_dir: Path, model_width: int) -> None:
         self.store = FileStore(data_dir / self.folder)
@@ -302,9 +315,7 @@ class Library(ABC, Generic[Entry]):
     async def _admit(
         self, staged: Staged, label: str, name: str | None, register: Register[Entry]
     ) -> Entry:
-        from pipeline.lora.inspection import inspect_file
-
-        inspection = await asyncio.to_thread(inspect_file, staged.temp, self.model_width)
+        inspection = await asyncio.to_thread(self._inspect, staged.temp)
         if reason := self._refusal(inspection):
             raise UserError(f"{label} cannot be added: {reason}")
         for entry in await self.registry.list():
@@ -360,6 +371,11 @@ class Library(ABC, Generic[Entry]):
     def _check_name(self, name: str) -> None:
         """Refuse a name the registry or prompts cannot use (blocking for embeddings)."""
         name_key(name, self.what)
+
+    def _inspect(self, path: Path) -> Inspection:
+        from pipeline.lora.inspection import inspect_file
+
+        return inspect_file(path, self.model_width)
 
     @abstractmethod
     def _refusal(self, inspection: Inspection) -> str | None:
@@ -425,8 +441,8 @@ class LoraLibrary(Library[LoraEntry]):
         return await self._add(source_path, name, filename, move, register)
 
     def _refusal(self, inspection: Inspection) -> str | None:
-        if inspection.kind == "embedding":
-            return "it is a textual-inversion embedding, not a LoRA: add it as an embedding"
+        if inspection.kind in ("embedding", "hypernetwork"):
+            return _elsewhere(inspection.kind, "a LoRA")
         return None if inspection.ok else inspection.reason
 
 
@@ -473,8 +489,79 @@ class EmbeddingLibrary(Library[EmbeddingEntry]):
 
     def _refusal(self, inspection: Inspection) -> str | None:
         if inspection.kind not in (None, "embedding"):
-            return f"it is a {inspection.kind}, not a textual-inversion embedding: add it as a LoRA"
+            return _elsewhere(inspection.kind, "a textual-inversion embedding")
         return None if inspection.ok else inspection.reason
+
+
+class HypernetworkLibrary(Library[HypernetworkEntry]):
+    folder = "hypernetworks"
+    what = "hypernetwork"
+
+    def __init__(
+        self,
+        registry: HypernetworkRepository,
+        data_dir: Path,
+        model_width: int,
+        attention_widths: tuple[int, ...],
+    ) -> None:
+        super().__init__(data_dir, model_width)
+        self.registry = registry
+        self.attention_widths = attention_widths
+
+    async def add(
+        self,
+        source_path: Path,
+        *,
+        name: str | None = None,
+        filename: str | None = None,
+        added_by: int | None = None,
+        source: Source = Source.CLI,
+        move: bool = False,
+    ) -> HypernetworkEntry:
+        """`Library.add`; the name defaults to the file's, as A1111 names hypernetworks."""
+
+        async def register(name: str, staged: Staged, inspection: Inspection) -> HypernetworkEntry:
+            layout = inspection.hypernet
+            assert layout is not None
+            return await self.registry.add(
+                name=name,
+                sha256=staged.sha256,
+                path=f"{self.folder}/{staged.sha256}{SUFFIX}",
+                base=ModelBase(inspection.base),
+                widths=layout.widths,
+                structure=layout.structure,
+                activation=layout.activation or "linear",
+                layer_norm=layout.layer_norm,
+                size_bytes=staged.size,
+                added_by=added_by,
+                source=source,
+            )
+
+        return await self._add(source_path, name, filename, move, register)
+
+    def _inspect(self, path: Path) -> Inspection:
+        from pipeline.lora.inspection import inspect_file
+
+        return inspect_file(path, self.model_width, self.attention_widths)
+
+    def _refusal(self, inspection: Inspection) -> str | None:
+        if inspection.kind == "hypernetwork":
+            return None if inspection.ok else inspection.reason
+        if inspection.kind is None:
+            return inspection.reason or "it is not a hypernetwork"
+        return _elsewhere(inspection.kind, "a hypernetwork")
+
+
+_KIND_LABELS = {
+    "embedding": ("a textual-inversion embedding", "an embedding"),
+    "hypernetwork": ("a hypernetwork", "a hypernetwork (`hypernetwork add`)"),
+}
+
+
+def _elsewhere(kind: str, this: str) -> str:
+    """A refusal naming what the file is and which library takes it."""
+    label, add_as = _KIND_LABELS.get(kind, (f"a {kind}", "a LoRA"))
+    return f"it is {label}, not {this}: add it as {add_as}"
 
 
 def _drop_files(folder: Path) -> list[Path]:

@@ -48,11 +48,12 @@ def _scan_models_dir(folder: Path) -> dict[str, ModelSource]:
 def build_engine(
     settings: Settings,
     model_override: str | None = None,
-    libraries: tuple[FileSource, FileSource] | None = None,
+    libraries: tuple[FileSource, FileSource, FileSource] | None = None,
 ) -> Engine:
     """The engine for these settings (imports torch and diffusers: call it off the event loop).
 
-    `libraries` are the (LoRA, embedding) libraries prompts may use; without them, none.
+    `libraries` are the (LoRA, embedding, hypernetwork) libraries prompts may use; without
+    them, none.
     """
     from pipeline.engine import Engine
     from pipeline.lora.cache import AdapterCache
@@ -65,7 +66,9 @@ def build_engine(
     )
     adapters = None
     if libraries is not None:
-        adapters = AdapterSource(*libraries, AdapterCache(ADAPTER_CACHE_BYTES))
+        loras, embeddings, hypernetworks = libraries
+        cache = AdapterCache(ADAPTER_CACHE_BYTES)
+        adapters = AdapterSource(loras, embeddings, cache, hypernetworks)
     models = ModelManager(sources, default, placement, vae=settings.vae)
     return Engine(models, adapters, upscaler_catalog(settings))
 

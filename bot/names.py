@@ -1,4 +1,4 @@
-"""Known LoRA and embedding names, read without I/O so a prompt is checked at once.
+"""Known LoRA, embedding and hypernetwork names, read without I/O so a prompt is checked at once.
 
 `/imagine` must answer within 3 seconds, so the prompt is parsed before anything touches the
 database; the libraries keep their names in memory and refresh them on every change.
@@ -18,9 +18,12 @@ class KnownNames:
     def __init__(self) -> None:
         self._loras: FileSource | None = None
         self._embeddings: FileSource | None = None
+        self._hypernets: FileSource | None = None
 
-    def attach(self, loras: FileSource, embeddings: FileSource) -> None:
-        self._loras, self._embeddings = loras, embeddings
+    def attach(
+        self, loras: FileSource, embeddings: FileSource, hypernets: FileSource | None = None
+    ) -> None:
+        self._loras, self._embeddings, self._hypernets = loras, embeddings, hypernets
 
     @property
     def loras(self) -> frozenset[str]:
@@ -29,3 +32,7 @@ class KnownNames:
     @property
     def embeddings(self) -> frozenset[str]:
         return frozenset(self._embeddings.names()) if self._embeddings else frozenset()
+
+    @property
+    def hypernets(self) -> frozenset[str]:
+        return frozenset(self._hypernets.names()) if self._hypernets else frozenset()

@@ -66,6 +66,7 @@ def build_request(
     server: Mapping[str, Any] | None = None,
     known_loras: Collection[str] = (),
     known_embeddings: Collection[str] = (),
+    known_hypernets: Collection[str] = (),
     extra_loras: tuple[LoraRef, ...] = (),
 ) -> Built:
     """Parse the prompt and merge every layer of options; a UserError lists what to fix."""
@@ -77,6 +78,7 @@ def build_request(
         negative,
         known_loras=known_loras,
         known_embeddings=known_embeddings,
+        known_hypernets=known_hypernets,
         limits=prompt_limits(settings),
     )
     parsed.raise_if_errors()
@@ -88,7 +90,10 @@ def build_request(
     )
     hires = merged.pop("hires", None)
     loras = (*parsed.loras, *extra_loras)
+    # The tags stay in the stored prompt, as A1111 writes them in its infotext (it has no
+    # hypernetwork field since its extra networks came), so a pasted prompt reproduces the image.
     tags = "".join(f" <lora:{ref.name}:{ref.te_weight:g}:{ref.unet_weight:g}>" for ref in loras)
+    tags += "".join(f" <hypernet:{ref.name}:{ref.strength:g}>" for ref in parsed.hypernets)
     request = GenerationRequest(
         prompt=parsed.prompt.strip() + tags,
         negative=parsed.negative,
@@ -102,6 +107,7 @@ def build_request(
         clip_skip=int(merged.get("clip_skip", 1)),
         model=str(merged.get("model") or "default"),
         loras=loras,
+        hypernets=parsed.hypernets,
         hires=HiresSpec() if hires else None,
     )
     return Built(request, parsed.warnings)

@@ -194,6 +194,7 @@ class Imagine(commands.Cog):
             server=choices.server,
             known_loras=self.bot.names.loras,
             known_embeddings=self.bot.names.embeddings,
+            known_hypernets=self.bot.names.hypernets,
             extra_loras=choices.loras,
         )
         return built.request

@@ -1,4 +1,4 @@
-"""`/lora ...` and `/embedding ...`: admins manage the LoRA and embedding libraries from Discord.
+"""`/lora`, `/embedding` and `/hypernetwork ...`: admins manage the libraries from Discord.
 
 The verbs are the CLI's (`bot.cli.lora`), on the same `bot.library` classes: add (an attachment
 or an https link from an allowed host), list, info, rename, enable, disable, remove (after a
@@ -25,6 +25,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cli.embedding import EMBEDDINGS
+from bot.cli.hypernetwork import HYPERNETWORKS
 from bot.cli.lora import LORAS, LibraryCommand
 from bot.downloads import DEFAULT_HOSTS, download
 from bot.library import SUFFIX, TEMP_PREFIX, Source, safe_filename
@@ -126,7 +127,7 @@ def refusal_embed(what: str, label: str, reason: str) -> discord.Embed:
 
 
 class LibraryCommands(commands.GroupCog):
-    """What `/lora` and `/embedding` share; a subclass names its library and adds `add`."""
+    """What the library groups share; a subclass names its library and adds `add`."""
 
     kind: ClassVar[LibraryCommand]
 
@@ -154,7 +155,7 @@ class LibraryCommands(commands.GroupCog):
             )
         return True
 
-    # --- verbs shared by both libraries ---
+    # --- verbs shared by every library ---
 
     @app_commands.command(name="list", description="List the library, with enabled/disabled")
     @app_commands.describe(
@@ -540,24 +541,14 @@ class LoraCommands(LibraryCommands, group_name="lora", group_description="Manage
             log.exception("could not post the preview of LoRA %s", entry.name)
 
 
-@app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
-class EmbeddingCommands(
-    LibraryCommands, group_name="embedding", group_description="Manage embeddings (admins)"
-):
-    """`/embedding ...`: the shared verbs, and `add`."""
+class FileOnlyCommands(LibraryCommands):
+    """The shared verbs and an `add` that takes only the file and a name."""
 
-    kind = EMBEDDINGS
-
-    @property
-    def library(self) -> Library[Any]:
-        return self.bot.services.embeddings
-
-    @app_commands.command(name="add", description="Add a textual-inversion embedding")
+    @app_commands.command(name="add", description="Add a .safetensors file to the library")
     @app_commands.describe(
-        file="a .safetensors embedding",
+        file="a .safetensors file",
         url="an https link on Civitai or Hugging Face",
-        name="the word prompts use (default: from the file name)",
+        name="the name prompts use (default: from the file name)",
     )
     async def add(
         self,
@@ -579,6 +570,34 @@ class EmbeddingCommands(
             )
 
         await self.add_from(interaction, file, url, add)
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class EmbeddingCommands(
+    FileOnlyCommands, group_name="embedding", group_description="Manage embeddings (admins)"
+):
+    """`/embedding ...`: the shared verbs; the name is the word prompts write."""
+
+    kind = EMBEDDINGS
+
+    @property
+    def library(self) -> Library[Any]:
+        return self.bot.services.embeddings
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class HypernetworkCommands(
+    FileOnlyCommands, group_name="hypernetwork", group_description="Manage hypernetworks (admins)"
+):
+    """`/hypernetwork ...`: the shared verbs; files are `dreamcord convert`ed A1111 `.pt`s."""
+
+    kind = HYPERNETWORKS
+
+    @property
+    def library(self) -> Library[Any]:
+        return self.bot.services.hypernetworks
 
 
 class ListView(discord.ui.View):

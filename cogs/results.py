@@ -136,6 +136,7 @@ class Results(commands.Cog):
                 explicit=explicit,
                 known_loras=self.bot.names.loras,
                 known_embeddings=self.bot.names.embeddings,
+                known_hypernets=self.bot.names.hypernets,
             )
             await self.bot.get_cog("Imagine").submit(interaction, built.request)  # type: ignore[union-attr]
         except UserError as error:

@@ -1,4 +1,4 @@
-"""The LoRA and embedding registries: what admins added, under which name, and whether enabled."""
+"""The LoRA, embedding and hypernetwork registries: what admins added, named how, enabled or not."""
 
 from __future__ import annotations
 
@@ -81,6 +81,24 @@ class EmbeddingEntry:
     source: Source
 
 
+@dataclass(frozen=True)
+class HypernetworkEntry:
+    id: int
+    name: str
+    sha256: str
+    path: str
+    base: ModelBase
+    widths: tuple[int, ...]
+    structure: tuple[float, ...]
+    activation: str
+    layer_norm: bool
+    size_bytes: int
+    enabled: bool
+    added_by: int | None
+    added_at: str
+    source: Source
+
+
 def name_key(name: str, what: str) -> str:
     """The case-insensitive key of a registry name; a UserError if the name is not allowed."""
     if not NAME.fullmatch(name):
@@ -91,11 +109,11 @@ def name_key(name: str, what: str) -> str:
     return name.lower()
 
 
-Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry)
+Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry, HypernetworkEntry)
 
 
 class _Registry(ABC, Generic[Entry]):
-    """What LoRAs and embeddings share: lookup by name, search, rename, enable, remove.
+    """What every library's registry shares: lookup by name, search, rename, enable, remove.
 
     `list` comes last in the class so its name does not shadow the builtin in annotations.
     """
@@ -315,6 +333,62 @@ class EmbeddingRepository(_Registry[EmbeddingEntry]):
             path=row["path"],
             base=ModelBase(row["base"]),
             vectors=row["vectors"],
+            size_bytes=row["size_bytes"],
+            enabled=bool(row["enabled"]),
+            added_by=row["added_by"],
+            added_at=row["added_at"],
+            source=Source(row["source"]),
+        )
+
+
+class HypernetworkRepository(_Registry[HypernetworkEntry]):
+    table = "hypernetworks"
+    what = "hypernetwork"
+
+    async def add(
+        self,
+        *,
+        name: str,
+        sha256: str,
+        path: str,
+        base: ModelBase,
+        widths: tuple[int, ...],
+        structure: tuple[float, ...],
+        activation: str,
+        layer_norm: bool,
+        size_bytes: int,
+        source: Source,
+        added_by: int | None = None,
+    ) -> HypernetworkEntry:
+        async with self._db.transaction() as conn:
+            return await self._insert(
+                conn,
+                {
+                    "name": name,
+                    "sha256": sha256,
+                    "path": path,
+                    "base": ModelBase(base).value,
+                    "widths": json.dumps(list(widths)),
+                    "structure": json.dumps(list(structure)),
+                    "activation": activation,
+                    "layer_norm": int(layer_norm),
+                    "size_bytes": size_bytes,
+                    "added_by": added_by,
+                    "source": Source(source).value,
+                },
+            )
+
+    def _entry(self, row: sqlite3.Row) -> HypernetworkEntry:
+        return HypernetworkEntry(
+            id=row["id"],
+            name=row["name"],
+            sha256=row["sha256"],
+            path=row["path"],
+            base=ModelBase(row["base"]),
+            widths=tuple(json.loads(row["widths"])),
+            structure=tuple(json.loads(row["structure"])),
+            activation=row["activation"],
+            layer_norm=bool(row["layer_norm"]),
             size_bytes=row["size_bytes"],
             enabled=bool(row["enabled"]),
             added_by=row["added_by"],

@@ -9,7 +9,7 @@ from data.db import Database
 from data.favourites import FavouriteRepository
 from data.generations import GenerationRepository
 from data.jobs import JobRepository
-from data.registry import EmbeddingRepository, LoraRepository
+from data.registry import EmbeddingRepository, HypernetworkRepository, LoraRepository
 from data.settings import SettingsRepository
 
 
@@ -20,6 +20,7 @@ class Repositories:
     favourites: FavouriteRepository
     loras: LoraRepository
     embeddings: EmbeddingRepository
+    hypernetworks: HypernetworkRepository
     settings: SettingsRepository
     audit: AuditRepository
 
@@ -31,6 +32,7 @@ class Repositories:
             favourites=FavouriteRepository(db),
             loras=LoraRepository(db),
             embeddings=EmbeddingRepository(db),
+            hypernetworks=HypernetworkRepository(db),
             settings=SettingsRepository(db),
             audit=AuditRepository(db),
         )

@@ -2,7 +2,8 @@
 
 It reads like a recipe: encode the prompts, prepare the noise, loop over the steps, decode. The
 model parts come from a `ModelManager`, so the same code runs the tiny model and full SD1.5.
-The batch's LoRAs are patched into the weights around all of it, and removed after.
+The batch's LoRAs are patched into the weights around all of it, and its hypernetworks hooked
+into the attention layers, and both removed after.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pipeline.models import LoadedModel, ModelManager
 from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
 from pipeline.prompt.tags import remove_tags
-from pipeline.request import GenerationRequest, LoraRef, Mode
+from pipeline.request import GenerationRequest, HypernetRef, LoraRef, Mode
 from pipeline.samplers import find_sampler
 from pipeline.sizes import round_to
 from pipeline.upscalers import Upscaler, UpscalerCatalog
@@ -121,6 +122,7 @@ class Engine:
         try:
             with (
                 self._loras_applied(model, request.loras) as (lora_hashes, bundled),
+                self._hypernets_applied(model, request.hypernets),
                 torch.inference_mode(),
             ):
                 groups = self._encode(model, tasks, bundled)
@@ -171,6 +173,23 @@ class Engine:
         bundled = {token: v for adapter, _, _ in uses for token, v in adapter.embeddings.items()}
         with apply_loras(model.pipe.unet, model.pipe.text_encoder, uses):
             yield hashes, bundled
+
+    @contextlib.contextmanager
+    def _hypernets_applied(
+        self, model: LoadedModel, hypernets: Sequence[HypernetRef]
+    ) -> Iterator[None]:
+        """Hook the batch's hypernetworks into the UNet's attention layers for the body."""
+        if not hypernets:
+            yield
+            return
+        if self.adapters is None:
+            raise UserError("hypernetworks are not available here: this engine has no library")
+        from pipeline.lora.hypernetwork import apply_hypernetworks, projection_widths
+
+        unet = model.pipe.unet
+        uses = self.adapters.hypernetworks(hypernets, projection_widths(unet))
+        with apply_hypernetworks(unet, uses):
+            yield
 
     def _run_group(
         self,

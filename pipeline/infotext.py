@@ -109,4 +109,13 @@ def options_from_parameters(text: str) -> tuple[str, str, dict[str, int | float 
             f"the image's parameters are incomplete ({error}): use a PNG made by Dreamcord, "
             "A1111, Forge or ComfyUI with its parameters kept"
         ) from None
-    return prompt, negative, options
+    return _with_old_hypernet(prompt, fields), negative, options
+
+
+def _with_old_hypernet(prompt: str, fields: dict[str, str]) -> str:
+    """The prompt with A1111's pre-extra-networks `Hypernet` field as a tag, as A1111's own
+    paste does; today's A1111 (and Dreamcord) writes only the tag in the prompt."""
+    name = fields.get("Hypernet")
+    if not name or "<hypernet:" in prompt.lower():
+        return prompt
+    return f"{prompt}<hypernet:{name}:{fields.get('Hypernet strength', '1')}>"

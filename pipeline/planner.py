@@ -24,13 +24,16 @@ BatchKey = tuple[Hashable, ...]
 def batch_key(request: GenerationRequest) -> BatchKey:
     """The fields that must be equal for images to share one model call.
 
-    LoRAs are sorted because the weight patches add up in any order; prompts, seeds and
-    variation seeds are per image and stay out.
+    LoRAs are sorted because the weight patches add up in any order; hypernetworks are not,
+    since each one transforms the previous one's output. Prompts, seeds and variation seeds are
+    per image and stay out.
     """
     loras = tuple(sorted((ref.name, ref.te_weight, ref.unet_weight) for ref in request.loras))
+    hypernets = tuple((ref.name, ref.strength) for ref in request.hypernets)
     return (
         request.model,
         loras,
+        hypernets,
         request.width,
         request.height,
         request.steps,

@@ -32,6 +32,14 @@ class LoraRef:
 
 
 @dataclass(frozen=True)
+class HypernetRef:
+    """One `<hypernet:name:strength>` use: a registry name and its strength."""
+
+    name: str
+    strength: float = 1.0
+
+
+@dataclass(frozen=True)
 class HiresSpec:
     """Highres fix: upscale the base result by `scale`, then refine with `steps` at `denoise`."""
 
@@ -61,6 +69,8 @@ class GenerationRequest:
     clip_skip: int = 1
     model: str = "default"
     loras: tuple[LoraRef, ...] = ()
+    hypernets: tuple[HypernetRef, ...] = ()
+    """In prompt order: each one's MLPs take the previous one's output, as in A1111."""
     hires: HiresSpec | None = None
     mode: Mode = Mode.TXT2IMG
     strength: float | None = None
@@ -83,6 +93,7 @@ class GenerationRequest:
     def from_json(cls, text: str) -> GenerationRequest:
         raw: dict[str, Any] = json.loads(text)
         raw["loras"] = tuple(LoraRef(**ref) for ref in raw.get("loras", ()))
+        raw["hypernets"] = tuple(HypernetRef(**ref) for ref in raw.get("hypernets", ()))
         raw["hires"] = HiresSpec(**raw["hires"]) if raw.get("hires") else None
         raw["mode"] = Mode(raw.get("mode", Mode.TXT2IMG))
         raw["extras"] = tuple(tuple(pair) for pair in raw.get("extras", ()))

@@ -24,7 +24,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bot.cli import convert, doctor, embedding, generate, lora, prompt, run, storage
+    from bot.cli import (
+        convert,
+        doctor,
+        embedding,
+        generate,
+        hypernetwork,
+        lora,
+        prompt,
+        run,
+        storage,
+    )
 
     parser = _Parser(
         prog="dreamcord",
@@ -33,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", required=True, parser_class=_Parser
     )
-    for module in (run, generate, prompt, lora, embedding, convert, storage, doctor):
+    for module in (run, generate, prompt, lora, embedding, hypernetwork, convert, storage, doctor):
         module.register(subparsers)
     return parser
 

@@ -115,13 +115,17 @@ def check_database(settings: Settings) -> str:
 
 
 def check_library(settings: Settings) -> str:
-    """Every registered LoRA and embedding has its file, of the recorded size."""
+    """Every registered LoRA, embedding and hypernetwork has its file, of the recorded size."""
     from bot.container import open_database
 
     async def inspect() -> str:
         db, repos = await open_database(settings)
         try:
-            entries = [*await repos.loras.list(), *await repos.embeddings.list()]
+            entries = [
+                *await repos.loras.list(),
+                *await repos.embeddings.list(),
+                *await repos.hypernetworks.list(),
+            ]
         finally:
             await db.close()
         broken = []
@@ -132,9 +136,10 @@ def check_library(settings: Settings) -> str:
         if broken:
             raise UserError(
                 f"{len(broken)} library files are missing or changed ({', '.join(broken[:5])}): "
-                "restore DATA_DIR from a backup, or `dreamcord lora remove NAME` and add them again"
+                "restore DATA_DIR from a backup, or `dreamcord lora remove NAME` (or `embedding`, "
+                "`hypernetwork`) and add them again"
             )
-        return f"{len(entries)} LoRAs and embeddings, every file present"
+        return f"{len(entries)} LoRAs, embeddings and hypernetworks, every file present"
 
     return asyncio.run(inspect())
 

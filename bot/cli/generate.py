@@ -136,7 +136,11 @@ async def _generate(
     """Build the request (a mistake stops here, before the model loads), then run it."""
     db, repos = await open_database(settings)
     try:
-        known = (await repos.loras.names(), await repos.embeddings.names())
+        known = (
+            await repos.loras.names(),
+            await repos.embeddings.names(),
+            await repos.hypernetworks.names(),
+        )
     finally:
         await db.close()
     request = check_request(request_from_args(args, settings, *known), limits_of(settings))
@@ -156,6 +160,7 @@ def request_from_args(
     settings: Settings,
     known_loras: list[str] | None = None,
     known_embeddings: list[str] | None = None,
+    known_hypernets: list[str] | None = None,
 ) -> GenerationRequest:
     """Options over the defaults; from an earlier image's parameters for --upscale and --vary."""
     explicit: dict[str, Any] = {
@@ -192,6 +197,7 @@ def request_from_args(
         explicit=explicit,
         known_loras=known_loras or (),
         known_embeddings=known_embeddings or (),
+        known_hypernets=known_hypernets or (),
     ).request
     if args.hires:
         upscaler = find_upscaler(args.upscaler, upscaler_catalog(settings))

@@ -1,7 +1,7 @@
 """`dreamcord lora ...`: manage the LoRA library (add, list, info, remove, rename, scan, check).
 
-The verbs are shared with `dreamcord embedding ...` (`bot.cli.embedding`): each library is
-described by a `LibraryCommand`, and one set of handlers serves both.
+The verbs are shared with `dreamcord embedding ...` and `dreamcord hypernetwork ...`: each
+library is described by a `LibraryCommand`, and one set of handlers serves them all.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ MIB = 1024**2
 
 @dataclass(frozen=True)
 class LibraryCommand:
-    """What differs between `dreamcord lora` and `dreamcord embedding`."""
+    """What differs between `dreamcord lora`, `embedding` and `hypernetwork`."""
 
     command: str
     what: str
@@ -266,13 +266,14 @@ async def _scan(library: Library[Any], kind: LibraryCommand, args: argparse.Name
 
 def check_file(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here so that `dreamcord --help` stays free of torch.
-    from bot.library import text_width
+    from bot.library import attention_widths, text_width
     from pipeline.lora.inspection import inspect_file
 
     path: Path = args.file
     if not path.is_file():
         raise UserError(f"{path} does not exist or is not a file")
-    result = inspect_file(path, model_width=text_width(settings.model))
+    model = settings.model
+    result = inspect_file(path, text_width(model), attention_widths(model))
     if args.json:
         print(json.dumps(result.as_json(), ensure_ascii=False))
     else:

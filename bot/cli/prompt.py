@@ -19,23 +19,25 @@ from pipeline.prompt.tokens import count_tokens
 
 @dataclass(frozen=True)
 class InstalledNames:
-    """The LoRA and embedding names a prompt may use."""
+    """The LoRA, embedding and hypernetwork names a prompt may use."""
 
     loras: frozenset[str] = frozenset()
     embeddings: frozenset[str] = frozenset()
+    hypernets: frozenset[str] = frozenset()
 
 
 def installed_names(settings: Settings) -> InstalledNames:
-    """The enabled LoRA and embedding names in this server's registry."""
+    """The enabled LoRA, embedding and hypernetwork names in this server's registry."""
     from bot.container import open_database
 
     async def read() -> InstalledNames:
         db, repos = await open_database(settings)
         try:
             loras, embeddings = await repos.loras.names(), await repos.embeddings.names()
+            hypernets = await repos.hypernetworks.names()
         finally:
             await db.close()
-        return InstalledNames(frozenset(loras), frozenset(embeddings))
+        return InstalledNames(frozenset(loras), frozenset(embeddings), frozenset(hypernets))
 
     return asyncio.run(read())
 
@@ -53,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--loras", default="", help="extra known LoRA names, comma-separated")
     parser.add_argument("--embeddings", default="", help="extra known embedding names, likewise")
+    parser.add_argument("--hypernets", default="", help="extra known hypernetwork names, likewise")
     parser.set_defaults(handler=run)
 
 
@@ -64,7 +67,9 @@ def run(
     """Print the reading of one prompt or a batch; exit 0 when all are accepted, else 2."""
     known = lookup(settings)
     known = InstalledNames(
-        known.loras | _names(args.loras), known.embeddings | _names(args.embeddings)
+        known.loras | _names(args.loras),
+        known.embeddings | _names(args.embeddings),
+        known.hypernets | _names(args.hypernets),
     )
     limits = PromptLimits(
         max_steps=settings.max_steps,
@@ -78,6 +83,7 @@ def run(
             negative,
             known_loras=known.loras,
             known_embeddings=known.embeddings,
+            known_hypernets=known.hypernets,
             limits=limits,
         )
 
@@ -140,6 +146,7 @@ def _as_json(parsed: ParsedPrompt) -> dict[str, Any]:
             {"name": ref.name, "weight": ref.te_weight, "unet_weight": ref.unet_weight}
             for ref in parsed.loras
         ],
+        "hypernets": [{"name": ref.name, "strength": ref.strength} for ref in parsed.hypernets],
         "embeddings": list(parsed.embeddings),
         "negative_embeddings": list(parsed.negative_embeddings),
         "flags": dict(parsed.flags),
@@ -170,6 +177,8 @@ def _as_table(parsed: ParsedPrompt) -> str:
                 lines.append(f"{'':<10} {weight:>8.3f}  {shown}")
     for ref in parsed.loras:
         lines.append(f"{'lora':<10} {ref.name}  te {ref.te_weight:g}  unet {ref.unet_weight:g}")
+    for hypernet in parsed.hypernets:
+        lines.append(f"{'hypernet':<10} {hypernet.name}  strength {hypernet.strength:g}")
     embeddings = [*parsed.embeddings, *(f"{n} (negative)" for n in parsed.negative_embeddings)]
     if embeddings:
         lines.append(f"{'embeddings':<10} {', '.join(embeddings)}")

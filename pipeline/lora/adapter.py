@@ -77,6 +77,8 @@ def load_adapter(path: Path, model_width: int = SD1_WIDTH, sha256: str | None = 
         raise UserError(f"{path.name} cannot be used: {inspection.reason}")
     if inspection.kind == "embedding":
         raise UserError(f"{path.name} is a textual-inversion embedding, not a LoRA")
+    if inspection.kind == "hypernetwork":
+        raise UserError(f"{path.name} is a hypernetwork, not a LoRA: use <hypernet:name>")
     groups, _, bundles = group_tensors(read_header(path))
     with safe_open(str(path), framework="pt") as file:
         modules = tuple(

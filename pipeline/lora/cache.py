@@ -9,17 +9,28 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.lora.adapter import Adapter, file_sha256, load_adapter
 from pipeline.lora.inspection import SD1_WIDTH
 
 
+class Parsed(Protocol):
+    """A parsed file: an adapter or a hypernetwork, known by its sha256 and its size in memory."""
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+
 class AdapterCache:
-    """An LRU of parsed adapters holding at most `max_bytes` of factor tensors."""
+    """An LRU of parsed adapters and hypernetworks holding at most `max_bytes` of tensors."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, Adapter] = OrderedDict()
+        self._entries: OrderedDict[str, Parsed] = OrderedDict()
         self._lock = threading.Lock()  # the worker loads, the app may ask for stats meanwhile
 
     @property
@@ -31,7 +42,7 @@ class AdapterCache:
         with self._lock:
             return len(self._entries)
 
-    def get(self, sha256: str) -> Adapter | None:
+    def get(self, sha256: str) -> Parsed | None:
         with self._lock:
             adapter = self._entries.get(sha256)
             if adapter is not None:
@@ -43,13 +54,13 @@ class AdapterCache:
     ) -> Adapter:
         """The cached adapter for `path`, parsing it on a miss; a known `sha256` skips hashing."""
         key = sha256 or file_sha256(path)
-        if (adapter := self.get(key)) is not None:
-            return adapter
+        if isinstance(cached := self.get(key), Adapter):
+            return cached
         adapter = load_adapter(path, model_width, sha256=key)
         self.put(adapter)
         return adapter
 
-    def put(self, adapter: Adapter) -> None:
+    def put(self, adapter: Parsed) -> None:
         """Keep `adapter`, evicting the least recently used; one over the bound is not kept."""
         if adapter.nbytes > self.max_bytes:
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.lora.embeddings import SDXL_KEYS, embedding_problem, find_vectors, vector_count
 from pipeline.lora.header import Header, TensorEntry, read_header
+from pipeline.lora.hypernet_layout import (
+    SD1_ATTENTION_WIDTHS,
+    HypernetLayout,
+    looks_like_hypernetwork,
+    read_layout,
+)
 from pipeline.lora.keys import BUNDLE_PREFIX, COMPONENTS, parse_key
 from pipeline.lora.names import flat_name
 from pipeline.lora.targets import Wanted, match_modules, reference_indexes, too_many_skipped
@@ -80,6 +87,7 @@ class Inspection:
     """Tokens of the embeddings a LoRA bundles."""
     dora: bool = False
     """Whether its modules carry DoRA magnitudes (`dora_scale`)."""
+    hypernet: HypernetLayout | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The `dreamcord lora check --json` document."""
@@ -99,6 +107,7 @@ class Inspection:
             "triggers": list(self.triggers),
             "metadata": self.metadata,
             "reason": self.reason,
+            **({"hypernetwork": self.hypernet.as_json()} if self.hypernet else {}),
         }
 
 
@@ -114,8 +123,14 @@ class ModuleGroup:
     """Part name -> tensor name in the file."""
 
 
-def inspect_file(path: Path, model_width: int = SD1_WIDTH) -> Inspection:
-    """Inspect `path` for a model whose text width is `model_width` (768 for SD1.5)."""
+def inspect_file(
+    path: Path, model_width: int = SD1_WIDTH, attention_widths: Collection[int] | None = None
+) -> Inspection:
+    """Inspect `path` for a model whose text width is `model_width` (768 for SD1.5).
+
+    `attention_widths` are the inputs of the model's attention key/value projections, which a
+    hypernetwork's widths must be among (default: SD1.5's, or the text width of another model).
+    """
     size = path.stat().st_size
     try:
         header = read_header(path)
@@ -132,6 +147,10 @@ def inspect_file(path: Path, model_width: int = SD1_WIDTH) -> Inspection:
             False, "embedding", "sdxl", None, None, 0, **base_fields,
             reason="it is an SDXL embedding (clip_l + clip_g); this server runs SD1.5",
         )  # fmt: skip
+    if looks_like_hypernetwork(header):
+        if attention_widths is None:
+            attention_widths = SD1_ATTENTION_WIDTHS if model_width == SD1_WIDTH else (model_width,)
+        return _inspect_hypernetwork(path, header, model_width, attention_widths, base_fields)
     found = find_vectors(header)
     if found is not None:
         return _inspect_embedding(path, found, model_width, base_fields)
@@ -148,6 +167,27 @@ def _inspect_embedding(
     return Inspection(
         reason is None, "embedding", base, None, None, 0, **base_fields,
         reason=reason, vectors=vector_count(entry),
+    )  # fmt: skip
+
+
+def _inspect_hypernetwork(
+    path: Path,
+    header: Header,
+    model_width: int,
+    attention_widths: Collection[int],
+    base_fields: dict[str, Any],
+) -> Inspection:
+    layout = read_layout(header, attention_widths)
+    if isinstance(layout, str):
+        base = "sd2" if any(key.startswith("1024.") for key in header.tensors) else "unknown"
+        return Inspection(
+            False, "hypernetwork", base, None, None, 0, **base_fields, reason=layout
+        )  # fmt: skip
+    base = "sd1" if model_width in layout.widths else "unknown"
+    reason = _value_problem(path)
+    return Inspection(
+        reason is None, "hypernetwork", base, None, None, len(layout.widths), **base_fields,
+        reason=reason, hypernet=layout,
     )  # fmt: skip
 
 

@@ -1,8 +1,9 @@
-"""Where the engine finds LoRA and embedding files by name, and their parsed contents per batch.
+"""Where the engine finds LoRA, embedding and hypernetwork files by name, and their contents.
 
 The app's library (files under DATA_DIR, names in SQLite) implements `FileSource`; the engine sees
 only names, paths and hashes, so it stays free of storage. Parsed adapters come from the bounded
-`AdapterCache`; embedding vectors are a few KB each and are kept by sha256 for the process's life.
+`AdapterCache`, hypernetworks too; embedding vectors are a few KB each and are kept by sha256
+for the process's life.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pipeline.errors import UserError
 from pipeline.lora.adapter import addnet_hash
 from pipeline.lora.cache import AdapterCache
 from pipeline.lora.embeddings import load_embedding
+from pipeline.lora.hypernetwork import HypernetUse, Hypernetwork, load_hypernetwork
 from pipeline.lora.patcher import LoraUse
 from pipeline.prompt.embeddings import find_embeddings
-from pipeline.request import LoraRef
+from pipeline.request import HypernetRef, LoraRef
 
 if TYPE_CHECKING:
     import torch
@@ -40,11 +42,18 @@ class FileSource(Protocol):
 
 
 class AdapterSource:
-    """The LoRAs of a request and the embeddings of a prompt, loaded for the engine."""
+    """The LoRAs and hypernetworks of a request and the embeddings of a prompt, for the engine."""
 
-    def __init__(self, loras: FileSource, embeddings: FileSource, cache: AdapterCache) -> None:
+    def __init__(
+        self,
+        loras: FileSource,
+        embeddings: FileSource,
+        cache: AdapterCache,
+        hypernetworks: FileSource | None = None,
+    ) -> None:
         self.lora_files = loras
         self.embedding_files = embeddings
+        self.hypernetwork_files = hypernetworks
         self.cache = cache
         self._vectors: dict[str, torch.Tensor] = {}
         self._addnet_hashes: dict[str, str] = {}
@@ -65,6 +74,23 @@ class AdapterSource:
                     self._addnet_hashes[sha256] = addnet_hash(path)[:HASH_DIGITS]
             hashes.append((ref.name, self._addnet_hashes[sha256]))
         return uses, tuple(hashes)
+
+    def hypernetworks(
+        self, refs: Sequence[HypernetRef], model_widths: Collection[int]
+    ) -> list[HypernetUse]:
+        """Each ref's parsed hypernetwork with its strength, in the refs' order."""
+        if self.hypernetwork_files is None:
+            raise UserError("hypernetworks are not available here: no library was given")
+        uses = []
+        for ref in refs:
+            path, sha256 = self.hypernetwork_files.resolve(ref.name)
+            cached = self.cache.get(sha256)
+            if not isinstance(cached, Hypernetwork):
+                with _gone_as_user_error(ref.name):
+                    cached = load_hypernetwork(path, sorted(model_widths), sha256)
+                self.cache.put(cached)
+            uses.append((cached, ref.strength))
+        return uses
 
     def embeddings(
         self,

@@ -18,6 +18,9 @@ class PromptLimits:
     max_loras: int = 5
     min_lora_weight: float = -3.0
     max_lora_weight: float = 3.0
+    max_hypernets: int = 3
+    min_hypernet_strength: float = -3.0
+    max_hypernet_strength: float = 3.0
     max_attention: float = 10.0
     max_steps: int = 60
     max_images: int = 4

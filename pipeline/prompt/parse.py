@@ -20,7 +20,7 @@ from pipeline.prompt.flags import extract_flags
 from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.tags import extract_tags, remove_tags
 from pipeline.prompt.unsupported import find_unsupported
-from pipeline.request import LoraRef
+from pipeline.request import HypernetRef, LoraRef
 
 Pieces = tuple[tuple[str, float], ...]
 DEFAULT_LIMITS = PromptLimits()
@@ -39,6 +39,7 @@ class ParsedPrompt:
     attention: Pieces = (("", 1.0),)
     negative_attention: Pieces = (("", 1.0),)
     loras: tuple[LoraRef, ...] = ()
+    hypernets: tuple[HypernetRef, ...] = ()
     embeddings: tuple[str, ...] = ()
     negative_embeddings: tuple[str, ...] = ()
     flags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -62,6 +63,7 @@ def parse_prompt(
     *,
     known_loras: Collection[str] = (),
     known_embeddings: Collection[str] = (),
+    known_hypernets: Collection[str] = (),
     limits: PromptLimits = DEFAULT_LIMITS,
 ) -> ParsedPrompt:
     """Read a prompt and its negative; problems are collected in `errors` and `warnings`."""
@@ -74,7 +76,7 @@ def parse_prompt(
         return ParsedPrompt(text, negative, errors=tuple(too_long))
 
     flags = extract_flags(text, limits)
-    tags = extract_tags(flags.text, known_loras, limits)
+    tags = extract_tags(flags.text, known_loras, limits, known_hypernets)
     negative_text, dropped = remove_tags(_join_negative(negative, flags.no))
     warnings = [*tags.warnings, *find_unsupported(tags.text), *find_unsupported(negative_text)]
     warnings += [f"{tag} has no effect in the negative prompt and was removed" for tag in dropped]
@@ -101,6 +103,7 @@ def parse_prompt(
         attention=pieces[0],
         negative_attention=pieces[1],
         loras=tags.loras,
+        hypernets=tags.hypernets,
         embeddings=find_embeddings(pieces[0], known_embeddings),
         negative_embeddings=find_embeddings(pieces[1], known_embeddings),
         flags=MappingProxyType(flags.values),

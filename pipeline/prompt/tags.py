@@ -2,7 +2,9 @@
 
 As in A1111, every `<kind:args>` tag is cut out of the text before attention is parsed, and the
 args are `:`-separated: positional values, or `te=`/`unet=` named ones. `<lyco:...>` is A1111's
-alias of `<lora:...>`. Names are looked up in the set of known names, never turned into paths.
+alias of `<lora:...>`. `<hypernet:name:strength>` takes one optional strength, and hypernetworks
+keep their prompt order, since each transforms what the one before it made. Names are looked up
+in the set of known names, never turned into paths.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from pipeline.prompt.limits import PromptLimits
-from pipeline.request import LoraRef
+from pipeline.request import HypernetRef, LoraRef
 
 _TAG = re.compile(r"<(\w+):([^>]+)>")
 _UNFINISHED = re.compile(r"<(?:lora|lyco|hypernet):[^>]*$", re.IGNORECASE)
@@ -25,16 +27,22 @@ _MAX_NAME = 200
 
 @dataclass(frozen=True)
 class TagScan:
-    """The text with all tags cut out, the LoRAs they ask for, and what was wrong with them."""
+    """The text with all tags cut out, the networks they ask for, and what was wrong with them."""
 
     text: str
     loras: tuple[LoraRef, ...]
     warnings: tuple[str, ...]
     errors: tuple[str, ...]
+    hypernets: tuple[HypernetRef, ...] = ()
 
 
-def extract_tags(text: str, known_loras: Collection[str], limits: PromptLimits) -> TagScan:
-    """Cut every tag out of the positive prompt and read its LoRAs; problems become messages."""
+def extract_tags(
+    text: str,
+    known_loras: Collection[str],
+    limits: PromptLimits,
+    known_hypernets: Collection[str] = (),
+) -> TagScan:
+    """Cut every tag out of the positive prompt and read its networks; problems become messages."""
     tags: list[tuple[str, str, str]] = []
 
     def cut(match: re.Match[str]) -> str:
@@ -44,13 +52,23 @@ def extract_tags(text: str, known_loras: Collection[str], limits: PromptLimits) 
     stripped = _TAG.sub(cut, text)
     errors: list[str] = []
     chosen: dict[str, LoraRef] = {}
-    lookup = _NameLookup(known_loras)
+    hypernets: dict[str, HypernetRef] = {}
+    lookup = _NameLookup(known_loras, "LoRA")
+    hypernet_lookup = _NameLookup(known_hypernets, "hypernetwork")
     for tag, kind, args in tags:
         kind = kind.lower()
         if kind == "hypernet":
-            errors.append(f"{tag}: hypernetworks are not supported, remove the tag or use a LoRA")
+            found = _read_hypernet(tag, args, hypernet_lookup, limits)
+            if isinstance(found, str):
+                errors.append(found)
+            elif found.name in hypernets:
+                errors.append(f"hypernetwork {found.name!r} appears twice: keep one tag")
+            else:
+                hypernets[found.name] = found
         elif kind not in _LORA_KINDS:
-            errors.append(f"unknown tag {tag}: only <lora:name> and <lora:name:weight> are read")
+            errors.append(
+                f"unknown tag {tag}: only <lora:name:weight> and <hypernet:name:strength> are read"
+            )
         elif isinstance(ref := _read_lora(tag, args, lookup, limits), str):
             errors.append(ref)
         elif (earlier := chosen.setdefault(ref.name, ref)) != ref:
@@ -62,7 +80,18 @@ def extract_tags(text: str, known_loras: Collection[str], limits: PromptLimits) 
         errors.append(
             f"{len(chosen)} LoRAs in one prompt, the limit is {limits.max_loras}: remove some"
         )
-    return TagScan(stripped, tuple(chosen.values()), _unfinished(stripped), tuple(errors))
+    if len(hypernets) > limits.max_hypernets:
+        errors.append(
+            f"{len(hypernets)} hypernetworks in one prompt, the limit is "
+            f"{limits.max_hypernets}: remove some"
+        )
+    return TagScan(
+        stripped,
+        tuple(chosen.values()),
+        _unfinished(stripped),
+        tuple(errors),
+        tuple(hypernets.values()),
+    )
 
 
 def remove_tags(text: str) -> tuple[str, list[str]]:
@@ -113,6 +142,32 @@ def _read_lora(tag: str, args: str, lookup: _NameLookup, limits: PromptLimits) -
     return LoraRef(known, weights[0], weights[1])
 
 
+def _read_hypernet(
+    tag: str, args: str, lookup: _NameLookup, limits: PromptLimits
+) -> HypernetRef | str:
+    """The HypernetRef of `<hypernet:name>` or `<hypernet:name:strength>`, or what is wrong."""
+    values = args.split(":")
+    if len(values) > 2:
+        return f"{tag}: too many values, write <hypernet:name:strength>"
+    name = values[0].strip()
+    if not name:
+        return f"{tag}: the hypernetwork name is missing, write <hypernet:name:strength>"
+    text = values[1] if len(values) > 1 else "1"
+    strength = _read_number(text)
+    if strength is None:
+        return f"{tag}: strength {text.strip()!r} is not a number, write for example 0.6"
+    low, high = limits.min_hypernet_strength, limits.max_hypernet_strength
+    if not low <= strength <= high:
+        return f"{tag}: strength {strength:g} is out of range, use {low:g} to {high:g}"
+    known = lookup.find(name)
+    if known is None:
+        return (
+            f"unknown hypernetwork {name[:_MAX_NAME]!r} in {tag[: _MAX_NAME + 20]}: "
+            f"{lookup.hint(name)}"
+        )
+    return HypernetRef(known, strength)
+
+
 def _read_number(text: str) -> float | None:
     try:
         value = float(text)
@@ -130,8 +185,9 @@ def _weights(ref: LoraRef) -> str:
 class _NameLookup:
     """Known names by exact spelling, then by unique case-insensitive spelling."""
 
-    def __init__(self, names: Collection[str]) -> None:
+    def __init__(self, names: Collection[str], what: str) -> None:
         self._names = set(names)
+        self._what = what
         folded: dict[str, list[str]] = {}
         for name in self._names:
             folded.setdefault(name.casefold(), []).append(name)
@@ -145,11 +201,11 @@ class _NameLookup:
 
     def hint(self, name: str) -> str:
         if not self._names:
-            return "no LoRAs are installed yet"
+            return f"no {self._what}s are installed yet"
         close = []
         if len(name) <= _MAX_NAME:
             close = difflib.get_close_matches(name.casefold(), self._folded, n=3, cutoff=0.6)
         if not close:
-            return "no LoRA by that name is installed"
+            return f"no {self._what} by that name is installed"
         spelled = [spelling for key in close for spelling in sorted(self._folded[key])]
         return "did you mean " + " or ".join(repr(spelling) for spelling in spelled[:3]) + "?"

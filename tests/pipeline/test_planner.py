@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.planner import Candidate, batch_key, choose_head, plan_batch
 from pipeline.queue import JobQueue, Priority
-from pipeline.request import GenerationRequest, HiresSpec, LoraRef, Mode
+from pipeline.request import GenerationRequest, HiresSpec, HypernetRef, LoraRef, Mode
 
 BASE = GenerationRequest(prompt="a fox")
 
@@ -54,6 +54,7 @@ def test_batch_key_ignores_prompt_seed_and_lora_order() -> None:
     [
         {"model": "other"},
         {"loras": (LoraRef("a", 0.7),)},
+        {"hypernets": (HypernetRef("h", 1.0),)},
         {"width": 768},
         {"height": 768},
         {"steps": 30},
@@ -74,6 +75,21 @@ def test_batch_key_differs_by_lora_weight() -> None:
     one = dataclasses.replace(BASE, loras=(LoraRef("a", 0.5),))
     two = dataclasses.replace(BASE, loras=(LoraRef("a", 0.6),))
     assert batch_key(one) != batch_key(two)
+
+
+def test_batch_key_differs_by_hypernetwork_strength_and_order() -> None:
+    """Each hypernetwork transforms the previous one's output, so order is part of the key."""
+    a, b = HypernetRef("a", 1.0), HypernetRef("b", 0.5)
+    keys = {
+        batch_key(dataclasses.replace(BASE, hypernets=refs))
+        for refs in ((a, b), (b, a), (a, HypernetRef("b", 0.6)))
+    }
+    assert len(keys) == 3
+
+
+def test_a_request_with_hypernetworks_survives_its_json_round_trip() -> None:
+    request = dataclasses.replace(BASE, hypernets=(HypernetRef("a", 0.8), HypernetRef("b", 1.0)))
+    assert GenerationRequest.from_json(request.to_json()) == request
 
 
 def test_compatible_jobs_join_the_head_in_fairness_order() -> None:

@@ -1,12 +1,16 @@
-"""Extra-network tags: cut from the text as A1111 does, LoRAs checked against known names."""
+"""Extra-network tags: cut from the text as A1111 does, names checked against known ones."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.tags import extract_tags, remove_tags
-from pipeline.request import LoraRef
+from pipeline.request import HypernetRef, LoraRef
 
 KNOWN = {"ghibli", "add_detail", "Film Grain"}
 LIMITS = PromptLimits()
@@ -67,8 +71,7 @@ def test_text_without_tags_is_unchanged():
         ("<lora::1>", "the LoRA name is missing"),
         ("<lora:ghibli:1:1:4>", "too many values"),
         ("<lora:ghibli:dyn=4>", "unknown option dyn="),
-        ("<hypernet:anime:1>", "hypernetworks are not supported"),
-        ("<lorra:ghibli:1>", "unknown tag <lorra:ghibli:1>: only <lora:name>"),
+        ("<lorra:ghibli:1>", "unknown tag <lorra:ghibli:1>: only <lora:name:weight> and"),
         (
             "<lora:ghibli:0.7> <lora:ghibli:0.5>",
             "LoRA 'ghibli' appears twice with different weights (0.7 and 0.5)",
@@ -118,3 +121,81 @@ def test_unfinished_tag_is_a_warning():
 
 def test_remove_tags_lists_what_it_cut():
     assert remove_tags("x <lora:a:1>, <foo:b>") == ("x , ", ["<lora:a:1>", "<foo:b>"])
+
+
+HYPERNETS = {"anime", "Furry_v2"}
+
+
+def scan_hypernets(text, limits=LIMITS):
+    return extract_tags(text, KNOWN, limits, HYPERNETS)
+
+
+@pytest.mark.parametrize(
+    ("text", "hypernets"),
+    [
+        ("<hypernet:anime>", (HypernetRef("anime", 1.0),)),
+        ("<hypernet:anime:0.6>", (HypernetRef("anime", 0.6),)),
+        ("<hypernet: furry_v2 : .5 >", (HypernetRef("Furry_v2", 0.5),)),
+        ("<HYPERNET:anime:-1>", (HypernetRef("anime", -1.0),)),
+        (
+            "<hypernet:Furry_v2:0.3> a <lora:ghibli> <hypernet:anime:1>",
+            (HypernetRef("Furry_v2", 0.3), HypernetRef("anime", 1.0)),
+        ),
+    ],
+)
+def test_hypernet_tags_give_refs_in_prompt_order(text, hypernets):
+    result = scan_hypernets(text)
+    assert result.errors == ()
+    assert result.hypernets == hypernets
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("<hypernet:anme:1>", "unknown hypernetwork 'anme' in <hypernet:anme:1>: did you mean"),
+        ("<hypernet:anime:x>", "strength 'x' is not a number"),
+        ("<hypernet:anime:4>", "strength 4 is out of range, use -3 to 3"),
+        ("<hypernet::1>", "the hypernetwork name is missing"),
+        ("<hypernet:anime:1:1>", "too many values, write <hypernet:name:strength>"),
+        ("<hypernet:anime:1> <hypernet:anime:1>", "hypernetwork 'anime' appears twice"),
+    ],
+)
+def test_bad_hypernet_tags_are_errors_that_say_what_to_do(text, message):
+    result = scan_hypernets(text)
+    assert any(message in error for error in result.errors), result.errors
+
+
+def test_no_known_hypernetworks_says_none_are_installed():
+    assert "no hypernetworks are installed yet" in scan("<hypernet:anime>").errors[0]
+
+
+def test_more_hypernetworks_than_the_limit_is_an_error():
+    result = scan_hypernets("<hypernet:anime> <hypernet:furry_v2>", PromptLimits(max_hypernets=1))
+    assert result.errors == ("2 hypernetworks in one prompt, the limit is 1: remove some",)
+
+
+NAMES = st.sampled_from(["anime", "ANIME", "furry_v2", "Furry_v2", "ghibli", "x", ""])
+STRENGTHS = st.sampled_from(["", ":1", ":0.5", ":-2", ":9", ":nan", ":a", ":1:2", ":.7 "])
+TAGS = st.builds(lambda kind, name, value: f"<{kind}:{name}{value}>",
+                 st.sampled_from(["hypernet", "lora", "HyperNet"]), NAMES, STRENGTHS)  # fmt: skip
+PIECES = st.lists(TAGS | st.sampled_from(["a cat", ", ", "(b:1.2)", "<", ">", " "]), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(PIECES)
+def test_any_mix_of_tags_gives_checked_refs_or_errors(pieces):
+    text = "".join(pieces)
+    result = scan_hypernets(text)
+    assert re.search(r"<hypernet:[^>]+>", result.text, re.IGNORECASE) is None
+    if not result.errors:
+        assert len(result.hypernets) <= LIMITS.max_hypernets
+        assert len({ref.name for ref in result.hypernets}) == len(result.hypernets)
+        for ref in result.hypernets:
+            assert ref.name in HYPERNETS
+            assert LIMITS.min_hypernet_strength <= ref.strength <= LIMITS.max_hypernet_strength
+        named = [
+            piece[1:-1].split(":")[1].strip().casefold()
+            for piece in pieces
+            if re.fullmatch(r"<hypernet:[^>]+>", piece, re.IGNORECASE)
+        ]
+        assert [ref.name.casefold() for ref in result.hypernets] == named
