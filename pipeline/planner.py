@@ -35,6 +35,7 @@ def batch_key(request: GenerationRequest) -> BatchKey:
         request.height,
         request.steps,
         request.sampler,
+        request.schedule,
         request.cfg,
         request.clip_skip,
         request.hires,
