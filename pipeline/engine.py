@@ -312,17 +312,21 @@ class Engine:
         """One sampling loop with classifier-free guidance; returns the final latents."""
         import torch
 
+        from pipeline.schedules import brownian_step_noise
+
         unet = model.pipe.unet
         request = group.tasks[0].request
         device, dtype = model.pipe.device, unet.dtype
-        scheduler = make_scheduler(model, request, [task.seed for task in group.tasks])
+        sampler, _ = resolve_sampler(request.sampler)
+        seeds = [task.seed for task in group.tasks]
+        scheduler = make_scheduler(model, request, seeds)
         timesteps = prepare_timesteps(scheduler, request, denoise, device)
         # As A1111 does, one CPU generator per image makes its initial noise, then its step noise.
         generators = [torch.Generator("cpu").manual_seed(task.seed) for task in group.tasks]
         step_kwargs = {"generator": generators} if _takes_generator(scheduler) else {}
         noise = prepare_noise(group.tasks, denoise.width, denoise.height, generators)
         noise = noise.to(device, dtype)
-        if init is None and resolve_sampler(request.sampler)[0].timestep_sampler:
+        if init is None and sampler.timestep_sampler:
             latents = noise * scheduler.init_noise_sigma
         else:
             # k-diffusion starts at x + noise * sigmas[0], x being zero from noise alone;
@@ -331,6 +335,9 @@ class Engine:
             first = timesteps[:1].repeat(len(group.tasks))
             latents = scheduler.add_noise(start, noise, first)
         context = torch.cat([*group.uncond, *group.cond]).to(device=device, dtype=dtype)
+        brownian = (
+            brownian_step_noise(scheduler, latents, seeds) if sampler.brownian_step_noise else None
+        )
         for index, timestep in enumerate(timesteps, start=1):
             if should_stop():
                 raise BatchInterrupted
@@ -338,6 +345,8 @@ class Engine:
             noise_pred = unet(model_input, timestep, encoder_hidden_states=context).sample
             uncond, cond = noise_pred.chunk(2)
             guided = uncond + request.cfg * (cond - uncond)
+            if brownian is not None:
+                step_kwargs = {"variance_noise": brownian(index - 1)}
             latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
             on_step(index, latents)
         return latents
@@ -397,7 +406,7 @@ def prepare_timesteps(
         if skip and hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(skip)
         return scheduler.timesteps[skip:]
-    model_sigmas = DiscreteSigmas(scheduler.alphas_cumprod)
+    model_sigmas = DiscreteSigmas.of(scheduler)
     sigmas = a1111_sigmas(model_sigmas, sampler, schedule, denoise.steps)
     install_sigmas(scheduler, model_sigmas, sigmas[denoise.steps - denoise.run :], device)
     return scheduler.timesteps

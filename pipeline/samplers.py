@@ -28,7 +28,9 @@ class Sampler:
     `default_schedule` is what Automatic means for it in A1111 (None: the model's own uniform
     discrete schedule). `discard_penultimate` is A1111's option of the same name: the schedule
     is made one step longer and its next-to-last sigma dropped. `timestep_sampler` marks the
-    samplers that keep diffusers' own timesteps and take no schedule type.
+    samplers that keep diffusers' own timesteps and take no schedule type. For
+    `brownian_step_noise` A1111 draws the step noise from a Brownian tree per image, which the
+    scheduler cannot do itself.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Sampler:
     default_schedule: str | None = None
     discard_penultimate: bool = False
     timestep_sampler: bool = False
+    brownian_step_noise: bool = False
 
 
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
@@ -52,7 +55,13 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, KARRAS, discard_penultimate=True),
         Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {}, KARRAS),
         Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, KARRAS),
-        Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", _SDE, EXPONENTIAL),
+        Sampler(
+            "DPM++ 2M SDE",
+            "DPMSolverMultistepScheduler",
+            _SDE,
+            EXPONENTIAL,
+            brownian_step_noise=True,
+        ),
         Sampler("DDIM", "DDIMScheduler", timestep_sampler=True),
         Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, timestep_sampler=True),
         Sampler("UniPC", "UniPCMultistepScheduler", timestep_sampler=True),

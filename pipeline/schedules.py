@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ import torch
 from pipeline.samplers import EXPONENTIAL, KARRAS, SGM_UNIFORM, UNIFORM, Sampler
 
 KARRAS_RHO = 7.0
+_BETA_SCHEDULES = ("linear", "scaled_linear")
 
 
 class DiscreteSigmas:
@@ -26,6 +28,25 @@ class DiscreteSigmas:
         cumprod = alphas_cumprod.float().cpu()
         self.sigmas = ((1 - cumprod) / cumprod) ** 0.5
         self.log_sigmas = self.sigmas.log()
+
+    @classmethod
+    def of(cls, scheduler: Any) -> DiscreteSigmas:
+        """The sigmas of the model a scheduler was configured for, made as the LDM code does.
+
+        LDM (whose buffers A1111 reads) makes the betas in float64 and stores float32;
+        diffusers makes them in float32. The last bits matter to the Brownian-tree samplers,
+        whose noise is not smooth in sigma.
+        """
+        config = scheduler.config
+        if config.trained_betas is not None or config.beta_schedule not in _BETA_SCHEDULES:
+            return cls(scheduler.alphas_cumprod)
+        start, end = config.beta_start, config.beta_end
+        steps = config.num_train_timesteps
+        if config.beta_schedule == "scaled_linear":
+            betas = torch.linspace(start**0.5, end**0.5, steps, dtype=torch.float64) ** 2
+        else:
+            betas = torch.linspace(start, end, steps, dtype=torch.float64)
+        return cls(torch.cumprod(1 - betas, dim=0))
 
     @property
     def sigma_min(self) -> float:
@@ -119,6 +140,25 @@ def install_sigmas(
         scheduler.timesteps = model.sigma_to_t(sigmas[:-1]).to(device)
     if not scheduler.timesteps.is_floating_point():
         scheduler.timesteps = model.sigma_to_t(sigmas[:-1]).to(device)
+
+
+def brownian_step_noise(
+    scheduler: Any, latents: torch.Tensor, seeds: Sequence[int]
+) -> Callable[[int], torch.Tensor]:
+    """Step i's noise as A1111 makes it for DPM++ 2M SDE: a Brownian tree per image, seeded
+    with its seed and spanning the schedule's sigmas; the last step, to sigma 0, adds none.
+    """
+    from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+
+    sigmas = scheduler.sigmas
+    tree = BrownianTreeNoiseSampler(latents, sigmas[sigmas > 0].min(), sigmas.max(), list(seeds))
+
+    def noise(step: int) -> torch.Tensor:
+        if sigmas[step + 1] == 0:
+            return torch.zeros_like(latents)
+        return tree(sigmas[step], sigmas[step + 1])
+
+    return noise
 
 
 def k_diffusion_options(scheduler_class: type) -> dict[str, Any]:

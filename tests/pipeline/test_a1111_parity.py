@@ -163,6 +163,8 @@ FULL_RUNS = [
     ("DPM++ 2M", "Automatic", "sample_dpmpp_2m", "none"),
     ("DPM++ 2M", "Uniform", "sample_dpmpp_2m", "none"),
     ("DPM++ SDE", "Automatic", "sample_dpmpp_sde", "brownian"),
+    ("DPM++ 2M SDE", "Automatic", "sample_dpmpp_2m_sde", "brownian"),
+    ("DPM++ 2M SDE", "Karras", "sample_dpmpp_2m_sde", "brownian"),
     ("Euler", "Exponential", "sample_euler", "none"),
     ("Euler", "SGM Uniform", "sample_euler", "none"),
 ]
@@ -265,4 +267,5 @@ def test_dpmpp_sde_noise_is_the_images_own_whatever_shares_its_batch(
     run(engine, request)
     alone = decoded_latents[-1]
     run(engine, request, seed=request.seed - 1, count=2)  # seeds 41 and 42 in one batch
-    torch.testing.assert_close(decoded_latents[-1], alone)
+    # Another batch size rounds the UNet's sums differently: 1e-4; another tree moves it by ~1.
+    torch.testing.assert_close(decoded_latents[-1], alone, rtol=1e-5, atol=1e-3)
