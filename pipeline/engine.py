@@ -317,7 +317,7 @@ class Engine:
         unet = model.pipe.unet
         request = group.tasks[0].request
         device, dtype = model.pipe.device, unet.dtype
-        sampler, _ = resolve_sampler(request.sampler)
+        sampler, _ = resolve_sampler(request.sampler, request.schedule)
         seeds = [task.seed for task in group.tasks]
         scheduler = make_scheduler(model, request, seeds)
         timesteps = prepare_timesteps(scheduler, request, denoise, device)

@@ -127,7 +127,7 @@ def install_sigmas(
     of Heun and DPM2, the ancestral up/down sigmas) from what their exponential-sigma converter
     returns: so that converter is replaced, on this instance only, by one returning `sigmas`.
     Euler a has no such option; its state is only its sigmas and timesteps. Schedulers that
-    round timesteps to integers get k-diffusion's fractional ones back.
+    keep integer timesteps (DPM++ 2M, UniPC) get k-diffusion's fractional ones back.
     """
     steps = len(sigmas) - 1
     if "use_exponential_sigmas" in scheduler.config:
