@@ -16,9 +16,20 @@ from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.options import merge_options
 from pipeline.prompt.parse import parse_prompt
 from pipeline.request import GenerationRequest, HiresSpec, LoraRef
+from pipeline.samplers import AUTOMATIC
 from pipeline.sizes import parse_size
 
-REQUEST_FIELDS = ("width", "height", "steps", "cfg", "sampler", "seed", "count", "model")
+REQUEST_FIELDS = (
+    "width",
+    "height",
+    "steps",
+    "cfg",
+    "sampler",
+    "schedule",
+    "seed",
+    "count",
+    "model",
+)
 """Request fields a saved layer may set; "model" is a name from `bot.models.model_sources`."""
 
 
@@ -102,6 +113,7 @@ def build_request(
         steps=int(merged["steps"]),
         cfg=float(merged["cfg"]),
         sampler=str(merged["sampler"]),
+        schedule=str(merged.get("schedule") or AUTOMATIC),
         seed=int(merged["seed"]) if merged.get("seed") is not None else random_seed(),
         count=int(merged["count"]),
         clip_skip=int(merged.get("clip_skip", 1)),

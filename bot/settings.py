@@ -44,7 +44,7 @@ class Settings(BaseSettings):
 
     default_steps: int = Field(25, ge=1)
     default_cfg: float = Field(7.0, ge=1, le=30)
-    default_sampler: str = "DPM++ 2M Karras"
+    default_sampler: str = "DPM++ 2M"
     default_size: str = "512x512"
     default_negative: str = ""
     default_count: int = Field(4, ge=1)
@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     @field_validator("default_sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
-        return _as_value_error(lambda: find_sampler(value).name)
+        # The name is kept as written: an old combined one (DPM++ 2M Karras) carries a schedule.
+        _as_value_error(lambda: find_sampler(value))
+        return " ".join(value.split())
 
     @field_validator("log_level", mode="before")
     @classmethod

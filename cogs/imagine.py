@@ -22,7 +22,7 @@ from cogs.library import filter_names
 from cogs.models import apply_choices
 from pipeline.errors import UserError
 from pipeline.request import MAX_SEED, GenerationRequest, Mode
-from pipeline.samplers import SAMPLER_NAMES
+from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 
 if TYPE_CHECKING:
     from bot.discord_bot import DreamcordBot
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SIZE_SUGGESTIONS = ("512x512", "512x768", "768x512", "2:3", "3:2", "3:4", "4:3", "16:9", "9:16")
 DEFAULT_STRENGTH = 0.6
 SAMPLER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SAMPLER_NAMES]
+SCHEDULE_CHOICES = [app_commands.Choice(name=name, value=name) for name in SCHEDULE_NAMES]
 
 
 class Imagine(commands.Cog):
@@ -50,6 +51,7 @@ class Imagine(commands.Cog):
         steps="sampling steps",
         cfg="how closely to follow the prompt",
         sampler="sampler (A1111 name)",
+        schedule="schedule type (A1111 name; Automatic: the sampler's own)",
         hires="highres fix: draw at the base size, then refine at 2x",
         lora="a LoRA to add (same as <lora:name:weight> in the prompt)",
         lora_weight="the LoRA's weight (default: its own, usually 1)",
@@ -58,7 +60,7 @@ class Imagine(commands.Cog):
         image="a picture to start from (image to image): PNG, JPEG or WebP",
         strength="how far to move away from the picture: 0.05 to 1 (default 0.6)",
     )
-    @app_commands.choices(sampler=SAMPLER_CHOICES)
+    @app_commands.choices(sampler=SAMPLER_CHOICES, schedule=SCHEDULE_CHOICES)
     async def imagine(
         self,
         interaction: discord.Interaction[DreamcordBot],
@@ -70,6 +72,7 @@ class Imagine(commands.Cog):
         steps: app_commands.Range[int, 1, 150] | None = None,
         cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
         sampler: app_commands.Choice[str] | None = None,
+        schedule: app_commands.Choice[str] | None = None,
         hires: bool | None = None,
         lora: app_commands.Range[str, 1, 64] | None = None,
         lora_weight: app_commands.Range[float, -3.0, 3.0] | None = None,
@@ -84,6 +87,7 @@ class Imagine(commands.Cog):
             "steps": steps,
             "cfg": cfg,
             "sampler": sampler.value if sampler else None,
+            "schedule": schedule.value if schedule else None,
             "hires": hires,
             "lora": lora,
             "lora_weight": lora_weight,

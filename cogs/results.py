@@ -125,6 +125,7 @@ class Results(commands.Cog):
             "steps": old.steps,
             "cfg": old.cfg,
             "sampler": old.sampler,
+            "schedule": old.schedule,
             "count": old.count,
             "hires": old.hires is not None,
         }

@@ -32,7 +32,7 @@ from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
 from pipeline.prompt.tags import remove_tags
 from pipeline.request import GenerationRequest, HypernetRef, LoraRef, Mode
-from pipeline.samplers import find_sampler
+from pipeline.samplers import effective_schedule, resolve_sampler
 from pipeline.sizes import round_to
 from pipeline.upscalers import Upscaler, UpscalerCatalog
 
@@ -59,12 +59,16 @@ class _Group:
 
 @dataclass(frozen=True)
 class _Pass:
-    """One denoising pass: from noise (strength 1), or from `init` latents at `strength`."""
+    """One denoising pass: the last `run` steps of a schedule of `steps` steps, as A1111 plans.
+
+    A pass that starts from latents (an init image, highres fix's first result) noises them to
+    the sigma where those steps begin; a pass from noise runs the whole schedule.
+    """
 
     width: int
     height: int
     steps: int
-    strength: float = 1.0
+    run: int
 
 
 class _Progress:
@@ -113,7 +117,7 @@ class Engine:
         import torch
 
         request = tasks[0].request
-        find_sampler(request.sampler)
+        resolve_sampler(request.sampler, request.schedule)
         model = self.models.get(request.model)
         started = time.perf_counter()
         passes = plan_passes(request)
@@ -232,9 +236,9 @@ class Engine:
         return results
 
     def _step_count(self, model: LoadedModel, request: GenerationRequest, denoise: _Pass) -> int:
-        scheduler = make_scheduler(model, request, seed=0)
-        scheduler.set_timesteps(denoise.steps)
-        return len(_timesteps_for(scheduler, denoise))
+        """UNet calls of one pass: more than its steps for the two-call samplers (Heun, DPM2)."""
+        scheduler = make_scheduler(model, request, seeds=[0])
+        return len(prepare_timesteps(scheduler, request, denoise, model.pipe.device))
 
     def _encode(
         self,
@@ -341,21 +345,32 @@ class Engine:
         """One sampling loop with classifier-free guidance; returns the final latents."""
         import torch
 
+        from pipeline.schedules import brownian_step_noise
+
         unet = model.pipe.unet
         request = group.tasks[0].request
         device, dtype = model.pipe.device, unet.dtype
-        scheduler = make_scheduler(model, request, seed=group.tasks[0].seed)
-        scheduler.set_timesteps(denoise.steps, device=device)
-        timesteps = _timesteps_for(scheduler, denoise)
+        sampler, _ = resolve_sampler(request.sampler, request.schedule)
+        seeds = [task.seed for task in group.tasks]
+        scheduler = make_scheduler(model, request, seeds)
+        timesteps = prepare_timesteps(scheduler, request, denoise, device)
+        # As A1111 does, one CPU generator per image makes its initial noise, then its step noise.
         generators = [torch.Generator("cpu").manual_seed(task.seed) for task in group.tasks]
         step_kwargs = {"generator": generators} if _takes_generator(scheduler) else {}
-        noise = prepare_noise(group.tasks, denoise.width, denoise.height).to(device, dtype)
-        if init is None:
+        noise = prepare_noise(group.tasks, denoise.width, denoise.height, generators)
+        noise = noise.to(device, dtype)
+        if init is None and sampler.timestep_sampler:
             latents = noise * scheduler.init_noise_sigma
         else:
+            # k-diffusion starts at x + noise * sigmas[0], x being zero from noise alone;
+            # add_noise says the same in the scheduler's own space (VP for DPM++ 2M).
+            start = torch.zeros_like(noise) if init is None else init.to(device, dtype)
             first = timesteps[:1].repeat(len(group.tasks))
-            latents = scheduler.add_noise(init.to(device, dtype), noise, first)
+            latents = scheduler.add_noise(start, noise, first)
         context = torch.cat([*group.uncond, *group.cond]).to(device=device, dtype=dtype)
+        brownian = (
+            brownian_step_noise(scheduler, latents, seeds) if sampler.brownian_step_noise else None
+        )
         for index, timestep in enumerate(timesteps, start=1):
             if should_stop():
                 raise BatchInterrupted
@@ -363,6 +378,8 @@ class Engine:
             noise_pred = unet(model_input, timestep, encoder_hidden_states=context).sample
             uncond, cond = noise_pred.chunk(2)
             guided = uncond + request.cfg * (cond - uncond)
+            if brownian is not None:
+                step_kwargs = {"variance_noise": brownian(index - 1)}
             latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
             on_step(index, latents)
         return latents
@@ -373,38 +390,59 @@ def _text_width(model: LoadedModel) -> int:
     return int(model.pipe.text_encoder.config.hidden_size)
 
 
-def plan_passes(request: GenerationRequest) -> list[_Pass]:
-    """The denoising passes of a request: the base pass, then highres fix's second pass.
+MAX_STRENGTH = 0.999
+"""A1111 caps the denoising strength here, so a pass from an image keeps a trace of it."""
 
-    img2img and upscale start from the init image, so their one pass runs at `strength`.
+
+def plan_passes(request: GenerationRequest) -> list[_Pass]:
+    """The denoising passes of a request, with A1111's step plans (docs/a1111.md).
+
+    txt2img runs its whole schedule. img2img and upscale at strength s run t_enc + 1 steps of
+    the request's schedule, t_enc = int(min(s, 0.999) * steps). Highres fix's second pass runs
+    exactly its N hires steps (0: the base steps) of a schedule of int(N / denoise) steps.
     """
-    strength = 1.0 if request.init_image is None else (request.strength or 0.75)
-    passes = [_Pass(request.width, request.height, request.steps, strength)]
+    steps = request.steps
+    if request.init_image is None:
+        passes = [_Pass(request.width, request.height, steps, steps)]
+    else:
+        strength = min(request.strength or 0.75, MAX_STRENGTH)
+        passes = [_Pass(request.width, request.height, steps, int(strength * steps) + 1)]
     if request.hires is not None:
         hires = request.hires
+        run = hires.steps or steps
         passes.append(
             _Pass(
                 round_to(request.width * hires.scale, LATENT_FACTOR),
                 round_to(request.height * hires.scale, LATENT_FACTOR),
-                hires.steps or request.steps,
-                hires.denoise,
+                int(run / min(hires.denoise, MAX_STRENGTH)),
+                run,
             )
         )
     return passes
 
 
-def _timesteps_for(scheduler: Any, denoise: _Pass) -> Any:
-    """The scheduler's timesteps, or only the last `strength` of them when starting from an image.
+def prepare_timesteps(
+    scheduler: Any, request: GenerationRequest, denoise: _Pass, device: torch.device
+) -> Any:
+    """Set the pass's schedule on the scheduler; returns the timesteps to call the UNet at.
 
-    As in A1111, a pass of N steps at strength s runs int(N * s) steps (at least one).
+    k-diffusion samplers get A1111's sigmas from the start index of the pass on. The timestep
+    samplers (DDIM, PLMS, UniPC) keep diffusers' timesteps and skip the first ones.
     """
-    if denoise.strength >= 1:
-        return scheduler.timesteps
-    run = min(denoise.steps, max(1, int(denoise.steps * denoise.strength)))
-    skip = (denoise.steps - run) * scheduler.order
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(skip)
-    return scheduler.timesteps[skip:]
+    from pipeline.schedules import DiscreteSigmas, a1111_sigmas, install_sigmas
+
+    sampler, chosen = resolve_sampler(request.sampler, request.schedule)
+    schedule = effective_schedule(sampler, chosen)
+    if schedule is None:
+        scheduler.set_timesteps(denoise.steps, device=device)
+        skip = (denoise.steps - denoise.run) * scheduler.order
+        if skip and hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(skip)
+        return scheduler.timesteps[skip:]
+    model_sigmas = DiscreteSigmas.of(scheduler)
+    sigmas = a1111_sigmas(model_sigmas, sampler, schedule, denoise.steps)
+    install_sigmas(scheduler, model_sigmas, sigmas[denoise.steps - denoise.run :], device)
+    return scheduler.timesteps
 
 
 def load_init_image(
@@ -438,15 +476,24 @@ def encode_image(vae: Any, image: Image.Image) -> torch.Tensor:
     return vae.encode(batch).latent_dist.mean * vae.config.scaling_factor
 
 
-def make_scheduler(model: LoadedModel, request: GenerationRequest, seed: int) -> Any:
-    """A fresh scheduler for the request's sampler, from the model's own scheduler config."""
+def make_scheduler(model: LoadedModel, request: GenerationRequest, seeds: Sequence[int]) -> Any:
+    """A fresh scheduler for the request's sampler, from the model's own scheduler config.
+
+    The model's betas come from that config; for the k-diffusion samplers its spacing and
+    sigma options are overridden, since the engine installs A1111's sigmas itself.
+    """
     import diffusers
 
-    sampler = find_sampler(request.sampler)
-    options = dict(sampler.options)
-    if sampler.scheduler == "DPMSolverSDEScheduler":
-        options["noise_sampler_seed"] = seed
+    from pipeline.schedules import k_diffusion_options
+
+    sampler, _ = resolve_sampler(request.sampler, request.schedule)
     scheduler_class = getattr(diffusers, sampler.scheduler)
+    options = dict(sampler.options)
+    if not sampler.timestep_sampler:
+        options |= k_diffusion_options(scheduler_class)
+    if sampler.scheduler == "DPMSolverSDEScheduler":
+        # One Brownian tree per image, seeded with its seed, as A1111 makes them.
+        options["noise_sampler_seed"] = list(seeds)
     return scheduler_class.from_config(model.pipe.scheduler.config, **options)
 
 
@@ -454,24 +501,31 @@ def _takes_generator(scheduler: Any) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters
 
 
-def prepare_noise(tasks: Sequence[ImageTask], width: int, height: int) -> torch.Tensor:
+def prepare_noise(
+    tasks: Sequence[ImageTask],
+    width: int,
+    height: int,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
     """Initial noise, made on the CPU from each image's own seed so batching never changes it.
 
-    With a variation seed the noise is the spherical interpolation between the image's noise and
-    the variation seed's noise, A1111's "Variation seed strength".
+    `generators` (one per task, seeded with its seed) are drawn from here and go on to make the
+    step noise, as A1111's per-image generators do. With a variation seed the noise is the spherical
+    interpolation between the image's noise and the variation seed's noise, A1111's
+    "Variation seed strength".
     """
     import torch
 
     shape = (1, 4, height // LATENT_FACTOR, width // LATENT_FACTOR)
 
-    def noise(seed: int) -> torch.Tensor:
-        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
-
     latents = []
-    for task in tasks:
-        base = noise(task.seed)
+    for task, generator in zip(tasks, generators, strict=True):
+        base = torch.randn(shape, generator=generator)
         if task.variation_seed is not None:
-            base = slerp(task.request.variation_strength, base, noise(task.variation_seed))
+            varied = torch.randn(
+                shape, generator=torch.Generator("cpu").manual_seed(task.variation_seed)
+            )
+            base = slerp(task.request.variation_strength, base, varied)
         latents.append(base)
     return torch.cat(latents)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import UserError
 from pipeline.request import GenerationRequest, Mode
+from pipeline.samplers import AUTOMATIC, resolve_sampler, schedule_label
 
 _FIELD = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
@@ -37,9 +38,11 @@ def _number(value: float) -> str:
 
 def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str:
     """The `parameters` text of one image, in A1111's field order."""
+    sampler, schedule = resolve_sampler(request.sampler, request.schedule)
     fields: dict[str, object] = {
         "Steps": request.steps,
-        "Sampler": request.sampler,
+        "Sampler": sampler.name,
+        "Schedule type": schedule_label(sampler, schedule),
         "CFG scale": _number(request.cfg),
         "Seed": identity.seed,
         "Size": f"{request.width}x{request.height}",
@@ -102,6 +105,7 @@ def options_from_parameters(text: str) -> tuple[str, str, dict[str, int | float 
             "steps": int(fields.get("Steps", 25)),
             "cfg": float(fields.get("CFG scale", 7)),
             "sampler": fields.get("Sampler", "Euler a"),
+            "schedule": fields.get("Schedule type", AUTOMATIC),
             "clip_skip": int(fields.get("Clip skip", 1)),
         }
     except (KeyError, ValueError) as error:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.errors import UserError
 from pipeline.request import MAX_SEED, GenerationRequest, HiresSpec, Mode
-from pipeline.samplers import find_sampler
+from pipeline.samplers import resolve_sampler
 from pipeline.sizes import check_size
 from pipeline.upscalers import UpscalerCatalog
 
@@ -28,7 +28,7 @@ class Limits:
 
 
 def check_request(request: GenerationRequest, limits: Limits) -> GenerationRequest:
-    """Return the request with its sampler name normalised, or a UserError saying what to fix."""
+    """The request with its sampler and schedule normalised, or a UserError saying what to fix."""
     # An upscale may reach 4x the side (16x the pixels) of a base image at the limit.
     pixels = limits.max_pixels * (16 if request.mode is Mode.UPSCALE else 1)
     check_size(request.width, request.height, pixels)
@@ -51,7 +51,8 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
             f"variation strength {request.variation_strength:g} is out of range: use 0 to 1"
         )
     hires = request.hires and check_hires(request, limits)
-    return replace(request, sampler=find_sampler(request.sampler).name, hires=hires)
+    sampler, schedule = resolve_sampler(request.sampler, request.schedule)
+    return replace(request, sampler=sampler.name, schedule=schedule, hires=hires)
 
 
 def check_hires(request: GenerationRequest, limits: Limits) -> HiresSpec:

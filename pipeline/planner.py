@@ -38,6 +38,7 @@ def batch_key(request: GenerationRequest) -> BatchKey:
         request.height,
         request.steps,
         request.sampler,
+        request.schedule,
         request.cfg,
         request.clip_skip,
         request.hires,

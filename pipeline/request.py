@@ -63,7 +63,8 @@ class GenerationRequest:
     height: int = 512
     steps: int = 25
     cfg: float = 7.0
-    sampler: str = "DPM++ 2M Karras"
+    sampler: str = "DPM++ 2M"
+    schedule: str = "Automatic"
     seed: int = 0
     count: int = 1
     clip_skip: int = 1

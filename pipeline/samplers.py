@@ -1,4 +1,10 @@
-"""A1111 sampler names and the diffusers scheduler each one maps to (no torch import here)."""
+"""A1111 1.10 samplers and schedule types, and the diffusers scheduler behind each (no torch here).
+
+Since A1111 1.9 a sampler and its noise schedule are two fields (`Sampler: DPM++ 2M, Schedule
+type: Karras`); the older combined names (`DPM++ 2M Karras`) still parse into the two. The
+k-diffusion samplers step through an explicit sigma schedule (pipeline/schedules.py builds it);
+DDIM, PLMS and UniPC are A1111's timestep samplers, which have no schedule type.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,35 @@ from typing import Any
 
 from pipeline.errors import UserError
 
+AUTOMATIC = "Automatic"
+UNIFORM = "Uniform"
+KARRAS = "Karras"
+EXPONENTIAL = "Exponential"
+SGM_UNIFORM = "SGM Uniform"
+SCHEDULE_NAMES: tuple[str, ...] = (AUTOMATIC, UNIFORM, KARRAS, EXPONENTIAL, SGM_UNIFORM)
+
 
 @dataclass(frozen=True)
 class Sampler:
-    """A diffusers scheduler class name plus the config overrides that make it an A1111 sampler."""
+    """A diffusers scheduler class plus what makes it behave as the A1111 sampler `name`.
+
+    `default_schedule` is what Automatic means for it in A1111 (None: the model's own uniform
+    discrete schedule). `discard_penultimate` is A1111's option of the same name: the schedule
+    is made one step longer and its next-to-last sigma dropped. `timestep_sampler` marks the
+    samplers that keep diffusers' own timesteps and take no schedule type. For
+    `brownian_step_noise` A1111 draws the step noise from a Brownian tree per image, which the
+    scheduler cannot do itself.
+    """
 
     name: str
     scheduler: str
     options: dict[str, Any] = field(default_factory=dict)
+    default_schedule: str | None = None
+    discard_penultimate: bool = False
+    timestep_sampler: bool = False
+    brownian_step_noise: bool = False
 
 
-_KARRAS = {"use_karras_sigmas": True}
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
 
 SAMPLERS: dict[str, Sampler] = {
@@ -27,16 +51,20 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("Euler", "EulerDiscreteScheduler"),
         Sampler("LMS", "LMSDiscreteScheduler"),
         Sampler("Heun", "HeunDiscreteScheduler"),
-        Sampler("DPM2", "KDPM2DiscreteScheduler"),
-        Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler"),
-        Sampler("DPM++ 2M", "DPMSolverMultistepScheduler"),
-        Sampler("DPM++ 2M Karras", "DPMSolverMultistepScheduler", _KARRAS),
-        Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", _SDE),
-        Sampler("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler", {**_SDE, **_KARRAS}),
-        Sampler("DPM++ SDE Karras", "DPMSolverSDEScheduler", _KARRAS),
-        Sampler("DDIM", "DDIMScheduler"),
-        Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}),
-        Sampler("UniPC", "UniPCMultistepScheduler"),
+        Sampler("DPM2", "KDPM2DiscreteScheduler", {}, KARRAS, discard_penultimate=True),
+        Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, KARRAS, discard_penultimate=True),
+        Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {}, KARRAS),
+        Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, KARRAS),
+        Sampler(
+            "DPM++ 2M SDE",
+            "DPMSolverMultistepScheduler",
+            _SDE,
+            EXPONENTIAL,
+            brownian_step_noise=True,
+        ),
+        Sampler("DDIM", "DDIMScheduler", timestep_sampler=True),
+        Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, timestep_sampler=True),
+        Sampler("UniPC", "UniPCMultistepScheduler", timestep_sampler=True),
     )
 }
 
@@ -44,8 +72,64 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(s.name for s in SAMPLERS.values())
 
 
 def find_sampler(name: str) -> Sampler:
-    """The sampler called `name` (case-insensitive), or a UserError listing the valid names."""
-    sampler = SAMPLERS.get(name.strip().lower())
-    if sampler is None:
-        raise UserError(f"unknown sampler {name!r}: use one of {', '.join(SAMPLER_NAMES)}")
-    return sampler
+    """The sampler called `name` (case-insensitive, old combined names too), or a UserError."""
+    return split_sampler_name(name)[0]
+
+
+def split_sampler_name(name: str) -> tuple[Sampler, str | None]:
+    """(sampler, schedule type) of a sampler name; the schedule is None unless the name has one.
+
+    `DPM++ 2M Karras` is A1111's name from before 1.9 for DPM++ 2M with the Karras schedule.
+    """
+    key = " ".join(name.split()).lower()
+    if key in SAMPLERS:
+        return SAMPLERS[key], None
+    for schedule in SCHEDULE_NAMES[1:]:
+        base = key.removesuffix(f" {schedule.lower()}")
+        if base != key and base in SAMPLERS and not SAMPLERS[base].timestep_sampler:
+            return SAMPLERS[base], schedule
+    raise UserError(f"unknown sampler {name!r}: use one of {', '.join(SAMPLER_NAMES)}")
+
+
+def find_schedule(name: str) -> str:
+    """The schedule type called `name` (case-insensitive), or a UserError listing them."""
+    for schedule in SCHEDULE_NAMES:
+        if " ".join(name.split()).lower() == schedule.lower():
+            return schedule
+    raise UserError(f"unknown schedule type {name!r}: use one of {', '.join(SCHEDULE_NAMES)}")
+
+
+def resolve_sampler(name: str, schedule: str = AUTOMATIC) -> tuple[Sampler, str]:
+    """The sampler and schedule type a request names, or a UserError saying what to fix.
+
+    A schedule inside an old combined name counts unless another schedule type is chosen.
+    """
+    sampler, named = split_sampler_name(name)
+    schedule = find_schedule(schedule)
+    if schedule == AUTOMATIC and named is not None:
+        schedule = named
+    if sampler.timestep_sampler and schedule != AUTOMATIC:
+        raise UserError(
+            f"{sampler.name} keeps its own timesteps: use schedule type Automatic with it, "
+            "or a k-diffusion sampler such as Euler or DPM++ 2M"
+        )
+    return sampler, schedule
+
+
+def effective_schedule(sampler: Sampler, schedule: str) -> str | None:
+    """The schedule that really runs: Automatic is the sampler's A1111 default.
+
+    None for the timestep samplers, which have no sigma schedule of their own.
+    """
+    if sampler.timestep_sampler:
+        return None
+    if schedule == AUTOMATIC:
+        return sampler.default_schedule or UNIFORM
+    return schedule
+
+
+def schedule_label(sampler: Sampler, schedule: str) -> str:
+    """What A1111 writes as `Schedule type`: the chosen one, Automatic resolved to a default."""
+    if schedule == AUTOMATIC and sampler.default_schedule is not None:
+        return sampler.default_schedule
+    return schedule

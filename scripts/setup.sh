@@ -12,6 +12,9 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 if [ "$extras" = dev ]; then
   python -m pip install -q -e ".[dev]"
+  # The A1111 parity tests' reference; only k_diffusion.sampling/external are used, whose other
+  # needs (torchsde, scipy, torchdiffeq) the dev extra has.
+  python -m pip install -q --no-deps k-diffusion==0.1.1.post1
 else
   python -m pip install -q -e .
 fi

@@ -18,6 +18,7 @@ FORBIDDEN = {
 }
 ENGINE_SIDE = (
     "pipeline.engine",
+    "pipeline.schedules",
     "pipeline.tiny",
     "pipeline.conditioning",
     "pipeline.preview",

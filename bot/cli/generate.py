@@ -27,7 +27,7 @@ from pipeline.infotext import options_from_parameters
 from pipeline.limits import check_request
 from pipeline.png import read_png
 from pipeline.request import GenerationRequest, HiresSpec, Mode
-from pipeline.samplers import SAMPLER_NAMES
+from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 from pipeline.sizes import fit_size, parse_size
 from pipeline.upscalers import UPSCALER_NAMES, find_upscaler
 
@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps")
     parser.add_argument("--cfg", type=float, help="CFG scale: how closely to follow the prompt")
     parser.add_argument("--sampler", help=f"one of: {', '.join(SAMPLER_NAMES)}")
+    parser.add_argument(
+        "--schedule",
+        help=f"schedule type, one of: {', '.join(SCHEDULE_NAMES)} (Automatic: the sampler's own)",
+    )
     parser.add_argument("--clip-skip", type=int, help="1 (default) or 2 for anime models")
     parser.add_argument("--model", help="tiny, a .safetensors file, a diffusers folder or hub id")
     hires = parser.add_argument_group("highres fix")
@@ -169,6 +173,7 @@ def request_from_args(
         "steps": args.steps,
         "cfg": args.cfg,
         "sampler": args.sampler,
+        "schedule": args.schedule,
         "clip_skip": args.clip_skip,
     }
     if args.size:

@@ -46,6 +46,14 @@ def test_generate_writes_a_png_per_image_with_seed_i(capsys, tmp_path: Path) -> 
     assert "tiny model has random weights" in first.err
 
 
+def test_generate_writes_sampler_and_schedule_type_as_a1111_does(capsys) -> None:
+    args = ("a fox", *TINY, "--sampler", "DPM++ 2M SDE Karras", "--json")
+    outcome = dreamcord(capsys, "generate", *args)
+    assert outcome.code == 0, outcome.err
+    png = Image.open(json.loads(outcome.out)["images"][0]["path"])
+    assert "Sampler: DPM++ 2M SDE, Schedule type: Karras, CFG scale:" in png.info["parameters"]
+
+
 def test_python_dash_m_bot_is_the_same_command(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bot", "generate", "a fox", *TINY, "--steps", "0"],
@@ -69,6 +77,8 @@ def test_python_dash_m_bot_is_the_same_command(tmp_path: Path) -> None:
         (("--cfg", "99"), "cfg 99 is out of range"),
         (("--cfg", "lots"), "invalid float value: 'lots'"),
         (("--sampler", "Euler b"), "unknown sampler 'Euler b': use one of Euler a"),
+        (("--schedule", "Fast"), "unknown schedule type 'Fast': use one of Automatic"),
+        (("--sampler", "DDIM", "--schedule", "Karras"), "DDIM keeps its own timesteps"),
         (("--model", "missing/dir/model.safetensors"), "does not exist"),
         (("--model", "model.ckpt"), "pickles that can run code"),
         (("--model", "./nowhere"), "was not found"),

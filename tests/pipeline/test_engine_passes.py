@@ -44,10 +44,10 @@ def test_hires_progress_counts_both_passes(engine: Engine) -> None:
 
     from pipeline.backend import ImageTask
 
-    request = replace(SMALL, steps=4, sampler="Euler", hires=HiresSpec(2.0, 4, 0.5))
+    request = replace(SMALL, steps=4, sampler="Euler", hires=HiresSpec(2.0, 3, 0.5))
     engine.run([ImageTask("j", 0, request)], lambda s, t, _: seen.append((s, t)), lambda: False)
-    assert seen[-1] == (6, 6)  # 4 base steps + int(4 * 0.5) hires steps
-    assert [step for step, _ in seen] == list(range(1, 7))
+    assert seen[-1] == (7, 7)  # 4 base steps + the 3 hires steps, as A1111 counts them
+    assert [step for step, _ in seen] == list(range(1, 8))
 
 
 def _init_png(engine: Engine, tmp_path: Path) -> Path:

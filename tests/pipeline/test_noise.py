@@ -31,13 +31,15 @@ def test_variation_noise_equals_a1111_per_column_slerp(strength: float) -> None:
         "a fox", width=96, height=64, seed=42, mode=Mode.VARIATION,
         variation_seed=7, variation_strength=strength,
     )  # fmt: skip
-    noise = prepare_noise([ImageTask("job", 0, request)], 96, 64)
+    task = ImageTask("job", 0, request)
+    noise = prepare_noise([task], 96, 64, [torch.Generator().manual_seed(task.seed)])
     expected = a1111_variation_noise(42, 7, strength)
     torch.testing.assert_close(noise[0], expected, atol=1e-6, rtol=1e-5)
 
 
 def test_plain_noise_is_the_cpu_generator_of_the_seed() -> None:
     request = GenerationRequest("a fox", width=96, height=64, seed=42)
-    noise = prepare_noise([ImageTask("job", 1, request)], 96, 64)
+    task = ImageTask("job", 1, request)
+    noise = prepare_noise([task], 96, 64, [torch.Generator().manual_seed(task.seed)])
     expected = torch.randn((4, 8, 12), generator=torch.Generator().manual_seed(43))
-    assert torch.equal(noise[0], expected)
+    assert task.seed == 43 and torch.equal(noise[0], expected)
