@@ -56,6 +56,8 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Variation seed strength"] = _number(request.variation_strength)
     if request.clip_skip > 1:
         fields["Clip skip"] = request.clip_skip
+    # The noise comes from CPU generators; A1111 reads a missing RNG field as GPU noise.
+    fields["RNG"] = "CPU"
     if request.mode in (Mode.IMG2IMG, Mode.UPSCALE) and request.strength is not None:
         fields["Denoising strength"] = _number(request.strength)
     if request.hires is not None:
