@@ -144,3 +144,18 @@ def test_an_unknown_layout_names_its_top_level_keys(tmp_path: Path) -> None:
     torch.save({"optimizer": {"lr": 0.1}, "net": torch.zeros(2, 2)}, tmp_path / "what.pt")
     with pytest.raises(UserError, match=r"top-level keys: 'optimizer', 'net'"):
         convert_here(tmp_path / "what.pt")
+
+
+def test_a_converted_a1111_hypernetwork_is_accepted_by_the_hypernetwork_library_check(
+    tmp_path: Path,
+) -> None:
+    """The two sides of the agreed layout meet: convert writes it, inspection reads it."""
+    from pipeline.lora.inspection import inspect_file
+
+    pickles.a1111_hypernetwork(tmp_path / "anime.pt")
+    done = convert_here(tmp_path / "anime.pt")
+    result = inspect_file(done.output)
+    assert result.ok, result.reason
+    assert result.kind == "hypernetwork" and result.hypernet is not None
+    assert result.hypernet.activation == "swish" and result.hypernet.layer_norm
+    assert sorted(result.hypernet.widths) == sorted(pickles.HYPERNETWORK_WIDTHS)
