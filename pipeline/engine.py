@@ -55,6 +55,8 @@ class _Group:
     tasks: list[ImageTask]
     cond: list[torch.Tensor]
     uncond: list[torch.Tensor]
+    ti_hashes: list[tuple[tuple[str, str], ...]]
+    """Per task: the library embeddings its prompt and negative use, with their short hashes."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class Engine:
                 results = []
                 for group in groups:
                     images = self._run_group(model, group, passes, progress, should_stop)
-                    results += self._results(model, group.tasks, images, lora_hashes)
+                    results += self._results(model, group, images, lora_hashes)
         except torch.OutOfMemoryError as error:
             _free_device_memory()
             raise OutOfDeviceMemory(str(error)) from None
@@ -219,18 +221,19 @@ class Engine:
     def _results(
         self,
         model: LoadedModel,
-        tasks: Sequence[ImageTask],
+        group: _Group,
         images: Sequence[Image.Image],
         lora_hashes: tuple[tuple[str, str], ...],
     ) -> list[ImageResult]:
         results = []
-        for task, image in zip(tasks, images, strict=True):
+        for task, image, ti_hashes in zip(group.tasks, images, group.ti_hashes, strict=True):
             identity = ImageIdentity(
                 seed=task.seed,
                 variation_seed=task.variation_seed,
                 model_name=model.name,
                 model_hash=model.hash,
                 lora_hashes=lora_hashes,
+                ti_hashes=ti_hashes,
             )
             results.append(ImageResult(task, image, build_parameters(task.request, identity)))
         return results
@@ -253,6 +256,8 @@ class Engine:
         """
         pipe = model.pipe
         cache: dict[tuple[str, int], torch.Tensor] = {}
+        used: dict[str, tuple[str, ...]] = {}
+        """The embedding names each text uses."""
 
         def encode(text: str, clip_skip: int) -> torch.Tensor:
             if (text, clip_skip) not in cache:
@@ -262,6 +267,7 @@ class Engine:
                     if self.adapters
                     else {}
                 )
+                used[text] = tuple(name for name in vectors if name not in bundled)
                 chunks, _ = split_into_chunks(pieces, pipe.tokenizer, vectors)
                 cache[text, clip_skip] = encode_chunks(
                     chunks, pipe.text_encoder, pipe.tokenizer, clip_skip, vectors
@@ -275,10 +281,13 @@ class Engine:
             uncond = encode(request.negative, request.clip_skip)
             chunks = max(cond.shape[1], uncond.shape[1]) // 77
             empty = encode("", request.clip_skip)
-            group = groups.setdefault(chunks, _Group([], [], []))
+            group = groups.setdefault(chunks, _Group([], [], [], []))
             group.tasks.append(task)
             group.cond.append(pad_chunks(cond, chunks, empty))
             group.uncond.append(pad_chunks(uncond, chunks, empty))
+            names = dict.fromkeys(used[request.prompt] + used[request.negative])
+            hashes = self.adapters.embedding_hashes(names) if self.adapters else ()
+            group.ti_hashes.append(hashes)
         return list(groups.values())
 
     def _initial_latents(self, model: LoadedModel, group: _Group) -> torch.Tensor | None:

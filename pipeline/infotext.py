@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import json
 import re
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ class ImageIdentity:
     model_name: str = ""
     model_hash: str = ""
     lora_hashes: tuple[tuple[str, str], ...] = ()
+    ti_hashes: tuple[tuple[str, str], ...] = ()
 
 
 def quote(value: object) -> str:
@@ -30,6 +33,15 @@ def quote(value: object) -> str:
     if any(mark in text for mark in ",:\n"):
         return json.dumps(text, ensure_ascii=False)
     return text
+
+
+@functools.cache
+def _version() -> str:
+    """The installed Dreamcord's version, which A1111-style tools show as the generator."""
+    try:
+        return importlib.metadata.version("dreamcord")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _number(value: float) -> str:
@@ -65,11 +77,11 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Hires upscale"] = _number(request.hires.scale)
         fields["Hires steps"] = request.hires.steps
         fields["Hires upscaler"] = request.hires.upscaler
-    if identity.lora_hashes:
-        fields["Lora hashes"] = ", ".join(
-            f"{name}: {digest}" for name, digest in identity.lora_hashes
-        )
+    for field, hashes in (("Lora hashes", identity.lora_hashes), ("TI hashes", identity.ti_hashes)):
+        if hashes:
+            fields[field] = ", ".join(f"{name}: {digest}" for name, digest in hashes)
     fields.update(dict(request.extras))
+    fields["Version"] = f"dreamcord {_version()}"
     line = ", ".join(f"{key}: {quote(value)}" for key, value in fields.items())
     negative = f"\nNegative prompt: {request.negative}" if request.negative else ""
     return f"{request.prompt}{negative}\n{line}"

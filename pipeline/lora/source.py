@@ -8,7 +8,7 @@ for the process's life.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -116,6 +116,13 @@ class AdapterSource:
                     self._vectors[sha256] = load_embedding(path, model_width).vectors
             found[name] = self._vectors[sha256]
         return found
+
+    def embedding_hashes(self, names: Iterable[str]) -> tuple[tuple[str, str], ...]:
+        """(name, short hash) of library embeddings, as A1111 writes `TI hashes`.
+
+        A1111 hashes an embedding's whole file (not the addnet way), first 12 hex digits.
+        """
+        return tuple((name, self.embedding_files.resolve(name)[1][:HASH_DIGITS]) for name in names)
 
 
 @contextmanager

@@ -149,3 +149,14 @@ def test_a_bundled_embedding_works_while_its_lora_is_active(engine, base) -> Non
     without_lora = pixels(run(engine, SMALL, prompt=prompt)[0])
     assert distance(with_token, without_lora) > 0
     assert np.array_equal(pixels(run(engine, SMALL, loras=active)[0]), base)
+
+
+def test_infotext_names_the_embeddings_used_with_their_file_hash_as_a1111(engine) -> None:
+    """A1111's `TI hashes`: the first 12 hex digits of the sha256 of the embedding's whole file."""
+    import hashlib
+
+    result = run(engine, SMALL, negative="(bad-emb:1.2), blurry")[0]
+    fields = parse_parameters(result.parameters)[2]
+    path = engine.adapters.embedding_files.paths["bad-emb"]
+    assert fields["TI hashes"] == f"bad-emb: {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    assert "TI hashes" not in parse_parameters(run(engine, SMALL)[0].parameters)[2]

@@ -7,7 +7,6 @@ import torch
 
 from pipeline.backend import ImageTask
 from pipeline.engine import prepare_noise
-from pipeline.infotext import ImageIdentity, build_parameters, parse_parameters
 from pipeline.request import GenerationRequest, Mode
 
 
@@ -45,7 +44,3 @@ def test_plain_noise_is_the_cpu_generator_of_the_seed() -> None:
     expected = torch.randn((4, 8, 12), generator=torch.Generator().manual_seed(43))
     assert task.seed == 43 and torch.equal(noise[0], expected)
 
-
-def test_the_infotext_says_cpu_noise_which_a1111_otherwise_takes_for_gpu() -> None:
-    text = build_parameters(GenerationRequest("a fox"), ImageIdentity(seed=1))
-    assert parse_parameters(text)[2]["RNG"] == "CPU"
