@@ -28,6 +28,7 @@ REQUEST_FIELDS = (
     "schedule",
     "seed",
     "count",
+    "clip_skip",
     "model",
 )
 """Request fields a saved layer may set; "model" is a name from `bot.models.model_sources`."""

@@ -18,6 +18,7 @@ from cogs.checks import reply_error
 from cogs.errors import Refused
 from cogs.imagine import SAMPLER_CHOICES
 from pipeline.errors import UserError
+from pipeline.limits import MAX_CLIP_SKIP
 from pipeline.samplers import find_sampler
 from pipeline.sizes import parse_size
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from bot.service import Generation
     from bot.settings import Settings
 
-DEFAULT_KEYS = ("size", "steps", "cfg", "sampler", "count", "negative", "hires")
+DEFAULT_KEYS = ("size", "steps", "cfg", "sampler", "count", "clip_skip", "negative", "hires")
 """What `/settings` stores, keyed as `bot.requests.saved_defaults` reads them."""
 MIN_CFG, MAX_CFG = 1.0, 30.0
 
@@ -51,6 +52,8 @@ def checked_defaults(values: Mapping[str, Any], settings: Settings) -> dict[str,
             checked[key] = _in_range("steps", int(value), 1, settings.max_steps)
         elif key == "count":
             checked[key] = _in_range("count", int(value), 1, settings.max_images)
+        elif key == "clip_skip":
+            checked[key] = _in_range("clip skip", int(value), 1, MAX_CLIP_SKIP)
         elif key == "cfg":
             if not MIN_CFG <= float(value) <= MAX_CFG:
                 raise UserError(f"cfg {value:g} is out of range: use {MIN_CFG:g} to {MAX_CFG:g}")
@@ -79,6 +82,7 @@ def effective_defaults(
         "cfg": base["cfg"],
         "sampler": base["sampler"],
         "count": base["count"],
+        "clip_skip": 1,
         "negative": settings.default_negative,
         "hires": False,
     }
@@ -118,6 +122,7 @@ class Account(commands.Cog):
         cfg="default CFG scale",
         sampler="default sampler",
         count="default number of images",
+        clip_skip="default clip skip: 1, or 2 for most anime models",
         hires="highres fix by default",
         reset="forget all your defaults first",
     )
@@ -131,6 +136,7 @@ class Account(commands.Cog):
         cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
         sampler: app_commands.Choice[str] | None = None,
         count: app_commands.Range[int, 1, 16] | None = None,
+        clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
         hires: bool | None = None,
         reset: bool = False,
     ) -> None:
@@ -142,6 +148,7 @@ class Account(commands.Cog):
             "cfg": cfg,
             "sampler": sampler.value if sampler else None,
             "count": count,
+            "clip_skip": clip_skip,
             "hires": hires,
         }
         repos = self.bot.service.repos

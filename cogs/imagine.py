@@ -21,6 +21,7 @@ from cogs.checks import is_admin, place_of, reply_error
 from cogs.library import filter_names
 from cogs.models import apply_choices
 from pipeline.errors import UserError
+from pipeline.limits import MAX_CLIP_SKIP
 from pipeline.request import MAX_SEED, GenerationRequest, Mode
 from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 
@@ -52,6 +53,7 @@ class Imagine(commands.Cog):
         cfg="how closely to follow the prompt",
         sampler="sampler (A1111 name)",
         schedule="schedule type (A1111 name; Automatic: the sampler's own)",
+        clip_skip="text-encoder layers to skip: 1 (default), 2 for most anime models",
         hires="highres fix: draw at the base size, then refine at 2x",
         lora="a LoRA to add (same as <lora:name:weight> in the prompt)",
         lora_weight="the LoRA's weight (default: its own, usually 1)",
@@ -73,6 +75,7 @@ class Imagine(commands.Cog):
         cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
         sampler: app_commands.Choice[str] | None = None,
         schedule: app_commands.Choice[str] | None = None,
+        clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
         hires: bool | None = None,
         lora: app_commands.Range[str, 1, 64] | None = None,
         lora_weight: app_commands.Range[float, -3.0, 3.0] | None = None,
@@ -88,6 +91,7 @@ class Imagine(commands.Cog):
             "cfg": cfg,
             "sampler": sampler.value if sampler else None,
             "schedule": schedule.value if schedule else None,
+            "clip_skip": clip_skip,
             "hires": hires,
             "lora": lora,
             "lora_weight": lora_weight,

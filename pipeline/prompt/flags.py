@@ -3,7 +3,8 @@
 Each flag takes one word as its value, except `--no`, which takes everything up to the next flag
 (it is added to the negative prompt), and `--hires`, which takes none. Words after a value stay
 in the prompt. An em dash counts as `--`, because phones turn `--` into `—`. Values are checked
-against the limits and become request fields: width, height, seed, steps, cfg, count, hires.
+against the limits and become request fields: width, height, seed, steps, cfg, count, clip skip,
+hires.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.limits import MAX_CLIP_SKIP
 from pipeline.prompt.limits import PromptLimits
 from pipeline.request import MAX_SEED
 from pipeline.sizes import parse_size
 
-FLAGS = ("ar", "size", "no", "seed", "steps", "cfg", "count", "hires")
+FLAGS = ("ar", "size", "no", "seed", "steps", "cfg", "count", "clip-skip", "hires")
 _ALIASES = {"aspect": "ar"}
 _EXAMPLES = {
     "ar": "--ar 3:2",
@@ -28,6 +30,7 @@ _EXAMPLES = {
     "steps": "--steps 30",
     "cfg": "--cfg 7",
     "count": "--count 2",
+    "clip-skip": "--clip-skip 2",
 }
 _FLAG = re.compile(r"(?<!\S)(?:--|—)([A-Za-z][\w-]*)")
 _WHOLE = re.compile(r"[0-9]{1,20}")
@@ -107,11 +110,15 @@ def _read_value(name: str, value: str, limits: PromptLimits) -> dict[str, Any]:
         "seed": (0, MAX_SEED),
         "steps": (1, limits.max_steps),
         "count": (1, limits.max_images),
+        "clip-skip": (1, MAX_CLIP_SKIP),
     }[name]
     if not (_WHOLE.fullmatch(value) and low <= int(value) <= high):
-        hint = ", or leave --seed out for a random one" if name == "seed" else ""
+        hint = {
+            "seed": ", or leave --seed out for a random one",
+            "clip-skip": " (2 for most anime models)",
+        }.get(name, "")
         raise UserError(f"--{name} {value}: use a whole number from {low} to {high}{hint}")
-    return {name: int(value)}
+    return {name.replace("-", "_"): int(value)}
 
 
 def _unknown_flag(flag: str) -> str:

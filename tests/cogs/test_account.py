@@ -16,11 +16,12 @@ def settings(tmp_path) -> Settings:
 
 def test_defaults_are_stored_in_the_form_requests_read(settings: Settings) -> None:
     given = {"size": "2:3", "sampler": "euler a", "steps": 30, "cfg": 6.5, "hires": True}
-    assert checked_defaults(given, settings) == {
+    assert checked_defaults({**given, "clip_skip": 2}, settings) == {
         "size": "448x640",
         "sampler": "Euler a",
         "steps": 30,
         "cfg": 6.5,
+        "clip_skip": 2,
         "hires": True,
     }
 
@@ -37,6 +38,7 @@ def test_empty_negative_clears_and_unset_options_are_left_alone(settings: Settin
         ({"steps": 51}, "use 1 to 50"),
         ({"count": 5}, "use 1 to 4"),
         ({"cfg": 31.0}, "use 1 to 30"),
+        ({"clip_skip": 5}, "clip skip 5 is out of range: use 1 to 4"),
     ],
 )
 def test_bad_defaults_say_what_to_fix(settings: Settings, given: dict, hint: str) -> None:

@@ -43,4 +43,3 @@ def test_plain_noise_is_the_cpu_generator_of_the_seed() -> None:
     noise = prepare_noise([task], 96, 64, [torch.Generator().manual_seed(task.seed)])
     expected = torch.randn((4, 8, 12), generator=torch.Generator().manual_seed(43))
     assert task.seed == 43 and torch.equal(noise[0], expected)
-

@@ -25,6 +25,7 @@ def flags(text, limits=LIMITS):
         ("a cat --seed 42 --steps 30", "a cat", {"seed": 42, "steps": 30}),
         ("a cat --cfg 7.5 --count 2", "a cat", {"cfg": 7.5, "count": 2}),
         ("a cat --hires", "a cat", {"hires": True}),
+        ("anime girl --clip-skip 2", "anime girl", {"clip_skip": 2}),
         ("a cat —ar 3:2", "a cat", {"width": 640, "height": 448}),
         ("a cat --AR 3:2", "a cat", {"width": 640, "height": 448}),
         ("a cat --ar 3:2, --seed 1", "a cat", {"width": 640, "height": 448, "seed": 1}),
@@ -78,6 +79,8 @@ def test_text_without_flags_comes_back_unchanged():
         ("x --ar 3:2 --size 512x512", "--ar and --size both set the size: keep one"),
         ("x --seed 1 --seed 2", "--seed is given twice: keep one"),
         ("x --no", "--no needs text after it"),
+        ("x --clip-skip 5", "--clip-skip 5: use a whole number from 1 to 4 (2 for most anime"),
+        ("x --clipskip 2", "did you mean --clip-skip?"),
     ],
 )
 def test_bad_flags_are_errors_that_say_what_is_allowed(text, message):
