@@ -7,6 +7,9 @@ import io
 import pytest
 from PIL import Image
 
+from pipeline.infotext import parse_parameters
+from tests.e2e.conftest import generation_id_of, imagine
+from tests.e2e.test_library import bot_of
 from tests.fakediscord import DiscordHarness
 
 pytestmark = pytest.mark.e2e
@@ -32,3 +35,26 @@ async def test_imagine_acks_in_time_and_posts_a_labelled_grid(discord: DiscordHa
     contents = [state.get("content", "") for state in done.history]
     assert any("Queued" in content for content in contents), "the queue position came first"
     assert any("step" in content for content in contents), "then progress"
+
+
+async def test_clip_skip_from_the_option_the_flag_or_settings_reaches_the_image(
+    discord: DiscordHarness,
+) -> None:
+    bot = bot_of(discord)
+
+    async def clip_skip_of(message) -> str | None:
+        generation = await bot.service.repos.generations.get(generation_id_of(message))
+        assert generation is not None
+        png = Image.open(bot.service.images.root / generation.images[0].path)
+        return parse_parameters(png.text["parameters"])[2].get("Clip skip")
+
+    assert (
+        await clip_skip_of(await imagine(discord, "a fox", user=discord.alice, clip_skip=2)) == "2"
+    )
+    assert (
+        await clip_skip_of(await imagine(discord, "a fox --clip-skip 3", user=discord.alice)) == "3"
+    )
+    ix = await discord.slash("settings", clip_skip=2, user=discord.bob)
+    await ix.wait_for_response()
+    assert await clip_skip_of(await imagine(discord, "a fox", user=discord.bob)) == "2"
+    assert await clip_skip_of(await imagine(discord, "a fox", user=discord.alice)) is None
