@@ -223,13 +223,3 @@ def _vectors_placed(
         yield
     finally:
         handle.remove()
-
-
-def pad_chunks(embedding: torch.Tensor, chunks: int, empty: torch.Tensor) -> torch.Tensor:
-    """Extend an encoding to `chunks` chunks with the empty prompt's encoding, as A1111 does."""
-    import torch
-
-    missing = chunks - embedding.shape[1] // (CHUNK_LENGTH + 2)
-    if missing <= 0:
-        return embedding
-    return torch.cat([embedding, empty.repeat(1, missing, 1)], dim=1)

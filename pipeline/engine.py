@@ -24,7 +24,7 @@ from pipeline.backend import (
     OutOfDeviceMemory,
     StepCallback,
 )
-from pipeline.conditioning import encode_chunks, pad_chunks, split_into_chunks
+from pipeline.conditioning import encode_chunks, split_into_chunks
 from pipeline.errors import UserError
 from pipeline.infotext import ImageIdentity, build_parameters
 from pipeline.models import LoadedModel, ModelManager
@@ -50,7 +50,11 @@ LATENT_FACTOR = 8
 
 @dataclass
 class _Group:
-    """Tasks whose prompts encode to the same number of chunks, so they can share a UNet call."""
+    """Tasks whose prompts, and whose negatives, encode to the same numbers of chunks.
+
+    Their conds stack into one tensor and their unconds into another, so the group shares its
+    UNet calls: one when cond and uncond are as long, else one each, as A1111 runs them.
+    """
 
     tasks: list[ImageTask]
     cond: list[torch.Tensor]
@@ -249,7 +253,7 @@ class Engine:
         tasks: Sequence[ImageTask],
         bundled: Mapping[str, torch.Tensor],
     ) -> list[_Group]:
-        """Encode every prompt once, then group tasks by their padded chunk count.
+        """Encode every prompt once, then group tasks by their prompt's and negative's lengths.
 
         Extra-network tags stay in the stored prompt, so that A1111 reproduces it from the
         infotext, but they are not text for the encoder.
@@ -274,17 +278,17 @@ class Engine:
                 )
             return cache[text, clip_skip]
 
-        groups: dict[int, _Group] = {}
+        groups: dict[tuple[int, int], _Group] = {}
         for task in tasks:
             request = task.request
             cond = encode(request.prompt, request.clip_skip)
             uncond = encode(request.negative, request.clip_skip)
-            chunks = max(cond.shape[1], uncond.shape[1]) // 77
-            empty = encode("", request.clip_skip)
-            group = groups.setdefault(chunks, _Group([], [], [], []))
+            # Each at its own length, A1111's default: padding the shorter one with empty
+            # chunks is its non-default "Pad prompt/negative prompt", a different image.
+            group = groups.setdefault((cond.shape[1], uncond.shape[1]), _Group([], [], [], []))
             group.tasks.append(task)
-            group.cond.append(pad_chunks(cond, chunks, empty))
-            group.uncond.append(pad_chunks(uncond, chunks, empty))
+            group.cond.append(cond)
+            group.uncond.append(uncond)
             names = dict.fromkeys(used[request.prompt] + used[request.negative])
             hashes = self.adapters.embedding_hashes(names) if self.adapters else ()
             group.ti_hashes.append(hashes)
@@ -376,7 +380,10 @@ class Engine:
             start = torch.zeros_like(noise) if init is None else init.to(device, dtype)
             first = timesteps[:1].repeat(len(group.tasks))
             latents = scheduler.add_noise(start, noise, first)
-        context = torch.cat([*group.uncond, *group.cond]).to(device=device, dtype=dtype)
+        conds = _Conditioning(
+            torch.cat(group.uncond).to(device=device, dtype=dtype),
+            torch.cat(group.cond).to(device=device, dtype=dtype),
+        )
         brownian = (
             brownian_step_noise(scheduler, latents, seeds) if sampler.brownian_step_noise else None
         )
@@ -384,14 +391,39 @@ class Engine:
             if should_stop():
                 raise BatchInterrupted
             model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
-            noise_pred = unet(model_input, timestep, encoder_hidden_states=context).sample
-            uncond, cond = noise_pred.chunk(2)
+            uncond, cond = conds.predict(unet, model_input, timestep)
             guided = uncond + request.cfg * (cond - uncond)
             if brownian is not None:
                 step_kwargs = {"variance_noise": brownian(index - 1)}
             latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
             on_step(index, latents)
         return latents
+
+
+@dataclass(frozen=True)
+class _Conditioning:
+    """A group's negative and prompt encodings, for the UNet's two halves of each step."""
+
+    uncond: torch.Tensor
+    cond: torch.Tensor
+
+    def predict(
+        self, unet: Any, model_input: torch.Tensor, timestep: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uncond, cond) noise predictions: one UNet call when both are as long, else two."""
+        import torch
+
+        if self.uncond.shape[1] == self.cond.shape[1]:
+            context = torch.cat([self.uncond, self.cond])
+            uncond, cond = unet(model_input, timestep, encoder_hidden_states=context).sample.chunk(
+                2
+            )
+            return uncond, cond
+        for_uncond, for_cond = model_input.chunk(2)
+        return (
+            unet(for_uncond, timestep, encoder_hidden_states=self.uncond).sample,
+            unet(for_cond, timestep, encoder_hidden_states=self.cond).sample,
+        )
 
 
 def _text_width(model: LoadedModel) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.conditioning import CHUNK_LENGTH, encode_chunks, pad_chunks, split_into_chunks
+from pipeline.conditioning import CHUNK_LENGTH, encode_chunks, split_into_chunks
 from pipeline.models import ModelManager, choose_placement, resolve_model
 from pipeline.prompt.attention import parse_prompt_attention
 
@@ -65,14 +65,6 @@ def test_weights_scale_tokens_but_keep_the_chunk_mean(pipe) -> None:
     plain, weighted = encode(pipe, "a fox in the snow"), encode(pipe, "a (fox:1.5) in the snow")
     assert not torch.allclose(plain, weighted)
     assert torch.allclose(plain.mean(), weighted.mean(), atol=1e-5)
-
-
-def test_padding_appends_empty_prompt_chunks(pipe) -> None:
-    short, empty = encode(pipe, "a fox"), encode(pipe, "")
-    padded = pad_chunks(short, 3, empty)
-    assert padded.shape[1] == 3 * 77
-    assert torch.equal(padded[:, 77:154], empty[:, :77])
-    assert pad_chunks(padded, 2, empty) is padded
 
 
 @pytest.mark.parametrize(
