@@ -68,6 +68,10 @@ class GenerationRequest:
     seed: int = 0
     count: int = 1
     clip_skip: int = 1
+    rng: str = "CPU"
+    """Where the noise is drawn, as A1111's RNG setting: CPU, GPU or NV (pipeline/noise.py)."""
+    ensd: int = 0
+    """A1111's eta noise seed delta: added to the seed of the sampler's step noise."""
     model: str = "default"
     loras: tuple[LoraRef, ...] = ()
     hypernets: tuple[HypernetRef, ...] = ()
