@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.models import upscaler_catalog
 from bot.settings import Settings
 from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.options import merge_options
@@ -18,6 +19,7 @@ from pipeline.prompt.parse import parse_prompt
 from pipeline.request import GenerationRequest, HiresSpec, LoraRef
 from pipeline.samplers import AUTOMATIC
 from pipeline.sizes import parse_size
+from pipeline.upscalers import UpscalerCatalog
 
 REQUEST_FIELDS = (
     "width",
@@ -32,6 +34,8 @@ REQUEST_FIELDS = (
     "model",
 )
 """Request fields a saved layer may set; "model" is a name from `bot.models.model_sources`."""
+HIRES_FIELDS = ("hires_scale", "hires_steps", "hires_denoise", "hires_upscaler")
+"""Highres-fix settings any layer may set; they apply when highres fix is on."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ def settings_defaults(settings: Settings) -> dict[str, Any]:
 
 def saved_defaults(saved: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """User or server defaults as stored (`size` as text) turned into request fields."""
-    fields = {key: saved[key] for key in (*REQUEST_FIELDS, "hires") if key in saved}
+    fields = {key: saved[key] for key in (*REQUEST_FIELDS, "hires", *HIRES_FIELDS) if key in saved}
     if isinstance(saved.get("size"), str):
         fields["width"], fields["height"] = parse_size(saved["size"], settings.max_pixels)
     return fields
@@ -100,7 +104,7 @@ def build_request(
         user=saved_defaults(user or {}, settings),
         server={**settings_defaults(settings), **saved_defaults(server or {}, settings)},
     )
-    hires = merged.pop("hires", None)
+    hires = hires_spec(merged, explicit or {}, upscaler_catalog(settings))
     loras = (*parsed.loras, *extra_loras)
     # The tags stay in the stored prompt, as A1111 writes them in its infotext (it has no
     # hypernetwork field since its extra networks came), so a pasted prompt reproduces the image.
@@ -121,9 +125,34 @@ def build_request(
         model=str(merged.get("model") or "default"),
         loras=loras,
         hypernets=parsed.hypernets,
-        hires=HiresSpec() if hires else None,
+        hires=hires,
     )
     return Built(request, parsed.warnings)
+
+
+def hires_spec(
+    merged: Mapping[str, Any], explicit: Mapping[str, Any], upscalers: UpscalerCatalog
+) -> HiresSpec | None:
+    """Highres fix from the merged layers, or None when it is off.
+
+    It is on when the winning layer says `hires`, or when a hires setting is given as an
+    explicit option (asking for a hires scale means asking for highres fix) and `hires` is not
+    explicitly off. The denoise defaults to the upscaler's own, as in the CLI.
+    """
+    switch = explicit.get("hires")
+    if switch is None:
+        given = any(explicit.get(key) is not None for key in HIRES_FIELDS)
+        switch = given or bool(merged.get("hires"))
+    if not switch:
+        return None
+    upscaler = upscalers.find(str(merged.get("hires_upscaler") or HiresSpec.upscaler))
+    denoise = merged.get("hires_denoise")
+    return HiresSpec(
+        scale=float(merged.get("hires_scale", HiresSpec.scale)),
+        steps=int(merged.get("hires_steps", HiresSpec.steps)),
+        denoise=upscaler.default_denoise if denoise is None else float(denoise),
+        upscaler=upscaler.name,
+    )
 
 
 def random_seed() -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bot import followups
 from bot.cli.progress import ProgressBar
 from bot.container import open_database, open_services
-from bot.models import limits_of, upscaler_catalog
+from bot.models import limits_of
 from bot.requests import build_request
 from bot.service import Origin
 from bot.settings import Settings
@@ -26,10 +26,10 @@ from pipeline.errors import UserError
 from pipeline.infotext import options_from_parameters
 from pipeline.limits import check_request
 from pipeline.png import read_png
-from pipeline.request import GenerationRequest, HiresSpec, Mode
+from pipeline.request import GenerationRequest, Mode
 from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 from pipeline.sizes import fit_size, parse_size
-from pipeline.upscalers import UPSCALER_NAMES, find_upscaler
+from pipeline.upscalers import UPSCALER_NAMES
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -65,14 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--clip-skip", type=int, help="1 (default) or 2 for anime models")
     parser.add_argument("--model", help="tiny, a .safetensors file, a diffusers folder or hub id")
     hires = parser.add_argument_group("highres fix")
-    hires.add_argument("--hires", action="store_true", help="refine at a larger size")
-    hires.add_argument("--hires-scale", type=float, default=2.0, help="1.25 to 2 (default 2)")
-    hires.add_argument("--hires-steps", type=int, default=15, help="0 = same as --steps")
+    hires.add_argument("--hires", action="store_true", default=None, help="refine at a larger size")
+    hires.add_argument("--hires-scale", type=float, help="1 to 2 (default 2); implies --hires")
+    hires.add_argument("--hires-steps", type=int, help="default 15; 0 = same as --steps")
     hires.add_argument("--denoise", type=float, help="hires denoise (latent 0.55, Lanczos 0.35)")
     hires.add_argument(
         "--upscaler",
-        default="Latent",
-        help=f"one of: {', '.join(UPSCALER_NAMES)}, or a model in DATA_DIR/upscalers by file name",
+        help=f"one of: {', '.join(UPSCALER_NAMES)}, or a model in DATA_DIR/upscalers by file name"
+        " (default Latent)",
     )
     more = parser.add_argument_group("from an earlier image (a PNG with parameters)")
     more.add_argument("--upscale", type=Path, metavar="IMAGE", help="upscale IMAGE (2x)")
@@ -175,6 +175,11 @@ def request_from_args(
         "sampler": args.sampler,
         "schedule": args.schedule,
         "clip_skip": args.clip_skip,
+        "hires": args.hires,
+        "hires_scale": args.hires_scale,
+        "hires_steps": args.hires_steps,
+        "hires_denoise": args.denoise,
+        "hires_upscaler": args.upscaler,
     }
     if args.size:
         explicit["width"], explicit["height"] = parse_size(args.size, settings.max_pixels)
@@ -204,11 +209,6 @@ def request_from_args(
         known_embeddings=known_embeddings or (),
         known_hypernets=known_hypernets or (),
     ).request
-    if args.hires:
-        upscaler = find_upscaler(args.upscaler, upscaler_catalog(settings))
-        denoise = upscaler.default_denoise if args.denoise is None else args.denoise
-        hires = HiresSpec(args.hires_scale, args.hires_steps, denoise, upscaler.name)
-        request = replace(request, hires=hires)
     if args.upscale is not None:
         path = args.upscale.resolve()
         return followups.upscale(request, path, request.seed, None, args.factor)
