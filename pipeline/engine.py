@@ -320,7 +320,7 @@ class Engine:
         if upscaler.latent_mode is not None:
             size = (target.height // LATENT_FACTOR, target.width // LATENT_FACTOR)
             upscaled = torch.nn.functional.interpolate(
-                latents.float(), size=size, mode=upscaler.latent_mode
+                latents.float(), size=size, mode=upscaler.latent_mode, antialias=upscaler.antialias
             )
             return upscaled.to(latents.dtype)
         vae = model.pipe.vae
