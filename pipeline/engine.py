@@ -238,6 +238,7 @@ class Engine:
                 model_hash=model.hash,
                 lora_hashes=lora_hashes,
                 ti_hashes=ti_hashes,
+                vae=model.vae,
             )
             results.append(ImageResult(task, image, build_parameters(task.request, identity)))
         return results
