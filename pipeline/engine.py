@@ -526,10 +526,11 @@ def make_scheduler(model: LoadedModel, request: GenerationRequest, seeds: Sequen
     """
     import diffusers
 
+    from pipeline.k_samplers import K_SCHEDULERS
     from pipeline.schedules import k_diffusion_options
 
     sampler, _ = resolve_sampler(request.sampler, request.schedule)
-    scheduler_class = getattr(diffusers, sampler.scheduler)
+    scheduler_class = K_SCHEDULERS.get(sampler.scheduler) or getattr(diffusers, sampler.scheduler)
     options = dict(sampler.options)
     if not sampler.timestep_sampler:
         options |= k_diffusion_options(scheduler_class)

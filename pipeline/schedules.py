@@ -129,6 +129,9 @@ def install_sigmas(
     Euler a has no such option; its state is only its sigmas and timesteps. Schedulers that
     keep integer timesteps (DPM++ 2M, UniPC) get k-diffusion's fractional ones back.
     """
+    if hasattr(scheduler, "use_sigmas"):  # pipeline/k_samplers.py's own schedulers
+        scheduler.use_sigmas(sigmas, model, device)
+        return
     steps = len(sigmas) - 1
     if "use_exponential_sigmas" in scheduler.config:
         explicit = sigmas[:-1].double().numpy()

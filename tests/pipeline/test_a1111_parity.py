@@ -36,9 +36,11 @@ A1111_AUTOMATIC = {
     "DPM++ 2M": "Karras",
     "DPM++ SDE": "Karras",
     "DPM++ 2M SDE": "Exponential",
+    "DPM++ 2S a": "Karras",
+    "DPM++ 3M SDE": "Exponential",
 }
 """sd_samplers_kdiffusion.py of A1111 1.10: each sampler's `scheduler` option (none: uniform)."""
-DISCARDS_PENULTIMATE = {"DPM2", "DPM2 a"}
+DISCARDS_PENULTIMATE = {"DPM2", "DPM2 a", "DPM++ 3M SDE"}
 K_SAMPLERS = [name for name, sampler in SAMPLERS.items() if not sampler.timestep_sampler]
 
 
@@ -165,6 +167,9 @@ FULL_RUNS = [
     ("DPM++ SDE", "Automatic", "sample_dpmpp_sde", "brownian"),
     ("DPM++ 2M SDE", "Automatic", "sample_dpmpp_2m_sde", "brownian"),
     ("DPM++ 2M SDE", "Karras", "sample_dpmpp_2m_sde", "brownian"),
+    ("DPM++ 3M SDE", "Automatic", "sample_dpmpp_3m_sde", "brownian"),
+    ("DPM++ 3M SDE", "Karras", "sample_dpmpp_3m_sde", "brownian"),
+    ("DPM++ 2S a", "Automatic", "sample_dpmpp_2s_ancestral", "ancestral"),
     ("Euler", "Exponential", "sample_euler", "none"),
     ("Euler", "SGM Uniform", "sample_euler", "none"),
 ]
