@@ -482,6 +482,8 @@ def prepare_timesteps(
             scheduler.set_begin_index(skip)
         return scheduler.timesteps[skip:]
     model_sigmas = DiscreteSigmas.of(scheduler)
+    if sampler.distilled_steps is not None:
+        model_sigmas = model_sigmas.distilled(sampler.distilled_steps)
     sigmas = a1111_sigmas(model_sigmas, sampler, schedule, denoise.steps)
     install_sigmas(scheduler, model_sigmas, sigmas[denoise.steps - denoise.run :], device)
     return scheduler.timesteps

@@ -1,8 +1,9 @@
-"""k-diffusion samplers diffusers has no equal of, as schedulers the engine's step loop drives.
+"""Samplers diffusers has no equal of, as schedulers the engine's step loop drives.
 
 diffusers' third-order SDE solver is not k-diffusion's `sample_dpmpp_3m_sde` (its second
-difference enters with another sign; a whole run ends far from A1111's), and it has no
-ancestral single-step DPM++ at all. These classes do k-diffusion's updates, written from its
+difference enters with another sign; a whole run ends far from A1111's), it has no ancestral
+single-step DPM++ at all, and its LCMScheduler keeps its own timesteps where A1111 samples LCM
+k-diffusion style. These classes do k-diffusion's updates (and A1111's LCM), written from their
 algorithms, behind the part of the diffusers scheduler interface the engine uses: one UNet call
 per entry of `timesteps`, `scale_model_input`, `step`, `add_noise`. The sigmas are installed
 whole (pipeline/schedules.py `install_sigmas` calls `use_sigmas`).
@@ -195,8 +196,36 @@ class DpmPlusPlus3MSde(KScheduler):
         return x + noise.draw() * sigma_next * math.sqrt(-math.expm1(-2 * h))
 
 
+class LatentConsistency(KScheduler):
+    """LCM as A1111 runs it: each UNet call at the distilled timestep nearest its sigma, the
+    denoised latents through LCM's boundary condition (sigma data 0.5, the timestep times 10),
+    then fresh noise at the next sigma. `model` (use_sigmas) is the distilled model
+    (pipeline/schedules.py `DiscreteSigmas.distilled`)."""
+
+    SIGMA_DATA = 0.5
+    TIMESTEP_SCALE = 10.0
+
+    def use_sigmas(self, sigmas: torch.Tensor, model: DiscreteSigmas, device: Any) -> None:
+        super().use_sigmas(sigmas, model, device)
+        skip = self.config.num_train_timesteps // len(model.sigmas)
+        nearest = (torch.tensor(self._calls).log() - model.log_sigmas[:, None]).abs().argmin(0)
+        self._timesteps = [float(index) * skip + skip - 1 for index in nearest]
+        self.timesteps = torch.tensor(self._timesteps).to(device)
+
+    def advance(
+        self, call: int, x: torch.Tensor, denoised: torch.Tensor, noise: _StepNoise
+    ) -> torch.Tensor:
+        scaled = self._timesteps[call] * self.TIMESTEP_SCALE
+        c_skip = self.SIGMA_DATA**2 / (scaled**2 + self.SIGMA_DATA**2)
+        c_out = scaled / math.sqrt(scaled**2 + self.SIGMA_DATA**2)
+        x_0 = c_out * denoised + c_skip * x
+        sigma_next = float(self.sigmas[call + 1])
+        return x_0 + noise.draw() * sigma_next if sigma_next > 0 else x_0
+
+
 K_SCHEDULERS: dict[str, type[KScheduler]] = {
     "DpmPlusPlus2SAncestral": DpmPlusPlus2SAncestral,
     "DpmPlusPlus3MSde": DpmPlusPlus3MSde,
+    "LatentConsistency": LatentConsistency,
 }
 """The schedulers of this module by the name pipeline/samplers.py gives them."""

@@ -30,7 +30,8 @@ class Sampler:
     is made one step longer and its next-to-last sigma dropped. `timestep_sampler` marks the
     samplers that keep diffusers' own timesteps and take no schedule type. For
     `brownian_step_noise` A1111 draws the step noise from a Brownian tree per image, which the
-    scheduler cannot do itself.
+    scheduler cannot do itself. `distilled_steps` is for samplers of distilled models (LCM):
+    their sigma schedule is made over only that many of the model's timesteps.
     """
 
     name: str
@@ -40,9 +41,12 @@ class Sampler:
     discard_penultimate: bool = False
     timestep_sampler: bool = False
     brownian_step_noise: bool = False
+    distilled_steps: int | None = None
 
 
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
+LCM_DISTILLED_STEPS = 50
+"""LCM models are distilled on 50 of SD1.5's 1000 timesteps (A1111's "LCM original steps")."""
 
 SAMPLERS: dict[str, Sampler] = {
     s.name.lower(): s
@@ -71,6 +75,7 @@ SAMPLERS: dict[str, Sampler] = {
             discard_penultimate=True,
             brownian_step_noise=True,
         ),
+        Sampler("LCM", "LatentConsistency", distilled_steps=LCM_DISTILLED_STEPS),
         Sampler("DDIM", "DDIMScheduler", timestep_sampler=True),
         Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, timestep_sampler=True),
         Sampler("UniPC", "UniPCMultistepScheduler", timestep_sampler=True),

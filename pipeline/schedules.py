@@ -25,9 +25,15 @@ class DiscreteSigmas:
     """The model's training sigmas and k-diffusion's continuous t <-> sigma maps over them."""
 
     def __init__(self, alphas_cumprod: torch.Tensor) -> None:
-        cumprod = alphas_cumprod.float().cpu()
-        self.sigmas = ((1 - cumprod) / cumprod) ** 0.5
+        self.alphas_cumprod = alphas_cumprod.float().cpu()
+        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
         self.log_sigmas = self.sigmas.log()
+
+    def distilled(self, steps: int) -> DiscreteSigmas:
+        """The model seen at the `steps` timesteps a consistency model (LCM) is distilled on:
+        every (1000 / steps)th, ending at the last (19, 39, ..., 999 for 50), as A1111 sees it."""
+        skip = len(self.alphas_cumprod) // steps
+        return DiscreteSigmas(self.alphas_cumprod[skip - 1 :: skip])
 
     @classmethod
     def of(cls, scheduler: Any) -> DiscreteSigmas:
