@@ -1,4 +1,5 @@
-"""The composition root: every service built once from the settings, and closed together."""
+"""The composition root: the database, libraries, engine and worker opened once from the
+settings, the `App` built over them (`bot.app.build_app`), and all of it closed together."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.app import App, build_app
+from bot.guild import GuildRules
+from bot.jobs import Delivery, JobService
+from bot.libraries import Libraries
 from bot.library import (
     EmbeddingLibrary,
     HypernetworkLibrary,
@@ -20,7 +25,7 @@ from bot.library import (
 )
 from bot.metrics import serve_metrics
 from bot.models import build_engine, limits_of
-from bot.service import Delivery, GenerationService
+from bot.policy import Policy
 from bot.settings import Settings
 from data.db import Database
 from data.images import ImageStore
@@ -43,21 +48,19 @@ def database_path(settings: Settings) -> Path:
 
 @dataclass
 class Services:
-    """What the bot and the CLI share; `close` releases it all in order."""
+    """What was opened for the bot or the CLI: the `App`, and the parts it is built over
+    (tests reach the repositories here); `close` releases it all in order."""
 
     settings: Settings
     db: Database
     repos: Repositories
     images: ImageStore
-    loras: LoraLibrary
-    embeddings: EmbeddingLibrary
-    generation: GenerationService
-    hypernetworks: HypernetworkLibrary
+    app: App
 
     metrics_server: web.AppRunner | None = None
 
     async def close(self) -> None:
-        await self.generation.stop()
+        await self.app.jobs.stop()
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
         await self.db.close()
@@ -75,17 +78,33 @@ async def open_database(settings: Settings) -> tuple[Database, Repositories]:
     return db, Repositories.over(db)
 
 
-async def open_libraries(
+def make_libraries(
     settings: Settings, repos: Repositories, model_override: str | None = None
 ) -> tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary]:
-    """The LoRA, embedding and hypernetwork libraries, with what the drop folders hold added."""
+    """The LoRA, embedding and hypernetwork libraries, for the files the model can use."""
     model = model_override or settings.model
     width = text_width(model)
-    libraries = (
+    return (
         LoraLibrary(repos.loras, settings.data_dir, width),
         EmbeddingLibrary(repos.embeddings, settings.data_dir, width),
         HypernetworkLibrary(repos.hypernetworks, settings.data_dir, width, attention_widths(model)),
     )
+
+
+async def open_library_verbs(settings: Settings) -> tuple[Database, Libraries]:
+    """The audited libraries alone, for the CLI's library verbs (no engine, no drop scan)."""
+    db, repos = await open_database(settings)
+    libraries = make_libraries(settings, repos)
+    for library in libraries:
+        await library.refresh()
+    return db, Libraries(*libraries, repos.audit)
+
+
+async def open_libraries(
+    settings: Settings, repos: Repositories, model_override: str | None = None
+) -> tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary]:
+    """The libraries, with what the drop folders hold added."""
+    libraries = make_libraries(settings, repos, model_override)
     library: Library[Any]
     for library in libraries:
         await library.refresh()
@@ -116,10 +135,10 @@ async def open_services(
             backend = await asyncio.to_thread(
                 build_engine, settings, model_override, (loras, embeddings, hypernetworks)
             )
-        on_cuda = getattr(getattr(backend, "models", None), "placement", None)
+        on_cuda = backend.device == "cuda"
         budget = (
             cuda_budget(CUDA_RESERVE_BYTES)
-            if on_cuda is not None and on_cuda.device == "cuda"
+            if on_cuda
             else fixed_budget(settings.memory_limit_mb * 1024**2)
         )
         capacity = Capacity(MemoryModel(), budget)
@@ -127,24 +146,28 @@ async def open_services(
             max_queued_per_user=settings.max_queued_per_user,
             max_running_per_user=settings.max_running_per_user,
         )
-        generation = GenerationService(
+        images = ImageStore(settings.data_dir / "images")
+        guild = GuildRules(repos.settings, repos.audit, settings.max_pixels, settings.max_steps)
+        jobs = JobService(
             repos,
-            ImageStore(settings.data_dir / "images"),
+            images,
             queue,
             lambda hooks: Worker(queue, backend, capacity, hooks, max_batch=settings.max_batch),
             limits_of(settings),
             delivery,
+            Policy(guild),
         )
-        await sweep_orphans(generation.images, repos)
-        await generation.start()
-        if on_cuda is not None and on_cuda.device == "cuda":
-            await calibrate(generation, capacity, backend)
-        services = Services(
-            settings, db, repos, generation.images, loras, embeddings, generation, hypernetworks
+        await sweep_orphans(images, repos)
+        await jobs.start()
+        if on_cuda:
+            await calibrate(jobs, capacity, backend)
+        app = await build_app(
+            settings, repos, images, (loras, embeddings, hypernetworks), jobs, guild
         )
+        services = Services(settings, db, repos, images, app)
         if settings.metrics_port:
             services.metrics_server = await serve_metrics(
-                generation.metrics, settings.metrics_host, settings.metrics_port
+                jobs.metrics, settings.metrics_host, settings.metrics_port
             )
     except BaseException:
         await db.close()
@@ -152,13 +175,13 @@ async def open_services(
     return services
 
 
-async def calibrate(generation: GenerationService, capacity: Capacity, backend: Backend) -> None:
+async def calibrate(jobs: JobService, capacity: Capacity, backend: Backend) -> None:
     """Fit the memory model to peaks measured on this card (a few seconds at start-up)."""
-    measure = getattr(backend, "measure_peak", None)
+    measure = backend.measure_peak
     if measure is None:
         return
     try:
-        model = await generation.worker.call(lambda: capacity.calibrate(measure))
+        model = await jobs.worker.call(lambda: capacity.calibrate(measure))
     except Exception:
         log.exception("memory calibration failed; keeping the default memory model")
         return

@@ -1,4 +1,4 @@
-"""The Discord bot: a `commands.Bot` that owns the services and loads the cogs."""
+"""The Discord bot: a `commands.Bot` that opens the App and loads the cogs."""
 
 from __future__ import annotations
 
@@ -8,23 +8,21 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot.app import App
 from bot.container import Services, open_services
-from bot.names import KnownNames
-from bot.policy import Policy
 from bot.previews import PreviewDelivery
-from bot.service import GenerationService
 from bot.settings import Settings
 from cogs.account import Account
 from cogs.admin import Admin
 from cogs.buttons import RESULT_BUTTONS
+from cogs.client import DreamcordClient
 from cogs.errors import answer_error
 from cogs.imagine import Imagine
 from cogs.info import Info
-from cogs.library import EmbeddingCommands, HypernetworkCommands, LoraCommands
+from cogs.library.commands import EmbeddingCommands, HypernetworkCommands, LoraCommands
 from cogs.models import Models, Styles
 from cogs.pages import PageButton
 from cogs.presenter import DiscordPresenter
-from cogs.results import Results
 from pipeline.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -38,7 +36,7 @@ def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-class DreamcordBot(commands.Bot):
+class DreamcordBot(DreamcordClient):
     """Slash commands only: the Guilds intent is all it needs, no privileged intents."""
 
     def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
@@ -49,33 +47,27 @@ class DreamcordBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
-        self.names = KnownNames()
         self.presenter = DiscordPresenter(self)
         self._backend = backend
         self._services: Services | None = None
-        self.policy: Policy
 
     @property
-    def service(self) -> GenerationService:
+    def app(self) -> App:  # type: ignore[override]
         assert self._services is not None, "used before setup_hook"
-        return self._services.generation
+        return self._services.app
 
     @property
     def services(self) -> Services:
-        """Everything the composition root built (libraries, repositories, the service)."""
+        """Everything the composition root opened (tests read the repositories here)."""
         assert self._services is not None, "used before setup_hook"
         return self._services
 
     async def setup_hook(self) -> None:
-        """Open the database, recover jobs, start the worker, load cogs, sync commands."""
+        """Open the App (database, jobs, worker), load the cogs, sync the commands."""
         # LoRA previews are collected and posted as one grid, not delivered job by job.
         delivery = PreviewDelivery(self.presenter)
         self._services = await open_services(self.settings, delivery, backend=self._backend)
-        repos = self._services.repos
-        self.policy = Policy(repos.settings)
-        services = self._services
-        self.names.attach(services.loras, services.embeddings, services.hypernetworks)
-        for cog in (Imagine(self), Results(self), Account(self), Info(self), Admin(self)):
+        for cog in (Imagine(self), Account(self), Info(self), Admin(self)):
             await self.add_cog(cog)
         for cog in (LoraCommands(self), EmbeddingCommands(self), HypernetworkCommands(self)):
             await self.add_cog(cog)

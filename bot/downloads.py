@@ -19,7 +19,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 
-from bot.library import TEMP_PREFIX  # so the library's sweep also takes abandoned downloads
+from data.files import TEMP_PREFIX  # so the library's sweep also takes abandoned downloads
 from pipeline.errors import UserError
 
 DEFAULT_HOSTS = ("civitai.com", "huggingface.co")

@@ -1,30 +1,24 @@
 """The adapter libraries (LoRAs, embeddings, hypernetworks): checked files, names in SQLite.
 
-A file is copied into the store (hashed on the way), inspected there, and only then renamed to
-`<folder>/<sha256>.safetensors` and registered. So no half-written or unchecked file ever has a
-final name, and what was inspected is exactly what the engine loads. Blocking file work runs in
-threads; the engine's worker thread reads a snapshot of the entries (`names`, `resolve`) that is
-refreshed after every change here, never the database. Names never become paths: a stored file
-is found by its sha256 alone.
+A file is copied into the store (`data.files.FileStore`, hashed on the way), inspected there, and
+only then renamed to `<folder>/<sha256>.safetensors` and registered. So no half-written or
+unchecked file ever has a final name, and what was inspected is exactly what the engine loads.
+Blocking file work runs in threads; the engine's worker thread reads a snapshot of the entries
+(`names`, `resolve`) that is refreshed after every change here, never the database. Names never
+become paths: a stored file is found by its sha256 alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import math
-import os
 import re
-import shutil
-import tempfile
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
+from data.files import SUFFIX, FileStore, Staged
 from data.registry import (
     EmbeddingEntry,
     EmbeddingRepository,
@@ -43,18 +37,12 @@ from pipeline.prompt.limits import PromptLimits
 if TYPE_CHECKING:
     from pipeline.lora.inspection import Inspection
 
-SUFFIX = ".safetensors"
-TEMP_PREFIX = ".tmp-"
 DROP_FOLDER = "incoming"
-COPY_CHUNK = 1 << 20
-STALE_TEMP_S = 3600.0
-"""Temp files younger than this may belong to a copy or download still in progress."""
 MAX_NAME_CHARS = 60
 """Registry names allow 64; the rest leaves room for a `-2` suffix on a clash."""
 MAX_TRIGGERS = 20
 MAX_TRIGGER_CHARS = 100
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _WEIGHTS = PromptLimits()
 
 Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry, HypernetworkEntry)
@@ -94,85 +82,6 @@ def safe_name(text: str) -> str:
     """A registry name made from free text (a file name, `ss_output_name`)."""
     name = _UNSAFE.sub("_", text).strip("_.-")[:MAX_NAME_CHARS].rstrip("_.-")
     return name or "unnamed"
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A copy of an incoming file in a temporary folder inside the store's folder.
-
-    The copy keeps the file's own name, so that inspection messages name what the user knows.
-    """
-
-    temp: Path
-    sha256: str
-    size: int
-
-
-class FileStore:
-    """`.safetensors` files named by their sha256 in one folder, written atomically."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def path_of(self, sha256: str) -> Path:
-        if not _SHA256.fullmatch(sha256):
-            raise ValueError(f"{sha256!r} is not a sha256 hex digest")
-        return self.folder / f"{sha256}{SUFFIX}"
-
-    def stage(self, source: Path, filename: str) -> Staged:
-        """Copy `source` beside the final files as `filename`, hashing it, and fsync it.
-
-        The copy is removed if anything fails, so only whole copies remain.
-        """
-        self.folder.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(dir=self.folder, prefix=TEMP_PREFIX)) / filename
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with temp.open("xb") as out, source.open("rb") as file:
-                os.fchmod(out.fileno(), 0o644)
-                while chunk := file.read(COPY_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            shutil.rmtree(temp.parent, ignore_errors=True)
-            raise
-        return Staged(temp, digest.hexdigest(), size)
-
-    def discard(self, staged: Staged) -> None:
-        """Remove a staged copy's temporary folder (and the copy, unless it was placed)."""
-        shutil.rmtree(staged.temp.parent, ignore_errors=True)
-
-    def place(self, staged: Staged) -> bool:
-        """Give a staged copy its final name; False when that file is already stored."""
-        final = self.path_of(staged.sha256)
-        if final.exists():
-            return False
-        os.replace(staged.temp, final)
-        directory = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # so the new name itself survives a power cut
-        finally:
-            os.close(directory)
-        return True
-
-    def delete(self, sha256: str) -> None:
-        self.path_of(sha256).unlink(missing_ok=True)
-
-    def remove_stale_temps(self, min_age_s: float = STALE_TEMP_S) -> None:
-        """Delete copies and downloads left by a crash or a cancellation, once old enough."""
-        cutoff = time.time() - min_age_s
-        for temp in self.folder.glob(f"{TEMP_PREFIX}*"):
-            with contextlib.suppress(FileNotFoundError):
-                if temp.stat().st_mtime > cutoff:
-                    continue
-                if temp.is_dir():
-                    shutil.rmtree(temp, ignore_errors=True)
-                else:
-                    temp.unlink()
 
 
 @dataclass(frozen=True)
@@ -410,12 +319,10 @@ class LoraLibrary(Library[LoraEntry]):
         move: bool = False,
     ) -> LoraEntry:
         """`Library.add`, with the default `weight` and trigger words (default: the file's)."""
-        if weight is not None and not (
-            math.isfinite(weight) and _WEIGHTS.min_lora_weight <= weight <= _WEIGHTS.max_lora_weight
-        ):
+        if weight is not None and not _WEIGHTS.lora_weight_allowed(weight):
             raise UserError(
                 f"default weight {weight:g} is out of range: use "
-                f"{_WEIGHTS.min_lora_weight:g} to {_WEIGHTS.max_lora_weight:g}, usually 0.5-1"
+                f"{_WEIGHTS.lora_weight_range}, usually 0.5-1"
             )
 
         async def register(name: str, staged: Staged, inspection: Inspection) -> LoraEntry:

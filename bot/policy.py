@@ -1,6 +1,7 @@
 """Server policy set by admins: where the bot works, what it refuses, how much one may ask.
 
-Stored per guild in `guild_settings`; checked in code for every job before it is queued.
+The rules are fields of `bot.guild.GuildSettings`; `JobService.submit` checks them for every job
+that a person asks for, before it is queued.
 """
 
 from __future__ import annotations
@@ -8,13 +9,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from data.settings import SettingsRepository
 from pipeline.errors import UserError
 from pipeline.request import GenerationRequest
 
-POLICY_KEYS = ("channels", "nsfw_words", "max_steps", "max_count", "max_pixels", "cooldown_s")
+if TYPE_CHECKING:
+    from bot.guild import GuildRules
 
 
 @dataclass(frozen=True)
@@ -31,21 +32,21 @@ class Place:
 class Policy:
     """Checks a request against its guild's policy; admins skip the cooldown only."""
 
-    def __init__(self, settings: SettingsRepository, clock: Any = time.monotonic) -> None:
-        self._settings = settings
+    def __init__(self, guild: GuildRules, clock: Any = time.monotonic) -> None:
+        self._guild = guild
         self._clock = clock
         self._last_job: dict[tuple[int, int], float] = {}
 
     async def check(self, place: Place, request: GenerationRequest) -> None:
         if place.guild_id is None:
             return
-        policy = await self._settings.guild(place.guild_id)
-        channels = policy.get("channels") or []
+        policy = await self._guild.settings(place.guild_id)
+        channels = policy.channels
         if channels and place.channel_id not in channels:
             listed = ", ".join(f"<#{channel}>" for channel in channels)
             raise UserError(f"the bot works only in {listed} on this server: ask there")
         if not place.channel_is_nsfw:
-            words = [str(word).lower() for word in policy.get("nsfw_words") or []]
+            words = policy.nsfw_words
             text = f"{request.prompt} ".lower()
             found = [word for word in words if re.search(rf"\b{re.escape(word)}\b", text)]
             if found:
@@ -53,10 +54,10 @@ class Policy:
                     f"{', '.join(found)} is not allowed outside NSFW channels: change the prompt "
                     "or use an NSFW channel"
                 )
-        _check_limit("steps", request.steps, policy.get("max_steps"))
-        _check_limit("images", request.count, policy.get("max_count"))
-        _check_limit("pixels", request.width * request.height, policy.get("max_pixels"))
-        self._check_cooldown(place, policy.get("cooldown_s"))
+        _check_limit("steps", request.steps, policy.max_steps)
+        _check_limit("images", request.count, policy.max_count)
+        _check_limit("pixels", request.width * request.height, policy.max_pixels)
+        self._check_cooldown(place, policy.cooldown_s)
 
     def _check_cooldown(self, place: Place, cooldown: Any) -> None:
         if not cooldown or place.is_admin or place.guild_id is None:

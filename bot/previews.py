@@ -26,7 +26,7 @@ from pipeline.request import GenerationRequest, LoraRef
 if TYPE_CHECKING:
     from PIL import Image
 
-    from bot.service import Delivery, GenerationService, Origin
+    from bot.jobs import Delivery, JobService, Origin
     from bot.settings import Settings
     from data.generations import Generation
     from data.jobs import Job as StoredJob
@@ -92,7 +92,7 @@ class Preview:
 class LoraPreviews:
     """Queues a LoRA's preview jobs and collects their images."""
 
-    def __init__(self, service: GenerationService, settings: Settings) -> None:
+    def __init__(self, service: JobService, settings: Settings) -> None:
         self.service = service
         self.settings = settings
 
@@ -122,7 +122,7 @@ class LoraPreviews:
             if generation is None or not generation.images:
                 images.append(PreviewImage(weight, None, job.error or str(job.state)))
             else:
-                path = self.service.images.root / generation.images[0].path
+                path = self.service.images.path_of(generation.images[0].path)
                 images.append(PreviewImage(weight, path))
         return Preview(lora, preview_prompt(triggers), PREVIEW_SEED, tuple(images))
 

@@ -1,4 +1,4 @@
-"""Style presets: a server's named prompt templates, kept in its guild settings under "styles".
+"""Style presets: a server's named prompt templates (`GuildSettings.styles`).
 
 A style wraps the user's prompt (`{prompt}` in its template), adds its negative to the user's,
 adds its LoRAs, and may set a size and a step count. Those two are server-level defaults: the
@@ -8,7 +8,6 @@ plain values, so the cog stays a thin adapter and the rules are tested without D
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -19,15 +18,14 @@ from pipeline.prompt.limits import PromptLimits
 from pipeline.request import LoraRef
 from pipeline.sizes import parse_size
 
-SETTINGS_KEY = "styles"
 PLACEHOLDER = "{prompt}"
 MAX_STYLES = 50
 MAX_STYLE_LORAS = 5
 MAX_TEMPLATE_CHARS = 1000
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_WEIGHTS = PromptLimits()
 _FLAG = re.compile(r"(?<!\S)(?:--|—)[A-Za-z]")
 """Where the prompt flags start; the same rule as `pipeline.prompt.flags` reads them by."""
-_WEIGHTS = PromptLimits()
 
 
 @dataclass(frozen=True)
@@ -76,20 +74,15 @@ class Style:
         return " · ".join(parts)
 
 
-def styles_of(guild_settings: Mapping[str, Any]) -> dict[str, Style]:
-    """A guild's styles by lower-cased name (names match in any letter case)."""
-    raw = guild_settings.get(SETTINGS_KEY) or {}
-    return {key: Style.from_json(value) for key, value in raw.items()}
+def style_names(styles: Mapping[str, Style]) -> list[str]:
+    return sorted((style.name for style in styles.values()), key=str.lower)
 
 
-def style_names(guild_settings: Mapping[str, Any]) -> list[str]:
-    return sorted((style.name for style in styles_of(guild_settings).values()), key=str.lower)
-
-
-def find_style(guild_settings: Mapping[str, Any], name: str) -> Style:
-    style = styles_of(guild_settings).get(name.strip().lower())
+def find_style(styles: Mapping[str, Style], name: str) -> Style:
+    """The style called `name` in any letter case; a UserError listing the others."""
+    style = styles.get(name.strip().lower())
     if style is None:
-        known = style_names(guild_settings)
+        known = style_names(styles)
         listing = f"this server has {', '.join(known)}" if known else "this server has none yet"
         raise UserError(f"there is no style named {name!r}: {listing} (/style list)")
     return style
@@ -157,12 +150,9 @@ def parse_style_loras(text: str, known: Collection[str]) -> tuple[tuple[str, flo
             raise UserError(
                 f"{item!r}: write LoRAs as name:weight, for example {name}:0.8"
             ) from None
-        if not (
-            math.isfinite(weight) and _WEIGHTS.min_lora_weight <= weight <= _WEIGHTS.max_lora_weight
-        ):
+        if not _WEIGHTS.lora_weight_allowed(weight):
             raise UserError(
-                f"{item!r}: the weight must be {_WEIGHTS.min_lora_weight:g} to "
-                f"{_WEIGHTS.max_lora_weight:g}, usually 0.5 to 1"
+                f"{item!r}: the weight must be {_WEIGHTS.lora_weight_range}, usually 0.5 to 1"
             )
         chosen[spelled.lower()] = (spelled, weight)
     if len(chosen) > MAX_STYLE_LORAS:
@@ -170,22 +160,18 @@ def parse_style_loras(text: str, known: Collection[str]) -> tuple[tuple[str, flo
     return tuple(chosen.values())
 
 
-def with_style(guild_settings: Mapping[str, Any], style: Style) -> dict[str, Any]:
-    """The new "styles" value with `style` added or replaced."""
-    raw = dict(guild_settings.get(SETTINGS_KEY) or {})
+def with_style(styles: Mapping[str, Style], style: Style) -> dict[str, Style]:
+    """The styles with `style` added or replaced."""
     key = style.name.lower()
-    if key not in raw and len(raw) >= MAX_STYLES:
+    if key not in styles and len(styles) >= MAX_STYLES:
         raise UserError(f"this server already has {MAX_STYLES} styles: remove one first")
-    raw[key] = style.to_json()
-    return raw
+    return {**styles, key: style}
 
 
-def without_style(guild_settings: Mapping[str, Any], name: str) -> dict[str, Any] | None:
-    """The new "styles" value without `name` (None when none are left: the key is removed)."""
-    style = find_style(guild_settings, name)
-    raw = dict(guild_settings.get(SETTINGS_KEY) or {})
-    del raw[style.name.lower()]
-    return raw or None
+def without_style(styles: Mapping[str, Style], name: str) -> dict[str, Style]:
+    """The styles without `name`."""
+    style = find_style(styles, name)
+    return {key: kept for key, kept in styles.items() if key != style.name.lower()}
 
 
 @dataclass(frozen=True)

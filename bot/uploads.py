@@ -30,13 +30,18 @@ class InitImage:
     height: int
 
 
-def store_init_image(data: bytes, folder: Path, max_pixels: int) -> InitImage:
-    """Check and keep an uploaded picture under `folder` (blocking: call it in a thread)."""
-    if len(data) > MAX_UPLOAD_BYTES:
+def check_picture_size(size: int) -> None:
+    """Refuse a picture by its size, before it is downloaded when the size is known first."""
+    if size > MAX_UPLOAD_BYTES:
         raise UserError(
-            f"the picture is {len(data) / 2**20:.1f} MiB; the most is "
+            f"the picture is {size / 2**20:.1f} MiB; the most is "
             f"{MAX_UPLOAD_BYTES // 2**20} MiB: send a smaller one"
         )
+
+
+def store_init_image(data: bytes, folder: Path, max_pixels: int) -> InitImage:
+    """Check and keep an uploaded picture under `folder` (blocking: call it in a thread)."""
+    check_picture_size(len(data))
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind = image.format

@@ -1,34 +1,57 @@
-"""Persistent buttons: `DynamicItem`s whose custom_id carries the action and the ids.
+"""The buttons under a result and what each click does: upscale, vary, reroll, edit,
+favourite, info, delete.
 
-A click is answered from the database, so buttons work after a restart and long after the
-interaction token is gone. Ids: `dc:<action>:<generation id>[:<image index>]` and
-`dc:c:<job id>` for Cancel, well under Discord's 100 characters.
+Each is a `DynamicItem` whose custom_id carries the action and the ids
+(`dc:<action>:<generation id>[:<image index>]`, well under Discord's 100 characters). A click
+is answered from the database through the App, so buttons work after a restart and long after
+the interaction token is gone.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import Any
 
 import discord
 
-from cogs.errors import guarded
+from bot.app import Generation
+from cogs.checks import is_admin
+from cogs.client import DreamcordClient
+from cogs.errors import answer_error, guarded, think_in_public
+from cogs.status import CancelButton, queue_job
 
-if TYPE_CHECKING:
-    from bot.service import Generation
+log = logging.getLogger(__name__)
 
-UPSCALE, VARY, REROLL, EDIT, FAVOURITES, FAVOURITE, INFO, DELETE = "uvreFfid"
+Interaction = discord.Interaction[DreamcordClient]
+
+
+class Action(StrEnum):
+    """What a result button does; the value is the letter in its custom_id."""
+
+    UPSCALE = "u"
+    VARY = "v"
+    REROLL = "r"
+    EDIT = "e"
+    FAVOURITES = "F"
+    FAVOURITE = "f"
+    INFO = "i"
+    DELETE = "d"
+
+
+_LETTERS = "".join(action.value for action in Action)
 
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"dc:(?P<action>[uvreFfid]):(?P<generation>[0-9]{1,18})(?::(?P<index>[0-9]{1,2}))?",
+    template=rf"dc:(?P<action>[{_LETTERS}]):(?P<generation>[0-9]{{1,18}})(?::(?P<index>[0-9]{{1,2}}))?",
 ):
-    """A button under a result; the Results cog does the work."""
+    """A button under a result (see the module docstring)."""
 
     def __init__(
         self,
-        action: str,
+        action: Action,
         generation_id: int,
         index: int | None = None,
         *,
@@ -51,64 +74,150 @@ class ResultButton(
     ) -> ResultButton:
         index = match["index"]
         return cls(
-            match["action"],
+            Action(match["action"]),
             int(match["generation"]),
             None if index is None else int(index),
             label=item.label,
             style=item.style,
         )
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        cog = interaction.client.get_cog("Results")  # type: ignore[attr-defined]
-        await guarded(
-            interaction, cog.on_button(interaction, self.action, self.generation_id, self.index)
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        await guarded(interaction, self._answer(interaction))
+
+    async def _answer(self, interaction: Interaction) -> None:
+        generation = await interaction.client.app.gallery.result(self.generation_id, self.index)
+        await ANSWERS[self.action](interaction, generation, self.index or 0)
+
+
+async def _upscale(interaction: Interaction, generation: Generation, index: int) -> None:
+    request = interaction.client.app.requests.upscale(generation, index)
+    await think_in_public(interaction)
+    await queue_job(interaction, request)
+
+
+async def _vary(interaction: Interaction, generation: Generation, index: int) -> None:
+    request = interaction.client.app.requests.vary(generation, index)
+    await think_in_public(interaction)
+    await queue_job(interaction, request)
+
+
+async def _reroll(interaction: Interaction, generation: Generation, index: int) -> None:
+    request = interaction.client.app.requests.reroll(generation)
+    await think_in_public(interaction)
+    await queue_job(interaction, request)
+
+
+async def _edit(interaction: Interaction, generation: Generation, index: int) -> None:
+    await interaction.response.send_modal(EditModal(generation))
+
+
+async def _favourites(interaction: Interaction, generation: Generation, index: int) -> None:
+    if len(generation.images) == 1:
+        await _favourite(interaction, generation, 0)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    chosen = await interaction.client.app.gallery.favourite_ids(interaction.user.id, generation)
+    await interaction.followup.send(
+        "Which images? Click to add or remove.",
+        view=favourite_view(generation, chosen),
+        ephemeral=True,
+    )
+
+
+async def _favourite(interaction: Interaction, generation: Generation, index: int) -> None:
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    image = generation.images[index]
+    added = await interaction.client.app.gallery.toggle_favourite(interaction.user.id, image)
+    verb = "added to" if added else "removed from"
+    await interaction.followup.send(
+        f"Image {index + 1} (seed {image.seed}) {verb} your favourites.", ephemeral=True
+    )
+
+
+async def _info(interaction: Interaction, generation: Generation, index: int) -> None:
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    image = generation.images[0]
+    lineage = await interaction.client.app.gallery.lineage(image)
+    seeds = ", ".join(str(i.seed) for i in generation.images)
+    parts = [f"Generation {generation.id} · seeds {seeds}", "```", image.parameters[:1500], "```"]
+    if len(lineage) > 1:
+        chain = " ← ".join(f"image {ancestor.id}" for ancestor in lineage)
+        parts.append(f"Lineage: {chain}")
+    await interaction.followup.send("\n".join(parts), ephemeral=True)
+
+
+async def _delete(interaction: Interaction, generation: Generation, index: int) -> None:
+    gallery = interaction.client.app.gallery
+    admin = is_admin(interaction)
+    gallery.check_delete(generation, interaction.user.id, admin)
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    await gallery.delete(generation, interaction.user.id, admin)
+    if interaction.message is not None:
+        try:
+            await interaction.message.delete()
+        except discord.HTTPException as error:
+            log.warning("could not delete the message of generation %s: %s", generation.id, error)
+    await interaction.followup.send("Deleted. The images stay in your /history.", ephemeral=True)
+
+
+ANSWERS = {
+    Action.UPSCALE: _upscale,
+    Action.VARY: _vary,
+    Action.REROLL: _reroll,
+    Action.EDIT: _edit,
+    Action.FAVOURITES: _favourites,
+    Action.FAVOURITE: _favourite,
+    Action.INFO: _info,
+    Action.DELETE: _delete,
+}
+
+
+class EditModal(discord.ui.Modal, title="Edit and run again"):
+    """Midjourney's Remix: change the prompt, keep the other parameters (model, clip skip and
+    highres fix included)."""
+
+    prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+        label="Prompt", style=discord.TextStyle.paragraph, max_length=4000
+    )
+    negative: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+        label="Negative prompt", style=discord.TextStyle.paragraph, max_length=4000, required=False
+    )
+
+    def __init__(self, generation: Generation) -> None:
+        super().__init__(custom_id=f"dc:edit:{generation.id}")
+        self.generation = generation
+        self.prompt.default = generation.request.prompt[:4000]
+        self.negative.default = generation.request.negative[:4000]
+
+    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
+        await think_in_public(interaction)
+        request = await interaction.client.app.requests.compose(
+            self.prompt.value,
+            {"negative": self.negative.value},
+            interaction.user.id,
+            interaction.guild_id,
+            base=self.generation.request,
         )
+        await queue_job(interaction, request)
 
-
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"dc:c:(?P<job>[0-9a-f]{32})"
-):
-    """Cancel a queued or running job (its requester or an admin)."""
-
-    def __init__(self, job_id: str, label: str = "Cancel") -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label, style=discord.ButtonStyle.danger, custom_id=f"dc:c:{job_id}"
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> CancelButton:
-        return cls(match["job"], item.label or "Cancel")
-
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        cog = interaction.client.get_cog("Imagine")  # type: ignore[attr-defined]
-        await guarded(interaction, cog.cancel_from_button(interaction, self.job_id))
-
-
-def cancel_view(job_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
-    return view
+    async def on_error(self, interaction: Interaction, error: Exception, /) -> None:  # type: ignore[override]
+        await answer_error(interaction, error)
 
 
 def result_view(generation: Generation) -> discord.ui.View:
     """U1-U4 and V1-V4 (one pair per image), then Reroll, Edit, Favourite, Info, Delete."""
     view = discord.ui.View(timeout=None)
     count = len(generation.images)
-    for action in (UPSCALE, VARY):
+    for action in (Action.UPSCALE, Action.VARY):
         for index in range(count):
             label = action.upper() + (str(index + 1) if count > 1 else "")
             view.add_item(ResultButton(action, generation.id, index, label=label))
     tools = (
-        (REROLL, "Reroll", "🔄"),
-        (EDIT, "Edit", "✏️"),
-        (FAVOURITES, "Favourite", "⭐"),
-        (INFO, "Info", "ℹ️"),
-        (DELETE, "Delete", "🗑️"),
+        (Action.REROLL, "Reroll", "🔄"),
+        (Action.EDIT, "Edit", "✏️"),
+        (Action.FAVOURITES, "Favourite", "⭐"),
+        (Action.INFO, "Info", "ℹ️"),
+        (Action.DELETE, "Delete", "🗑️"),
     )
     for action, label, emoji in tools:
         view.add_item(ResultButton(action, generation.id, label=label, emoji=emoji))
@@ -122,7 +231,7 @@ def favourite_view(generation: Generation, favourite_ids: set[int]) -> discord.u
         chosen = image.id in favourite_ids
         view.add_item(
             ResultButton(
-                FAVOURITE,
+                Action.FAVOURITE,
                 generation.id,
                 index,
                 label=f"{'★' if chosen else '☆'} {index + 1}",
@@ -133,3 +242,4 @@ def favourite_view(generation: Generation, favourite_ids: set[int]) -> discord.u
 
 
 RESULT_BUTTONS = (ResultButton, CancelButton)
+"""Every persistent button of a result or a status message, for `add_dynamic_items`."""

@@ -1,7 +1,10 @@
-"""The last line of defence: no user ever sees a traceback or "This interaction failed".
+"""The one answer path for errors: no user ever sees a traceback or "This interaction failed".
 
-User-fixable problems (`UserError`, `Refused`) are answered with their message, ephemerally;
-anything else is a bug: logged with the interaction's context, answered with a short apology.
+Cogs, buttons and modals raise; the edges (the command tree's error handler, `guarded` for
+buttons, a modal's `on_error`) call `answer_error`. User-fixable problems (`UserError`,
+`Refused`) are answered with their message, ephemerally: after a public "thinking" defer
+(`think_in_public`) that message is removed first, so the channel sees nothing. Anything else
+is a bug: logged with the interaction's context, answered with a short apology.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pipeline.errors import UserError
 log = logging.getLogger(__name__)
 
 SOMETHING_WENT_WRONG = "❌ Something went wrong; it has been logged. Please try again later."
+PUBLIC_THINKING = "dreamcord.public_thinking"
+"""The `Interaction.extras` key set while a public "thinking" message stands in for an answer."""
 
 
 class Refused(app_commands.CheckFailure):
@@ -47,10 +52,24 @@ async def answer(interaction: discord.Interaction, text: str) -> None:
             )
 
 
+async def think_in_public(interaction: discord.Interaction) -> None:
+    """Defer with a public "thinking" message, which a user error later replaces."""
+    await interaction.response.defer(thinking=True)
+    interaction.extras[PUBLIC_THINKING] = True
+
+
+def answered_in_public(interaction: discord.Interaction) -> None:
+    """The public message is a real answer now: an error must not remove it."""
+    interaction.extras.pop(PUBLIC_THINKING, None)
+
+
 async def answer_error(interaction: discord.Interaction, error: BaseException) -> None:
     """Answer any error raised while handling `interaction` (see the module docstring)."""
     original = getattr(error, "original", error)
     if isinstance(original, UserError | Refused):
+        if interaction.extras.pop(PUBLIC_THINKING, False):
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
         await answer(interaction, f"⚠️ {original}")
         return
     if isinstance(original, app_commands.CheckFailure):

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.app import QueuedJob, ServiceStatus
 from cogs import texts
-from cogs.buttons import CancelButton
+from cogs.client import DreamcordClient
+from cogs.status import CancelButton
 
-if TYPE_CHECKING:
-    from bot.discord_bot import DreamcordBot
-    from bot.service import QueuedJob, ServiceStatus
+Interaction = discord.Interaction[DreamcordClient]
 
 MAX_LISTED = 20
 """Jobs listed by /queue: each gets a Cancel button, and a message holds at most 25."""
@@ -96,18 +95,19 @@ def status_embed(status: ServiceStatus) -> discord.Embed:
 class Info(commands.Cog):
     """Read-only commands about the queue and the bot."""
 
-    def __init__(self, bot: DreamcordBot) -> None:
+    def __init__(self, bot: DreamcordClient) -> None:
         self.bot = bot
 
     @app_commands.command(name="queue", description="Your jobs: position, wait, and Cancel")
-    async def queue(self, interaction: discord.Interaction[DreamcordBot]) -> None:
-        jobs = self.bot.service.jobs_of(interaction.user.id)
+    async def queue(self, interaction: Interaction) -> None:
+        service = interaction.client.app.jobs
+        jobs = service.jobs_of(interaction.user.id)
         if not jobs:
             await interaction.response.send_message(
                 "You have no jobs waiting or running. Start one with /imagine.", ephemeral=True
             )
             return
-        depth = len(self.bot.service.queue.waiting())
+        depth = service.waiting_count()
         header = f"**Your jobs** ({depth} waiting in all)"
         await interaction.response.send_message(
             "\n".join([header, *queue_lines(jobs)]),
@@ -117,13 +117,13 @@ class Info(commands.Cog):
         )
 
     @app_commands.command(name="status", description="Model, device, memory, queue and speed")
-    async def status(self, interaction: discord.Interaction[DreamcordBot]) -> None:
+    async def status(self, interaction: Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        status = await self.bot.service.status()
+        status = await interaction.client.app.jobs.status()
         await interaction.followup.send(embed=status_embed(status), ephemeral=True)
 
     @app_commands.command(name="help", description="How to use Dreamcord, with examples")
-    async def help(self, interaction: discord.Interaction[DreamcordBot]) -> None:
+    async def help(self, interaction: Interaction) -> None:
         await interaction.response.send_message(
             HELP, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )

@@ -1,12 +1,14 @@
 """Paged lists (`/history`, `/favourites`): one embed per entry, Previous/Next/Publish buttons.
 
 The buttons are `DynamicItem`s whose custom_id carries the list, its owner, the page and what
-the click does (`dc:p:<list>:<owner>:<page>:<action>`), so paging works after a restart. The
-embeds are built by pure functions from plain `Entry` values, which the Account cog fills in.
+the click does (`dc:p:<list>:<owner>:<page>:<action>`), so paging works after a restart. A page
+is read from the App's gallery; the embeds are built by pure functions from plain `Entry`
+values.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from collections.abc import Sequence
@@ -17,9 +19,13 @@ from typing import Any
 import discord
 from PIL import Image
 
-from cogs.errors import guarded
+from bot.app import Listing
+from cogs.client import DreamcordClient
+from cogs.errors import Refused, guarded
 from cogs.grid import compose_grid
 from cogs.texts import escape
+
+Interaction = discord.Interaction[DreamcordClient]
 
 PAGE_SIZE = 5
 """Entries per page: one embed each, well under Discord's 10 embeds and 6,000 characters."""
@@ -208,7 +214,84 @@ class PageButton(
         )
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        cog = interaction.client.get_cog("Account")  # type: ignore[attr-defined]
         await guarded(
-            interaction, cog.on_page(interaction, self.kind, self.owner_id, self.page, self.action)
+            interaction, turn_page(interaction, self.kind, self.owner_id, self.page, self.action)
         )
+
+
+async def turn_page(
+    interaction: Interaction, kind: str, owner_id: int, number: int, action: str
+) -> None:
+    """A Previous, Next or Publish click under a list (see cogs.pages)."""
+    if action != TURN_PUBLIC and interaction.user.id != owner_id:
+        raise Refused(f"only <@{owner_id}> can use these buttons: try /{_command(kind)}")
+    if action == PUBLISH:
+        await interaction.response.defer(thinking=True)
+        page = await _load_page(interaction, kind, owner_id, number)
+        await _post_page(interaction, page, public=True)
+        return
+    await interaction.response.defer()
+    page = await _load_page(interaction, kind, owner_id, number)
+    files, names = await asyncio.to_thread(page_files, page)
+    await interaction.edit_original_response(
+        content=page_header(page) if page.entries else EMPTY[kind],
+        embeds=page_embeds(page, names),
+        attachments=files,
+        view=page_view(page, action == TURN_PUBLIC),
+        allowed_mentions=discord.AllowedMentions.none(),
+    )
+
+
+async def send_list(interaction: Interaction, kind: str, public: bool) -> None:
+    """The first page of the user's list, after the command deferred."""
+    page = await _load_page(interaction, kind, interaction.user.id, 0)
+    await _post_page(interaction, page, public)
+
+
+async def _post_page(interaction: Interaction, page: Page, public: bool) -> None:
+    if not page.entries:
+        await interaction.followup.send(EMPTY[page.kind], ephemeral=not public)
+        return
+    files, names = await asyncio.to_thread(page_files, page)
+    await interaction.followup.send(
+        page_header(page),
+        embeds=page_embeds(page, names),
+        files=files,
+        view=page_view(page, public),
+        ephemeral=not public,
+        allowed_mentions=discord.AllowedMentions.none(),
+    )
+
+
+async def _load_page(interaction: Interaction, kind: str, owner_id: int, number: int) -> Page:
+    """Page `number` of a list from the gallery, as the paged message shows it."""
+    favourites = kind == FAVOURITES
+    listing = await interaction.client.app.gallery.page(favourites, owner_id, number, PAGE_SIZE)
+    return _page(kind, owner_id, listing)
+
+
+def _page(kind: str, owner_id: int, listing: Listing) -> Page:
+    entries = []
+    for item in listing.items:
+        generation = item.generation
+        if kind == FAVOURITES:
+            title = f"Image {item.indexes[0] + 1} of generation {generation.id}"
+        else:
+            title = f"Generation {generation.id}"
+        entries.append(
+            Entry(
+                generation_id=generation.id,
+                title=title,
+                prompt=generation.request.prompt,
+                seeds=tuple(generation.images[i].seed for i in item.indexes),
+                size=f"{generation.request.width}x{generation.request.height}",
+                created_at=generation.created_at,
+                link=jump_link(generation.guild_id, generation.channel_id, generation.message_id),
+                image_paths=item.image_paths,
+            )
+        )
+    return Page(kind, owner_id, listing.number, tuple(entries), listing.has_next, listing.total)
+
+
+def _command(kind: str) -> str:
+    return "history" if kind == HISTORY else "favourites"

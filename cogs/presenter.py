@@ -1,6 +1,6 @@
 """Shows jobs in Discord: coalesced progress edits, the result grid, failures.
 
-Implements the service's `Delivery`. Edits go through the interaction's webhook while its
+Implements the job service's `Delivery`. Edits go through the interaction's webhook while its
 15-minute token lives; after that, the result is posted as a new bot message in the channel that
 mentions the requester. Progress edits are fire-and-forget tasks (latest state wins, at most one
 edit per `EDIT_INTERVAL_S` per message), so a slow or rate-limited Discord never holds up the GPU.
@@ -23,8 +23,8 @@ from cogs.buttons import result_view
 from cogs.grid import Encoded, compose_grid, encode_for_upload
 
 if TYPE_CHECKING:
-    from bot.discord_bot import DreamcordBot
-    from bot.service import Generation, StoredJob
+    from bot.app import Generation, StoredJob
+    from cogs.client import DreamcordClient
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class _Status:
 class DiscordPresenter:
     """The Discord side of delivery (see the module docstring)."""
 
-    def __init__(self, bot: DreamcordBot, edit_interval_s: float = EDIT_INTERVAL_S) -> None:
+    def __init__(self, bot: DreamcordClient, edit_interval_s: float = EDIT_INTERVAL_S) -> None:
         self.bot = bot
         self.edit_interval_s = edit_interval_s
         self._status: dict[str, _Status] = {}
@@ -87,7 +87,7 @@ class DiscordPresenter:
         message_id = await self._edit_status(job, status, content, [file], view)
         if message_id is None:
             message_id = await self._post_in_channel(job, content, grid, view)
-        await self.bot.service.repos.generations.set_message(generation.id, message_id)
+        await self.bot.app.gallery.set_message(generation.id, message_id)
 
     async def report_failure(self, job: StoredJob, message: str) -> None:
         status = self._status.pop(job.id, None) or self._status_of(job)
@@ -144,7 +144,7 @@ class DiscordPresenter:
                 **extra,
             )
         except discord.HTTPException as error:
-            self.bot.service.metrics.discord_errors[str(error.code or error.status)] += 1
+            self.bot.app.jobs.metrics.discord_errors[str(error.code or error.status)] += 1
             if error.status in TOKEN_GONE:
                 return None
             log.warning("could not edit the message of job %s: %s", job.id, error)
@@ -169,8 +169,10 @@ class DiscordPresenter:
 
     def grid_file(self, generation: Generation, limit: int) -> Encoded:
         """The labelled grid of a generation, encoded to fit `limit` (blocking: use a thread)."""
-        root = self.bot.service.images.root
-        images = [Image.open(root / image.path).convert("RGB") for image in generation.images]
+        gallery = self.bot.app.gallery
+        images = [
+            Image.open(gallery.image_path(image)).convert("RGB") for image in generation.images
+        ]
         return encode_for_upload(compose_grid(images), limit, stem=f"dreamcord-{generation.id}")
 
     @staticmethod

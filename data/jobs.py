@@ -5,22 +5,17 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import aiosqlite
 
 from data.clock import utc_now
 from data.db import Database
+from pipeline.queue import JobState
 from pipeline.request import GenerationRequest
 
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+# One set of job states: the queue's, stored here as their values (and re-exported).
+__all__ = ["FINISHED", "InvalidTransition", "Job", "JobRepository", "JobState", "transition"]
 
 
 FINISHED = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})

@@ -64,7 +64,21 @@ class OutOfDeviceMemory(Exception):
 
 
 class Backend(Protocol):
-    """Runs one batch of compatible image tasks (all share a batch key)."""
+    """Runs one batch of compatible image tasks (all share a batch key).
+
+    It also says what the composition root and `/status` ask of it: the device it runs on
+    ("cuda" budgets memory from the card and calibrates), the default model's name, and
+    whether it can measure the peak memory of a batch (`measure_peak`, None when not).
+    """
+
+    @property
+    def device(self) -> str | None: ...
+
+    @property
+    def default_model(self) -> str | None: ...
+
+    @property
+    def measure_peak(self) -> Callable[[int], int] | None: ...
 
     def run(
         self,

@@ -114,6 +114,14 @@ class Engine:
         self.upscalers = upscalers or UpscalerCatalog()
         self._pixel_models: PixelModelCache | None = None
 
+    @property
+    def device(self) -> str:
+        return self.models.placement.device
+
+    @property
+    def default_model(self) -> str:
+        return self.models.default
+
     def run(
         self,
         tasks: Sequence[ImageTask],

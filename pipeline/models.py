@@ -14,11 +14,11 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import UserError
+from pipeline.model_configs import config_dir
 
 if TYPE_CHECKING:
     import torch
@@ -242,15 +242,6 @@ def _memory_mode_for(device: str) -> str:
     if total >= 4 * GIB:
         return "medium"
     return "low"
-
-
-def config_dir(name: str = "sd15") -> Path:
-    """Component configs shipped with Dreamcord, for offline single-file loading.
-
-    `sd15` is the text-to-image model; `sd15-inpainting` its 9-channel inpainting sibling
-    (stable-diffusion-v1-5/stable-diffusion-inpainting), for the image edits to come.
-    """
-    return Path(str(resources.files("pipeline") / "configs" / name))
 
 
 @dataclass

@@ -98,7 +98,7 @@ def build_sd15_random_components(seed: int = 0) -> dict[str, Any]:
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from pipeline.models import config_dir
+    from pipeline.model_configs import config_dir
     from pipeline.tokenizer import load_clip_tokenizer
 
     configs = config_dir()

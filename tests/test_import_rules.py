@@ -32,6 +32,18 @@ ENGINE_PACKAGES = ("pipeline.lora", "pipeline.embeddings", "bench")
 """Modules that exist to run a model may import torch at the top. Everything else must import
 without it: the CLI's --help, the prompt parser, the queue, storage and the cogs."""
 HEAVY = ("torch", "diffusers", "transformers", "safetensors", "accelerate")
+COGS_REACH_BOT_THROUGH = {"bot.app"}
+"""The cogs are Discord only: the App's services and result types are all they take from bot/
+(the CLI, repositories and the other bot modules stay out of reach)."""
+COMMAND_MODULES = {
+    "cogs.account",
+    "cogs.admin",
+    "cogs.imagine",
+    "cogs.info",
+    "cogs.models",
+    "cogs.library.commands",
+}
+"""Modules holding slash commands: none imports another (shared parts live below them)."""
 
 
 def _imported_packages(path: Path) -> set[str]:
@@ -42,6 +54,17 @@ def _imported_packages(path: Path) -> set[str]:
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
+    return found
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports by its full dotted name, at any depth."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
     return found
 
 
@@ -78,3 +101,26 @@ def test_everything_but_the_engine_imports_without_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _cog_sources() -> list[Path]:
+    return sorted((ROOT / "cogs").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _cog_sources(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_a_cog_reaches_bot_only_through_the_app(path: Path) -> None:
+    from_bot = {name for name in _imported_modules(path) if name.split(".")[0] == "bot"}
+    wrong = from_bot - COGS_REACH_BOT_THROUGH
+    assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}: go through bot.app"
+
+
+@pytest.mark.parametrize("path", _cog_sources(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_no_command_module_imports_another(path: Path) -> None:
+    wrong = _imported_modules(path) & (COMMAND_MODULES - {_module_name(path)})
+    assert not wrong, f"{path.relative_to(ROOT)} imports the command modules {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("path", _cog_sources(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_no_cog_touches_a_repository_or_another_cog_by_name(path: Path) -> None:
+    text = path.read_text()
+    assert "repos." not in text and "get_cog(" not in text, f"{path.relative_to(ROOT)}"

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from bot import followups
 from bot.cli.progress import ProgressBar
 from bot.container import open_database, open_services
+from bot.jobs import Origin
 from bot.models import limits_of
 from bot.requests import build_request
-from bot.service import Origin
 from bot.settings import Settings
 from pipeline.errors import UserError
 from pipeline.infotext import options_from_parameters
@@ -152,8 +152,8 @@ async def _generate(
         print("note: the tiny model has random weights: its images are noise", file=sys.stderr)
     services = await open_services(settings, delivery, model_override=args.model)
     try:
-        ticket = await services.generation.submit(request, Origin(user_id=CLI_USER_ID))
-        await services.generation.wait(ticket.job_id)
+        ticket = await services.app.jobs.submit(request, Origin(user_id=CLI_USER_ID))
+        await services.app.jobs.wait(ticket.job_id)
     finally:
         await services.close()
     return request

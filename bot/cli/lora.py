@@ -1,7 +1,9 @@
 """`dreamcord lora ...`: manage the LoRA library (add, list, info, remove, rename, scan, check).
 
 The verbs are shared with `dreamcord embedding ...` and `dreamcord hypernetwork ...`: each
-library is described by a `LibraryCommand`, and one set of handlers serves them all.
+library is described by a `bot.library_kinds.LibraryKind`, and one set of handlers serves them
+all, on the audited libraries the bot uses (`App.libraries`), so the CLI's changes are in the
+audit log too.
 """
 
 from __future__ import annotations
@@ -10,71 +12,21 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.cli.progress import ProgressBar
+from bot.guild import Actor
+from bot.libraries import size_text
+from bot.library_kinds import LORAS, LibraryKind, skipped_text
 from bot.settings import Settings
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
-    from bot.library import Library
-    from data.registry import LoraEntry
-    from data.repositories import Repositories
+    from bot.libraries import AuditedLibrary
 
-MIB = 1024**2
-
-
-@dataclass(frozen=True)
-class LibraryCommand:
-    """What differs between `dreamcord lora`, `embedding` and `hypernetwork`."""
-
-    command: str
-    what: str
-    max_download_bytes: int
-    build: Callable[[Repositories, Settings], Library[Any]]
-    columns: tuple[str, ...]
-    row: Callable[[Any], tuple[str, ...]]
-    """One `list` table row of an entry, in the order of `columns`."""
-    details: Callable[[Any], list[tuple[str, str]]]
-    """The `info` lines of an entry, besides the fields every entry has."""
-
-
-def _build_loras(repos: Repositories, settings: Settings) -> Library[Any]:
-    from bot.library import LoraLibrary, text_width
-
-    return LoraLibrary(repos.loras, settings.data_dir, text_width(settings.model))
-
-
-def _lora_row(entry: LoraEntry) -> tuple[str, ...]:
-    rank = "-" if entry.rank is None else str(entry.rank)
-    triggers = ", ".join(entry.triggers[:3]) + (" ..." if len(entry.triggers) > 3 else "")
-    return (entry.name, entry.kind, rank, f"{entry.default_weight:g}", triggers or "-")
-
-
-def _lora_details(entry: LoraEntry) -> list[tuple[str, str]]:
-    return [
-        ("kind", entry.kind + (" (DoRA)" if entry.dora else "")),
-        ("rank", "-" if entry.rank is None else str(entry.rank)),
-        ("alpha", "-" if entry.alpha is None else f"{entry.alpha:g}"),
-        ("modules", str(entry.modules)),
-        ("skipped", skipped_text(entry.skipped_keys)),
-        ("bundled", ", ".join(entry.embeddings) or "-"),
-        ("weight", f"{entry.default_weight:g}"),
-        ("triggers", ", ".join(entry.triggers) or "-"),
-    ]
-
-
-LORAS = LibraryCommand(
-    command="lora",
-    what="LoRA",
-    max_download_bytes=2048 * MIB,
-    build=_build_loras,
-    columns=("NAME", "KIND", "RANK", "WEIGHT", "TRIGGERS"),
-    row=_lora_row,
-    details=_lora_details,
-)
+CLI = Actor(guild_id=None, user_id=None)
+"""Who the audit log names for a change made with the CLI: no guild, no user."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,7 +44,7 @@ def _lora_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_library_commands(
-    subparsers: argparse._SubParsersAction, kind: LibraryCommand
+    subparsers: argparse._SubParsersAction, kind: LibraryKind
 ) -> argparse.ArgumentParser:
     """Add `dreamcord <kind> add|list|info|remove|rename|enable|disable|scan|check`.
 
@@ -149,10 +101,10 @@ def add_library_commands(
     return add
 
 
-Verb = Callable[["Library[Any]", LibraryCommand, argparse.Namespace], Awaitable[int]]
+Verb = Callable[["AuditedLibrary", argparse.Namespace], Awaitable[int]]
 
 
-def _handler(kind: LibraryCommand, verb: Verb) -> Callable[[argparse.Namespace, Settings], int]:
+def _handler(kind: LibraryKind, verb: Verb) -> Callable[[argparse.Namespace, Settings], int]:
     def handle(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_with_library(kind, verb, args, settings))
 
@@ -160,62 +112,42 @@ def _handler(kind: LibraryCommand, verb: Verb) -> Callable[[argparse.Namespace, 
 
 
 async def _with_library(
-    kind: LibraryCommand, verb: Verb, args: argparse.Namespace, settings: Settings
+    kind: LibraryKind, verb: Verb, args: argparse.Namespace, settings: Settings
 ) -> int:
-    from bot.container import open_database
+    from bot.container import open_library_verbs
 
-    db, repos = await open_database(settings)
+    db, libraries = await open_library_verbs(settings)
     try:
-        library = kind.build(repos, settings)
-        await library.refresh()
-        return await verb(library, kind, args)
+        return await verb(libraries.of(kind.command), args)
     finally:
         await db.close()
 
 
-async def _add(library: Library[Any], kind: LibraryCommand, args: argparse.Namespace) -> int:
-    from data.registry import Source
-
-    options = args.add_options(args)
+async def _add(library: AuditedLibrary, args: argparse.Namespace) -> int:
+    options = {"name": args.name, **args.add_options(args)}
     if "://" not in args.source:
-        entry = await library.add(Path(args.source), name=args.name, source=Source.CLI, **options)
+        entry = await library.add_file(Path(args.source), CLI, **options)
     else:
-        from bot.downloads import download
-
         with ProgressBar("downloading", unit="B") as bar:
-            downloaded = await download(
-                args.source,
-                library.store.folder,
-                max_bytes=kind.max_download_bytes,
-                on_progress=bar.update,
-            )
-        try:
-            entry = await library.add(
-                downloaded.path,
-                name=args.name,
-                filename=downloaded.filename,
-                source=Source.URL,
-                move=True,
-                **options,
-            )
-        finally:
-            downloaded.path.unlink(missing_ok=True)
-    print(f"added {kind.what} {entry.name!r} ({_size(entry.size_bytes)})")
+            entry = await library.add_url(args.source, CLI, bar.update, **options)
+    print(f"added {library.kind.what} {entry.name!r} ({size_text(entry.size_bytes)})")
     return 0
 
 
-async def _list(library: Library[Any], kind: LibraryCommand, args: argparse.Namespace) -> int:
-    entries = await library.list(args.search)
+async def _list(library: AuditedLibrary, args: argparse.Namespace) -> int:
+    kind, entries = library.kind, await library.list(args.search)
     if not entries:
         print(f"no {kind.what}s" + (f" matching {args.search!r}" if args.search else ""))
         return 0
-    rows = [(*kind.row(entry), _size(entry.size_bytes), _on(entry.enabled)) for entry in entries]
+    rows = [
+        (*kind.row(entry), size_text(entry.size_bytes), _on(entry.enabled)) for entry in entries
+    ]
     print(table((*kind.columns, "SIZE", "ENABLED"), rows))
     return 0
 
 
-async def _info(library: Library[Any], kind: LibraryCommand, args: argparse.Namespace) -> int:
-    entry = await library.info(args.name)
+async def _info(library: AuditedLibrary, args: argparse.Namespace) -> int:
+    kind, entry = library.kind, await library.info(args.name)
     lines = [
         ("name", entry.name),
         ("enabled", _on(entry.enabled)),
@@ -230,33 +162,33 @@ async def _info(library: Library[Any], kind: LibraryCommand, args: argparse.Name
     return 0
 
 
-async def _remove(library: Library[Any], kind: LibraryCommand, args: argparse.Namespace) -> int:
-    entry = await library.remove(args.name)
-    print(f"removed {kind.what} {entry.name!r} and its file")
+async def _remove(library: AuditedLibrary, args: argparse.Namespace) -> int:
+    entry = await library.remove(args.name, CLI)
+    print(f"removed {library.kind.what} {entry.name!r} and its file")
     return 0
 
 
-async def _rename(library: Library[Any], kind: LibraryCommand, args: argparse.Namespace) -> int:
-    entry = await library.rename(args.name, args.new_name)
-    print(f"renamed {kind.what} {args.name!r} to {entry.name!r}")
+async def _rename(library: AuditedLibrary, args: argparse.Namespace) -> int:
+    entry = await library.rename(args.name, args.new_name, CLI)
+    print(f"renamed {library.kind.what} {args.name!r} to {entry.name!r}")
     return 0
 
 
-async def _enable(library: Library[Any], kind: LibraryCommand, args: argparse.Namespace) -> int:
-    entry = await library.set_enabled(args.name, True)
-    print(f"enabled {kind.what} {entry.name!r}")
+async def _enable(library: AuditedLibrary, args: argparse.Namespace) -> int:
+    entry = await library.set_enabled(args.name, True, CLI)
+    print(f"enabled {library.kind.what} {entry.name!r}")
     return 0
 
 
-async def _disable(library: Library[Any], kind: LibraryCommand, args: argparse.Namespace) -> int:
-    entry = await library.set_enabled(args.name, False)
-    print(f"disabled {kind.what} {entry.name!r}")
+async def _disable(library: AuditedLibrary, args: argparse.Namespace) -> int:
+    entry = await library.set_enabled(args.name, False, CLI)
+    print(f"disabled {library.kind.what} {entry.name!r}")
     return 0
 
 
-async def _scan(library: Library[Any], kind: LibraryCommand, args: argparse.Namespace) -> int:
+async def _scan(library: AuditedLibrary, args: argparse.Namespace) -> int:
     folder = args.folder or library.drop_folder
-    outcomes = await library.scan(folder)
+    outcomes = await library.scan(CLI, folder)
     if not outcomes:
         print(f"no .safetensors files in {folder}")
     for outcome in outcomes:
@@ -296,13 +228,6 @@ def check_file(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.ok else 2
 
 
-def skipped_text(count: int) -> str:
-    """How `info` and `check` say that some keys match no module of the model."""
-    if not count:
-        return "none"
-    return f"{count} tensor keys that match no module of the model (left out)"
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns two spaces apart, as `docker ps` prints them."""
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
@@ -311,10 +236,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         for row in [headers, *rows]
     ]
     return "\n".join(lines)
-
-
-def _size(size: int) -> str:
-    return f"{size / MIB:.1f} MiB" if size >= MIB else f"{size / 1024:.0f} KiB"
 
 
 def _on(enabled: bool) -> str:

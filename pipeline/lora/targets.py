@@ -115,7 +115,7 @@ def _architecture_configs(model_width: int) -> tuple[dict[str, Any], dict[str, A
     import json
 
     from pipeline.lora.inspection import SD1_WIDTH
-    from pipeline.models import config_dir
+    from pipeline.model_configs import config_dir
     from pipeline.tiny import TEXT_CONFIG, TINY_WIDTH, UNET_CONFIG
 
     if model_width == TINY_WIDTH:

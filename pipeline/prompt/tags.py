@@ -130,11 +130,8 @@ def _read_lora(tag: str, args: str, lookup: _NameLookup, limits: PromptLimits) -
         weight = _read_number(text)
         if weight is None:
             return f"{tag}: weight {text.strip()!r} is not a number, write for example 0.8"
-        if not limits.min_lora_weight <= weight <= limits.max_lora_weight:
-            return (
-                f"{tag}: weight {weight:g} is out of range, use "
-                f"{limits.min_lora_weight:g} to {limits.max_lora_weight:g}"
-            )
+        if not limits.lora_weight_allowed(weight):
+            return f"{tag}: weight {weight:g} is out of range, use {limits.lora_weight_range}"
         weights.append(weight)
     known = lookup.find(name)
     if known is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -92,3 +93,20 @@ def test_embedding_verbs(dreamcord, tmp_path) -> None:
     assert dreamcord("embedding", "check", str(source)).code == 0
     refused = dreamcord("embedding", "rename", "bad-hands-5", "style")
     assert refused.code == 2 and "vocabulary" in refused.err
+
+
+def test_every_change_from_the_cli_is_in_the_audit_log(dreamcord, tmp_path) -> None:
+    source = write_lora(tmp_path / "fox.safetensors")
+    assert dreamcord("lora", "add", str(source), "--name", "fox").code == 0
+    assert dreamcord("lora", "rename", "fox", "vixen").code == 0
+    assert dreamcord("lora", "disable", "vixen").code == 0
+    assert dreamcord("lora", "remove", "vixen").code == 0
+    database = sqlite3.connect(tmp_path / "data" / "dreamcord.db")
+    rows = database.execute("SELECT action, target, guild_id, user_id FROM audit_log ORDER BY id")
+    assert rows.fetchall() == [
+        ("lora.add", "fox", None, None),
+        ("lora.rename", "fox", None, None),
+        ("lora.disable", "vixen", None, None),
+        ("lora.remove", "vixen", None, None),
+    ]
+    database.close()

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.container import open_services
-from bot.service import Origin
+from bot.jobs import Origin
 from bot.settings import load_settings
 from pipeline.request import GenerationRequest
 from tests.bot.cli_helpers import dreamcord
-from tests.bot.test_service import RecordingDelivery
+from tests.bot.test_jobs import RecordingDelivery
 from tests.pipeline.fakes import FakeBackend
 
 
@@ -34,11 +34,11 @@ async def test_backup_while_generating_is_a_consistent_copy(
     )
     try:
         request = GenerationRequest("a fox", width=64, height=64, steps=20, seed=1)
-        tickets = [await services.generation.submit(request, Origin(user_id=n)) for n in (1, 2)]
+        tickets = [await services.app.jobs.submit(request, Origin(user_id=n)) for n in (1, 2)]
         outcome = await asyncio.to_thread(dreamcord, capsys, "backup", str(tmp_path / "b.db"))
         assert outcome.code == 0, outcome.err
         for ticket in tickets:
-            await services.generation.wait(ticket.job_id)
+            await services.app.jobs.wait(ticket.job_id)
     finally:
         await services.close()
     copy = sqlite3.connect(tmp_path / "b.db")
@@ -60,8 +60,8 @@ async def test_stats_counts_what_was_made(data_dir: Path, capsys) -> None:
     )
     try:
         request = GenerationRequest("a fox", width=64, height=64, steps=2, seed=1, count=3)
-        ticket = await services.generation.submit(request, Origin(user_id=1))
-        await services.generation.wait(ticket.job_id)
+        ticket = await services.app.jobs.submit(request, Origin(user_id=1))
+        await services.app.jobs.wait(ticket.job_id)
     finally:
         await services.close()
     outcome = await asyncio.to_thread(dreamcord, capsys, "stats", "--json")

@@ -11,11 +11,11 @@ import pytest
 from bot.library import (
     AlreadyRegistered,
     EmbeddingLibrary,
-    FileStore,
     LoraLibrary,
     safe_name,
 )
 from data.db import Database
+from data.files import FileStore
 from data.registry import LoraKind, Source
 from data.repositories import Repositories
 from pipeline.errors import UserError
@@ -130,7 +130,7 @@ def test_a_failed_copy_removes_its_temp_file(tmp_path, monkeypatch) -> None:
     def failing_fsync(_fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("bot.library.os.fsync", failing_fsync)
+    monkeypatch.setattr("data.files.os.fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
         store.stage(write_lora(tmp_path / "a.safetensors"), "a.safetensors")
     assert list(store.folder.iterdir()) == []

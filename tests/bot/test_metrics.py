@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 
 from bot.container import open_services
-from bot.service import Origin
+from bot.jobs import Origin
 from bot.settings import load_settings
 from pipeline.request import GenerationRequest
-from tests.bot.test_service import RecordingDelivery
+from tests.bot.test_jobs import RecordingDelivery
 from tests.pipeline.fakes import FakeBackend
 
 
@@ -28,8 +28,8 @@ async def test_metrics_count_jobs_images_and_oom_retries(tmp_path: Path) -> None
     services = await open_services(settings, RecordingDelivery(), backend=backend)
     try:
         request = GenerationRequest("a fox", width=64, height=64, steps=2, seed=1, count=2)
-        ticket = await services.generation.submit(request, Origin(user_id=1))
-        await services.generation.wait(ticket.job_id)
+        ticket = await services.app.jobs.submit(request, Origin(user_id=1))
+        await services.app.jobs.wait(ticket.job_id)
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"http://127.0.0.1:{port}/metrics") as response,

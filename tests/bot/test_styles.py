@@ -12,7 +12,6 @@ from bot.styles import (
     find_style,
     make_style,
     style_names,
-    styles_of,
     with_style,
     without_style,
 )
@@ -66,15 +65,15 @@ def test_a_bad_style_name_is_refused() -> None:
         make_style("two words", "{prompt}", **LIMITS)
 
 
-def test_styles_are_stored_by_name_in_any_case_and_removed() -> None:
-    settings = {"styles": with_style({}, film())}
-    assert style_names(settings) == ["Film"]
-    assert find_style(settings, "FILM").negative == "blurry"
-    replaced = with_style(settings, film(negative="dark"))
-    assert list(replaced) == ["film"] and styles_of({"styles": replaced})["film"].negative == "dark"
-    assert without_style(settings, "film") is None
+def test_styles_are_kept_by_name_in_any_case_and_removed() -> None:
+    styles = with_style({}, film())
+    assert style_names(styles) == ["Film"]
+    assert find_style(styles, "FILM").negative == "blurry"
+    replaced = with_style(styles, film(negative="dark"))
+    assert list(replaced) == ["film"] and replaced["film"].negative == "dark"
+    assert without_style(styles, "film") == {}
     with pytest.raises(UserError, match="no style named 'nope'"):
-        find_style(settings, "nope")
+        find_style(styles, "nope")
 
 
 def test_applying_wraps_the_prompt_keeps_flags_outside_and_joins_negatives() -> None:

@@ -38,6 +38,7 @@ def interaction(done: bool = False) -> Any:
         user=SimpleNamespace(id=2),
         guild_id=3,
         channel_id=4,
+        extras={},
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.service import QueuedJob, ServiceStatus
+from bot.jobs import QueuedJob, ServiceStatus
 from cogs.info import HELP, MAX_LISTED, queue_lines, queue_view, status_embed
 
 

@@ -125,7 +125,7 @@ async def wait_for_job_state(
     """Poll the job's row until it reaches one of `states`."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        job = await bot.service.repos.jobs.get(job_id)
+        job = await bot.services.repos.jobs.get(job_id)
         if job is not None and job.state in states:
             return job
         if asyncio.get_running_loop().time() > deadline:

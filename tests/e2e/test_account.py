@@ -20,7 +20,7 @@ async def test_settings_are_shown_saved_and_used_by_imagine(discord: DiscordHarn
 
     bad = await discord.slash("settings", size="65x64")
     assert "multiples of 8" in (await ephemeral_reply(bad)).content
-    assert await discord.client.service.repos.settings.user(discord.alice.id) == {}
+    assert await discord.client.services.repos.settings.user(discord.alice.id) == {}
 
     saved = await ephemeral_reply(
         await discord.slash("settings", size="96x64", steps=2, count=1, negative="ugly")
@@ -28,7 +28,7 @@ async def test_settings_are_shown_saved_and_used_by_imagine(discord: DiscordHarn
     assert fields(saved)["steps (yours)"] == "2"
 
     result = await imagine(discord, "a pear")
-    generation = await discord.client.service.repos.generations.get(generation_id_of(result))
+    generation = await discord.client.services.repos.generations.get(generation_id_of(result))
     request = generation.request
     assert (request.steps, request.count, request.negative) == (2, 1, "ugly")
     assert (request.width, request.height) == (96, 64)
@@ -74,8 +74,8 @@ async def test_favourites_list_pages_and_empty_list_says_how_to_add(
 
     grid = await imagine(discord, "six kittens", count=4)
     other = await imagine(discord, "two puppies", count=2)
-    generations = discord.client.service.repos.generations
-    repos = discord.client.service.repos.favourites
+    generations = discord.client.services.repos.generations
+    repos = discord.client.services.repos.favourites
     for message in (grid, other):
         for image in (await generations.get(generation_id_of(message))).images:
             await repos.toggle(discord.alice.id, image.id)

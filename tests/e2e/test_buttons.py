@@ -17,7 +17,7 @@ from tests.e2e.conftest import (
     make_bot,
     restarted,
 )
-from tests.fakediscord import DiscordHarness
+from tests.fakediscord import DiscordHarness, StoredMessage
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ async def test_upscale_makes_a_double_size_image_with_recorded_lineage(
     text = (await ephemeral_reply(info)).content
     assert "Seed:" in text
     assert "Lineage:" in text, "Info shows where the upscale came from"
-    parent = discord.client.service.repos.generations
+    parent = discord.client.services.repos.generations
     source = await parent.get(generation_id_of(grid))
     assert f"image {source.images[1].id}" in text
 
@@ -52,7 +52,7 @@ async def test_variations_make_four_images_from_one(discord: DiscordHarness) -> 
     varied = await click.wait_for_original(is_result, timeout=60)
     assert "(Variations)" in varied.content
     assert labels(varied)[:4] == ["U1", "U2", "U3", "U4"]
-    generation = await discord.client.service.repos.generations.get(generation_id_of(varied))
+    generation = await discord.client.services.repos.generations.get(generation_id_of(varied))
     assert len(generation.images) == 4
     assert all(image.variation_seed is not None for image in generation.images)
 
@@ -62,16 +62,16 @@ async def test_reroll_runs_the_same_prompt_with_new_seeds(discord: DiscordHarnes
     click = await discord.click(grid, "Reroll")
     again = await click.wait_for_original(is_result, timeout=60)
     assert "(Reroll)" in again.content and "a teapot" in again.content
-    repos = discord.client.service.repos.generations
+    repos = discord.client.services.repos.generations
     old = await repos.get(generation_id_of(grid))
     new = await repos.get(generation_id_of(again))
     assert {i.seed for i in old.images}.isdisjoint({i.seed for i in new.images})
 
 
-async def test_edit_opens_a_prefilled_modal_and_runs_the_new_prompt(
-    discord: DiscordHarness,
-) -> None:
-    grid = await imagine(discord, "a blue teapot", count=1)
+async def edit_prompt(
+    discord: DiscordHarness, grid: StoredMessage, old: str, new: str
+) -> StoredMessage:
+    """Click Edit, find the prompt field prefilled with `old`, submit `new`: the new result."""
     click = await discord.click(grid, "Edit")
     await click.wait_for_response()
     modal = click.modal
@@ -81,11 +81,18 @@ async def test_edit_opens_a_prefilled_modal_and_runs_the_new_prompt(
         for row in modal["components"]
         for c in row.get("components", [row.get("component", {})])
     }
-    prompt_id = next(key for key, value in inputs.items() if value == "a blue teapot")
-    submitted = await discord.submit_modal(click, {prompt_id: "a green teapot"})
-    edited = await submitted.wait_for_original(is_result, timeout=60)
+    prompt_id = next(key for key, value in inputs.items() if value == old)
+    submitted = await discord.submit_modal(click, {prompt_id: new})
+    return await submitted.wait_for_original(is_result, timeout=60)
+
+
+async def test_edit_opens_a_prefilled_modal_and_runs_the_new_prompt(
+    discord: DiscordHarness,
+) -> None:
+    grid = await imagine(discord, "a blue teapot", count=1)
+    edited = await edit_prompt(discord, grid, "a blue teapot", "a green teapot")
     assert "a green teapot" in edited.content
-    generation = await discord.client.service.repos.generations.get(generation_id_of(edited))
+    generation = await discord.client.services.repos.generations.get(generation_id_of(edited))
     assert generation.request.prompt == "a green teapot"
 
 
@@ -104,8 +111,8 @@ async def test_favourite_toggles_one_image_and_offers_a_chooser_for_a_grid(
     assert labels(chooser) == ["☆ 1", "☆ 2", "☆ 3", "☆ 4"]
     star = await discord.click(chooser, "☆ 3")
     assert "Image 3" in (await ephemeral_reply(star)).content
-    favourites = await discord.client.service.repos.favourites.list(discord.alice.id)
-    generation = await discord.client.service.repos.generations.get(generation_id_of(grid))
+    favourites = await discord.client.services.repos.favourites.list(discord.alice.id)
+    generation = await discord.client.services.repos.generations.get(generation_id_of(grid))
     assert [f.image.id for f in favourites] == [generation.images[2].id]
 
 
@@ -128,7 +135,7 @@ async def test_delete_is_for_the_requester_only(discord: DiscordHarness) -> None
     deleted = await discord.click(grid, "Delete", user=discord.alice)
     assert "Deleted" in (await ephemeral_reply(deleted)).content
     assert discord.server.message(grid.id).deleted
-    generation = await discord.client.service.repos.generations.get(generation_id_of(grid))
+    generation = await discord.client.services.repos.generations.get(generation_id_of(grid))
     assert generation.deleted_at is not None
 
 
@@ -155,3 +162,26 @@ async def test_buttons_of_an_old_message_work_after_a_restart(
         reroll = await discord.click(grid, "Reroll")
         again = await reroll.wait_for_original(is_result, timeout=60)
         assert "a windmill" in again.content
+
+
+async def test_edit_keeps_the_model_clip_skip_and_highres_fix_of_the_result(
+    discord: DiscordHarness,
+) -> None:
+    grid = await imagine(
+        discord,
+        "a blue teapot",
+        count=1,
+        model="tiny",
+        clip_skip=2,
+        hires_scale=1.5,
+        hires_steps=2,
+        hires_denoise=0.4,
+    )
+    edited = await edit_prompt(discord, grid, "a blue teapot", "a green teapot")
+    repos = discord.client.services.repos.generations
+    before = (await repos.get(generation_id_of(grid))).request
+    after = (await repos.get(generation_id_of(edited))).request
+    assert after.prompt == "a green teapot"
+    assert (after.model, after.clip_skip) == ("tiny", 2)
+    assert after.hires == before.hires
+    assert (after.hires.scale, after.hires.steps, after.hires.denoise) == (1.5, 2, 0.4)

@@ -46,7 +46,7 @@ async def test_a_result_that_outlives_its_token_is_posted_in_the_channel(
     assert posted.content.startswith(f"<@{discord.bob.id}>"), "the requester is mentioned"
     assert not posted.ephemeral
     assert not is_result(late.original), "the expired status message could not be edited"
-    repos = discord.client.service.repos
+    repos = discord.client.services.repos
 
     async def remembered() -> bool:
         generation = await repos.generations.get(generation_id_of(posted))
@@ -86,7 +86,7 @@ async def test_a_429_storm_on_edits_does_not_slow_generation(discord: DiscordHar
 
 async def wait_for_delivery(discord: DiscordHarness, job_id: str) -> None:
     for _ in range(200):
-        job = await discord.client.service.repos.jobs.get(job_id)
+        job = await discord.client.services.repos.jobs.get(job_id)
         if job.delivered_at is not None:
             return
         await asyncio.sleep(0.05)
@@ -144,12 +144,12 @@ async def test_cancel_removes_a_queued_job_and_refuses_other_users(
 
     refused = await discord.click(status, "Cancel", user=discord.bob)
     assert "only the person who asked" in (await ephemeral_reply(refused)).content
-    assert discord.client.service.queue.get(second_id) is not None
+    assert discord.client.app.jobs.queue.get(second_id) is not None
 
     cancel = await discord.click(status, "Cancel", user=discord.alice)
     assert "removed from the queue" in (await ephemeral_reply(cancel)).content
     await second.wait_for_original(lambda m: "Cancelled" in m.content)
-    assert (await discord.client.service.repos.jobs.get(second_id)).state == "cancelled"
+    assert (await discord.client.services.repos.jobs.get(second_id)).state == "cancelled"
 
     stop = await discord.click(slow.original, "Cancel", user=discord.alice)
     assert "Cancelled" in (await ephemeral_reply(stop)).content

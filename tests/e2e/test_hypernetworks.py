@@ -41,14 +41,14 @@ async def test_admin_adds_a_hypernetwork_and_users_generate_with_it(
     bot = bot_of(discord)
     images = []
     for message in (result, plain):
-        generation = await bot.service.repos.generations.get(generation_id_of(message))
+        generation = await bot.services.repos.generations.get(generation_id_of(message))
         assert generation is not None
-        images.append(Image.open(bot.service.images.root / generation.images[0].path))
+        images.append(Image.open(bot.services.images.root / generation.images[0].path))
     assert images[0].text["parameters"].startswith("a red fox <hypernet:anime:0.8>\n")
     assert "Hypernet" not in images[0].text["parameters"].splitlines()[-1]
     assert images[0].tobytes() != images[1].tobytes()
 
-    audit = await bot.service.repos.audit.list_for_guild(discord.scene.guild_id)
+    audit = await bot.services.repos.audit.list_for_guild(discord.scene.guild_id)
     assert [entry.action for entry in audit] == ["hypernetwork.add"]
 
 
@@ -99,8 +99,8 @@ async def test_list_rename_disable_and_remove_after_confirmation(
     await click.wait_for_response()
     await ix.wait_for_original(lambda m: "Removed hypernetwork `gamma`" in m.content, timeout=10)
     bot = bot_of(discord)
-    assert await bot.service.repos.hypernetworks.names(enabled_only=False) == ["a"]
+    assert await bot.services.repos.hypernetworks.names(enabled_only=False) == ["a"]
 
-    write_hypernetwork(bot.services.hypernetworks.drop_folder / "dropped.safetensors", seed=3)
+    write_hypernetwork(bot.app.libraries.hypernetworks.drop_folder / "dropped.safetensors", seed=3)
     scanned = await answer(await discord.slash("hypernetwork scan", user=discord.admin))
     assert "✅ `dropped.safetensors`: added as 'dropped'" in scanned.embeds[0]["description"]

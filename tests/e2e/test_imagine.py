@@ -43,9 +43,9 @@ async def test_clip_skip_from_the_option_the_flag_or_settings_reaches_the_image(
     bot = bot_of(discord)
 
     async def clip_skip_of(message) -> str | None:
-        generation = await bot.service.repos.generations.get(generation_id_of(message))
+        generation = await bot.services.repos.generations.get(generation_id_of(message))
         assert generation is not None
-        png = Image.open(bot.service.images.root / generation.images[0].path)
+        png = Image.open(bot.services.images.root / generation.images[0].path)
         return parse_parameters(png.text["parameters"])[2].get("Clip skip")
 
     assert (
@@ -66,9 +66,9 @@ async def test_hires_options_and_saved_hires_settings_reach_the_image(
     bot = bot_of(discord)
 
     async def hires_of(message) -> tuple[tuple[int, int], dict[str, str]]:
-        generation = await bot.service.repos.generations.get(generation_id_of(message))
+        generation = await bot.services.repos.generations.get(generation_id_of(message))
         assert generation is not None
-        png = Image.open(bot.service.images.root / generation.images[0].path)
+        png = Image.open(bot.services.images.root / generation.images[0].path)
         fields = parse_parameters(png.text["parameters"])[2]
         keys = ("Hires upscale", "Hires steps", "Hires upscaler", "Denoising strength")
         return png.size, {key: fields[key] for key in keys if key in fields}

@@ -23,7 +23,7 @@ def picture(size: tuple[int, int], kind: str = "JPEG") -> bytes:
 async def test_a_picture_starts_the_job_at_its_own_aspect(discord: DiscordHarness) -> None:
     upload = Upload("photo.jpg", picture((160, 96)), "image/jpeg")
     done = await imagine(discord, "a fox", image=upload, strength=0.5, count=1)
-    generation = await discord.client.service.repos.generations.get(generation_id_of(done))
+    generation = await discord.client.services.repos.generations.get(generation_id_of(done))
     assert generation is not None
     image = generation.images[0]
     assert (image.width, image.height) == (160, 96)

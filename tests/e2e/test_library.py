@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bot.discord_bot import DreamcordBot
-from cogs.library import DownloadRules, LoraCommands
+from bot.libraries import DownloadRules
 from tests.bot.library_files import write_embedding, write_lora
 from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine
 from tests.fakediscord import DiscordHarness, InteractionRecord, StoredMessage, Upload
@@ -87,14 +87,14 @@ async def test_admin_adds_a_lora_from_an_attachment_and_users_generate_with_it(
 
     result = await imagine(discord, "a dog on grass <lora:test-subject:0.8>", user=discord.alice)
     bot = bot_of(discord)
-    generation = await bot.service.repos.generations.get(generation_id_of(result))
+    generation = await bot.services.repos.generations.get(generation_id_of(result))
     assert generation is not None
-    png = Image.open(bot.service.images.root / generation.images[0].path)
+    png = Image.open(bot.services.images.root / generation.images[0].path)
     assert 'Lora hashes: "test-subject: ' in png.text["parameters"]
 
     history = await answer(await discord.slash("lora history", user=discord.admin))
     assert "lora.add" in history.embeds[0]["description"]
-    audit = await bot.service.repos.audit.list_for_guild(discord.scene.guild_id)
+    audit = await bot.services.repos.audit.list_for_guild(discord.scene.guild_id)
     assert [entry.action for entry in audit] == ["lora.add"]
     assert audit[0].user_id == discord.admin.id and audit[0].target == "test-subject"
 
@@ -112,10 +112,9 @@ async def test_admin_adds_a_lora_from_a_link_and_bad_links_are_refused(
     )
     assert "civitai.com, huggingface.co" in elsewhere.embeds[0]["description"]
 
-    # Test only: let the cog fetch from the fake server's local http CDN.
-    cog = bot_of(discord).get_cog("LoraCommands")
-    assert isinstance(cog, LoraCommands)
-    cog.downloads = DownloadRules(allowed_hosts=("127.0.0.1",), require_https=False)
+    # Test only: let the libraries fetch from the fake server's local http CDN.
+    libraries = bot_of(discord).app.libraries
+    libraries.downloads = DownloadRules(allowed_hosts=("127.0.0.1",), require_https=False)
     ix = await discord.slash("lora add", user=discord.admin, url=cdn["url"], preview=False)
     added = await answer(ix)
     assert added.embeds[0]["title"] == "Added LoRA linked"
@@ -132,7 +131,7 @@ async def test_users_cannot_manage_the_library_and_bad_files_are_refused_with_re
         await discord.slash("lora add", user=discord.alice, file=lora_upload(tmp_path))
     )
     assert "only server admins" in denied.content
-    assert not (await bot_of(discord).service.repos.loras.names(enabled_only=False))
+    assert not (await bot_of(discord).services.repos.loras.names(enabled_only=False))
 
     good = write_lora(tmp_path / "good.safetensors")
     bad_files = {
@@ -204,9 +203,9 @@ async def test_list_rename_disable_enable_and_remove_after_confirmation(
     done = await ix.wait_for_original(lambda m: "Removed" in m.content, timeout=10)
     assert not done.buttons()
     bot = bot_of(discord)
-    assert await bot.service.repos.loras.names(enabled_only=False) == ["alpha"]
+    assert await bot.services.repos.loras.names(enabled_only=False) == ["alpha"]
 
-    drop = bot.services.loras.drop_folder
+    drop = bot.app.libraries.loras.drop_folder
     write_lora(drop / "dropped.safetensors", seed=4, output_name="dropped")
     mf.write_pickle(drop / "evil.safetensors")
     scanned = await answer(await discord.slash("lora scan", user=discord.admin))
@@ -215,7 +214,7 @@ async def test_list_rename_disable_enable_and_remove_after_confirmation(
     assert "⛔ `evil.safetensors`: left in place" in report
     actions = [
         entry.action
-        for entry in await bot.service.repos.audit.list_for_guild(discord.scene.guild_id)
+        for entry in await bot.services.repos.audit.list_for_guild(discord.scene.guild_id)
     ]
     changes = ["lora.scan", "lora.remove", "lora.enable", "lora.disable", "lora.rename"]
     assert actions == [*changes, "lora.add", "lora.add"]
@@ -233,5 +232,5 @@ async def test_an_unknown_lora_in_a_prompt_gets_did_you_mean_before_anything_is_
         await discord.slash("imagine", prompt="a dog", lora="test-subjet", user=discord.alice)
     )
     assert "did you mean 'test-subject'?" in option.content
-    jobs = bot_of(discord).service.jobs_of(discord.alice.id)
+    jobs = bot_of(discord).app.jobs.jobs_of(discord.alice.id)
     assert jobs == []

@@ -76,11 +76,11 @@ async def test_models_are_listed_and_admins_set_the_server_default(
     )
     assert "now uses `other-model`" in changed.content
     bot = bot_of(discord)
-    guild = await bot.service.repos.settings.guild(discord.scene.guild_id)
+    guild = await bot.services.repos.settings.guild(discord.scene.guild_id)
     assert guild["model"] == "other-model"
     listed = await answer(await discord.slash("model list", user=discord.alice))
     assert "`other-model` · diffusers folder — ⭐ used here" in listed.embeds[0]["description"]
-    audit = await bot.service.repos.audit.list_for_guild(discord.scene.guild_id)
+    audit = await bot.services.repos.audit.list_for_guild(discord.scene.guild_id)
     assert (audit[0].action, audit[0].detail) == (
         "model.default",
         {"from": None, "to": "other-model"},
@@ -90,7 +90,7 @@ async def test_models_are_listed_and_admins_set_the_server_default(
     await answer(await discord.slash("model default", user=discord.admin, name="tiny"))
     ix = await discord.slash("imagine", prompt="a fox", user=discord.alice)
     status = await ix.wait_for_original(lambda m: bool(m.buttons()), timeout=30)
-    job = await bot.service.repos.jobs.get(job_id_of(status))
+    job = await bot.services.repos.jobs.get(job_id_of(status))
     assert job is not None and job.request.model == "tiny"
     wrong = await ephemeral_reply(
         await discord.slash("imagine", prompt="a fox", model="nope", user=discord.alice)
@@ -118,9 +118,9 @@ async def test_inpainting_checkpoints_are_listed_as_such_and_refused_for_imagine
         await discord.slash("model default", user=discord.admin, name=INPAINTING)
     )
     assert says in kept.content
-    guild = await bot_of(discord).service.repos.settings.guild(discord.scene.guild_id)
+    guild = await bot_of(discord).services.repos.settings.guild(discord.scene.guild_id)
     assert "model" not in guild
-    assert not await bot_of(discord).service.repos.jobs.list_queued()
+    assert not await bot_of(discord).services.repos.jobs.list_queued()
 
 
 async def test_admins_add_styles_and_imagine_applies_them(
@@ -156,17 +156,17 @@ async def test_admins_add_styles_and_imagine_applies_them(
 
     result = await imagine(discord, "a fox --no text", style="film", user=discord.alice)
     bot = bot_of(discord)
-    generation = await bot.service.repos.generations.get(generation_id_of(result))
+    generation = await bot.services.repos.generations.get(generation_id_of(result))
     assert generation is not None
     request = generation.request
     assert request.prompt.startswith("film photo of a fox, grain")
     assert request.negative == "blurry, text"
     assert (request.width, request.height, request.steps) == (96, 64, 2)
-    png = Image.open(bot.service.images.root / generation.images[0].path)
+    png = Image.open(bot.services.images.root / generation.images[0].path)
     assert 'Lora hashes: "subject: ' in png.text["parameters"]
 
     overridden = await imagine(discord, "a fox", style="film", steps=3, user=discord.alice)
-    generation = await bot.service.repos.generations.get(generation_id_of(overridden))
+    generation = await bot.services.repos.generations.get(generation_id_of(overridden))
     assert generation is not None and generation.request.steps == 3
 
     removed = await answer(await discord.slash("style remove", user=discord.admin, name="FILM"))

@@ -57,7 +57,7 @@ async def test_policy_changes_are_shown_reset_and_audited(discord: DiscordHarnes
 
     reset = await discord.slash("policy reset", user=discord.admin, rule="cooldown")
     await ephemeral_reply(reset)
-    repos = discord.client.service.repos
+    repos = discord.client.services.repos
     policy = await repos.settings.guild(discord.scene.guild_id)
     assert policy == {"max_count": 2, "negative": "blurry"}
     entries = await repos.audit.list_for_guild(discord.scene.guild_id)
@@ -76,5 +76,5 @@ async def test_a_non_admin_cannot_see_or_change_the_policy(discord: DiscordHarne
         await ix.wait_for_response()
         assert ix.ack_latency is not None and ix.ack_latency < 3
         assert "only server admins" in (await ephemeral_reply(ix)).content
-    assert await discord.client.service.repos.settings.guild(discord.scene.guild_id) == {}
+    assert await discord.client.services.repos.settings.guild(discord.scene.guild_id) == {}
     assert str(discord.command("policy")["default_member_permissions"]) == "32", "Manage Server"

@@ -46,6 +46,10 @@ class FakeBackend:
         self.holding = threading.Event()
         self.threads: set[str] = set()
 
+    device = None
+    default_model = None
+    measure_peak = None
+
     @property
     def sizes(self) -> list[int]:
         return [len(batch) for batch in self.batches]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bot.defaults import checked_defaults, effective_defaults
 from bot.settings import Settings, load_settings
-from cogs.account import checked_defaults, effective_defaults
 from pipeline.errors import UserError
 
 

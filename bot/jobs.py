@@ -1,6 +1,7 @@
-"""The generation service: what the Discord cogs and the CLI both call.
+"""The job service (`App.jobs`): what the Discord cogs and the CLI both call to run a job.
 
-It owns the path of a job: stored in SQLite before it is acknowledged, put on the fair queue,
+It owns the path of a job: checked against the limits and the server's policy, stored in SQLite
+before it is acknowledged, put on the fair queue,
 run by the worker, its images written to the image store and its rows to the database, then
 handed to a `Delivery` (the Discord presenter, or the CLI) exactly once. On start it recovers
 what a crash or restart left behind.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bot.metrics import Metrics
+from bot.policy import Place, Policy
 from data.generations import Generation, NewImage
 from data.jobs import InvalidTransition
 from data.jobs import Job as StoredJob
@@ -102,7 +104,7 @@ class Delivery(Protocol):
         """Tell the user the job failed or was cancelled; `message` is fit to show them."""
 
 
-class GenerationService(WorkerHooks):
+class JobService(WorkerHooks):
     """Submit, cancel, recover and deliver jobs; the worker's hooks land here."""
 
     def __init__(
@@ -113,9 +115,11 @@ class GenerationService(WorkerHooks):
         worker_factory: Callable[[WorkerHooks], Worker],
         limits: Limits,
         delivery: Delivery,
+        policy: Policy,
         metrics: Metrics | None = None,
     ) -> None:
         self.repos = repos
+        self.policy = policy
         self.images = images
         self.queue = queue
         self.limits = limits
@@ -146,8 +150,15 @@ class GenerationService(WorkerHooks):
         request: GenerationRequest,
         origin: Origin,
         priority: Priority = Priority.NORMAL,
+        place: Place | None = None,
     ) -> Ticket:
-        """Check, store, then queue a job. The row exists before anyone hears "queued"."""
+        """Check, store, then queue a job. The row exists before anyone hears "queued".
+
+        A job a person asks for comes with its `place`, checked against the server's policy;
+        the bot's own jobs (LoRA previews) and the CLI's have none.
+        """
+        if place is not None:
+            await self.policy.check(place, request)
         request = check_request(request, self.limits)
         self._check_queue_room(origin.user_id)
         job = await self.repos.jobs.create(
@@ -162,6 +173,14 @@ class GenerationService(WorkerHooks):
         self._finished[job.id] = asyncio.get_running_loop().create_future()
         self.queue.submit(job.id, str(origin.user_id), request, priority)
         return self.ticket(job.id)
+
+    async def attach_status(self, job_id: str, message_id: int) -> None:
+        """Keep the id of the message that shows the job, and send it previews from now on."""
+        await self.repos.jobs.set_message(job_id, message_id)
+        self.worker.want_previews(job_id)
+
+    def waiting_count(self) -> int:
+        return len(self.queue.waiting())
 
     def ticket(self, job_id: str) -> Ticket:
         return Ticket(job_id, self.queue.position(job_id), self.queue.eta_s(job_id))
@@ -185,16 +204,14 @@ class GenerationService(WorkerHooks):
 
     async def status(self) -> ServiceStatus:
         """Model, device, device memory, queue depth, measured speed and LoRA count."""
-        # An engine has a model manager; other backends (fakes, remote workers) may not.
-        models = getattr(self.worker.backend, "models", None)
-        placement = getattr(models, "placement", None)
-        device = getattr(placement, "device", None)
+        backend = self.worker.backend
+        device = backend.device
         used, total = _device_memory() if device == "cuda" else (None, None)
         unfinished = self.queue.unfinished()
         waiting = len(self.queue.waiting())
         running = sum(1 for job in unfinished if job.running)
         return ServiceStatus(
-            model=getattr(models, "default", None),
+            model=backend.default_model,
             device=device,
             memory_used_bytes=used,
             memory_total_bytes=total,

@@ -1,4 +1,4 @@
-"""The generation service on a real database with a fake backend: store, deliver, recover."""
+"""The job service on a real database with a fake backend: store, deliver, recover."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.container import Services, open_services
-from bot.service import RESTART_FAILURE, Origin
+from bot.jobs import RESTART_FAILURE, Origin
 from bot.settings import Settings, load_settings
 from data.jobs import JobState
 from pipeline.errors import UserError
@@ -58,8 +58,8 @@ async def running(
 
 async def test_a_job_is_stored_run_written_and_delivered_once(running) -> None:
     services, delivery, _ = running
-    ticket = await services.generation.submit(REQUEST, ALICE)
-    job = await services.generation.wait(ticket.job_id)
+    ticket = await services.app.jobs.submit(REQUEST, ALICE)
+    job = await services.app.jobs.wait(ticket.job_id)
     assert job.state is JobState.DONE and job.delivered_at is not None
     generation = await services.repos.generations.for_job(job.id)
     assert generation is not None
@@ -74,23 +74,21 @@ async def test_the_queue_cap_refuses_before_anything_is_stored(running) -> None:
     services, _, backend = running
     backend.release.clear()  # the first job holds the worker; the rest wait
     for _ in range(3):  # one runs, two wait
-        await services.generation.submit(REQUEST, ALICE)
+        await services.app.jobs.submit(REQUEST, ALICE)
     with pytest.raises(UserError, match="you already have 2 jobs waiting"):
-        await services.generation.submit(REQUEST, ALICE)
+        await services.app.jobs.submit(REQUEST, ALICE)
     assert len(await services.repos.jobs.list_queued()) + 1 == 3
-    await services.generation.submit(REQUEST, BOB)  # others are not affected
+    await services.app.jobs.submit(REQUEST, BOB)  # others are not affected
 
 
 async def test_cancel_is_for_the_owner_or_an_admin(running) -> None:
     services, delivery, backend = running
     backend.release.clear()
-    await services.generation.submit(REQUEST, ALICE)
-    waiting = await services.generation.submit(REQUEST, ALICE)
+    await services.app.jobs.submit(REQUEST, ALICE)
+    waiting = await services.app.jobs.submit(REQUEST, ALICE)
     with pytest.raises(UserError, match="only the person who asked"):
-        await services.generation.cancel(waiting.job_id, BOB.user_id)
-    assert (
-        await services.generation.cancel(waiting.job_id, ALICE.user_id) == "removed from the queue"
-    )
+        await services.app.jobs.cancel(waiting.job_id, BOB.user_id)
+    assert await services.app.jobs.cancel(waiting.job_id, ALICE.user_id) == "removed from the queue"
     assert (waiting.job_id, "cancelled") in delivery.failures
     stored = await services.repos.jobs.get(waiting.job_id)
     assert stored is not None and stored.state is JobState.CANCELLED
@@ -101,8 +99,8 @@ async def test_a_restart_mid_batch_loses_nothing(settings: Settings) -> None:
     held = FakeBackend()
     held.release.clear()
     first = await start(settings, held, RecordingDelivery())
-    running_job = await first.generation.submit(REQUEST, ALICE)
-    waiting_job = await first.generation.submit(REQUEST, BOB)
+    running_job = await first.app.jobs.submit(REQUEST, ALICE)
+    waiting_job = await first.app.jobs.submit(REQUEST, BOB)
     await asyncio.to_thread(held.holding.wait, 5)
     await asyncio.sleep(0.05)  # let mark_running land
     await first.db.close()  # the crash: the database is left as it was, the worker abandoned
@@ -112,7 +110,7 @@ async def test_a_restart_mid_batch_loses_nothing(settings: Settings) -> None:
     second = await start(settings, FakeBackend(), delivery)
     try:
         for ticket in (running_job, waiting_job):
-            job = await second.generation.wait(ticket.job_id)
+            job = await second.app.jobs.wait(ticket.job_id)
             assert job.state is JobState.DONE, job
         assert sorted(job_id for job_id, _ in delivery.delivered) == sorted(
             [running_job.job_id, waiting_job.job_id]
@@ -121,7 +119,7 @@ async def test_a_restart_mid_batch_loses_nothing(settings: Settings) -> None:
         assert retried is not None and retried.attempts == 2
     finally:
         await second.close()
-        await first.generation.worker.stop()
+        await first.app.jobs.worker.stop()
 
 
 async def test_a_job_interrupted_twice_fails_with_a_message(settings: Settings) -> None:
@@ -130,12 +128,12 @@ async def test_a_job_interrupted_twice_fails_with_a_message(settings: Settings) 
         held.release.clear()
         services = await start(settings, held, RecordingDelivery())
         if not await services.repos.jobs.jobs_in_state(JobState.QUEUED):
-            await services.generation.submit(REQUEST, ALICE)
+            await services.app.jobs.submit(REQUEST, ALICE)
         await asyncio.to_thread(held.holding.wait, 5)
         await asyncio.sleep(0.05)
         await services.db.close()
         held.release.set()
-        await services.generation.worker.stop()
+        await services.app.jobs.worker.stop()
     delivery = RecordingDelivery()
     final = await start(settings, FakeBackend(), delivery)
     try:
@@ -154,8 +152,8 @@ async def test_an_undelivered_result_is_posted_at_the_next_start_and_only_once(
             raise ConnectionError("Discord is down")
 
     first = await start(settings, FakeBackend(), Offline())
-    ticket = await first.generation.submit(REQUEST, ALICE)
-    job = await first.generation.wait(ticket.job_id)
+    ticket = await first.app.jobs.submit(REQUEST, ALICE)
+    job = await first.app.jobs.wait(ticket.job_id)
     assert job.state is JobState.DONE and job.delivered_at is None
     await first.close()
 

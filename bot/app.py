@@ -1,0 +1,111 @@
+"""The application layer: one frozen `App` of per-feature services, for Discord and the CLI.
+
+The cogs and the CLI call these services and nothing below them: no repository, no queue, no
+library internals. Each service owns one feature's rules (InvokeAI's services container, Red's
+`AliasCache` beside its cog), so most behaviour is tested without Discord. The container
+(`bot.container`) builds the one `App` with `build_app`.
+
+The result types the cogs read are named here too, so that `bot.app` is all they import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.catalog import ModelCatalog, ModelInfo
+from bot.defaults import SavedDefaults, UserDefaults
+from bot.gallery import GONE, Gallery, Listed, Listing
+from bot.guild import Actor, GuildRules, GuildSettings
+from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
+from bot.libraries import AuditedLibrary, Libraries, NotAdded, size_text
+from bot.library import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary, ScanOutcome
+from bot.library_kinds import LibraryKind
+from bot.names import KnownNames
+from bot.policy import Place
+from bot.previews import PREVIEW_WEIGHTS, LoraPreviews, Preview, preview_grid
+from bot.request_builder import RequestBuilder
+from bot.settings import Settings
+from bot.styles import Style, style_names
+from data.generations import Generation, Image
+from data.images import ImageStore
+from data.repositories import Repositories
+
+__all__ = [
+    "GONE",
+    "PREVIEW_WEIGHTS",
+    "Actor",
+    "App",
+    "AuditedLibrary",
+    "Generation",
+    "GuildSettings",
+    "Image",
+    "LibraryKind",
+    "Listed",
+    "Listing",
+    "ModelInfo",
+    "NotAdded",
+    "Origin",
+    "Place",
+    "Preview",
+    "QueuedJob",
+    "SavedDefaults",
+    "ScanOutcome",
+    "ServiceStatus",
+    "StoredJob",
+    "Style",
+    "Ticket",
+    "build_app",
+    "preview_grid",
+    "size_text",
+    "style_names",
+]
+
+
+@dataclass(frozen=True)
+class App:
+    """Every service the front ends use, built once (see the module docstring)."""
+
+    settings: Settings
+    jobs: JobService
+    """Submit (limits and policy inside), cancel, recover, deliver; the queue's state."""
+    requests: RequestBuilder
+    """From text and options (and an earlier request) to a `GenerationRequest`."""
+    guild: GuildRules
+    """A server's typed settings: policy, styles, default negative and model; audited."""
+    gallery: Gallery
+    """History, favourites, showing again, deleting with ownership, lineage."""
+    libraries: Libraries
+    """LoRAs, embeddings and hypernetworks: add, rename, enable, remove, scan; audited."""
+    catalog: ModelCatalog
+    """The configured models and a server's default."""
+    defaults: UserDefaults
+    """A user's saved defaults for /imagine."""
+    previews: LoraPreviews
+    """A new LoRA's preview at weights 0, 0.5 and 1."""
+
+
+async def build_app(
+    settings: Settings,
+    repos: Repositories,
+    images: ImageStore,
+    libraries: tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary],
+    jobs: JobService,
+    guild: GuildRules,
+) -> App:
+    """The App over these parts (the container opens them: database, libraries, worker)."""
+    loras, embeddings, hypernetworks = libraries
+    names = KnownNames()
+    names.attach(loras, embeddings, hypernetworks)
+    catalog = await ModelCatalog.load(settings, guild)
+    defaults = UserDefaults(repos.settings, guild, settings)
+    return App(
+        settings=settings,
+        jobs=jobs,
+        requests=RequestBuilder(settings, guild, defaults, catalog, names, loras, images),
+        guild=guild,
+        gallery=Gallery(repos.generations, repos.favourites, images),
+        libraries=Libraries(loras, embeddings, hypernetworks, repos.audit),
+        catalog=catalog,
+        defaults=defaults,
+        previews=LoraPreviews(jobs, settings),
+    )

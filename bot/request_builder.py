@@ -1,0 +1,203 @@
+"""One way from what a user asked to a `GenerationRequest` (`App.requests`).
+
+`/imagine`, the CLI-like options of every button (Reroll, Variations, Upscale, Edit), styles and
+saved defaults all end in `RequestBuilder`: it reads the user's and the server's saved layers,
+applies the `lora`, `model` and `style` options, and hands the layers to `build_request`, whose
+precedence rules hold for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bot import followups
+from bot.catalog import ModelCatalog
+from bot.defaults import UserDefaults
+from bot.guild import GuildRules
+from bot.library import LoraLibrary
+from bot.names import KnownNames
+from bot.requests import build_request, prompt_limits
+from bot.settings import Settings
+from bot.styles import apply_style, find_style
+from bot.uploads import InitImage, check_picture_size, store_init_image
+from data.generations import Generation
+from data.images import ImageStore
+from pipeline.errors import UserError
+from pipeline.prompt.tags import extract_tags
+from pipeline.request import GenerationRequest, LoraRef, Mode
+from pipeline.sizes import parse_size
+
+DEFAULT_STRENGTH = 0.6
+"""Image to image moves this far from the picture unless the user says otherwise."""
+KEPT_FIELDS = ("width", "height", "steps", "cfg", "sampler", "schedule", "count", "clip_skip")
+"""What an Edit keeps of the request it edits, besides the model and highres fix."""
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The prompt, negative and server layer after the `lora` and `style` options."""
+
+    prompt: str
+    negative: str | None
+    server: dict[str, Any]
+    loras: tuple[LoraRef, ...]
+
+
+def kept_options(base: GenerationRequest) -> dict[str, Any]:
+    """The options of `base` that an edit of it keeps: everything but prompt and seed."""
+    options: dict[str, Any] = {key: getattr(base, key) for key in KEPT_FIELDS}
+    options["model"] = base.model
+    options["hires"] = base.hires is not None
+    if base.hires is not None:
+        options.update(
+            hires_scale=base.hires.scale,
+            hires_steps=base.hires.steps,
+            hires_denoise=base.hires.denoise,
+            hires_upscaler=base.hires.upscaler,
+        )
+    return options
+
+
+class RequestBuilder:
+    """Composes requests from text, options and the saved layers (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        guild: GuildRules,
+        defaults: UserDefaults,
+        catalog: ModelCatalog,
+        names: KnownNames,
+        loras: LoraLibrary,
+        images: ImageStore,
+    ) -> None:
+        self.settings = settings
+        self.names = names
+        self._guild = guild
+        self._defaults = defaults
+        self._catalog = catalog
+        self._loras = loras
+        self._images = images
+
+    async def compose(
+        self,
+        text: str,
+        options: Mapping[str, Any],
+        user_id: int,
+        guild_id: int | None,
+        base: GenerationRequest | None = None,
+    ) -> GenerationRequest:
+        """The request for `text` with `options` (slash-command options; None: not given).
+
+        `base` is the request an Edit starts from: its options are kept unless given again.
+        `options` may carry an `init` picture (`store_picture`) and its `strength`.
+        """
+        explicit = {key: value for key, value in options.items() if value is not None}
+        if base is not None:
+            explicit = {**kept_options(base), **explicit}
+        negative = explicit.pop("negative", None)
+        init: InitImage | None = explicit.pop("init", None)
+        strength = explicit.pop("strength", None)
+        size = explicit.pop("size", None)
+        if size:
+            explicit["width"], explicit["height"] = parse_size(size, self.settings.max_pixels)
+        elif init is not None:
+            explicit["width"], explicit["height"] = init.width, init.height
+        if explicit.get("model") and base is None:
+            explicit["model"] = self._catalog.check(explicit["model"])
+        user = await self._defaults.saved(user_id)
+        server = (await self._guild.settings(guild_id)).request_layer()
+        if "model" in server and self._catalog.known(server["model"]) is None:
+            del server["model"]  # no longer configured: the bot's default is used
+        choices = await self._apply_choices(text, negative, explicit, user, server, guild_id)
+        request = build_request(
+            choices.prompt,
+            self.settings,
+            negative=choices.negative,
+            explicit=explicit,
+            user=user,
+            server=choices.server,
+            known_loras=self.names.loras,
+            known_embeddings=self.names.embeddings,
+            known_hypernets=self.names.hypernets,
+            extra_loras=choices.loras,
+        ).request
+        if init is None:
+            return request
+        return replace(
+            request,
+            mode=Mode.IMG2IMG,
+            init_image=str(init.path),
+            strength=strength or DEFAULT_STRENGTH,
+        )
+
+    @staticmethod
+    def check_picture(size: int) -> None:
+        """Refuse a picture for image to image by its size, before downloading it."""
+        check_picture_size(size)
+
+    async def store_picture(self, data: bytes) -> InitImage:
+        """Keep a picture for image to image now (upload links expire), sized to fit."""
+        folder = self.settings.data_dir / "uploads"
+        return await asyncio.to_thread(store_init_image, data, folder, self.settings.max_pixels)
+
+    def upscale(self, generation: Generation, index: int) -> GenerationRequest:
+        """The U button: image `index` at twice the size, refined at low denoise."""
+        image = generation.images[index]
+        path = self._images.path_of(image.path)
+        return followups.upscale(generation.request, path, image.seed, image.id)
+
+    def vary(self, generation: Generation, index: int) -> GenerationRequest:
+        """The V button: variations around image `index`'s seed."""
+        image = generation.images[index]
+        count = min(4, self.settings.max_images)
+        return followups.variations(generation.request, image.seed, image.id, count=count)
+
+    def reroll(self, generation: Generation) -> GenerationRequest:
+        """The Reroll button: the same request with new seeds."""
+        return followups.reroll(generation.request)
+
+    async def _apply_choices(
+        self,
+        prompt: str,
+        negative: str | None,
+        explicit: dict[str, Any],
+        user: Mapping[str, Any],
+        server: dict[str, Any],
+        guild_id: int | None,
+    ) -> Choices:
+        """Pop "lora", "lora_weight" and "style" from `explicit` and apply them.
+
+        The LoRA option is read as a `<lora:name:weight>` tag would be (same checks, same "did
+        you mean"), its weight defaulting to the LoRA's own.
+        """
+        loras: tuple[LoraRef, ...] = ()
+        name, weight = explicit.pop("lora", None), explicit.pop("lora_weight", None)
+        if name:
+            known = self.names.loras
+            if weight is None and name.strip().lower() in {entry.lower() for entry in known}:
+                weight = (await self._loras.info(name)).default_weight
+            tag = f"<lora:{name.strip()}:{1.0 if weight is None else weight:g}>"
+            scan = extract_tags(tag, known, prompt_limits(self.settings))
+            if scan.errors:
+                raise UserError(scan.errors[0])
+            loras = scan.loras
+        style_name = explicit.pop("style", None)
+        if not style_name:
+            return Choices(prompt, negative, server, loras)
+        styles = (await self._guild.settings(guild_id)).styles
+        styled = apply_style(
+            find_style(styles, style_name),
+            prompt,
+            negative,
+            user=user,
+            server=server,
+            default_negative=self.settings.default_negative,
+            known_loras=self.names.loras,
+        )
+        # The lora option wins over the style's own weight for the same LoRA.
+        chosen = {ref.name.lower(): ref for ref in (*styled.loras, *loras)}
+        return Choices(styled.prompt, styled.negative, styled.server, tuple(chosen.values()))

@@ -1,0 +1,1 @@
+"""`/lora`, `/embedding` and `/hypernetwork`: the libraries' commands, views and embeds."""

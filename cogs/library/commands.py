@@ -1,0 +1,374 @@
+"""`/lora`, `/embedding` and `/hypernetwork ...`: admins manage the libraries from Discord.
+
+The verbs are the CLI's, on the same audited libraries (`App.libraries`): add (an attachment or
+an https link from an allowed host), list, info, rename, enable, disable, remove (after a
+confirmation), scan (the drop folder) and history (this server's audit log). Every verb is for
+admins, checked in code. After a LoRA is added, a preview at weights 0, 0.5 and 1 is queued at
+low priority and posted in the channel when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import PREVIEW_WEIGHTS, AuditedLibrary, NotAdded, Origin, preview_grid, size_text
+from cogs.checks import actor_of, is_admin
+from cogs.client import DreamcordClient
+from cogs.errors import Refused, answer
+from cogs.library.embeds import entry_embed, history_embed, refusal_embed, scan_embed
+from cogs.library.views import ConfirmRemove, ListView, removal_question
+from cogs.options import filter_names
+from pipeline.errors import UserError
+from pipeline.prompt.limits import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
+
+log = logging.getLogger(__name__)
+
+Interaction = discord.Interaction[DreamcordClient]
+
+PROGRESS_INTERVAL_S = 2.5
+"""Discord allows about one edit per 2-3 s per message; the latest byte count wins."""
+
+
+@dataclass
+class _Progress:
+    """The latest byte count of a download, shown by `_show_progress`."""
+
+    done: int = 0
+    total: int | None = None
+    shown: int = -1
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def update(self, done: int, total: int | None) -> None:
+        self.done, self.total = done, total
+        self.changed.set()
+
+
+class LibraryCommands(commands.GroupCog):
+    """What the library groups share; a subclass names its library and adds `add`."""
+
+    command: ClassVar[str]
+    """Which of `App.libraries` this group manages: "lora", "embedding" or "hypernetwork"."""
+
+    def __init__(self, bot: DreamcordClient) -> None:
+        self.bot = bot
+        self._tasks: set[asyncio.Task[None]] = set()
+        super().__init__()
+
+    @property
+    def library(self) -> AuditedLibrary:
+        return self.bot.app.libraries.of(self.command)
+
+    async def cog_unload(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def interaction_check(self, interaction: Interaction) -> bool:  # type: ignore[override]
+        """`default_permissions` is only a default server admins can change: check in code."""
+        if not is_admin(interaction):
+            raise Refused(
+                f"only server admins (Manage Server) can manage the {self.library.kind.what} "
+                "library"
+            )
+        return True
+
+    # --- verbs shared by every library ---
+
+    @app_commands.command(name="list", description="List the library, with enabled/disabled")
+    @app_commands.describe(
+        search="only names containing this text", show_disabled="include disabled entries"
+    )
+    async def list_entries(
+        self,
+        interaction: Interaction,
+        search: app_commands.Range[str, 0, 64] | None = None,
+        show_disabled: bool = False,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        entries = await self.library.list(search or None)
+        hidden = 0 if show_disabled else sum(1 for entry in entries if not entry.enabled)
+        shown = [entry for entry in entries if show_disabled or entry.enabled]
+        view = ListView(self.library, shown, interaction.user.id, search, hidden)
+        buttons: dict[str, Any] = {"view": view} if view.pages > 1 else {}
+        await interaction.edit_original_response(embed=view.page_embed(), **buttons)
+
+    @app_commands.command(name="info", description="Show everything known about one entry")
+    @app_commands.describe(name="its name")
+    async def info(self, interaction: Interaction, name: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        entry = await self.library.info(name)
+        kind = self.library.kind
+        await interaction.edit_original_response(
+            embed=entry_embed(kind, entry, f"{kind.what} {entry.name}")
+        )
+
+    @app_commands.command(name="rename", description="Give an entry a new name")
+    @app_commands.describe(old="its current name", new="the new name (letters, digits, _ . -)")
+    async def rename(
+        self, interaction: Interaction, old: str, new: app_commands.Range[str, 1, 64]
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        entry = await self.library.rename(old, new, actor_of(interaction))
+        what = self.library.kind.what
+        await self._say(interaction, f"Renamed {what} `{old}` to `{entry.name}`.")
+
+    @app_commands.command(name="enable", description="Let prompts use a disabled entry again")
+    @app_commands.describe(name="its name")
+    async def enable(self, interaction: Interaction, name: str) -> None:
+        await self._set_enabled(interaction, name, True)
+
+    @app_commands.command(name="disable", description="Keep an entry but refuse prompts using it")
+    @app_commands.describe(name="its name")
+    async def disable(self, interaction: Interaction, name: str) -> None:
+        await self._set_enabled(interaction, name, False)
+
+    @app_commands.command(name="remove", description="Remove an entry and delete its file")
+    @app_commands.describe(name="its name")
+    async def remove(self, interaction: Interaction, name: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        entry = await self.library.info(name)
+        await interaction.edit_original_response(
+            content=removal_question(self.library, entry),
+            view=ConfirmRemove(self.library, interaction, entry.name),
+        )
+
+    @app_commands.command(name="scan", description="Add every .safetensors in the drop folder")
+    async def scan(self, interaction: Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcomes = await self.library.scan(actor_of(interaction))
+        embed = scan_embed(self.library.kind.what, self.library.drop_folder, outcomes)
+        await interaction.edit_original_response(embed=embed)
+
+    @app_commands.command(name="history", description="Recent changes to the library here")
+    async def history(self, interaction: Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if interaction.guild_id is None:
+            raise UserError("the history is kept per server: use this command in a server")
+        entries = await self.library.history(interaction.guild_id)
+        await interaction.edit_original_response(
+            embed=history_embed(self.library.kind.what, entries)
+        )
+
+    # --- autocomplete: every name for admins, enabled ones for anyone else ---
+
+    @info.autocomplete("name")
+    @enable.autocomplete("name")
+    @disable.autocomplete("name")
+    @remove.autocomplete("name")
+    @rename.autocomplete("old")
+    async def _names(self, interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
+        names = await self.library.names(enabled_only=not is_admin(interaction))
+        return filter_names(names, typed)
+
+    # --- the work behind `add` ---
+
+    async def add_from(
+        self,
+        interaction: Interaction,
+        file: discord.Attachment | None,
+        url: str | None,
+        **options: Any,
+    ) -> Any | None:
+        """Fetch the file and add it; answer with the entry's embed, or why it was refused.
+
+        Returns the new entry, or None when it was refused (the answer says why).
+        """
+        library, actor = self.library, actor_of(interaction)
+        what = library.kind.what
+        label = (file.filename if file else url) or "?"
+        try:
+            if (file is None) == (url is None):
+                raise UserError("give either a file or a url (one of them, not both)")
+            if file is not None:
+                library.check_upload(file.filename, file.size)
+                data = await _attachment_bytes(file)
+                entry = await library.add_bytes(data, file.filename, actor, **options)
+            else:
+                assert url is not None
+                progress = _Progress()
+                shower = asyncio.create_task(self._show_progress(interaction, progress))
+                try:
+                    entry = await library.add_url(url.strip(), actor, progress.update, **options)
+                finally:
+                    shower.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await shower
+        except UserError as error:
+            label = error.label if isinstance(error, NotAdded) else label
+            await interaction.edit_original_response(
+                content=None, embed=refusal_embed(what, label[:100], str(error))
+            )
+            return None
+        embed = entry_embed(library.kind, entry, f"Added {what} {entry.name}")
+        await interaction.edit_original_response(content=None, embed=embed)
+        return entry
+
+    async def _show_progress(self, interaction: Interaction, progress: _Progress) -> None:
+        """Edit the reply with the latest count, at most once per PROGRESS_INTERVAL_S."""
+        while True:
+            await progress.changed.wait()
+            progress.changed.clear()
+            if progress.done != progress.shown:
+                progress.shown = progress.done
+                total = f" of {size_text(progress.total)}" if progress.total else ""
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.edit_original_response(
+                        content=f"⬇️ Downloading: {size_text(progress.done)}{total}…"
+                    )
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+
+    async def _set_enabled(self, interaction: Interaction, name: str, enabled: bool) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        entry = await self.library.set_enabled(name, enabled, actor_of(interaction))
+        verb = "enable" if enabled else "disable"
+        effect = "prompts can use it" if enabled else "prompts that use it are refused"
+        what = self.library.kind.what
+        await self._say(interaction, f"{verb.capitalize()}d {what} `{entry.name}`: {effect}.")
+
+    @staticmethod
+    async def _say(interaction: Interaction, text: str) -> None:
+        await interaction.edit_original_response(
+            content=text, allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    def spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _attachment_bytes(file: discord.Attachment) -> bytes:
+    """Download an attachment at once: attachment URLs expire."""
+    try:
+        return await file.read()
+    except discord.HTTPException as error:
+        raise UserError(
+            f"could not fetch the attachment ({error.status}): attach it again"
+        ) from None
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class LoraCommands(LibraryCommands, group_name="lora", group_description="Manage LoRAs (admins)"):
+    """`/lora ...`: the shared verbs, and `add` with a default weight, triggers and a preview."""
+
+    command = "lora"
+
+    @app_commands.command(name="add", description="Add a LoRA from an attachment or a link")
+    @app_commands.describe(
+        file="a .safetensors LoRA (up to Discord's upload limit)",
+        url="an https link on Civitai or Hugging Face, for larger files",
+        name="the name prompts use (default: from the file)",
+        weight="default weight when a prompt gives none (1)",
+        triggers="comma-separated trigger words (default: from the file's metadata)",
+        preview="post a preview at weights 0, 0.5 and 1 in this channel (default: yes)",
+    )
+    async def add(
+        self,
+        interaction: Interaction,
+        file: discord.Attachment | None = None,
+        url: app_commands.Range[str, 1, 2000] | None = None,
+        name: app_commands.Range[str, 1, 64] | None = None,
+        weight: app_commands.Range[float, MIN_LORA_WEIGHT, MAX_LORA_WEIGHT] | None = None,
+        triggers: app_commands.Range[str, 0, 2000] | None = None,
+        preview: bool = True,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        words = None if triggers is None else tuple(triggers.split(","))
+        entry = await self.add_from(
+            interaction, file, url, name=name, weight=weight, triggers=words
+        )
+        if entry is not None and preview:
+            await self._queue_preview(interaction, entry)
+
+    async def _queue_preview(self, interaction: Interaction, entry: Any) -> None:
+        """Queue the three preview jobs; post their grid in the channel once all are done."""
+        assert self.bot.user is not None
+        origin = Origin(
+            user_id=self.bot.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+        )
+        try:
+            job_ids = await self.bot.app.previews.queue(entry.name, entry.triggers, origin)
+        except UserError as error:
+            await answer(interaction, f"⚠️ {error}")
+            return
+        weights = ", ".join(f"{weight:g}" for weight in PREVIEW_WEIGHTS)
+        await interaction.followup.send(
+            f"A preview of `{entry.name}` at weights {weights} will be posted here when ready.",
+            ephemeral=True,
+        )
+        if interaction.channel_id is not None:
+            self.spawn(self._post_preview(entry, job_ids, interaction.channel_id))
+
+    async def _post_preview(self, entry: Any, job_ids: list[str], channel_id: int) -> None:
+        try:
+            preview = await self.bot.app.previews.collect(entry.name, entry.triggers, job_ids)
+            png = await asyncio.to_thread(preview_grid, preview)
+            channel = self.bot.get_partial_messageable(channel_id)
+            failures = "".join(
+                f"\n⚠️ weight {item.weight:g} failed: {item.error}"[:300]
+                for item in preview.images
+                if item.path is None
+            )
+            await channel.send(
+                f"Preview of LoRA `{entry.name}` at weights "
+                f"{', '.join(f'{item.weight:g}' for item in preview.images)} · seed "
+                f"{preview.seed} · prompt: {discord.utils.escape_markdown(preview.prompt)}"
+                + failures,
+                file=discord.File(io.BytesIO(png), f"preview-{entry.name}.png"),
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not post the preview of LoRA %s", entry.name)
+
+
+class FileOnlyCommands(LibraryCommands):
+    """The shared verbs and an `add` that takes only the file and a name."""
+
+    @app_commands.command(name="add", description="Add a .safetensors file to the library")
+    @app_commands.describe(
+        file="a .safetensors file",
+        url="an https link on Civitai or Hugging Face",
+        name="the name prompts use (default: from the file name)",
+    )
+    async def add(
+        self,
+        interaction: Interaction,
+        file: discord.Attachment | None = None,
+        url: app_commands.Range[str, 1, 2000] | None = None,
+        name: app_commands.Range[str, 1, 64] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.add_from(interaction, file, url, name=name)
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class EmbeddingCommands(
+    FileOnlyCommands, group_name="embedding", group_description="Manage embeddings (admins)"
+):
+    """`/embedding ...`: the shared verbs; the name is the word prompts write."""
+
+    command = "embedding"
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class HypernetworkCommands(
+    FileOnlyCommands, group_name="hypernetwork", group_description="Manage hypernetworks (admins)"
+):
+    """`/hypernetwork ...`: the shared verbs; files are `dreamcord convert`ed A1111 `.pt`s."""
+
+    command = "hypernetwork"
