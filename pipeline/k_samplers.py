@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from pipeline.schedules import DiscreteSigmas
 
@@ -94,7 +95,9 @@ class KScheduler:
 
 
 class _StepNoise:
-    """A step's noise: given (a Brownian tree's), or drawn from each image's own generator."""
+    """A step's noise: given (a Brownian tree's), or drawn like diffusers' ancestral schedulers
+    draw theirs, through this module's `randn_tensor` with each image's own generator (which
+    pipeline/noise.py may route to the request's RNG)."""
 
     def __init__(
         self,
@@ -105,12 +108,11 @@ class _StepNoise:
         self._like, self._generators, self._given = like, generators, given
 
     def draw(self) -> torch.Tensor:
+        like = self._like
         if self._given is not None:
-            return self._given.to(self._like.device, self._like.dtype)
-        assert self._generators is not None, "ancestral steps need the images' generators"
-        shape = (1, *self._like.shape[1:])
-        drawn = [torch.randn(shape, generator=generator) for generator in self._generators]
-        return torch.cat(drawn).to(self._like.device, self._like.dtype)
+            return self._given.to(like.device, like.dtype)
+        generator = list(self._generators) if self._generators is not None else None
+        return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 def ancestral_step(sigma: float, sigma_next: float) -> tuple[float, float]:

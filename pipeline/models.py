@@ -313,7 +313,8 @@ def load_model(
         pipe.vae = load_vae(vae, placement.dtype, configs)
     pipe.set_progress_bar_config(disable=True)
     place_pipeline(pipe, placement)
-    return LoadedModel(source, pipe, model_hash, vae and vae_identity(Path(vae).expanduser()))
+    identity = vae_identity(Path(vae).expanduser()) if vae else None
+    return LoadedModel(source, pipe, model_hash, identity)
 
 
 def vae_identity(path: Path) -> tuple[str, str]:
