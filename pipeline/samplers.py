@@ -28,9 +28,10 @@ class Sampler:
     `default_schedule` is what Automatic means for it in A1111 (None: the model's own uniform
     discrete schedule). `discard_penultimate` is A1111's option of the same name: the schedule
     is made one step longer and its next-to-last sigma dropped. `timestep_sampler` marks the
-    samplers that keep diffusers' own timesteps and take no schedule type. For
-    `brownian_step_noise` A1111 draws the step noise from a Brownian tree per image, which the
-    scheduler cannot do itself.
+    samplers that keep diffusers' own timesteps and take no schedule type. An `ancestral`
+    sampler draws its step noise from the image's generator, which A1111's ENSD reseeds (its
+    `uses_ensd`); for `brownian_step_noise` A1111 draws it from a Brownian tree per image
+    instead (its `brownian_noise`), which the engine builds and hands to the scheduler.
     """
 
     name: str
@@ -39,6 +40,7 @@ class Sampler:
     default_schedule: str | None = None
     discard_penultimate: bool = False
     timestep_sampler: bool = False
+    ancestral: bool = False
     brownian_step_noise: bool = False
 
 
@@ -47,14 +49,21 @@ _SDE = {"algorithm_type": "sde-dpmsolver++"}
 SAMPLERS: dict[str, Sampler] = {
     s.name.lower(): s
     for s in (
-        Sampler("Euler a", "EulerAncestralDiscreteScheduler"),
+        Sampler("Euler a", "EulerAncestralDiscreteScheduler", ancestral=True),
         Sampler("Euler", "EulerDiscreteScheduler"),
         Sampler("LMS", "LMSDiscreteScheduler"),
         Sampler("Heun", "HeunDiscreteScheduler"),
         Sampler("DPM2", "KDPM2DiscreteScheduler", {}, KARRAS, discard_penultimate=True),
-        Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, KARRAS, discard_penultimate=True),
+        Sampler(
+            "DPM2 a",
+            "KDPM2AncestralDiscreteScheduler",
+            {},
+            KARRAS,
+            discard_penultimate=True,
+            ancestral=True,
+        ),
         Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {}, KARRAS),
-        Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, KARRAS),
+        Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, KARRAS, brownian_step_noise=True),
         Sampler(
             "DPM++ 2M SDE",
             "DPMSolverMultistepScheduler",

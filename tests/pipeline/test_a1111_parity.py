@@ -74,7 +74,7 @@ def engine() -> Engine:
 def scheduler_for(engine: Engine, request: GenerationRequest, pass_index: int = 0) -> object:
     """The engine's scheduler with the pass's schedule set, as the engine would sample it."""
     model = engine.models.get("tiny")
-    scheduler = make_scheduler(model, request, [request.seed])
+    scheduler = make_scheduler(model, request)
     prepare_timesteps(scheduler, request, plan_passes(request)[pass_index], torch.device("cpu"))
     return scheduler
 
