@@ -19,6 +19,7 @@ FORBIDDEN = {
 ENGINE_SIDE = (
     "pipeline.engine",
     "pipeline.schedules",
+    "pipeline.noise",
     "pipeline.tiny",
     "pipeline.conditioning",
     "pipeline.preview",
