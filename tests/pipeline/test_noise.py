@@ -163,3 +163,16 @@ def test_library_noise_functions_are_put_back_after_the_loop() -> None:
         assert torch.equal(euler_a.randn_tensor((1, *SHAPE))[0], nv_draws(0, 2)[1])
         raise RuntimeError("a failed step")
     assert (euler_a.randn_tensor, brownian_interval._randn) == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_noise_on_cuda_is_torchs_cuda_generator_and_nv_within_float32_rounding() -> None:
+    cuda = torch.device("cuda")
+    generator = NoiseSource("GPU", cuda).generator(42)
+    first, second = generator.randn(SHAPE), generator.randn(SHAPE)
+    reference = torch.Generator(cuda).manual_seed(42)
+    assert torch.equal(first, torch.randn(SHAPE, generator=reference, device=cuda))
+    assert torch.equal(second, torch.randn(SHAPE, generator=reference, device=cuda))
+    nv = nv_draws(42, 2)
+    torch.testing.assert_close(first.cpu(), nv[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(second.cpu(), nv[1], rtol=0, atol=1e-6)
