@@ -7,6 +7,8 @@ and its rng_philox.Generator run as shipped). numpy.random.Philox cannot serve: 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -14,8 +16,11 @@ import torch
 from pipeline.backend import ImageTask
 from pipeline.noise import ImageNoise, NoiseSource, PhiloxGenerator, philox4x32_10, routed_noise
 from pipeline.request import GenerationRequest, Mode
+from tests.pipeline.a1111_reference import a1111_slerp
 
 CPU = torch.device("cpu")
+Draws = Callable[[int, int], list[torch.Tensor]]
+"""A seed's first n draws from one reference generator."""
 SHAPE = (4, 8, 12)
 
 RANDOM123_PHILOX4X32_10 = [
@@ -99,7 +104,7 @@ def test_gpu_noise_without_cuda_is_nv_noise() -> None:
 
 @pytest.mark.parametrize(("rng", "draws"), [("CPU", cpu_draws), ("NV", nv_draws)])
 def test_each_image_draws_its_initial_then_its_step_noise_from_its_own_seed(
-    rng: str, draws
+    rng: str, draws: Draws
 ) -> None:
     request = GenerationRequest("a fox", seed=42, count=2)
     images = ImageNoise(NoiseSource(rng, CPU), tasks_of(request), SHAPE)
@@ -112,7 +117,7 @@ def test_each_image_draws_its_initial_then_its_step_noise_from_its_own_seed(
 
 
 @pytest.mark.parametrize(("rng", "draws"), [("CPU", cpu_draws), ("NV", nv_draws)])
-def test_ensd_reseeds_only_the_step_noise_with_seed_plus_ensd(rng: str, draws) -> None:
+def test_ensd_reseeds_only_the_step_noise_with_seed_plus_ensd(rng: str, draws: Draws) -> None:
     request = GenerationRequest("a fox", seed=42, ensd=31337)
     images = ImageNoise(NoiseSource(rng, CPU), tasks_of(request), SHAPE, request.ensd)
     initial, first_step, second_step = images.initial(), images.step(), images.step()
@@ -122,21 +127,10 @@ def test_ensd_reseeds_only_the_step_noise_with_seed_plus_ensd(rng: str, draws) -
     assert torch.equal(second_step[0], reseeded[1])
 
 
-def a1111_slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """A1111's slerp, written from its documented behaviour: norms along the height axis."""
-    low_norm = low / torch.norm(low, dim=1, keepdim=True)
-    high_norm = high / torch.norm(high, dim=1, keepdim=True)
-    omega = torch.acos((low_norm * high_norm).sum(1))
-    so = torch.sin(omega)
-    return (torch.sin((1.0 - strength) * omega) / so).unsqueeze(1) * low + (
-        torch.sin(strength * omega) / so
-    ).unsqueeze(1) * high
-
-
 @pytest.mark.parametrize(("rng", "draws"), [("CPU", cpu_draws), ("NV", nv_draws)])
 @pytest.mark.parametrize("strength", [0.05, 0.3, 0.9])
 def test_variation_noise_is_a1111s_per_column_slerp_of_two_first_draws(
-    rng: str, draws, strength: float
+    rng: str, draws: Draws, strength: float
 ) -> None:
     request = GenerationRequest(
         "a fox", seed=42, mode=Mode.VARIATION, variation_seed=7, variation_strength=strength
