@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.models import model_defaults, upscaler_catalog
 from bot.settings import Settings
+from pipeline.limits import parse_ensd
 from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.options import merge_options
 from pipeline.prompt.parse import parse_prompt
@@ -32,6 +33,8 @@ REQUEST_FIELDS = (
     "seed",
     "count",
     "clip_skip",
+    "rng",
+    "ensd",
     "model",
 )
 """Request fields a saved layer may set; "model" is a name from `bot.models.model_sources`."""
@@ -62,6 +65,8 @@ def settings_defaults(settings: Settings) -> dict[str, Any]:
         "cfg": settings.default_cfg,
         "sampler": settings.default_sampler,
         "count": settings.default_count,
+        "rng": settings.rng,
+        "ensd": settings.ensd,
     }
 
 
@@ -126,6 +131,8 @@ def build_request(
         seed=int(merged["seed"]) if merged.get("seed") is not None else random_seed(),
         count=int(merged["count"]),
         clip_skip=int(merged.get("clip_skip", 1)),
+        rng=str(merged.get("rng", "CPU")),
+        ensd=parse_ensd(merged.get("ensd", 0)),
         model=model_name,
         loras=loras,
         hypernets=parsed.hypernets,

@@ -9,7 +9,6 @@ into the attention layers, and both removed after.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +26,7 @@ from pipeline.backend import (
 from pipeline.conditioning import encode_chunks, split_into_chunks
 from pipeline.errors import UserError
 from pipeline.infotext import ImageIdentity, build_parameters
+from pipeline.limits import find_rng
 from pipeline.models import LoadedModel, ModelManager
 from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
@@ -41,7 +41,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from pipeline.lora.source import AdapterSource
+    from pipeline.noise import NoiseSource
     from pipeline.pixel_upscalers import PixelModelCache
+    from pipeline.schedules import DiscreteSigmas
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +247,7 @@ class Engine:
 
     def _step_count(self, model: LoadedModel, request: GenerationRequest, denoise: _Pass) -> int:
         """UNet calls of one pass: more than its steps for the two-call samplers (Heun, DPM2)."""
-        scheduler = make_scheduler(model, request, seeds=[0])
+        scheduler = make_scheduler(model, request)
         return len(prepare_timesteps(scheduler, request, denoise, model.pipe.device))
 
     def _encode(
@@ -359,20 +361,19 @@ class Engine:
         """One sampling loop with classifier-free guidance; returns the final latents."""
         import torch
 
+        from pipeline.noise import ImageNoise, routed_noise
         from pipeline.schedules import brownian_step_noise
 
         unet = model.pipe.unet
         request = group.tasks[0].request
         device, dtype = model.pipe.device, unet.dtype
         sampler, _ = resolve_sampler(request.sampler, request.schedule)
-        seeds = [task.seed for task in group.tasks]
-        scheduler = make_scheduler(model, request, seeds)
+        scheduler = make_scheduler(model, request)
         timesteps = prepare_timesteps(scheduler, request, denoise, device)
-        # As A1111 does, one CPU generator per image makes its initial noise, then its step noise.
-        generators = [torch.Generator("cpu").manual_seed(task.seed) for task in group.tasks]
-        step_kwargs = {"generator": generators} if _takes_generator(scheduler) else {}
-        noise = prepare_noise(group.tasks, denoise.width, denoise.height, generators)
-        noise = noise.to(device, dtype)
+        # Every pass starts new generators, as A1111 makes a new ImageRNG for the hires pass.
+        shape = (4, denoise.height // LATENT_FACTOR, denoise.width // LATENT_FACTOR)
+        images = ImageNoise(noise_source(model, request), group.tasks, shape, request.ensd)
+        noise = images.initial().to(device, dtype)
         if init is None and sampler.timestep_sampler:
             latents = noise * scheduler.init_noise_sigma
         else:
@@ -385,19 +386,26 @@ class Engine:
             torch.cat(group.uncond).to(device=device, dtype=dtype),
             torch.cat(group.cond).to(device=device, dtype=dtype),
         )
-        brownian = (
-            brownian_step_noise(scheduler, latents, seeds) if sampler.brownian_step_noise else None
-        )
-        for index, timestep in enumerate(timesteps, start=1):
-            if should_stop():
-                raise BatchInterrupted
-            model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
-            uncond, cond = conds.predict(unet, model_input, timestep)
-            guided = uncond + request.cfg * (cond - uncond)
-            if brownian is not None:
-                step_kwargs = {"variance_noise": brownian(index - 1)}
-            latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
-            on_step(index, latents)
+        with routed_noise(scheduler, images):
+            step_noise = (
+                brownian_step_noise(
+                    scheduler,
+                    schedule_sigmas(scheduler, request, denoise.steps),
+                    latents,
+                    [task.seed for task in group.tasks],
+                )
+                if sampler.brownian_step_noise
+                else None
+            )
+            for index, timestep in enumerate(timesteps, start=1):
+                if should_stop():
+                    raise BatchInterrupted
+                model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
+                uncond, cond = conds.predict(unet, model_input, timestep)
+                guided = uncond + request.cfg * (cond - uncond)
+                step_kwargs = step_noise(index - 1) if step_noise is not None else {}
+                latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
+                on_step(index, latents)
         return latents
 
 
@@ -471,22 +479,42 @@ def prepare_timesteps(
     k-diffusion samplers get A1111's sigmas from the start index of the pass on. The timestep
     samplers (DDIM, PLMS, UniPC) keep diffusers' timesteps and skip the first ones.
     """
-    from pipeline.schedules import DiscreteSigmas, a1111_sigmas, install_sigmas
+    from pipeline.schedules import install_sigmas
 
-    sampler, chosen = resolve_sampler(request.sampler, request.schedule)
-    schedule = effective_schedule(sampler, chosen)
-    if schedule is None:
+    sigmas = schedule_sigmas(scheduler, request, denoise.steps)
+    if sigmas is None:
         scheduler.set_timesteps(denoise.steps, device=device)
         skip = (denoise.steps - denoise.run) * scheduler.order
         if skip and hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(skip)
         return scheduler.timesteps[skip:]
-    model_sigmas = DiscreteSigmas.of(scheduler)
-    if sampler.distilled_steps is not None:
-        model_sigmas = model_sigmas.distilled(sampler.distilled_steps)
-    sigmas = a1111_sigmas(model_sigmas, sampler, schedule, denoise.steps)
-    install_sigmas(scheduler, model_sigmas, sigmas[denoise.steps - denoise.run :], device)
+    model = model_sigmas(scheduler, request)
+    install_sigmas(scheduler, model, sigmas[denoise.steps - denoise.run :], device)
     return scheduler.timesteps
+
+
+def schedule_sigmas(scheduler: Any, request: GenerationRequest, steps: int) -> torch.Tensor | None:
+    """A1111's whole schedule of `steps` steps for the request's sampler (a pass may run only
+    its end); None for the timestep samplers, which have none."""
+    from pipeline.schedules import a1111_sigmas
+
+    sampler, chosen = resolve_sampler(request.sampler, request.schedule)
+    schedule = effective_schedule(sampler, chosen)
+    if schedule is None:
+        return None
+    return a1111_sigmas(model_sigmas(scheduler, request), sampler, schedule, steps)
+
+
+def model_sigmas(scheduler: Any, request: GenerationRequest) -> DiscreteSigmas:
+    """The model's sigmas as the request's sampler sees them: all 1000 of SD1.5's, or for a
+    distilled model's sampler (LCM) only the timesteps it was distilled on."""
+    from pipeline.schedules import DiscreteSigmas
+
+    sampler, _ = resolve_sampler(request.sampler, request.schedule)
+    sigmas = DiscreteSigmas.of(scheduler)
+    if sampler.distilled_steps is not None:
+        return sigmas.distilled(sampler.distilled_steps)
+    return sigmas
 
 
 def load_init_image(
@@ -520,7 +548,7 @@ def encode_image(vae: Any, image: Image.Image) -> torch.Tensor:
     return vae.encode(batch).latent_dist.mean * vae.config.scaling_factor
 
 
-def make_scheduler(model: LoadedModel, request: GenerationRequest, seeds: Sequence[int]) -> Any:
+def make_scheduler(model: LoadedModel, request: GenerationRequest) -> Any:
     """A fresh scheduler for the request's sampler, from the model's own scheduler config.
 
     The model's betas come from that config; for the k-diffusion samplers its spacing and
@@ -536,66 +564,15 @@ def make_scheduler(model: LoadedModel, request: GenerationRequest, seeds: Sequen
     options = dict(sampler.options)
     if not sampler.timestep_sampler:
         options |= k_diffusion_options(scheduler_class)
-    if sampler.scheduler == "DPMSolverSDEScheduler":
-        # One Brownian tree per image, seeded with its seed, as A1111 makes them.
-        options["noise_sampler_seed"] = list(seeds)
     return scheduler_class.from_config(model.pipe.scheduler.config, **options)
 
 
-def _takes_generator(scheduler: Any) -> bool:
-    return "generator" in inspect.signature(scheduler.step).parameters
+def noise_source(model: LoadedModel, request: GenerationRequest) -> NoiseSource:
+    """The request's RNG on the device the model runs on (with offload, not where it rests)."""
+    from pipeline.noise import NoiseSource
 
-
-def prepare_noise(
-    tasks: Sequence[ImageTask],
-    width: int,
-    height: int,
-    generators: Sequence[torch.Generator],
-) -> torch.Tensor:
-    """Initial noise, made on the CPU from each image's own seed so batching never changes it.
-
-    `generators` (one per task, seeded with its seed) are drawn from here and go on to make the
-    step noise, as A1111's per-image generators do. With a variation seed the noise is the spherical
-    interpolation between the image's noise and the variation seed's noise, A1111's
-    "Variation seed strength".
-    """
-    import torch
-
-    shape = (1, 4, height // LATENT_FACTOR, width // LATENT_FACTOR)
-
-    latents = []
-    for task, generator in zip(tasks, generators, strict=True):
-        base = torch.randn(shape, generator=generator)
-        if task.variation_seed is not None:
-            varied = torch.randn(
-                shape, generator=torch.Generator("cpu").manual_seed(task.variation_seed)
-            )
-            base = slerp(task.request.variation_strength, base, varied)
-        latents.append(base)
-    return torch.cat(latents)
-
-
-def slerp(t: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation per column, as A1111 blends a variation seed's noise.
-
-    A1111 normalises the (4, h, w) noise along its height axis, so each (channel, column) pair is
-    interpolated on its own circle: a whole-tensor slerp gives a different blend. Nearly parallel
-    columns fall back to a straight mix, as there.
-    """
-    import torch
-
-    low, high = start.reshape(-1, *start.shape[-2:]), end.reshape(-1, *end.shape[-2:])
-    low_unit = low / low.norm(dim=1, keepdim=True)
-    high_unit = high / high.norm(dim=1, keepdim=True)
-    cos_angle = (low_unit * high_unit).sum(1)
-    if cos_angle.mean() > 0.9995:
-        return ((1 - t) * start + t * end).to(start.dtype)
-    angle = torch.acos(cos_angle)
-    sine = torch.sin(angle)
-    blend = (torch.sin((1 - t) * angle) / sine).unsqueeze(1) * low + (
-        torch.sin(t * angle) / sine
-    ).unsqueeze(1) * high
-    return blend.reshape(start.shape).to(start.dtype)
+    device = getattr(model.pipe, "_execution_device", model.pipe.device)
+    return NoiseSource(find_rng(request.rng), device)
 
 
 def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
@@ -604,6 +581,7 @@ def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
     The SD1.5 VAE overflows in fp16 on some images: the result is NaN, which would become a black
     image. Decoding one image at a time also keeps the VAE's peak memory to a single image.
     """
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -615,8 +593,10 @@ def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
             image = vae.decode(scaled.float()).sample
     if _is_broken(image):
         raise UserError("the image came out empty (NaN) even in fp32: try another seed or VAE")
-    pixels = ((image[0].float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy(), "RGB")
+    # A1111's bytes: clamp((x + 1) / 2) times 255, truncated (astype(np.uint8)), not rounded.
+    clamped = torch.clamp((image[0].float() + 1.0) / 2.0, min=0.0, max=1.0)
+    pixels = (255.0 * np.moveaxis(clamped.cpu().numpy(), 0, 2)).astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
 
 
 def _is_broken(image: torch.Tensor) -> bool:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
+from pipeline.limits import find_rng
 from pipeline.request import GenerationRequest, Mode
 from pipeline.samplers import AUTOMATIC, resolve_sampler, schedule_label
 
@@ -75,8 +76,11 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Variation seed strength"] = _number(request.variation_strength)
     if request.clip_skip > 1:
         fields["Clip skip"] = request.clip_skip
-    # The noise comes from CPU generators; A1111 reads a missing RNG field as GPU noise.
-    fields["RNG"] = "CPU"
+    if request.ensd and sampler.ancestral:  # A1111 names ENSD where it changes the image
+        fields["ENSD"] = request.ensd
+    rng = find_rng(request.rng)
+    if rng != "GPU":  # as A1111 writes it: a missing RNG field means GPU noise
+        fields["RNG"] = rng
     if request.mode in (Mode.IMG2IMG, Mode.UPSCALE) and request.strength is not None:
         fields["Denoising strength"] = _number(request.strength)
     if request.hires is not None:
@@ -128,6 +132,8 @@ def options_from_parameters(text: str) -> tuple[str, str, dict[str, int | float 
             "sampler": fields.get("Sampler", "Euler a"),
             "schedule": fields.get("Schedule type", AUTOMATIC),
             "clip_skip": int(fields.get("Clip skip", 1)),
+            "rng": fields.get("RNG", "GPU"),
+            "ensd": int(fields.get("ENSD", 0)),
         }
     except (KeyError, ValueError) as error:
         raise UserError(

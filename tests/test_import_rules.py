@@ -20,6 +20,7 @@ ENGINE_SIDE = (
     "pipeline.engine",
     "pipeline.schedules",
     "pipeline.k_samplers",
+    "pipeline.noise",
     "pipeline.tiny",
     "pipeline.conditioning",
     "pipeline.preview",

@@ -24,7 +24,7 @@ from bot.service import Origin
 from bot.settings import Settings
 from pipeline.errors import UserError
 from pipeline.infotext import options_from_parameters
-from pipeline.limits import check_request
+from pipeline.limits import check_request, find_rng, parse_ensd
 from pipeline.png import read_png
 from pipeline.request import GenerationRequest, Mode
 from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
@@ -63,6 +63,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"schedule type, one of: {', '.join(SCHEDULE_NAMES)} (Automatic: the sampler's own)",
     )
     parser.add_argument("--clip-skip", type=int, help="1 (default) or 2 for anime models")
+    parser.add_argument(
+        "--rng",
+        help="where the noise comes from, as A1111's RNG: cpu (default: RNG in .env), gpu "
+        "(A1111's default: NVIDIA's numbers, on any machine) or nv",
+    )
+    parser.add_argument(
+        "--ensd", help="A1111's eta noise seed delta (ENSD), such as 31337; changes Euler a, DPM2 a"
+    )
     parser.add_argument("--model", help="tiny, a .safetensors file, a diffusers folder or hub id")
     hires = parser.add_argument_group("highres fix")
     hires.add_argument("--hires", action="store_true", default=None, help="refine at a larger size")
@@ -180,6 +188,8 @@ def request_from_args(
         "hires_steps": args.hires_steps,
         "hires_denoise": args.denoise,
         "hires_upscaler": args.upscaler,
+        "rng": None if args.rng is None else find_rng(args.rng),
+        "ensd": None if args.ensd is None else parse_ensd(args.ensd),
     }
     if args.size:
         explicit["width"], explicit["height"] = parse_size(args.size, settings.max_pixels)

@@ -140,10 +140,16 @@ def sample_lcm(
     model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     sigmas: torch.Tensor,
-    noise_sampler: Callable[..., torch.Tensor],
+    noise_sampler: Callable[..., torch.Tensor] | None = None,
     **_: object,
 ) -> torch.Tensor:
-    """A1111's LCM sampler: jump to the denoised latents, then noise them to the next sigma."""
+    """A1111's LCM sampler: jump to the denoised latents, then noise them to the next sigma.
+
+    Its noise is k-diffusion's default (`torch.randn_like` in k_diffusion.sampling), which
+    A1111 answers with the image's generator.
+    """
+    sampling, _ = load_k_diffusion()
+    noise_sampler = noise_sampler or sampling.default_noise_sampler(x)
     for sigma, sigma_next in itertools.pairwise(sigmas):
         x = model(x, sigma * x.new_ones([x.shape[0]]))
         if sigma_next > 0:
