@@ -1,7 +1,8 @@
 """From what a user typed to a `GenerationRequest`: the prompt language plus defaults.
 
 Precedence, highest first: explicit options (slash-command options, CLI flags), flags inside
-the prompt (`--ar 3:2`), the user's saved defaults, the server's defaults, then `.env`.
+the prompt (`--ar 3:2`), a pasted A1111 recipe (`bot.recipes`), the user's saved defaults, the
+server's defaults, then `.env`.
 """
 
 from __future__ import annotations
@@ -84,8 +85,13 @@ def build_request(
     known_embeddings: Collection[str] = (),
     known_hypernets: Collection[str] = (),
     extra_loras: tuple[LoraRef, ...] = (),
+    pasted: Mapping[str, Any] | None = None,
 ) -> Built:
-    """Parse the prompt and merge every layer of options; a UserError lists what to fix."""
+    """Parse the prompt and merge every layer of options; a UserError lists what to fix.
+
+    `pasted` is a recipe's options (`Recipe.options`): besides the saved-layer fields it may
+    set the noise fields `rng`, `ensd`, `variation_seed` and `variation_strength`.
+    """
     if negative is None:
         saved = [layer.get("negative") for layer in (user or {}, server or {})]
         negative = next((text for text in saved if text is not None), settings.default_negative)
@@ -103,6 +109,7 @@ def build_request(
         flags=parsed.flags,
         user=saved_defaults(user or {}, settings),
         server={**settings_defaults(settings), **saved_defaults(server or {}, settings)},
+        pasted=pasted,
     )
     hires = hires_spec(merged, explicit or {}, upscaler_catalog(settings))
     loras = (*parsed.loras, *extra_loras)
@@ -122,6 +129,10 @@ def build_request(
         seed=int(merged["seed"]) if merged.get("seed") is not None else random_seed(),
         count=int(merged["count"]),
         clip_skip=int(merged.get("clip_skip", 1)),
+        rng=str(merged.get("rng") or GenerationRequest.rng),
+        ensd=int(merged.get("ensd") or 0),
+        variation_seed=merged.get("variation_seed"),
+        variation_strength=float(merged.get("variation_strength") or 0.0),
         model=str(merged.get("model") or "default"),
         loras=loras,
         hypernets=parsed.hypernets,
