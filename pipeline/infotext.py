@@ -15,7 +15,7 @@ from pipeline.samplers import resolve_sampler, schedule_label
 _FIELD = re.compile(r'\s*(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 """A1111's `Key: value` pattern, with keys bounded (its longest is under 40 characters) so
 reading a long text that is not an infotext stays linear."""
-_STEPS = re.compile(r"Steps:\s*\d")
+_STEPS = re.compile(r"Steps:")
 """A1111 writes `Steps` first, so it marks where the fields of a one-line paste begin."""
 _STEPS_TRIED = 4
 """A prompt may mention `Steps: 3` itself; a few candidates are enough, and bound the work."""
@@ -100,7 +100,7 @@ def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
     A1111's rule: the last line holds the fields when at least three `Key: value` pairs read
     from it, and the negative starts at a line beginning `Negative prompt:`. Discord's string
     options carry no newlines, so a pasted infotext may arrive as one line; then the fields
-    start at the first `Steps: N` that three pairs read from, and the negative at the first
+    start at the first `Steps:` that three pairs read from, and the negative at the first
     `Negative prompt:`.
     """
     lines = text.strip().replace("\r\n", "\n").split("\n")
