@@ -151,6 +151,7 @@ class RecipeReader:
     def read(self, text: str, given: Mapping[str, Any] | None = None) -> Recipe:
         """The recipe with its files found; blocking (it may hash files): not on the loop."""
         recipe = read_recipe(text, limits_of(self.settings), given)
-        models, _ = model_sources(self.settings, self.model_override)
+        sources, _ = model_sources(self.settings, self.model_override)
+        models = {name: model for name, model in sources.items() if not model.txt2img_refusal}
         installed = InstalledFiles(models, self.libraries, self.hashes)
         return match_files(recipe, installed)

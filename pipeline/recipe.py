@@ -181,13 +181,10 @@ class _Reader:
             self.options["steps"] = self._at_most("Steps", steps, limits.max_steps)
         if (cfg := self._number("CFG scale", float)) is not None:
             self.options["cfg"] = self._within("CFG scale", cfg, limits.min_cfg, limits.max_cfg)
-        if (seed := self._number("Seed", int)) is not None:
-            if seed < 0:
-                self.notes.append(f"Seed: {seed} means a random seed, as in A1111")
-            elif seed > MAX_SEED - limits.max_images:
-                raise UserError(_out_of_range("Seed", seed, f"0 to {MAX_SEED - limits.max_images}"))
-            else:
-                self.options["seed"] = seed
+        if (seed := self._number("Seed", int)) is not None and seed < 0:
+            self.notes.append(f"Seed: {seed} means a random seed, as in A1111")
+        elif seed is not None:
+            self.options["seed"] = self._below_max_seed("Seed", seed)
         if (size := self._take("Size")) is not None:
             self.options["width"], self.options["height"] = _size("Size", size)
         clip_skip = self._number("Clip skip", int, low=1)
@@ -202,9 +199,13 @@ class _Reader:
         if "schedule" not in self.given:
             self.options["schedule"] = AUTOMATIC
             if schedule is not None:
-                self.options["schedule"] = self._known(
-                    "Schedule type", schedule, find_schedule, "Automatic (the sampler's own)"
-                )
+                try:
+                    self.options["schedule"] = find_schedule(schedule)
+                except UserError:
+                    self.notes.append(
+                        f"Schedule type: {_shown(schedule)} is not offered here: Automatic "
+                        "(the sampler's own) is used"
+                    )
         name = self._take("Sampler")
         if name is None:
             return
@@ -217,11 +218,19 @@ class _Reader:
             )
             return
         self.options["sampler"] = sampler.name
-        if named is not None and "schedule" not in self.given:
+        if "schedule" in self.given:
+            return
+        if named is not None:
             self.options["schedule"] = named
+        if sampler.timestep_sampler and self.options["schedule"] != AUTOMATIC:
+            self.notes.append(
+                f"Schedule type: {sampler.name} keeps its own timesteps here, so "
+                f"{self.options['schedule']} is not used"
+            )
+            self.options["schedule"] = AUTOMATIC
 
     def _noise(self) -> None:
-        variation_seed = self._number("Variation seed", int, low=0)
+        variation_seed = self._seed("Variation seed")
         strength = self._number("Variation seed strength", float, low=0.0)
         if strength is not None and strength > 1:
             raise UserError(_out_of_range("Variation seed strength", strength, "0 to 1"))
@@ -233,7 +242,7 @@ class _Reader:
                 "a variation seed needs both Variation seed and Variation seed strength: "
                 "the plain seed is used"
             )
-        if (ensd := self._number("ENSD", int, low=0)) is not None:
+        if (ensd := self._seed("ENSD")) is not None:
             self.options["ensd"] = ensd
         rng = self._take("RNG")
         if "rng" not in self.given:
@@ -410,6 +419,17 @@ class _Reader:
             raise UserError(_out_of_range(name, value, f"{low:g} or more"))
         return value
 
+    def _seed(self, name: str) -> int | None:
+        seed = self._number(name, int, low=0)
+        return None if seed is None else self._below_max_seed(name, seed)
+
+    def _below_max_seed(self, name: str, seed: int) -> int:
+        """Image i draws from seed + i, so the top of the range leaves room for a batch."""
+        high = MAX_SEED - self.limits.max_images
+        if seed > high:
+            raise UserError(_out_of_range(name, seed, f"0 to {high}"))
+        return seed
+
     def _at_most(self, name: str, value: int, high: int) -> int:
         if value <= high:
             return value
@@ -426,13 +446,6 @@ class _Reader:
             f"{name}: {value:g} is outside {low:g} to {high:g} here: {used:g} is used"
         )
         return used
-
-    def _known(self, name: str, value: str, find: Callable[[str], str], instead: str) -> str:
-        try:
-            return find(value)
-        except UserError:
-            self.notes.append(f"{name}: {_shown(value)} is not offered here: {instead} is used")
-            return AUTOMATIC
 
 
 def _size(name: str, text: str, zero: bool = False) -> tuple[int, int]:

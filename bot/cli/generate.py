@@ -244,9 +244,10 @@ def _recipe(
     if args.parameters is not None:
         text = read_parameters(args.parameters)
     elif source is not None:
-        _, text = read_png(source)
-        if not text:
+        _, saved = read_png(source)
+        if not saved:
             raise UserError(f"{source} has no generation parameters: use a PNG made by an SD tool")
+        text = saved
     else:
         return None
     given = {**explicit, "prompt": args.prompt, "negative": args.negative, "model": args.model}

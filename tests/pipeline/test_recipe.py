@@ -256,3 +256,15 @@ def test_a_hash_that_is_not_hex_is_noted_and_the_name_kept() -> None:
     recipe = read(f"{BASE}, Model hash: [7f96], Model: anything-v5")
     assert recipe.model == FileRef("anything-v5", "")
     assert any(note.startswith("Model hash: '[7f96]' is not a hash") for note in recipe.notes)
+
+
+def test_a_timestep_sampler_runs_its_own_timesteps_with_a_note() -> None:
+    recipe = read(BASE.replace("Euler a", "DDIM, Schedule type: Karras"))
+    assert (recipe.options["sampler"], recipe.options["schedule"]) == ("DDIM", "Automatic")
+    assert any("DDIM keeps its own timesteps" in note for note in recipe.notes)
+
+
+@pytest.mark.parametrize("field", ["Variation seed", "ENSD"])
+def test_seed_like_fields_stay_in_the_seed_range(field: str) -> None:
+    with pytest.raises(UserError, match=f"{field}: 9007199254740993 is out of range"):
+        read(f"{BASE}, {field}: 9007199254740993, Variation seed strength: 0.5")
