@@ -27,7 +27,7 @@ MAX_CHARS = 32_000
 """An A1111 infotext is a few thousand characters; a longer text is something else."""
 RNG_SOURCES = ("GPU", "CPU", "NV")
 """A1111's `randn_source` values; a missing `RNG` field means GPU."""
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_SIZE = re.compile(r"^(\d{1,6})x(\d{1,6})$")
 _DIGEST = re.compile(r"[0-9a-f]{8,64}")
 """A short hash as tools write it: 8 (A1111's first model hash) to 64 hex digits."""
 _SHOWN = 60
@@ -295,7 +295,7 @@ class _Reader:
         if scale is None:
             return
         if not (math.isfinite(scale) and scale > 0):
-            raise UserError(_out_of_range("Hires upscale", scale, f"{MIN_HIRES_SCALE:g} to 2"))
+            raise UserError(_out_of_range("Hires upscale", scale, "a positive scale"))
         self.options["hires_scale"] = self._within(
             "Hires upscale", scale, MIN_HIRES_SCALE, MAX_HIRES_SCALE
         )
@@ -460,8 +460,8 @@ def _size(name: str, text: str, zero: bool = False) -> tuple[int, int]:
 
 def _out_of_range(name: str, value: float, allowed: str) -> str:
     return (
-        f"{name}: {_number_text(value)} is out of range: A1111 writes {allowed}; correct it or "
-        "set it with its own option"
+        f"{name}: {_number_text(value)} is out of range: use {allowed}; correct it or set it "
+        "with its own option"
     )
 
 

@@ -44,6 +44,7 @@ VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(str),
     st.tuples(st.integers(0, 5000), st.integers(0, 5000)).map(lambda wh: f"{wh[0]}x{wh[1]}"),
     st.sampled_from(["Euler a", "DPM++ 2M Karras", "Karras", "Latent", "GPU", "CPU", "NV", ""]),
+    st.sampled_from(["9" * 5000, "9" * 5000 + "x512", "512x" + "9" * 5000]),  # past int()'s limit
     st.text(alphabet=st.characters(blacklist_characters=",\n"), max_size=30),
     st.text(max_size=30).map(lambda text: '"' + text.replace('"', "") + '"'),
 )
