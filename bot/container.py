@@ -75,10 +75,10 @@ async def open_database(settings: Settings) -> tuple[Database, Repositories]:
     return db, Repositories.over(db)
 
 
-async def open_libraries(
+async def read_libraries(
     settings: Settings, repos: Repositories, model_override: str | None = None
 ) -> tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary]:
-    """The LoRA, embedding and hypernetwork libraries, with what the drop folders hold added."""
+    """The LoRA, embedding and hypernetwork libraries as registered, drop folders untouched."""
     model = model_override or settings.model
     width = text_width(model)
     libraries = (
@@ -89,6 +89,16 @@ async def open_libraries(
     library: Library[Any]
     for library in libraries:
         await library.refresh()
+    return libraries
+
+
+async def open_libraries(
+    settings: Settings, repos: Repositories, model_override: str | None = None
+) -> tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary]:
+    """The LoRA, embedding and hypernetwork libraries, with what the drop folders hold added."""
+    libraries = await read_libraries(settings, repos, model_override)
+    library: Library[Any]
+    for library in libraries:
         for outcome in await library.scan():
             level = logging.WARNING if outcome.refused else logging.INFO
             log.log(level, "drop folder: %s: %s", outcome.file, outcome.message)

@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.models import upscaler_catalog
+from bot.recipes import RecipeReader
 from bot.requests import build_request
 from bot.service import Origin
 from bot.styles import style_names
@@ -22,9 +23,12 @@ from cogs.checks import is_admin, place_of, reply_error
 from cogs.library import filter_names
 from cogs.models import apply_choices
 from pipeline.errors import UserError
+from pipeline.infotext import looks_like_infotext
 from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
+from pipeline.recipe import Recipe
 from pipeline.request import MAX_SEED, GenerationRequest, Mode
 from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
+from pipeline.sizes import parse_size
 
 if TYPE_CHECKING:
     from bot.discord_bot import DreamcordBot
@@ -43,10 +47,15 @@ class Imagine(commands.Cog):
 
     def __init__(self, bot: DreamcordBot) -> None:
         self.bot = bot
+        services = bot.services
+        self.recipes = RecipeReader(
+            bot.settings, (services.loras, services.embeddings, services.hypernetworks)
+        )
 
     @app_commands.command(description="Make images from a prompt (A1111 syntax, --ar 3:2 ...)")
     @app_commands.describe(
         prompt="what to draw; (word:1.2), <lora:name:0.8>, --ar 3:2, --no text all work",
+        parameters="an A1111 / Civitai recipe (PNG info) to redo; the other options override it",
         negative="what to avoid",
         size="WxH such as 512x768, or an aspect ratio such as 2:3",
         count="how many images",
@@ -72,7 +81,8 @@ class Imagine(commands.Cog):
     async def imagine(
         self,
         interaction: discord.Interaction[DreamcordBot],
-        prompt: app_commands.Range[str, 1, 6000],
+        prompt: app_commands.Range[str, 1, 6000] | None = None,
+        parameters: app_commands.Range[str, 1, 6000] | None = None,
         negative: app_commands.Range[str, 0, 6000] | None = None,
         size: str | None = None,
         count: app_commands.Range[int, 1, 16] | None = None,
@@ -114,7 +124,9 @@ class Imagine(commands.Cog):
         }
         if size:
             explicit["size"] = size
-        await self.start_job(interaction, prompt, negative, explicit, image, strength)
+        if parameters is None and prompt is not None and looks_like_infotext(prompt):
+            parameters, prompt = prompt, None
+        await self.start_job(interaction, prompt, negative, explicit, image, strength, parameters)
 
     @imagine.autocomplete("size")
     async def _sizes(
@@ -157,27 +169,63 @@ class Imagine(commands.Cog):
     async def start_job(
         self,
         interaction: discord.Interaction[DreamcordBot],
-        prompt: str,
+        prompt: str | None,
         negative: str | None,
         explicit: dict[str, Any],
         image: discord.Attachment | None = None,
         strength: float | None = None,
+        parameters: str | None = None,
     ) -> None:
-        """Acknowledge at once, then build, store and queue the job, then show its status."""
+        """Acknowledge at once, then build, store and queue the job, then show its status.
+
+        With pasted `parameters` the options given beside them win, and what the recipe asks
+        for that cannot be honoured is told to the user privately once the job is queued.
+        """
         await interaction.response.defer(thinking=True)
         try:
+            if prompt is None and parameters is None:
+                raise UserError(
+                    "give a prompt, or paste an A1111 recipe (its PNG info) in the parameters "
+                    "option"
+                )
             init = None if image is None else await self._init_image(image, explicit)
-            request = await self._request(interaction, prompt, negative, explicit)
+            recipe = None
+            if parameters is not None:
+                recipe = await self._recipe(parameters, prompt, negative, explicit)
+                prompt = prompt if recipe.prompt is None else recipe.prompt
+                negative = negative if recipe.negative is None else recipe.negative
+            request = await self._request(interaction, prompt or "", negative, explicit, recipe)
+            notes = list(recipe.notes if recipe else ())
+            pasted_strength = recipe.strength if recipe else None
             if init is not None:
                 request = replace(
                     request,
                     mode=Mode.IMG2IMG,
                     init_image=str(init.path),
-                    strength=strength or DEFAULT_STRENGTH,
+                    strength=strength or pasted_strength or DEFAULT_STRENGTH,
                 )
+            elif pasted_strength is not None:
+                notes.append(texts.unused_strength(pasted_strength))
             await self.submit(interaction, request)
         except UserError as error:
             await reply_error(interaction, str(error), replace_thinking=True)
+            return
+        if notes:
+            await interaction.followup.send(
+                texts.recipe_notes(notes),
+                ephemeral=True,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+
+    async def _recipe(
+        self, parameters: str, prompt: str | None, negative: str | None, explicit: dict[str, Any]
+    ) -> Recipe:
+        """The pasted recipe under the options given with it, read off the event loop (finding
+        its files by hash may read them)."""
+        given = {**explicit, "prompt": prompt, "negative": negative}
+        if size := explicit.get("size"):
+            given["width"], given["height"] = parse_size(size, self.bot.settings.max_pixels)
+        return await asyncio.to_thread(self.recipes.read, parameters, given)
 
     async def submit(
         self, interaction: discord.Interaction[DreamcordBot], request: GenerationRequest
@@ -203,14 +251,13 @@ class Imagine(commands.Cog):
         prompt: str,
         negative: str | None,
         explicit: dict[str, Any],
+        recipe: Recipe | None = None,
     ) -> GenerationRequest:
         repos = self.bot.service.repos
         user = await repos.settings.user(interaction.user.id)
         server = await repos.settings.guild(interaction.guild_id) if interaction.guild_id else {}
         size = explicit.pop("size", None)
         if size:
-            from pipeline.sizes import parse_size
-
             explicit["width"], explicit["height"] = parse_size(size, self.bot.settings.max_pixels)
         choices = await apply_choices(self.bot, prompt, negative, explicit, user, server)
         built = build_request(
@@ -224,6 +271,7 @@ class Imagine(commands.Cog):
             known_embeddings=self.bot.names.embeddings,
             known_hypernets=self.bot.names.hypernets,
             extra_loras=choices.loras,
+            pasted=recipe.options if recipe else None,
         )
         return built.request
 

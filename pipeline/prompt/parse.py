@@ -18,7 +18,7 @@ from pipeline.prompt.attention import BREAK_WEIGHT, scan_attention
 from pipeline.prompt.embeddings import find_embeddings
 from pipeline.prompt.flags import extract_flags
 from pipeline.prompt.limits import PromptLimits
-from pipeline.prompt.tags import extract_tags, remove_tags
+from pipeline.prompt.tags import NetworkTag, extract_tags, remove_tags
 from pipeline.prompt.unsupported import find_unsupported
 from pipeline.request import HypernetRef, LoraRef
 
@@ -32,6 +32,7 @@ class ParsedPrompt:
 
     `prompt` and `negative` are the texts for the text encoder: tags and flags cut out, attention
     syntax kept (the engine parses it again). `flags` holds the request fields the flags set.
+    `networks` is every LoRA and hypernetwork tag found, installed or not.
     """
 
     prompt: str
@@ -45,6 +46,7 @@ class ParsedPrompt:
     flags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     warnings: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    networks: tuple[NetworkTag, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -109,6 +111,7 @@ def parse_prompt(
         flags=MappingProxyType(flags.values),
         warnings=tuple(dict.fromkeys(warnings)),
         errors=tuple(dict.fromkeys(errors)),
+        networks=tags.networks,
     )
 
 
