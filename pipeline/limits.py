@@ -52,7 +52,12 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
         )
     hires = request.hires and check_hires(request, limits)
     sampler, schedule = resolve_sampler(request.sampler, request.schedule)
-    return replace(request, sampler=sampler.name, schedule=schedule, hires=hires)
+    checked = replace(request, sampler=sampler.name, schedule=schedule, hires=hires)
+    # Imported here: the prompt language's flags read this module's bounds.
+    from pipeline.prompt.schedule import plan_conditioning
+
+    plan_conditioning(checked)  # AND parts and edit schedules within their limits
+    return checked
 
 
 def check_hires(request: GenerationRequest, limits: Limits) -> HiresSpec:

@@ -30,7 +30,8 @@ class Sampler:
     is made one step longer and its next-to-last sigma dropped. `timestep_sampler` marks the
     samplers that keep diffusers' own timesteps and take no schedule type. For
     `brownian_step_noise` A1111 draws the step noise from a Brownian tree per image, which the
-    scheduler cannot do itself.
+    scheduler cannot do itself. `second_order` is A1111's option of the same name: its prompt
+    schedules count two denoiser calls a step for these samplers.
     """
 
     name: str
@@ -40,6 +41,7 @@ class Sampler:
     discard_penultimate: bool = False
     timestep_sampler: bool = False
     brownian_step_noise: bool = False
+    second_order: bool = False
 
 
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
@@ -50,11 +52,25 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("Euler a", "EulerAncestralDiscreteScheduler"),
         Sampler("Euler", "EulerDiscreteScheduler"),
         Sampler("LMS", "LMSDiscreteScheduler"),
-        Sampler("Heun", "HeunDiscreteScheduler"),
-        Sampler("DPM2", "KDPM2DiscreteScheduler", {}, KARRAS, discard_penultimate=True),
-        Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, KARRAS, discard_penultimate=True),
+        Sampler("Heun", "HeunDiscreteScheduler", second_order=True),
+        Sampler(
+            "DPM2",
+            "KDPM2DiscreteScheduler",
+            {},
+            KARRAS,
+            discard_penultimate=True,
+            second_order=True,
+        ),
+        Sampler(
+            "DPM2 a",
+            "KDPM2AncestralDiscreteScheduler",
+            {},
+            KARRAS,
+            discard_penultimate=True,
+            second_order=True,
+        ),
         Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {}, KARRAS),
-        Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, KARRAS),
+        Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, KARRAS, second_order=True),
         Sampler(
             "DPM++ 2M SDE",
             "DPMSolverMultistepScheduler",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from pipeline.backend import ImageResult, ImageTask
+from pipeline.conditioning import encode_chunks, split_into_chunks
 from pipeline.engine import Engine
 from pipeline.models import ModelManager, choose_placement, resolve_model
+from pipeline.prompt.attention import parse_prompt_attention
 from pipeline.request import GenerationRequest
 
 SMALL = GenerationRequest("a red fox in the snow", width=64, height=64, steps=3, seed=42)
@@ -28,3 +31,10 @@ def run(engine: Engine, request: GenerationRequest, **changes: object) -> list[I
 
 def pixels(result: ImageResult) -> np.ndarray:
     return np.asarray(result.image, dtype=np.int16)
+
+
+def encode_text(engine: Engine, text: str, clip_skip: int = 1) -> Any:
+    """One plain text encoded alone by the text conditioning (A1111's, checked elsewhere)."""
+    pipe = engine.models.get("tiny").pipe
+    chunks, _ = split_into_chunks(parse_prompt_attention(text), pipe.tokenizer)
+    return encode_chunks(chunks, pipe.text_encoder, pipe.tokenizer, clip_skip)

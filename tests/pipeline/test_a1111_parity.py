@@ -14,12 +14,11 @@ import pytest
 import torch
 from diffusers import PNDMScheduler
 
-from pipeline.backend import ImageTask
 from pipeline.engine import Engine, make_scheduler, plan_passes, prepare_timesteps
 from pipeline.models import config_dir
 from pipeline.request import GenerationRequest, HiresSpec, Mode
 from pipeline.samplers import SAMPLERS, SCHEDULE_NAMES
-from tests.pipeline.engine_helpers import SMALL, run, tiny_engine
+from tests.pipeline.engine_helpers import SMALL, encode_text, run, tiny_engine
 from tests.pipeline.k_diffusion_reference import cfg_denoiser, load_k_diffusion, sd15_denoiser
 
 sampling, _ = load_k_diffusion()
@@ -136,9 +135,9 @@ def a1111_txt2img(
     """
     model = engine.models.get("tiny")
     with torch.inference_mode():
-        group = engine._encode(model, [ImageTask("reference", 0, request)], {})[0]
+        cond, uncond = encode_text(engine, request.prompt), encode_text(engine, request.negative)
         denoiser = sd15_denoiser(model.pipe.unet)
-        guided = cfg_denoiser(denoiser, group.cond[0], group.uncond[0], request.cfg)
+        guided = cfg_denoiser(denoiser, cond, uncond, request.cfg)
         generator = torch.Generator("cpu").manual_seed(request.seed)
         shape = (1, 4, request.height // 8, request.width // 8)
         x = torch.randn(shape, generator=generator) * sigmas[0]
