@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -85,5 +85,34 @@ def cfg_denoiser(
         )
         on_cond, on_uncond = denoised.chunk(2)
         return on_uncond + (on_cond - on_uncond) * scale
+
+    return model
+
+
+Parts = Sequence[tuple[float, torch.Tensor]]
+
+
+def scheduled_cfg_denoiser(
+    denoiser: torch.nn.Module,
+    conds_at: Callable[[int], tuple[Parts, torch.Tensor]],
+    scale: float,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A1111's CFGDenoiser for one image whose conditioning changes from call to call.
+
+    At its n-th call (from 0) `conds_at(n)` gives the (weight, cond) parts of the prompt and the
+    uncond; the result is uncond + (part - uncond) x weight x scale for each part, added in
+    order, as `combine_denoised` adds them.
+    """
+    calls = 0
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        parts, uncond = conds_at(calls)
+        calls += 1
+        on_uncond = denoiser(x, sigma, cond=uncond)
+        denoised = on_uncond.clone()
+        for weight, cond in parts:
+            denoised += (denoiser(x, sigma, cond=cond) - on_uncond) * (weight * scale)
+        return denoised
 
     return model

@@ -7,18 +7,22 @@ A1111's rules, written out here. The engine runs on the scheduler config a check
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 import torch
-from diffusers import PNDMScheduler
 
 from pipeline.engine import Engine, make_scheduler, plan_passes, prepare_timesteps
-from pipeline.models import config_dir
 from pipeline.request import GenerationRequest, HiresSpec, Mode
 from pipeline.samplers import SAMPLERS, SCHEDULE_NAMES
-from tests.pipeline.engine_helpers import SMALL, encode_text, run, tiny_engine
+from tests.pipeline.engine_helpers import (
+    SMALL,
+    checkpoint_engine,
+    encode_text,
+    record_decodes,
+    run,
+)
 from tests.pipeline.k_diffusion_reference import cfg_denoiser, load_k_diffusion, sd15_denoiser
 
 sampling, _ = load_k_diffusion()
@@ -63,11 +67,7 @@ def reference_sigmas(sampler: str, schedule: str, steps: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    engine = tiny_engine()
-    pipe = engine.models.get("tiny").pipe
-    pipe.scheduler = PNDMScheduler.from_pretrained(config_dir(), subfolder="scheduler")
-    assert pipe.scheduler.config.timestep_spacing == "leading"
-    return engine
+    return checkpoint_engine()
 
 
 def scheduler_for(engine: Engine, request: GenerationRequest, pass_index: int = 0) -> object:
@@ -107,18 +107,8 @@ def test_sd15_sigmas_span_a1111s_range() -> None:
 
 
 @pytest.fixture
-def decoded_latents(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
-    """Every latent the engine hands the VAE decoder, unscaled again."""
-    vae = engine.models.get("tiny").pipe.vae
-    seen: list[torch.Tensor] = []
-    decode = vae.decode
-
-    def recording(latents: torch.Tensor, *args: object, **kwargs: object) -> object:
-        seen.append(latents * vae.config.scaling_factor)
-        return decode(latents, *args, **kwargs)
-
-    monkeypatch.setattr(vae, "decode", recording)
-    yield seen
+def decoded_latents(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list:
+    return record_decodes(engine, monkeypatch)
 
 
 def a1111_txt2img(
