@@ -72,10 +72,10 @@ def prompt_schedule(text: str, timeline: Timeline) -> Schedule:
         return ((timeline.steps, text),)
     whens = [timeline.last_step(node.when) if node.when else 0 for node in edited.nodes]
     steps = {timeline.steps}
-    steps.update(when for node, when in zip(edited.nodes, whens, strict=True) if node.when)
+    steps.update(w for node, w in zip(edited.nodes, whens, strict=True) if node.when and w >= 1)
     if any(not node.when for node in edited.nodes):
         steps.update(range(1, timeline.steps + 1))
-    return tuple((step, edited.text_at(step, whens)) for step in sorted(s for s in steps if s >= 1))
+    return tuple((step, edited.text_at(step, whens)) for step in sorted(steps))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ REQUEST = GenerationRequest("a cat", steps=20, sampler="Euler")
         ("Euler", None, (Timeline(20),)),
         ("DPM++ 2M", None, (Timeline(20),)),
         ("Heun", None, (Timeline(40),)),
+        ("DPM2", None, (Timeline(40),)),
         ("DPM2 a", None, (Timeline(40),)),
         ("DPM++ SDE", None, (Timeline(40),)),
         ("Euler", 8, (Timeline(20), Timeline(8, 20))),
