@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings
 from pipeline.errors import UserError
-from pipeline.limits import Limits
+from pipeline.limits import MAX_CLIP_SKIP, Limits
 from pipeline.models import ModelSource, resolve_model
 from pipeline.upscalers import UpscalerCatalog
 
@@ -71,6 +72,53 @@ def build_engine(
         adapters = AdapterSource(loras, embeddings, cache, hypernetworks)
     models = ModelManager(sources, default, placement, vae=settings.vae)
     return Engine(models, adapters, upscaler_catalog(settings))
+
+
+MODEL_DEFAULT_KEYS = {"clip_skip": (1, MAX_CLIP_SKIP)}
+"""What a model's sidecar file may set, with the allowed range of each value."""
+
+
+def model_defaults(settings: Settings, name: str) -> dict[str, Any]:
+    """The request defaults a model's sidecar file sets (`anything-v5.json` beside
+    `anything-v5.safetensors`): what the model card asks for, such as clip skip 2.
+
+    "default" is the MODEL setting; other names are looked up in MODELS_DIR. A model without
+    a sidecar has none; a sidecar that is not valid is a UserError naming the file.
+    """
+    sidecar = _sidecar_of(settings, name)
+    if sidecar is None or not sidecar.is_file():
+        return {}
+    try:
+        raw = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{sidecar} is not readable JSON ({error}): fix or remove it") from None
+    if not isinstance(raw, dict):
+        raise UserError(f'{sidecar} must hold a JSON object such as {{"clip_skip": 2}}')
+    defaults = {}
+    for key, (low, high) in MODEL_DEFAULT_KEYS.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise UserError(f"{sidecar}: {key} is {value!r}; use a whole number {low} to {high}")
+        defaults[key] = value
+    return defaults
+
+
+def _sidecar_of(settings: Settings, name: str) -> Path | None:
+    if name == "default":
+        path = Path(settings.model).expanduser()
+    elif settings.models_dir is not None:
+        path = settings.models_dir / name
+        if not path.is_dir():
+            path = path.with_name(f"{name}.safetensors")
+    else:
+        return None
+    if path.is_dir():
+        return path.with_name(f"{path.name}.json")
+    if path.suffix.lower() == ".safetensors":
+        return path.with_suffix(".json")
+    return None  # tiny, sd15-random and hub ids have no file of their own
 
 
 def upscaler_catalog(settings: Settings) -> UpscalerCatalog:

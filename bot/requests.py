@@ -1,7 +1,8 @@
 """From what a user typed to a `GenerationRequest`: the prompt language plus defaults.
 
 Precedence, highest first: explicit options (slash-command options, CLI flags), flags inside
-the prompt (`--ar 3:2`), the user's saved defaults, the server's defaults, then `.env`.
+the prompt (`--ar 3:2`), the user's saved defaults, the model's own (`bot.models.model_defaults`),
+the server's defaults, then `.env`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.models import upscaler_catalog
+from bot.models import model_defaults, upscaler_catalog
 from bot.settings import Settings
 from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.options import merge_options
@@ -98,12 +99,15 @@ def build_request(
         limits=prompt_limits(settings),
     )
     parsed.raise_if_errors()
-    merged = merge_options(
-        explicit=explicit or {},
-        flags=parsed.flags,
-        user=saved_defaults(user or {}, settings),
-        server={**settings_defaults(settings), **saved_defaults(server or {}, settings)},
-    )
+    layers = {
+        "explicit": explicit or {},
+        "flags": parsed.flags,
+        "user": saved_defaults(user or {}, settings),
+        "server": {**settings_defaults(settings), **saved_defaults(server or {}, settings)},
+    }
+    # The model decides its own defaults' layer, so it is found first.
+    model_name = str(merge_options(**layers).get("model") or "default")
+    merged = merge_options(**layers, model=model_defaults(settings, model_name))
     hires = hires_spec(merged, explicit or {}, upscaler_catalog(settings))
     loras = (*parsed.loras, *extra_loras)
     # The tags stay in the stored prompt, as A1111 writes them in its infotext (it has no
@@ -122,7 +126,7 @@ def build_request(
         seed=int(merged["seed"]) if merged.get("seed") is not None else random_seed(),
         count=int(merged["count"]),
         clip_skip=int(merged.get("clip_skip", 1)),
-        model=str(merged.get("model") or "default"),
+        model=model_name,
         loras=loras,
         hypernets=parsed.hypernets,
         hires=hires,

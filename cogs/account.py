@@ -11,15 +11,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.requests import settings_defaults
+from bot.models import upscaler_catalog
+from bot.requests import HIRES_FIELDS, settings_defaults
 from cogs import pages, texts
 from cogs.buttons import result_view
 from cogs.checks import reply_error
 from cogs.errors import Refused
-from cogs.imagine import SAMPLER_CHOICES
+from cogs.imagine import SAMPLER_CHOICES, SCHEDULE_CHOICES, upscaler_choices
 from pipeline.errors import UserError
-from pipeline.limits import MAX_CLIP_SKIP
-from pipeline.samplers import find_sampler
+from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
+from pipeline.request import HiresSpec
+from pipeline.samplers import AUTOMATIC, find_sampler, find_schedule
 from pipeline.sizes import parse_size
 
 if TYPE_CHECKING:
@@ -27,7 +29,18 @@ if TYPE_CHECKING:
     from bot.service import Generation
     from bot.settings import Settings
 
-DEFAULT_KEYS = ("size", "steps", "cfg", "sampler", "count", "clip_skip", "negative", "hires")
+DEFAULT_KEYS = (
+    "size",
+    "steps",
+    "cfg",
+    "sampler",
+    "schedule",
+    "count",
+    "clip_skip",
+    "negative",
+    "hires",
+    *HIRES_FIELDS,
+)
 """What `/settings` stores, keyed as `bot.requests.saved_defaults` reads them."""
 MIN_CFG, MAX_CFG = 1.0, 30.0
 
@@ -48,6 +61,8 @@ def checked_defaults(values: Mapping[str, Any], settings: Settings) -> dict[str,
             checked[key] = f"{width}x{height}"
         elif key == "sampler":
             checked[key] = find_sampler(str(value)).name
+        elif key == "schedule":
+            checked[key] = find_schedule(str(value))
         elif key == "steps":
             checked[key] = _in_range("steps", int(value), 1, settings.max_steps)
         elif key == "count":
@@ -55,11 +70,17 @@ def checked_defaults(values: Mapping[str, Any], settings: Settings) -> dict[str,
         elif key == "clip_skip":
             checked[key] = _in_range("clip skip", int(value), 1, MAX_CLIP_SKIP)
         elif key == "cfg":
-            if not MIN_CFG <= float(value) <= MAX_CFG:
-                raise UserError(f"cfg {value:g} is out of range: use {MIN_CFG:g} to {MAX_CFG:g}")
-            checked[key] = float(value)
+            checked[key] = _in_float_range("cfg", value, MIN_CFG, MAX_CFG)
         elif key == "hires":
             checked[key] = bool(value)
+        elif key == "hires_scale":
+            checked[key] = _in_float_range("hires scale", value, MIN_HIRES_SCALE, MAX_HIRES_SCALE)
+        elif key == "hires_steps":
+            checked[key] = _in_range("hires steps", int(value), 0, settings.max_steps)
+        elif key == "hires_denoise":
+            checked[key] = _in_float_range("hires denoise", value, 0.01, 1.0)
+        elif key == "hires_upscaler":
+            checked[key] = upscaler_catalog(settings).find(str(value)).name
         else:
             raise ValueError(f"unknown default {key!r}")
     return checked
@@ -69,6 +90,12 @@ def _in_range(name: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise UserError(f"{name} {value} is out of range: use {low} to {high}")
     return value
+
+
+def _in_float_range(name: str, value: float, low: float, high: float) -> float:
+    if not low <= float(value) <= high:
+        raise UserError(f"{name} {value:g} is out of range: use {low:g} to {high:g}")
+    return float(value)
 
 
 def effective_defaults(
@@ -81,10 +108,15 @@ def effective_defaults(
         "steps": base["steps"],
         "cfg": base["cfg"],
         "sampler": base["sampler"],
+        "schedule": AUTOMATIC,
         "count": base["count"],
         "clip_skip": 1,
         "negative": settings.default_negative,
         "hires": False,
+        "hires_scale": HiresSpec.scale,
+        "hires_steps": HiresSpec.steps,
+        "hires_denoise": "the upscaler's own",
+        "hires_upscaler": HiresSpec.upscaler,
     }
     rows = []
     for key in DEFAULT_KEYS:
@@ -121,12 +153,17 @@ class Account(commands.Cog):
         steps="default sampling steps",
         cfg="default CFG scale",
         sampler="default sampler",
+        schedule="default schedule type (Automatic: the sampler's own)",
         count="default number of images",
         clip_skip="default clip skip: 1, or 2 for most anime models",
         hires="highres fix by default",
+        hires_scale="highres fix: how much larger, 1 to 2 (default 2)",
+        hires_steps="highres fix: steps of the second pass (default 15; 0: the base steps)",
+        hires_denoise="highres fix: denoising strength (default: the upscaler's own)",
+        hires_upscaler="highres fix: upscaler (default Latent)",
         reset="forget all your defaults first",
     )
-    @app_commands.choices(sampler=SAMPLER_CHOICES)
+    @app_commands.choices(sampler=SAMPLER_CHOICES, schedule=SCHEDULE_CHOICES)
     async def settings_command(
         self,
         interaction: discord.Interaction[DreamcordBot],
@@ -135,9 +172,14 @@ class Account(commands.Cog):
         steps: app_commands.Range[int, 1, 150] | None = None,
         cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
         sampler: app_commands.Choice[str] | None = None,
+        schedule: app_commands.Choice[str] | None = None,
         count: app_commands.Range[int, 1, 16] | None = None,
         clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
         hires: bool | None = None,
+        hires_scale: app_commands.Range[float, MIN_HIRES_SCALE, MAX_HIRES_SCALE] | None = None,
+        hires_steps: app_commands.Range[int, 0, 150] | None = None,
+        hires_denoise: app_commands.Range[float, 0.01, 1.0] | None = None,
+        hires_upscaler: app_commands.Range[str, 1, 100] | None = None,
         reset: bool = False,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -147,9 +189,14 @@ class Account(commands.Cog):
             "steps": steps,
             "cfg": cfg,
             "sampler": sampler.value if sampler else None,
+            "schedule": schedule.value if schedule else None,
             "count": count,
             "clip_skip": clip_skip,
             "hires": hires,
+            "hires_scale": hires_scale,
+            "hires_steps": hires_steps,
+            "hires_denoise": hires_denoise,
+            "hires_upscaler": hires_upscaler,
         }
         repos = self.bot.service.repos
         user_id = interaction.user.id
@@ -174,6 +221,12 @@ class Account(commands.Cog):
         await interaction.followup.send(
             embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )
+
+    @settings_command.autocomplete("hires_upscaler")
+    async def _upscalers(
+        self, interaction: discord.Interaction[DreamcordBot], typed: str
+    ) -> list[app_commands.Choice[str]]:
+        return upscaler_choices(self.bot.settings, typed)
 
     # /history and /favourites
 

@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.models import upscaler_catalog
 from bot.requests import build_request
 from bot.service import Origin
 from bot.styles import style_names
@@ -21,12 +22,13 @@ from cogs.checks import is_admin, place_of, reply_error
 from cogs.library import filter_names
 from cogs.models import apply_choices
 from pipeline.errors import UserError
-from pipeline.limits import MAX_CLIP_SKIP
+from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
 from pipeline.request import MAX_SEED, GenerationRequest, Mode
 from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 
 if TYPE_CHECKING:
     from bot.discord_bot import DreamcordBot
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ class Imagine(commands.Cog):
         schedule="schedule type (A1111 name; Automatic: the sampler's own)",
         clip_skip="text-encoder layers to skip: 1 (default), 2 for most anime models",
         hires="highres fix: draw at the base size, then refine at 2x",
+        hires_scale="highres fix: how much larger, 1 to 2 (default 2; turns highres fix on)",
+        hires_steps="highres fix: steps of the second pass (default 15; 0: the base steps)",
+        hires_denoise="highres fix: denoising strength (default: the upscaler's own)",
+        hires_upscaler="highres fix: upscaler, such as Latent or an installed ESRGAN model",
         lora="a LoRA to add (same as <lora:name:weight> in the prompt)",
         lora_weight="the LoRA's weight (default: its own, usually 1)",
         model="which model draws it (default: this server's)",
@@ -77,6 +83,10 @@ class Imagine(commands.Cog):
         schedule: app_commands.Choice[str] | None = None,
         clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
         hires: bool | None = None,
+        hires_scale: app_commands.Range[float, MIN_HIRES_SCALE, MAX_HIRES_SCALE] | None = None,
+        hires_steps: app_commands.Range[int, 0, 150] | None = None,
+        hires_denoise: app_commands.Range[float, 0.01, 1.0] | None = None,
+        hires_upscaler: app_commands.Range[str, 1, 100] | None = None,
         lora: app_commands.Range[str, 1, 64] | None = None,
         lora_weight: app_commands.Range[float, -3.0, 3.0] | None = None,
         model: app_commands.Range[str, 1, 200] | None = None,
@@ -93,6 +103,10 @@ class Imagine(commands.Cog):
             "schedule": schedule.value if schedule else None,
             "clip_skip": clip_skip,
             "hires": hires,
+            "hires_scale": hires_scale,
+            "hires_steps": hires_steps,
+            "hires_denoise": hires_denoise,
+            "hires_upscaler": hires_upscaler,
             "lora": lora,
             "lora_weight": lora_weight,
             "model": model,
@@ -111,6 +125,12 @@ class Imagine(commands.Cog):
             for size in SIZE_SUGGESTIONS
             if typed.lower() in size
         ][:25]
+
+    @imagine.autocomplete("hires_upscaler")
+    async def _upscalers(
+        self, interaction: discord.Interaction[DreamcordBot], typed: str
+    ) -> list[app_commands.Choice[str]]:
+        return upscaler_choices(self.bot.settings, typed)
 
     @imagine.autocomplete("lora")
     async def _loras(
@@ -238,6 +258,11 @@ class Imagine(commands.Cog):
             await interaction.followup.send(f"⚠️ {error}", ephemeral=True)
             return
         await interaction.followup.send(f"Cancelled: {outcome}.", ephemeral=True)
+
+
+def upscaler_choices(settings: Settings, typed: str) -> list[app_commands.Choice[str]]:
+    """The highres-fix upscalers matching what was typed: the built-ins and installed models."""
+    return filter_names(list(upscaler_catalog(settings).names()), typed)
 
 
 def _origin(interaction: discord.Interaction[DreamcordBot]) -> Origin:

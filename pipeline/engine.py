@@ -245,6 +245,7 @@ class Engine:
                 model_hash=model.hash,
                 lora_hashes=lora_hashes,
                 ti_hashes=ti_hashes,
+                vae=model.vae,
             )
             results.append(ImageResult(task, image, build_parameters(task.request, identity)))
         return results
@@ -347,7 +348,7 @@ class Engine:
         if upscaler.latent_mode is not None:
             size = (target.height // LATENT_FACTOR, target.width // LATENT_FACTOR)
             upscaled = torch.nn.functional.interpolate(
-                latents.float(), size=size, mode=upscaler.latent_mode
+                latents.float(), size=size, mode=upscaler.latent_mode, antialias=upscaler.antialias
             )
             return upscaled.to(latents.dtype)
         vae = model.pipe.vae
@@ -480,6 +481,8 @@ def prepare_timesteps(
             scheduler.set_begin_index(skip)
         return scheduler.timesteps[skip:]
     model_sigmas = DiscreteSigmas.of(scheduler)
+    if sampler.distilled_steps is not None:
+        model_sigmas = model_sigmas.distilled(sampler.distilled_steps)
     sigmas = a1111_sigmas(model_sigmas, sampler, schedule, denoise.steps)
     install_sigmas(scheduler, model_sigmas, sigmas[denoise.steps - denoise.run :], device)
     return scheduler.timesteps
@@ -524,10 +527,11 @@ def make_scheduler(model: LoadedModel, request: GenerationRequest, seeds: Sequen
     """
     import diffusers
 
+    from pipeline.k_samplers import K_SCHEDULERS
     from pipeline.schedules import k_diffusion_options
 
     sampler, _ = resolve_sampler(request.sampler, request.schedule)
-    scheduler_class = getattr(diffusers, sampler.scheduler)
+    scheduler_class = K_SCHEDULERS.get(sampler.scheduler) or getattr(diffusers, sampler.scheduler)
     options = dict(sampler.options)
     if not sampler.timestep_sampler:
         options |= k_diffusion_options(scheduler_class)

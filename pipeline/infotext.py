@@ -25,6 +25,8 @@ class ImageIdentity:
     model_hash: str = ""
     lora_hashes: tuple[tuple[str, str], ...] = ()
     ti_hashes: tuple[tuple[str, str], ...] = ()
+    vae: tuple[str, str] | None = None
+    """A replacement VAE's (file name, short hash); None for the checkpoint's own."""
 
 
 def quote(value: object) -> str:
@@ -63,6 +65,11 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Model hash"] = identity.model_hash
     if identity.model_name:
         fields["Model"] = identity.model_name
+    if identity.vae is not None:
+        vae_name, vae_hash = identity.vae
+        if vae_hash:
+            fields["VAE hash"] = vae_hash
+        fields["VAE"] = vae_name
     if identity.variation_seed is not None:
         fields["Variation seed"] = identity.variation_seed
         fields["Variation seed strength"] = _number(request.variation_strength)

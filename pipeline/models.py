@@ -260,6 +260,8 @@ class LoadedModel:
     source: ModelSource
     pipe: StableDiffusionPipeline
     hash: str = ""
+    vae: tuple[str, str] | None = None
+    """(file name, short hash) of a replacement VAE, as A1111 writes `VAE` and `VAE hash`."""
 
     @property
     def name(self) -> str:
@@ -320,7 +322,14 @@ def load_model(
         pipe.vae = load_vae(vae, placement.dtype, configs)
     pipe.set_progress_bar_config(disable=True)
     place_pipeline(pipe, placement)
-    return LoadedModel(source, pipe, model_hash)
+    identity = vae_identity(Path(vae).expanduser()) if vae else None
+    return LoadedModel(source, pipe, model_hash, identity)
+
+
+def vae_identity(path: Path) -> tuple[str, str]:
+    """A replacement VAE's (name, hash) for the parameters: the file name with its extension
+    and A1111's 10-digit hash; a diffusers folder has its name and no hash."""
+    return path.name, "" if path.is_dir() else short_hash(path)
 
 
 def _require_complete(pipe: StableDiffusionPipeline) -> None:

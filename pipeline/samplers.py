@@ -30,8 +30,9 @@ class Sampler:
     is made one step longer and its next-to-last sigma dropped. `timestep_sampler` marks the
     samplers that keep diffusers' own timesteps and take no schedule type. For
     `brownian_step_noise` A1111 draws the step noise from a Brownian tree per image, which the
-    scheduler cannot do itself. `second_order` is A1111's option of the same name: its prompt
-    schedules count two denoiser calls a step for these samplers.
+    scheduler cannot do itself. `distilled_steps` is for samplers of distilled models (LCM):
+    their sigma schedule is made over only that many of the model's timesteps. `second_order` is
+    A1111's option of the same name: its prompt schedules count two denoiser calls a step.
     """
 
     name: str
@@ -41,10 +42,13 @@ class Sampler:
     discard_penultimate: bool = False
     timestep_sampler: bool = False
     brownian_step_noise: bool = False
+    distilled_steps: int | None = None
     second_order: bool = False
 
 
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
+LCM_DISTILLED_STEPS = 50
+"""LCM models are distilled on 50 of SD1.5's 1000 timesteps (A1111's "LCM original steps")."""
 
 SAMPLERS: dict[str, Sampler] = {
     s.name.lower(): s
@@ -78,6 +82,16 @@ SAMPLERS: dict[str, Sampler] = {
             EXPONENTIAL,
             brownian_step_noise=True,
         ),
+        Sampler("DPM++ 2S a", "DpmPlusPlus2SAncestral", {}, KARRAS, second_order=True),
+        Sampler(
+            "DPM++ 3M SDE",
+            "DpmPlusPlus3MSde",
+            {},
+            EXPONENTIAL,
+            discard_penultimate=True,
+            brownian_step_noise=True,
+        ),
+        Sampler("LCM", "LatentConsistency", distilled_steps=LCM_DISTILLED_STEPS),
         Sampler("DDIM", "DDIMScheduler", timestep_sampler=True),
         Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, timestep_sampler=True),
         Sampler("UniPC", "UniPCMultistepScheduler", timestep_sampler=True),

@@ -25,9 +25,15 @@ class DiscreteSigmas:
     """The model's training sigmas and k-diffusion's continuous t <-> sigma maps over them."""
 
     def __init__(self, alphas_cumprod: torch.Tensor) -> None:
-        cumprod = alphas_cumprod.float().cpu()
-        self.sigmas = ((1 - cumprod) / cumprod) ** 0.5
+        self.alphas_cumprod = alphas_cumprod.float().cpu()
+        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
         self.log_sigmas = self.sigmas.log()
+
+    def distilled(self, steps: int) -> DiscreteSigmas:
+        """The model seen at the `steps` timesteps a consistency model (LCM) is distilled on:
+        every (1000 / steps)th, ending at the last (19, 39, ..., 999 for 50), as A1111 sees it."""
+        skip = len(self.alphas_cumprod) // steps
+        return DiscreteSigmas(self.alphas_cumprod[skip - 1 :: skip])
 
     @classmethod
     def of(cls, scheduler: Any) -> DiscreteSigmas:
@@ -129,6 +135,9 @@ def install_sigmas(
     Euler a has no such option; its state is only its sigmas and timesteps. Schedulers that
     keep integer timesteps (DPM++ 2M, UniPC) get k-diffusion's fractional ones back.
     """
+    if hasattr(scheduler, "use_sigmas"):  # pipeline/k_samplers.py's own schedulers
+        scheduler.use_sigmas(sigmas, model, device)
+        return
     steps = len(sigmas) - 1
     if "use_exponential_sigmas" in scheduler.config:
         explicit = sigmas[:-1].double().numpy()

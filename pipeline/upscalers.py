@@ -19,11 +19,13 @@ MODEL_DENOISE = 0.35
 
 @dataclass(frozen=True)
 class Upscaler:
-    """`latent_mode` interpolates latents (torch mode name); otherwise pixels are resampled,
-    after going through the ESRGAN-family model in `model_file` when there is one."""
+    """`latent_mode` interpolates latents (torch mode name, antialiased when `antialias`, as
+    A1111's latent upscale modes); otherwise pixels are resampled, after going through the
+    ESRGAN-family model in `model_file` when there is one."""
 
     name: str
     latent_mode: str | None = None
+    antialias: bool = False
     resample: Image.Resampling = Image.Resampling.LANCZOS
     default_denoise: float = 0.5
     model_file: Path | None = None
@@ -33,8 +35,11 @@ UPSCALERS: dict[str, Upscaler] = {
     u.name.lower(): u
     for u in (
         Upscaler("Latent", "bilinear", default_denoise=0.55),
+        Upscaler("Latent (antialiased)", "bilinear", antialias=True, default_denoise=0.55),
         Upscaler("Latent (bicubic)", "bicubic", default_denoise=0.55),
+        Upscaler("Latent (bicubic antialiased)", "bicubic", antialias=True, default_denoise=0.55),
         Upscaler("Latent (nearest)", "nearest", default_denoise=0.6),
+        Upscaler("Latent (nearest-exact)", "nearest-exact", default_denoise=0.6),
         Upscaler("Lanczos", default_denoise=MODEL_DENOISE),
     )
 }

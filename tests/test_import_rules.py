@@ -19,6 +19,7 @@ FORBIDDEN = {
 ENGINE_SIDE = (
     "pipeline.engine",
     "pipeline.schedules",
+    "pipeline.k_samplers",
     "pipeline.tiny",
     "pipeline.conditioning",
     "pipeline.preview",

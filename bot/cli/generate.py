@@ -200,6 +200,8 @@ def request_from_args(
             explicit["width"], explicit["height"] = fit_size(
                 image.width, image.height, settings.max_pixels
             )
+    if args.model:  # the engine's default model is then --model, with its own defaults
+        settings = settings.model_copy(update={"model": args.model})
     request = build_request(
         prompt,
         settings,

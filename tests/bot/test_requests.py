@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.requests import build_request
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 from pipeline.errors import UserError
 from pipeline.request import HiresSpec
 
@@ -61,3 +63,43 @@ def test_highres_fix_comes_from_its_switch_and_settings(
 def test_an_unknown_hires_upscaler_names_the_choices() -> None:
     with pytest.raises(UserError, match=r"unknown upscaler 'Bicubic\+\+'.*Latent"):
         build_request("a fox", SETTINGS, explicit={"hires_upscaler": "Bicubic++"})
+
+
+@pytest.fixture
+def anime_model(tmp_path: Path) -> Settings:
+    """MODELS_DIR with one checkpoint whose sidecar asks for clip skip 2, as its card says."""
+    (tmp_path / "anything-v5.safetensors").write_bytes(b"")
+    (tmp_path / "anything-v5.json").write_text('{"clip_skip": 2, "description": "anime"}')
+    return load_settings(None, model="tiny", models_dir=tmp_path)
+
+
+def test_a_models_sidecar_sets_its_clip_skip_under_the_users_own(anime_model: Settings) -> None:
+    def clip_skip(user: dict, model: str = "anything-v5") -> int:
+        explicit = {"model": model}
+        return build_request("a fox", anime_model, explicit=explicit, user=user).request.clip_skip
+
+    assert clip_skip({}) == 2
+    assert clip_skip({}, model="default") == 1
+    assert clip_skip({"clip_skip": 1}) == 1
+    built = build_request(
+        "a fox", anime_model, explicit={"model": "anything-v5"}, server={"clip_skip": 3}
+    )
+    assert built.request.clip_skip == 2  # the model's card wins over a server-wide default
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "hint"),
+    [
+        ("{not json", "is not readable JSON"),
+        ("[2]", "must hold a JSON object"),
+        ('{"clip_skip": 9}', "clip_skip is 9; use a whole number 1 to 4"),
+        ('{"clip_skip": "2"}', "clip_skip is '2'"),
+    ],
+)
+def test_a_bad_sidecar_names_the_file_and_the_fix(
+    anime_model: Settings, sidecar: str, hint: str
+) -> None:
+    assert anime_model.models_dir is not None
+    (anime_model.models_dir / "anything-v5.json").write_text(sidecar)
+    with pytest.raises(UserError, match=f"anything-v5.json.*{hint}"):
+        build_request("a fox", anime_model, explicit={"model": "anything-v5"})

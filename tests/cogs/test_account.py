@@ -16,13 +16,24 @@ def settings(tmp_path) -> Settings:
 
 def test_defaults_are_stored_in_the_form_requests_read(settings: Settings) -> None:
     given = {"size": "2:3", "sampler": "euler a", "steps": 30, "cfg": 6.5, "hires": True}
-    assert checked_defaults({**given, "clip_skip": 2}, settings) == {
+    hires = {
+        "hires_scale": 1.5,
+        "hires_steps": 0,
+        "hires_denoise": 0.4,
+        "hires_upscaler": "lanczos",
+    }
+    assert checked_defaults({**given, **hires, "clip_skip": 2, "schedule": "karras"}, settings) == {
         "size": "448x640",
         "sampler": "Euler a",
+        "schedule": "Karras",
         "steps": 30,
         "cfg": 6.5,
         "clip_skip": 2,
         "hires": True,
+        "hires_scale": 1.5,
+        "hires_steps": 0,
+        "hires_denoise": 0.4,
+        "hires_upscaler": "Lanczos",
     }
 
 
@@ -39,6 +50,10 @@ def test_empty_negative_clears_and_unset_options_are_left_alone(settings: Settin
         ({"count": 5}, "use 1 to 4"),
         ({"cfg": 31.0}, "use 1 to 30"),
         ({"clip_skip": 5}, "clip skip 5 is out of range: use 1 to 4"),
+        ({"schedule": "Fancy"}, "unknown schedule type 'Fancy'"),
+        ({"hires_scale": 2.5}, "hires scale 2.5 is out of range: use 1 to 2"),
+        ({"hires_steps": 51}, "hires steps 51 is out of range: use 0 to 50"),
+        ({"hires_upscaler": "Bicubic++"}, "unknown upscaler 'Bicubic\\+\\+'"),
     ],
 )
 def test_bad_defaults_say_what_to_fix(settings: Settings, given: dict, hint: str) -> None:

@@ -58,3 +58,40 @@ async def test_clip_skip_from_the_option_the_flag_or_settings_reaches_the_image(
     await ix.wait_for_response()
     assert await clip_skip_of(await imagine(discord, "a fox", user=discord.bob)) == "2"
     assert await clip_skip_of(await imagine(discord, "a fox", user=discord.alice)) is None
+
+
+async def test_hires_options_and_saved_hires_settings_reach_the_image(
+    discord: DiscordHarness,
+) -> None:
+    bot = bot_of(discord)
+
+    async def hires_of(message) -> tuple[tuple[int, int], dict[str, str]]:
+        generation = await bot.service.repos.generations.get(generation_id_of(message))
+        assert generation is not None
+        png = Image.open(bot.service.images.root / generation.images[0].path)
+        fields = parse_parameters(png.text["parameters"])[2]
+        keys = ("Hires upscale", "Hires steps", "Hires upscaler", "Denoising strength")
+        return png.size, {key: fields[key] for key in keys if key in fields}
+
+    options = {"count": 1, "steps": 2, "hires_scale": 1.5, "hires_steps": 1}
+    size, fields = await hires_of(
+        await imagine(discord, "a fox", user=discord.alice, hires_upscaler="Lanczos", **options)
+    )
+    assert size == (96, 96)  # the 64x64 base at 1.5x
+    assert fields == {
+        "Hires upscale": "1.5",
+        "Hires steps": "1",
+        "Hires upscaler": "Lanczos",
+        "Denoising strength": "0.35",
+    }
+    saved = await discord.slash(
+        "settings", hires=True, hires_scale=1.25, hires_denoise=0.7, user=discord.bob
+    )
+    await saved.wait_for_response()
+    size, fields = await hires_of(
+        await imagine(discord, "a fox", user=discord.bob, count=1, steps=2, hires_steps=1)
+    )
+    assert size == (80, 80)
+    assert fields["Hires upscale"] == "1.25" and fields["Denoising strength"] == "0.7"
+    off = await imagine(discord, "a fox", user=discord.bob, count=1, steps=2, hires=False)
+    assert (await hires_of(off))[1] == {}

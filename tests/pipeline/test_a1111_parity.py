@@ -23,10 +23,17 @@ from tests.pipeline.engine_helpers import (
     record_decodes,
     run,
 )
-from tests.pipeline.k_diffusion_reference import cfg_denoiser, load_k_diffusion, sd15_denoiser
+from tests.pipeline.k_diffusion_reference import (
+    cfg_denoiser,
+    load_k_diffusion,
+    sample_lcm,
+    sd15_denoiser,
+    sd15_lcm_denoiser,
+)
 
 sampling, _ = load_k_diffusion()
 DENOISER = sd15_denoiser()
+LCM_DENOISER = sd15_lcm_denoiser()
 SIGMA_MIN, SIGMA_MAX = DENOISER.sigmas[0].item(), DENOISER.sigmas[-1].item()
 
 A1111_AUTOMATIC = {
@@ -39,9 +46,12 @@ A1111_AUTOMATIC = {
     "DPM++ 2M": "Karras",
     "DPM++ SDE": "Karras",
     "DPM++ 2M SDE": "Exponential",
+    "DPM++ 2S a": "Karras",
+    "DPM++ 3M SDE": "Exponential",
+    "LCM": "Uniform",
 }
 """sd_samplers_kdiffusion.py of A1111 1.10: each sampler's `scheduler` option (none: uniform)."""
-DISCARDS_PENULTIMATE = {"DPM2", "DPM2 a"}
+DISCARDS_PENULTIMATE = {"DPM2", "DPM2 a", "DPM++ 3M SDE"}
 K_SAMPLERS = [name for name, sampler in SAMPLERS.items() if not sampler.timestep_sampler]
 
 
@@ -51,17 +61,19 @@ def reference_sigmas(sampler: str, schedule: str, steps: int) -> torch.Tensor:
         schedule = A1111_AUTOMATIC[sampler]
     discard = sampler in DISCARDS_PENULTIMATE
     n = steps + 1 if discard else steps
+    denoiser = LCM_DENOISER if sampler == "LCM" else DENOISER
+    low, high = denoiser.sigmas[0].item(), denoiser.sigmas[-1].item()
     if schedule == "Uniform":
-        sigmas = DENOISER.get_sigmas(n)
+        sigmas = denoiser.get_sigmas(n)
     elif schedule == "Karras":
-        sigmas = sampling.get_sigmas_karras(n, SIGMA_MIN, SIGMA_MAX)
+        sigmas = sampling.get_sigmas_karras(n, low, high)
     elif schedule == "Exponential":
-        sigmas = sampling.get_sigmas_exponential(n, SIGMA_MIN, SIGMA_MAX)
+        sigmas = sampling.get_sigmas_exponential(n, low, high)
     else:  # SGM Uniform: n + 1 evenly spaced timesteps from the last, the final one dropped
-        start = DENOISER.sigma_to_t(torch.tensor(SIGMA_MAX))
-        end = DENOISER.sigma_to_t(torch.tensor(SIGMA_MIN))
+        start = denoiser.sigma_to_t(torch.tensor(high))
+        end = denoiser.sigma_to_t(torch.tensor(low))
         t = torch.linspace(float(start), float(end), n + 1)[:-1]
-        sigmas = sampling.append_zero(DENOISER.t_to_sigma(t))
+        sigmas = sampling.append_zero(denoiser.t_to_sigma(t))
     return torch.cat([sigmas[:-2], sigmas[-1:]]) if discard else sigmas
 
 
@@ -126,7 +138,8 @@ def a1111_txt2img(
     model = engine.models.get("tiny")
     with torch.inference_mode():
         cond, uncond = encode_text(engine, request.prompt), encode_text(engine, request.negative)
-        denoiser = sd15_denoiser(model.pipe.unet)
+        lcm = request.sampler == "LCM"
+        denoiser = (sd15_lcm_denoiser if lcm else sd15_denoiser)(model.pipe.unet)
         guided = cfg_denoiser(denoiser, cond, uncond, request.cfg)
         generator = torch.Generator("cpu").manual_seed(request.seed)
         shape = (1, 4, request.height // 8, request.width // 8)
@@ -142,6 +155,11 @@ def a1111_txt2img(
         return sample(guided, x, sigmas, disable=True, **options)
 
 
+def sample_function(name: str) -> Callable[..., torch.Tensor]:
+    """k-diffusion's sampling function; A1111's own for LCM, which k-diffusion lacks."""
+    return sample_lcm if name == "sample_lcm" else getattr(sampling, name)
+
+
 FULL_RUNS = [
     ("Euler", "Automatic", "sample_euler", "none"),
     ("Euler a", "Automatic", "sample_euler_ancestral", "ancestral"),
@@ -154,6 +172,11 @@ FULL_RUNS = [
     ("DPM++ SDE", "Automatic", "sample_dpmpp_sde", "brownian"),
     ("DPM++ 2M SDE", "Automatic", "sample_dpmpp_2m_sde", "brownian"),
     ("DPM++ 2M SDE", "Karras", "sample_dpmpp_2m_sde", "brownian"),
+    ("DPM++ 3M SDE", "Automatic", "sample_dpmpp_3m_sde", "brownian"),
+    ("DPM++ 3M SDE", "Karras", "sample_dpmpp_3m_sde", "brownian"),
+    ("DPM++ 2S a", "Automatic", "sample_dpmpp_2s_ancestral", "ancestral"),
+    ("LCM", "Automatic", "sample_lcm", "ancestral"),
+    ("LCM", "Karras", "sample_lcm", "ancestral"),
     ("Euler", "Exponential", "sample_euler", "none"),
     ("Euler", "SGM Uniform", "sample_euler", "none"),
 ]
@@ -166,7 +189,7 @@ def test_whole_run_equals_k_diffusion_with_a1111s_noise(
     request = replace(SMALL, sampler=sampler, schedule=schedule, steps=8, cfg=7.0)
     run(engine, request)
     sigmas = reference_sigmas(sampler, schedule, request.steps)
-    expected = a1111_txt2img(engine, request, getattr(sampling, function), sigmas, noise)
+    expected = a1111_txt2img(engine, request, sample_function(function), sigmas, noise)
     # The latents are about 40 in size here; a schedule one step off moves them by about 1.
     torch.testing.assert_close(decoded_latents[-1], expected, rtol=1e-5, atol=1e-3)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,3 +126,40 @@ def test_bad_hires_settings_are_refused(hires: HiresSpec, says: str) -> None:
 
     with pytest.raises(UserError, match=says):
         check_request(replace(SMALL, hires=hires), Limits())
+
+
+A1111_LATENT_MODES = {
+    # A1111 1.10's shared.latent_upscale_modes: its names, torch mode and antialias flag.
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+
+
+@pytest.mark.parametrize(("upscaler", "mode"), A1111_LATENT_MODES.items())
+def test_latent_upscalers_interpolate_as_a1111s_modes(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, upscaler: str, mode: tuple[str, bool]
+) -> None:
+    passes: list[torch.Tensor | None] = []
+    denoise = Engine._denoise
+
+    def recording(
+        self: Engine, model: Any, group: Any, init: torch.Tensor | None, *rest: Any
+    ) -> torch.Tensor:
+        passes.append(None if init is None else init.clone())
+        latents = denoise(self, model, group, init, *rest)
+        passes.append(latents.clone())
+        return latents
+
+    monkeypatch.setattr(Engine, "_denoise", recording)
+    run(engine, SMALL, hires=HiresSpec(scale=1.5, steps=1, denoise=0.5, upscaler=upscaler))
+    _, first, upscaled, _ = passes
+    assert first is not None and upscaled is not None
+    torch_mode, antialias = mode
+    expected = torch.nn.functional.interpolate(
+        first.float(), size=(12, 12), mode=torch_mode, antialias=antialias
+    )
+    torch.testing.assert_close(upscaled, expected, rtol=0, atol=0)

@@ -196,6 +196,24 @@ def test_a_separate_vae_file_replaces_the_checkpoint_vae(
     assert model.hash == sha256_10(files.checkpoint)  # the hash is the checkpoint's, as in A1111
 
 
+def test_parameters_name_a_separate_vae_as_a1111_does(files: Files, tmp_path: Path) -> None:
+    vae_file = ldm_checkpoint.write_vae(
+        tmp_path / "vae-ft-mse.safetensors", build_tiny_components(seed=1)["vae"], ""
+    )
+    source = replace(resolve_model(str(files.checkpoint)), configs=files.configs)
+
+    def fields_with(vae: str | None) -> dict[str, str]:
+        models = ModelManager({source.name: source}, source.name, choose_placement("cpu"), vae=vae)
+        return parse_parameters(run(Engine(models), SMALL)[0].parameters)[2]
+
+    with_vae = fields_with(str(vae_file))
+    # A1111: `VAE hash` is the first 10 hex digits of the file's SHA-256, `VAE` its file name.
+    assert with_vae["VAE hash"] == sha256_10(vae_file)
+    assert with_vae["VAE"] == "vae-ft-mse.safetensors"
+    assert list(with_vae).index("VAE") == list(with_vae).index("Model") + 2
+    assert not {"VAE", "VAE hash"} & set(fields_with(None))  # the checkpoint's own VAE
+
+
 def test_a_checkpoint_without_a_vae_needs_a_vae_file(
     files: Files, tiny: dict[str, Any], tmp_path: Path
 ) -> None:
