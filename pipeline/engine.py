@@ -9,8 +9,10 @@ into the attention layers, and both removed after.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +25,16 @@ from pipeline.backend import (
     OutOfDeviceMemory,
     StepCallback,
 )
-from pipeline.conditioning import encode_chunks, split_into_chunks
+from pipeline.conditioning import encode_together, split_into_chunks
 from pipeline.errors import UserError
+from pipeline.guidance import Encodings, Guidance, ImageConditioning, condition_image
 from pipeline.infotext import ImageIdentity, build_parameters
 from pipeline.limits import find_rng
 from pipeline.models import LoadedModel, ModelManager
 from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
-from pipeline.prompt.tags import remove_tags
+from pipeline.prompt.editing import Schedule
+from pipeline.prompt.schedule import plan_conditioning
 from pipeline.request import GenerationRequest, HypernetRef, LoraRef, Mode
 from pipeline.samplers import effective_schedule, resolve_sampler
 from pipeline.sizes import round_to
@@ -52,15 +56,15 @@ LATENT_FACTOR = 8
 
 @dataclass
 class _Group:
-    """Tasks whose prompts, and whose negatives, encode to the same numbers of chunks.
+    """Tasks whose prompts, and whose negatives, encode to the same lengths in every pass.
 
-    Their conds stack into one tensor and their unconds into another, so the group shares its
-    UNet calls: one when cond and uncond are as long, else one each, as A1111 runs them.
+    At each denoiser call their encodings stack into one batch, so the group shares its UNet
+    calls: one when cond and uncond are as long, else one each, as A1111 runs them.
     """
 
     tasks: list[ImageTask]
-    cond: list[torch.Tensor]
-    uncond: list[torch.Tensor]
+    conditioning: list[tuple[ImageConditioning, ...]]
+    """Per task: its encodings for each pass."""
     ti_hashes: list[tuple[tuple[str, str], ...]]
     """Per task: the library embeddings its prompt and negative use, with their short hashes."""
 
@@ -218,7 +222,10 @@ class Engine:
             if index > 0 and request.hires is not None:
                 upscaler = self.upscalers.find(request.hires.upscaler)
                 latents = self._upscale_latents(model, latents, denoise, upscaler)
-            latents = self._denoise(model, group, latents, denoise, progress.step, should_stop)
+            conditioning = [passes[index] for passes in group.conditioning]
+            latents = self._denoise(
+                model, group, latents, denoise, conditioning, progress.step, should_stop
+            )
             progress.finish_pass()
         if should_stop():
             raise BatchInterrupted
@@ -256,43 +263,63 @@ class Engine:
         tasks: Sequence[ImageTask],
         bundled: Mapping[str, torch.Tensor],
     ) -> list[_Group]:
-        """Encode every prompt once, then group tasks by their prompt's and negative's lengths.
+        """Encode every schedule once, then group tasks by their encodings' lengths in each pass.
 
         Extra-network tags stay in the stored prompt, so that A1111 reproduces it from the
-        infotext, but they are not text for the encoder.
+        infotext; the plan cuts them out before the text is read.
         """
         pipe = model.pipe
-        cache: dict[tuple[str, int], torch.Tensor] = {}
+        cache: dict[tuple[tuple[tuple[str, int], ...], int], dict[str, torch.Tensor]] = {}
         used: dict[str, tuple[str, ...]] = {}
         """The embedding names each text uses."""
 
-        def encode(text: str, clip_skip: int) -> torch.Tensor:
-            if (text, clip_skip) not in cache:
-                pieces = parse_prompt_attention(remove_tags(text)[0])
-                vectors = (
-                    self.adapters.embeddings(pieces, _text_width(model), bundled)
+        def encode(schedule: Schedule, clip_skip: int) -> Encodings:
+            # A1111 encodes a schedule's texts as one batch, repeats included: see encode_together.
+            counts = Counter(text for _, text in schedule)
+            key = (tuple(counts.items()), clip_skip)
+            if key not in cache:
+                pieces = [parse_prompt_attention(text) for text in counts]
+                found = [
+                    self.adapters.embeddings(p, _text_width(model), bundled)
                     if self.adapters
                     else {}
+                    for p in pieces
+                ]
+                for text, vectors in zip(counts, found, strict=True):
+                    used[text] = tuple(name for name in vectors if name not in bundled)
+                chunks = [
+                    split_into_chunks(p, pipe.tokenizer, vectors)[0]
+                    for p, vectors in zip(pieces, found, strict=True)
+                ]
+                every = {name: vector for vectors in found for name, vector in vectors.items()}
+                encoded = encode_together(
+                    chunks,
+                    list(counts.values()),
+                    pipe.text_encoder,
+                    pipe.tokenizer,
+                    clip_skip,
+                    every,
                 )
-                used[text] = tuple(name for name in vectors if name not in bundled)
-                chunks, _ = split_into_chunks(pieces, pipe.tokenizer, vectors)
-                cache[text, clip_skip] = encode_chunks(
-                    chunks, pipe.text_encoder, pipe.tokenizer, clip_skip, vectors
-                )
-            return cache[text, clip_skip]
+                cache[key] = dict(zip(counts, encoded, strict=True))
+            return tuple((last, cache[key][text]) for last, text in schedule)
 
-        groups: dict[tuple[int, int], _Group] = {}
+        groups: dict[tuple[tuple[int, int], ...], _Group] = {}
         for task in tasks:
-            request = task.request
-            cond = encode(request.prompt, request.clip_skip)
-            uncond = encode(request.negative, request.clip_skip)
+            plans = plan_conditioning(task.request)
+            conditioning = tuple(
+                condition_image(plan, functools.partial(encode, clip_skip=task.request.clip_skip))
+                for plan in plans
+            )
             # Each at its own length, A1111's default: padding the shorter one with empty
             # chunks is its non-default "Pad prompt/negative prompt", a different image.
-            group = groups.setdefault((cond.shape[1], uncond.shape[1]), _Group([], [], [], []))
+            key = tuple(image.lengths for image in conditioning)
+            group = groups.setdefault(key, _Group([], [], []))
             group.tasks.append(task)
-            group.cond.append(cond)
-            group.uncond.append(uncond)
-            names = dict.fromkeys(used[request.prompt] + used[request.negative])
+            group.conditioning.append(conditioning)
+            texts = [
+                text for plan in plans for p in (plan.prompt, plan.negative) for text in p.texts()
+            ]
+            names = dict.fromkeys(name for text in texts for name in used[text])
             hashes = self.adapters.embedding_hashes(names) if self.adapters else ()
             group.ti_hashes.append(hashes)
         return list(groups.values())
@@ -355,6 +382,7 @@ class Engine:
         group: _Group,
         init: torch.Tensor | None,
         denoise: _Pass,
+        conditioning: Sequence[ImageConditioning],
         on_step: Callable[[int, torch.Tensor], None],
         should_stop: Callable[[], bool],
     ) -> torch.Tensor:
@@ -382,10 +410,7 @@ class Engine:
             start = torch.zeros_like(noise) if init is None else init.to(device, dtype)
             first = timesteps[:1].repeat(len(group.tasks))
             latents = scheduler.add_noise(start, noise, first)
-        conds = _Conditioning(
-            torch.cat(group.uncond).to(device=device, dtype=dtype),
-            torch.cat(group.cond).to(device=device, dtype=dtype),
-        )
+        guidance = Guidance(conditioning, request.cfg, device, dtype)
         with routed_noise(scheduler, images):
             step_noise = (
                 brownian_step_noise(
@@ -400,39 +425,13 @@ class Engine:
             for index, timestep in enumerate(timesteps, start=1):
                 if should_stop():
                     raise BatchInterrupted
-                model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
-                uncond, cond = conds.predict(unet, model_input, timestep)
-                guided = uncond + request.cfg * (cond - uncond)
+                model_input = scheduler.scale_model_input(latents, timestep)
+                # A1111 counts denoiser calls, so the prompt schedule moves twice a Heun step.
+                guided = guidance.predict(unet, model_input, timestep, call=index - 1)
                 step_kwargs = step_noise(index - 1) if step_noise is not None else {}
                 latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
                 on_step(index, latents)
         return latents
-
-
-@dataclass(frozen=True)
-class _Conditioning:
-    """A group's negative and prompt encodings, for the UNet's two halves of each step."""
-
-    uncond: torch.Tensor
-    cond: torch.Tensor
-
-    def predict(
-        self, unet: Any, model_input: torch.Tensor, timestep: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uncond, cond) noise predictions: one UNet call when both are as long, else two."""
-        import torch
-
-        if self.uncond.shape[1] == self.cond.shape[1]:
-            context = torch.cat([self.uncond, self.cond])
-            uncond, cond = unet(model_input, timestep, encoder_hidden_states=context).sample.chunk(
-                2
-            )
-            return uncond, cond
-        for_uncond, for_cond = model_input.chunk(2)
-        return (
-            unet(for_uncond, timestep, encoder_hidden_states=self.uncond).sample,
-            unet(for_cond, timestep, encoder_hidden_states=self.cond).sample,
-        )
 
 
 def _text_width(model: LoadedModel) -> int:

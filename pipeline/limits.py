@@ -56,7 +56,7 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
         )
     hires = request.hires and check_hires(request, limits)
     sampler, schedule = resolve_sampler(request.sampler, request.schedule)
-    return replace(
+    checked = replace(
         request,
         sampler=sampler.name,
         schedule=schedule,
@@ -64,6 +64,11 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
         rng=find_rng(request.rng),
         ensd=parse_ensd(request.ensd),
     )
+    # Imported here: the prompt language's flags read this module's bounds.
+    from pipeline.prompt.schedule import plan_conditioning
+
+    plan_conditioning(checked)  # AND parts and edit schedules within their limits
+    return checked
 
 
 def find_rng(name: str) -> str:

@@ -34,6 +34,8 @@ class Sampler:
     instead (its `brownian_noise`), which the engine builds and hands to the scheduler.
     `distilled_steps` is for samplers of distilled models (LCM): their sigma schedule is made
     over only that many of the model's timesteps.
+    `second_order` is A1111's option of the same name: its prompt schedules count two denoiser
+    calls a step.
     """
 
     name: str
@@ -45,6 +47,7 @@ class Sampler:
     ancestral: bool = False
     brownian_step_noise: bool = False
     distilled_steps: int | None = None
+    second_order: bool = False
 
 
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
@@ -57,8 +60,15 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("Euler a", "EulerAncestralDiscreteScheduler", ancestral=True),
         Sampler("Euler", "EulerDiscreteScheduler"),
         Sampler("LMS", "LMSDiscreteScheduler"),
-        Sampler("Heun", "HeunDiscreteScheduler"),
-        Sampler("DPM2", "KDPM2DiscreteScheduler", {}, KARRAS, discard_penultimate=True),
+        Sampler("Heun", "HeunDiscreteScheduler", second_order=True),
+        Sampler(
+            "DPM2",
+            "KDPM2DiscreteScheduler",
+            {},
+            KARRAS,
+            discard_penultimate=True,
+            second_order=True,
+        ),
         Sampler(
             "DPM2 a",
             "KDPM2AncestralDiscreteScheduler",
@@ -66,9 +76,17 @@ SAMPLERS: dict[str, Sampler] = {
             KARRAS,
             discard_penultimate=True,
             ancestral=True,
+            second_order=True,
         ),
         Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {}, KARRAS),
-        Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, KARRAS, brownian_step_noise=True),
+        Sampler(
+            "DPM++ SDE",
+            "DPMSolverSDEScheduler",
+            {},
+            KARRAS,
+            brownian_step_noise=True,
+            second_order=True,
+        ),
         Sampler(
             "DPM++ 2M SDE",
             "DPMSolverMultistepScheduler",
@@ -76,7 +94,9 @@ SAMPLERS: dict[str, Sampler] = {
             EXPONENTIAL,
             brownian_step_noise=True,
         ),
-        Sampler("DPM++ 2S a", "DpmPlusPlus2SAncestral", {}, KARRAS, ancestral=True),
+        Sampler(
+            "DPM++ 2S a", "DpmPlusPlus2SAncestral", {}, KARRAS, ancestral=True, second_order=True
+        ),
         Sampler(
             "DPM++ 3M SDE",
             "DpmPlusPlus3MSde",

@@ -27,6 +27,7 @@ from pipeline.backend import ImageTask
 from pipeline.engine import Engine
 from pipeline.noise import PhiloxGenerator
 from pipeline.request import GenerationRequest
+from tests.pipeline.engine_helpers import encode_text
 from tests.pipeline.k_diffusion_reference import (
     cfg_denoiser,
     load_k_diffusion,
@@ -196,10 +197,14 @@ class A1111Run:
         model = engine.models.get("tiny")
         tasks = [ImageTask("reference", index, request) for index in range(request.count)]
         with torch.inference_mode():
-            group = engine._encode(model, tasks, {})[0]
+            cond = encode_text(engine, request.prompt, request.clip_skip)
+            uncond = encode_text(engine, request.negative, request.clip_skip)
         lcm = A1111_SAMPLERS[request.sampler].lcm
         denoiser = (sd15_lcm_denoiser if lcm else sd15_denoiser)(model.pipe.unet)
-        guided = cfg_denoiser(denoiser, torch.cat(group.cond), torch.cat(group.uncond), request.cfg)
+        batch = request.count
+        guided = cfg_denoiser(
+            denoiser, cond.repeat(batch, 1, 1), uncond.repeat(batch, 1, 1), request.cfg
+        )
         return cls(
             request,
             [task.seed for task in tasks],

@@ -71,12 +71,12 @@ def test_injected_lookup_supplies_known_names(settings, capsys):
 
 
 def test_table_shows_pieces_loras_flags_and_verdict(settings, capsys):
-    code = run(settings, "a (cat:1.3) [a|b] --seed 3 --v 6")
+    code = run(settings, "a (cat:1.3) (a BREAK b) --seed 3 --v 6")
     out = capsys.readouterr().out
     assert code == 2
     assert "1.300" in out and '"cat"' in out
     assert "seed=3" in out
-    assert "warning    alternation" in out
+    assert "warning    prompt: BREAK inside brackets" in out
     assert "error      unknown flag --v" in out
     assert out.rstrip().endswith("rejected")
 
