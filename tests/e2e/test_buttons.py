@@ -15,7 +15,6 @@ from tests.e2e.conftest import (
     is_result,
     labels,
     make_bot,
-    restarted,
 )
 from tests.fakediscord import DiscordHarness
 
@@ -148,7 +147,7 @@ async def test_buttons_of_an_old_message_work_after_a_restart(
     discord: DiscordHarness, settings: Settings
 ) -> None:
     grid = await imagine(discord, "a windmill", count=1, seed=77)
-    async with restarted(discord, make_bot(settings)) as bot:
+    async with discord.restart(make_bot(settings)) as bot:
         assert bot is not discord.server  # a new process-level client
         info = await discord.click(grid, "Info")
         assert "Seed: 77" in (await ephemeral_reply(info)).content

@@ -1,10 +1,13 @@
 """Drive a real discord.py client against the fake server, the way users would.
 
-``run_bot(factory)`` starts the fake server, points discord.py at it, starts the client from
-``factory()`` and waits until it is ready. The yielded :class:`DiscordHarness` plays the users:
-it sends slash commands, clicks buttons, submits modals and types into autocomplete, then waits
-on what the bot answered. Every wait raises at once with the client task's exception if the
-client dies, so a payload mistake fails a test instead of hanging it.
+``run_bot(factory)`` starts the fake server and the client that ``factory(server)`` builds, and
+waits until it is ready; ``connect_bot(server, factory)`` does the same on a server that is
+already running. The factory points its client at the server (``server.api_url``,
+``server.gateway_url``) the way the bot is pointed at any Discord-compatible server: the harness
+does not patch discord.py. The yielded :class:`DiscordHarness` plays the users: it sends slash
+commands, clicks buttons, submits modals and types into autocomplete, then waits on what the bot
+answered. Every wait raises at once with the client task's exception if the client dies, so a
+payload mistake fails a test instead of hanging it.
 """
 
 from __future__ import annotations
@@ -19,25 +22,24 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import discord
-import yarl
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
 
-from . import payloads
+from . import error_log, payloads
+from .error_log import ErrorLog
 from .payloads import Payload
+from .ratelimits import RateLimitRule
+from .records import InteractionRecord, RecordedRequest, StoredMessage
 from .scene import FakeChannel, FakeMember, FakeRole, FakeUser, Scene
-from .server import (
-    FakeDiscord,
-    InteractionRecord,
-    RateLimitRule,
-    RecordedRequest,
-    StoredMessage,
-)
+from .server import FakeDiscord
 
 T = TypeVar("T")
 ClientT = TypeVar("ClientT", bound=discord.Client)
+#: Builds the client under test, pointed at the server it is given.
+ClientFactory = Callable[[FakeDiscord], ClientT]
 
 DEFAULT_TOKEN = "fake-bot-token"
+# discord.py waits guild_ready_timeout (2 s) after the last GUILD_CREATE before on_ready; the
+# fake sends the only guild at once, so waiting that long is dead time.
+GUILD_READY_TIMEOUT = 0.05
 
 
 @dataclass(frozen=True)
@@ -47,17 +49,6 @@ class Upload:
     filename: str
     data: bytes
     content_type: str | None = None
-
-
-class _ErrorLog(logging.Handler):
-    """Keeps ERROR records of the ``discord`` logger: tree and view errors land only there."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 class DiscordHarness:
@@ -125,13 +116,11 @@ class DiscordHarness:
     def messages(self, channel: FakeChannel | int | None = None) -> list[StoredMessage]:
         return self.server.messages(_channel_id(channel))
 
-    def assert_no_errors(self) -> None:
-        """Fail if discord.py logged an error (an exception in a command, view or modal)."""
-        if self.errors:
-            first = self.errors[0]
-            raise AssertionError(
-                f"discord.py logged {len(self.errors)} error(s): {first.getMessage()}"
-            )
+    def assert_no_errors(self, *expected: str) -> None:
+        """Fail on an ERROR record logged so far (an exception in a command, view, modal or
+        the bot's own code) unless an ``expected`` pattern matches it; see ``error_log.check``.
+        """
+        error_log.check(self.errors, expected)
 
     # -------------------------------------------------------------- user actions
 
@@ -478,54 +467,93 @@ class DiscordHarness:
             what="the client to become ready",
         )
 
+    @contextlib.asynccontextmanager
+    async def restart(
+        self, factory: ClientFactory[ClientT], *, ready_timeout: float = 10.0
+    ) -> AsyncIterator[ClientT]:
+        """Stop the bot and start ``factory(server)``'s client on the same server.
+
+        The server keeps its messages, so a test can click a button of a message the old
+        process posted. The new client is closed on exit; the harness then has no live client.
+        """
+        await _stop_client(self.client, self.task)
+        self.server.unwatch(self.task)  # it ended on purpose: not a crash
+        client = factory(self.server)
+        self.client, self.task = client, _start(self.server, client)
+        try:
+            await self.wait_until_ready(ready_timeout)
+            yield client
+        finally:
+            crash = await _stop_client(client, self.task)
+            self.server.unwatch(self.task)
+        if crash is not None:
+            raise crash
+
 
 @contextlib.asynccontextmanager
 async def run_bot(
-    factory: Callable[[], ClientT],
+    factory: ClientFactory[ClientT],
     *,
     scene: Scene | None = None,
     token: str = DEFAULT_TOKEN,
     ready_timeout: float = 10.0,
     ack_timeout: float = 3.0,
+    error_loggers: Sequence[str] | None = None,
 ) -> AsyncIterator[DiscordHarness]:
-    """Start the fake server and ``factory()``'s client on it; stop both on exit.
+    """Start a fake server and ``factory(server)``'s client on it; stop both on exit."""
+    async with (
+        FakeDiscord(scene, token=token, ack_timeout=ack_timeout) as server,
+        connect_bot(
+            server, factory, ready_timeout=ready_timeout, error_loggers=error_loggers
+        ) as harness,
+    ):
+        yield harness
 
-    discord.py reads its REST base and gateway URL from class attributes, so they are patched
-    for the duration and restored after: run one harness at a time per process. If the client
-    task dies while the test body passes, the exit re-raises the client's exception.
+
+@contextlib.asynccontextmanager
+async def connect_bot(
+    server: FakeDiscord,
+    factory: ClientFactory[ClientT],
+    *,
+    ready_timeout: float = 10.0,
+    error_loggers: Sequence[str] | None = None,
+) -> AsyncIterator[DiscordHarness]:
+    """Start ``factory(server)``'s client on a running server, and close it on exit.
+
+    ERROR records of ``error_loggers`` (every logger by default) are kept in
+    ``harness.errors`` for ``assert_no_errors``. If the client task dies while the test body
+    passes, the exit re-raises the client's exception.
     """
-    server = FakeDiscord(scene, token=token, ack_timeout=ack_timeout)
-    await server.start()
-    saved = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
-    Route.BASE = server.api_url
-    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(server.gateway_url)
-    error_log = _ErrorLog()
-    logging.getLogger("discord").addHandler(error_log)
+    errors = ErrorLog(error_loggers)
     client: discord.Client | None = None
     task: asyncio.Task[None] | None = None
     body_failed = False
     crash: BaseException | None = None
-    try:
-        client = factory()
-        # discord.py waits guild_ready_timeout (2 s) after the last GUILD_CREATE before
-        # on_ready; the fake sends the only guild at once, so waiting that long is dead time.
-        client._connection.guild_ready_timeout = min(client._connection.guild_ready_timeout, 0.05)
-        task = asyncio.create_task(client.start(token), name="fakediscord-client")
-        server.watch(task)
-        harness = DiscordHarness(server, client, task, error_log.records)
-        await harness.wait_until_ready(ready_timeout)
+    with errors.attached():
         try:
-            yield harness
-        except BaseException:
-            body_failed = True
-            raise
-    finally:
-        crash = await _stop_client(client, task)
-        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
-        logging.getLogger("discord").removeHandler(error_log)
-        await server.close()
+            client = factory(server)
+            task = _start(server, client)
+            harness = DiscordHarness(server, client, task, errors.records)
+            await harness.wait_until_ready(ready_timeout)
+            try:
+                yield harness
+            except BaseException:
+                body_failed = True
+                raise
+        finally:
+            crash = await _stop_client(client, task)
     if crash is not None and not body_failed:
         raise crash
+
+
+def _start(server: FakeDiscord, client: discord.Client) -> asyncio.Task[None]:
+    """Start the client with the server's token; its death ends every wait on the server."""
+    client._connection.guild_ready_timeout = min(
+        client._connection.guild_ready_timeout, GUILD_READY_TIMEOUT
+    )
+    task = asyncio.create_task(client.start(server.token), name="fakediscord-client")
+    server.watch(task)
+    return task
 
 
 async def _stop_client(

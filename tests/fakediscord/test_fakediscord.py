@@ -3,6 +3,8 @@
 The bot below is defined here on purpose: it exercises every Discord feature Dreamcord's cogs
 use (defer + follow-up with a file, DynamicItem buttons, autocomplete, modals, subcommands,
 channel messages), so these tests pin the fake's behaviour independently of Dreamcord's code.
+It reaches the fake the way any bot reaches a Discord-compatible server, here with Dreamcord's
+``point_discord_at``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_bot import point_discord_at
 from tests.fakediscord import FakeDiscord, Upload, run_bot
-from tests.fakediscord.server import GATEWAY_PATH, RESUME_GATEWAY_PATH
+from tests.fakediscord.gateway import GATEWAY_PATH, RESUME_GATEWAY_PATH
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -65,10 +68,15 @@ class PromptModal(discord.ui.Modal, title="Edit prompt"):
 
 
 class HarnessBot(commands.Bot):
-    def __init__(self) -> None:
+    def __init__(self, server: FakeDiscord) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default())
+        self.server = server
         self.release_slow = asyncio.Event()
         self.slow_error: discord.HTTPException | None = None
+
+    async def login(self, token: str) -> None:
+        point_discord_at(self.server.api_url, self.server.gateway_url)
+        await super().login(token)
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(Reroll)
