@@ -108,6 +108,20 @@ async def test_favourite_toggles_one_image_and_offers_a_chooser_for_a_grid(
     assert [f.image.id for f in favourites] == [generation.images[2].id]
 
 
+async def test_the_chooser_of_a_grid_shows_the_users_existing_favourites(
+    discord: DiscordHarness,
+) -> None:
+    single = await imagine(discord, "a single cat", count=1)
+    await ephemeral_reply(await discord.click(single, "Favourite"))
+    grid = await imagine(discord, "four cats", count=4)
+
+    chooser = await ephemeral_reply(await discord.click(grid, "Favourite"))
+    assert labels(chooser) == ["☆ 1", "☆ 2", "☆ 3", "☆ 4"], "another grid's favourite is not here"
+    await ephemeral_reply(await discord.click(chooser, "☆ 2"))
+    again = await ephemeral_reply(await discord.click(grid, "Favourite"))
+    assert labels(again) == ["☆ 1", "★ 2", "☆ 3", "☆ 4"]
+
+
 async def test_info_shows_the_parameters_with_the_seed(discord: DiscordHarness) -> None:
     grid = await imagine(discord, "a lantern", count=1, seed=4242)
     click = await discord.click(grid, "Info")
