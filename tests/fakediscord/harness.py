@@ -31,7 +31,6 @@ from .records import InteractionRecord, RecordedRequest, StoredMessage
 from .scene import FakeChannel, FakeMember, FakeRole, FakeUser, Scene
 from .server import FakeDiscord
 
-T = TypeVar("T")
 ClientT = TypeVar("ClientT", bound=discord.Client)
 #: Builds the client under test, pointed at the server it is given.
 ClientFactory = Callable[[FakeDiscord], ClientT]
@@ -65,6 +64,9 @@ class DiscordHarness:
         self.client = client
         self.task = task
         self.errors = errors
+        #: ``wait_until(check, timeout=, what=)``: the server's wait, which fails fast when the
+        #: client dies.
+        self.wait_until = server.wait_until
 
     # -------------------------------------------------------------- the world
 
@@ -221,16 +223,6 @@ class DiscordHarness:
         )
 
     # -------------------------------------------------------------- waiting
-
-    async def wait_until(
-        self,
-        check: Callable[[], T | None],
-        *,
-        timeout: float = 5.0,  # noqa: ASYNC109
-        what: str = "a condition",
-    ) -> T:
-        """Poll ``check`` until truthy; raise the client's exception at once if it dies."""
-        return await self.server.wait_until(check, timeout=timeout, what=what)
 
     async def wait_for_message(
         self,

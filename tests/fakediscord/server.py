@@ -12,11 +12,9 @@ websocket), ``rest`` (the API by resource), ``messages``, ``attachments``, ``rat
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -38,18 +36,18 @@ from .waiting import Waiter
 
 _log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 OP_RECONNECT = 7
 OP_INVALID_SESSION = 9
 
 
-class FakeDiscord:
+class FakeDiscord(Waiter):
     """The fake Discord: start it, point a discord.py client at it, drive it from a test.
 
     ``async with FakeDiscord() as server:`` starts it on 127.0.0.1 with an ephemeral port. A
     client reaches it with ``server.api_url`` as ``discord.http.Route.BASE`` and
-    ``server.gateway_url`` as ``DiscordWebSocket.DEFAULT_GATEWAY``.
+    ``server.gateway_url`` as ``DiscordWebSocket.DEFAULT_GATEWAY``. It is the ``Waiter`` tests
+    wait on (``wait_until``, ``watch``), since every request and frame changes its state.
     """
 
     def __init__(
@@ -62,13 +60,11 @@ class FakeDiscord:
         self.new_id = SnowflakeFactory()
         self.scene = scene or default_scene(self.new_id)
         self.token = token
+        super().__init__()
         self.base_url = ""
-        self.waiter = Waiter()
         self.ratelimits = RateLimits()
-        self.front_door = RestFrontDoor(token, self.ratelimits, self.waiter.notify)
-        self.gateway = Gateway(
-            self.scene, token, lambda: self.resume_gateway_url, self.waiter.notify
-        )
+        self.front_door = RestFrontDoor(token, self.ratelimits, self.notify)
+        self.gateway = Gateway(self.scene, token, lambda: self.resume_gateway_url, self.notify)
         self.cdn = Cdn(self.new_id)
         self.message_store = MessageStore(
             self.scene, self.new_id, self.cdn, self.gateway.message_event
@@ -130,31 +126,6 @@ class FakeDiscord:
         return self.base_url.replace("http://", "ws://") + RESUME_GATEWAY_PATH
 
     # -------------------------------------------------------------- waiting
-
-    def watch(self, task: asyncio.Task[Any]) -> None:
-        """Make every wait raise at once with ``task``'s exception if the task dies."""
-        self.waiter.watch(task)
-
-    def unwatch(self, task: asyncio.Task[Any]) -> None:
-        """Stop watching a client task that is ending on purpose."""
-        self.waiter.unwatch(task)
-
-    def raise_if_watched_task_died(self) -> None:
-        self.waiter.raise_if_watched_task_died()
-
-    def notify(self) -> None:
-        """Wake every waiter after changing state from outside a request (a test's own edit)."""
-        self.waiter.notify()
-
-    async def wait_until(
-        self,
-        check: Callable[[], T | None],
-        *,
-        timeout: float = 5.0,  # noqa: ASYNC109
-        what: str = "a condition",
-    ) -> T:
-        """Return ``check()`` once it is truthy; fail fast if a watched client task died."""
-        return await self.waiter.wait_until(check, timeout=timeout, what=what)
 
     async def wait_for_request(
         self,

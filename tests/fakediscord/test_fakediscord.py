@@ -78,6 +78,9 @@ class HarnessBot(commands.Bot):
         point_discord_at(self.server.api_url, self.server.gateway_url)
         await super().login(token)
 
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """No 5-second pause before identifying again: the fake limits no identifies."""
+
     async def setup_hook(self) -> None:
         self.add_dynamic_items(Reroll)
         tree = self.tree
@@ -303,6 +306,19 @@ async def test_events_sent_during_a_gateway_outage_are_replayed_after_resume() -
         assert first.query["v"] == "10" and first.query["encoding"] == "json"
         assert "compress" in first.query
         assert [f["op"] for f in fake.server.gateway_received if f["op"] in (2, 6)] == [2, 6, 6]
+
+
+async def test_reconnect_resumes_and_an_invalid_session_makes_the_client_identify_again() -> None:
+    async with run_bot(HarnessBot) as fake:
+        first = fake.server.session
+        fake.server.request_reconnect()
+        await fake.wait_resumed(1)
+        fake.server.invalidate_session()
+        await fake.wait_until(lambda: fake.server.session is not first, what="a new session")
+        reply = await (await fake.slash("lora add", name="after")).wait_for_original()
+
+        assert reply.content == "added after at 1.0"
+        assert [f["op"] for f in fake.server.gateway_received if f["op"] in (2, 6)] == [2, 6, 2]
 
 
 async def test_client_task_crash_fails_the_waiting_test_at_once() -> None:
