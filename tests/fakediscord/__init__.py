@@ -19,11 +19,12 @@ serves tests and benchmarks that drive REST or the gateway themselves. README.md
 file lists the modules, what the fake supports and what it does not.
 """
 
-from .harness import DiscordHarness, Upload, connect_bot, run_bot
+from .harness import DiscordHarness, connect_bot, run_bot
 from .ratelimits import RateLimitRule
 from .records import CallbackRecord, InteractionRecord, RecordedRequest, StoredMessage
 from .scene import FakeChannel, FakeMember, FakeRole, FakeUser, Scene, default_scene
 from .server import FakeDiscord
+from .user_input import Upload
 from .waiting import ClientStopped
 
 __all__ = [

@@ -37,6 +37,7 @@ from .waiting import Waiter
 _log = logging.getLogger(__name__)
 
 
+DEFAULT_TOKEN = "fake-bot-token"
 OP_RECONNECT = 7
 OP_INVALID_SESSION = 9
 
@@ -54,7 +55,7 @@ class FakeDiscord(Waiter):
         self,
         scene: Scene | None = None,
         *,
-        token: str = "fake-bot-token",
+        token: str = DEFAULT_TOKEN,
         ack_timeout: float = 3.0,
     ) -> None:
         self.new_id = SnowflakeFactory()
