@@ -166,7 +166,7 @@ class Results(commands.Cog):
 
     async def _favourite_ids(self, user_id: int, generation: Generation) -> set[int]:
         favourites = await self.bot.service.repos.favourites.list(user_id, 0, page_size=1000)
-        return {favourite.image_id for favourite in favourites} & {i.id for i in generation.images}
+        return {favourite.image.id for favourite in favourites} & {i.id for i in generation.images}
 
     async def _info(self, interaction, generation: Generation, index: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

@@ -79,3 +79,18 @@ def test_everything_but_the_engine_imports_without_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+FAKE_DISCORD = [
+    path
+    for path in sorted((ROOT / "tests" / "fakediscord").rglob("*.py"))
+    if not path.name.startswith("test_")
+]
+
+
+@pytest.mark.parametrize("path", FAKE_DISCORD, ids=lambda path: str(path.relative_to(ROOT)))
+def test_the_fake_discord_needs_nothing_of_dreamcord(path: Path) -> None:
+    """Another discord.py project can take tests/fakediscord as it is: its own tests may use
+    Dreamcord, the fake itself may not."""
+    wrong = _imported_packages(path) & set(PACKAGES)
+    assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
