@@ -23,6 +23,7 @@ from bot.library_kinds import LibraryKind
 from bot.names import KnownNames
 from bot.policy import Place
 from bot.previews import PREVIEW_WEIGHTS, LoraPreviews, Preview, preview_grid
+from bot.recipes import RecipeReader
 from bot.request_builder import RequestBuilder
 from bot.settings import Settings
 from bot.styles import Style, style_names
@@ -101,7 +102,16 @@ async def build_app(
     return App(
         settings=settings,
         jobs=jobs,
-        requests=RequestBuilder(settings, guild, defaults, catalog, names, loras, images),
+        requests=RequestBuilder(
+            settings,
+            guild,
+            defaults,
+            catalog,
+            names,
+            loras,
+            images,
+            RecipeReader(settings, (loras, embeddings, hypernetworks)),
+        ),
         guild=guild,
         gallery=Gallery(repos.generations, repos.favourites, images),
         libraries=Libraries(loras, embeddings, hypernetworks, repos.audit),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,18 +101,23 @@ async def open_library_verbs(settings: Settings) -> tuple[Database, Libraries]:
     return db, Libraries(*libraries, repos.audit)
 
 
-async def open_libraries(
+async def read_libraries(
     settings: Settings, repos: Repositories, model_override: str | None = None
 ) -> tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary]:
-    """The libraries, with what the drop folders hold added."""
+    """The libraries as registered, drop folders untouched (the App's `libraries` scans them)."""
     libraries = make_libraries(settings, repos, model_override)
     library: Library[Any]
     for library in libraries:
         await library.refresh()
+    return libraries
+
+
+async def scan_drop_folders(libraries: Sequence[Library[Any]]) -> None:
+    """Add what the drop folders hold, as at every start; refusals are logged, not raised."""
+    for library in libraries:
         for outcome in await library.scan():
             level = logging.WARNING if outcome.refused else logging.INFO
             log.log(level, "drop folder: %s: %s", outcome.file, outcome.message)
-    return libraries
 
 
 async def sweep_orphans(images: ImageStore, repos: Repositories) -> None:
@@ -130,7 +136,8 @@ async def open_services(
     """Open the database, build the engine off the event loop, recover jobs, start the worker."""
     db, repos = await open_database(settings)
     try:
-        loras, embeddings, hypernetworks = await open_libraries(settings, repos, model_override)
+        loras, embeddings, hypernetworks = await read_libraries(settings, repos, model_override)
+        await scan_drop_folders((loras, embeddings, hypernetworks))
         if backend is None:
             backend = await asyncio.to_thread(
                 build_engine, settings, model_override, (loras, embeddings, hypernetworks)

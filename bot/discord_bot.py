@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
-    """Use another Discord-compatible server (tests, demos) instead of discord.com."""
+    """Use another Discord-compatible server (tests, demos) instead of discord.com.
+
+    discord.py reads both from class attributes, not from the client, so this is process-wide.
+    """
     if api_base:
         discord.http.Route.BASE = api_base.rstrip("/")
     if gateway_url:
@@ -61,6 +64,11 @@ class DreamcordBot(DreamcordClient):
         """Everything the composition root opened (tests read the repositories here)."""
         assert self._services is not None, "used before setup_hook"
         return self._services
+
+    async def login(self, token: str) -> None:
+        """Log in to the server the settings name (discord.com unless DISCORD_API_BASE says)."""
+        point_discord_at(self.settings.discord_api_base, self.settings.discord_gateway_url)
+        await super().login(token)
 
     async def setup_hook(self) -> None:
         """Open the App (database, jobs, worker), load the cogs, sync the commands."""

@@ -19,6 +19,7 @@ from bot.defaults import UserDefaults
 from bot.guild import GuildRules
 from bot.library import LoraLibrary
 from bot.names import KnownNames
+from bot.recipes import RecipeReader
 from bot.requests import build_request, prompt_limits
 from bot.settings import Settings
 from bot.styles import apply_style, find_style
@@ -27,12 +28,24 @@ from data.generations import Generation
 from data.images import ImageStore
 from pipeline.errors import UserError
 from pipeline.prompt.tags import extract_tags
+from pipeline.recipe import Recipe
 from pipeline.request import GenerationRequest, LoraRef, Mode
 from pipeline.sizes import parse_size
 
 DEFAULT_STRENGTH = 0.6
 """Image to image moves this far from the picture unless the user says otherwise."""
-KEPT_FIELDS = ("width", "height", "steps", "cfg", "sampler", "schedule", "count", "clip_skip")
+KEPT_FIELDS = (
+    "width",
+    "height",
+    "steps",
+    "cfg",
+    "sampler",
+    "schedule",
+    "count",
+    "clip_skip",
+    "rng",
+    "ensd",
+)
 """What an Edit keeps of the request it edits, besides the model and highres fix."""
 
 
@@ -73,9 +86,11 @@ class RequestBuilder:
         names: KnownNames,
         loras: LoraLibrary,
         images: ImageStore,
+        recipes: RecipeReader,
     ) -> None:
         self.settings = settings
         self.names = names
+        self._recipes = recipes
         self._guild = guild
         self._defaults = defaults
         self._catalog = catalog
@@ -89,12 +104,20 @@ class RequestBuilder:
         user_id: int,
         guild_id: int | None,
         base: GenerationRequest | None = None,
+        recipe: Recipe | None = None,
     ) -> GenerationRequest:
         """The request for `text` with `options` (slash-command options; None: not given).
 
         `base` is the request an Edit starts from: its options are kept unless given again.
-        `options` may carry an `init` picture (`store_picture`) and its `strength`.
+        `options` may carry an `init` picture (`store_picture`) and its `strength`. A pasted
+        `recipe` (`read_recipe`) lies under the options and prompt flags.
         """
+        if recipe is not None:
+            text = text if recipe.prompt is None else recipe.prompt
+            if recipe.negative is not None:
+                options = {**options, "negative": recipe.negative}
+            if options.get("strength") is None and recipe.strength is not None:
+                options = {**options, "strength": recipe.strength}
         explicit = {key: value for key, value in options.items() if value is not None}
         if base is not None:
             explicit = {**kept_options(base), **explicit}
@@ -124,6 +147,7 @@ class RequestBuilder:
             known_embeddings=self.names.embeddings,
             known_hypernets=self.names.hypernets,
             extra_loras=choices.loras,
+            pasted=recipe.options if recipe else None,
         ).request
         if init is None:
             return request
@@ -133,6 +157,16 @@ class RequestBuilder:
             init_image=str(init.path),
             strength=strength or DEFAULT_STRENGTH,
         )
+
+    async def read_recipe(
+        self, parameters: str, text: str | None, options: Mapping[str, Any]
+    ) -> Recipe:
+        """A pasted A1111 recipe under the options given with it, read off the event loop
+        (finding its files by hash may read them); a UserError names the field to fix."""
+        given = {**options, "prompt": text}
+        if size := options.get("size"):
+            given["width"], given["height"] = parse_size(size, self.settings.max_pixels)
+        return await asyncio.to_thread(self._recipes.read, parameters, given)
 
     @staticmethod
     def check_picture(size: int) -> None:

@@ -1,8 +1,8 @@
 """From what a user typed to a `GenerationRequest`: the prompt language plus defaults.
 
 Precedence, highest first: explicit options (slash-command options, CLI flags), flags inside
-the prompt (`--ar 3:2`), the user's saved defaults, the model's own (`bot.models.model_defaults`),
-the server's defaults, then `.env`.
+the prompt (`--ar 3:2`), a pasted A1111 recipe (`bot.recipes`), the user's saved defaults, the
+model's own (`bot.models.model_defaults`), the server's defaults, then `.env`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.models import model_defaults, upscaler_catalog
 from bot.settings import Settings
+from pipeline.limits import parse_ensd
 from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.options import merge_options
 from pipeline.prompt.parse import parse_prompt
@@ -32,6 +33,8 @@ REQUEST_FIELDS = (
     "seed",
     "count",
     "clip_skip",
+    "rng",
+    "ensd",
     "model",
 )
 """Request fields a saved layer may set; "model" is a name from `bot.models.model_sources`."""
@@ -62,6 +65,8 @@ def settings_defaults(settings: Settings) -> dict[str, Any]:
         "cfg": settings.default_cfg,
         "sampler": settings.default_sampler,
         "count": settings.default_count,
+        "rng": settings.rng,
+        "ensd": settings.ensd,
     }
 
 
@@ -85,8 +90,13 @@ def build_request(
     known_embeddings: Collection[str] = (),
     known_hypernets: Collection[str] = (),
     extra_loras: tuple[LoraRef, ...] = (),
+    pasted: Mapping[str, Any] | None = None,
 ) -> Built:
-    """Parse the prompt and merge every layer of options; a UserError lists what to fix."""
+    """Parse the prompt and merge every layer of options; a UserError lists what to fix.
+
+    `pasted` is a recipe's options (`Recipe.options`): besides the saved-layer fields it may
+    set the noise fields `rng`, `ensd`, `variation_seed` and `variation_strength`.
+    """
     if negative is None:
         saved = [layer.get("negative") for layer in (user or {}, server or {})]
         negative = next((text for text in saved if text is not None), settings.default_negative)
@@ -102,6 +112,7 @@ def build_request(
     layers = {
         "explicit": explicit or {},
         "flags": parsed.flags,
+        "pasted": pasted or {},
         "user": saved_defaults(user or {}, settings),
         "server": {**settings_defaults(settings), **saved_defaults(server or {}, settings)},
     }
@@ -126,6 +137,10 @@ def build_request(
         seed=int(merged["seed"]) if merged.get("seed") is not None else random_seed(),
         count=int(merged["count"]),
         clip_skip=int(merged.get("clip_skip", 1)),
+        rng=str(merged.get("rng") or GenerationRequest.rng),
+        ensd=parse_ensd(merged.get("ensd") or 0),
+        variation_seed=merged.get("variation_seed"),
+        variation_strength=float(merged.get("variation_strength") or 0.0),
         model=model_name,
         loras=loras,
         hypernets=parsed.hypernets,

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.errors import UserError
+from pipeline.limits import find_rng, parse_ensd
 from pipeline.samplers import find_sampler
 from pipeline.sizes import parse_size
 
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
     default_size: str = "512x512"
     default_negative: str = ""
     default_count: int = Field(4, ge=1)
+    rng: str = "CPU"
+    ensd: int = 0
 
     max_steps: int = Field(60, ge=1, le=150)
     max_pixels: int = Field(1024 * 1024, ge=64 * 64)
@@ -74,6 +77,16 @@ class Settings(BaseSettings):
         # The name is kept as written: an old combined one (DPM++ 2M Karras) carries a schedule.
         _as_value_error(lambda: find_sampler(value))
         return " ".join(value.split())
+
+    @field_validator("rng")
+    @classmethod
+    def _known_rng(cls, value: str) -> str:
+        return _as_value_error(lambda: find_rng(value))
+
+    @field_validator("ensd", mode="before")
+    @classmethod
+    def _whole_ensd(cls, value: object) -> int:
+        return _as_value_error(lambda: parse_ensd(value))
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -9,11 +9,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import style_names
+from cogs import texts
 from cogs.client import DreamcordClient
 from cogs.errors import think_in_public
 from cogs.options import SAMPLER_CHOICES, SCHEDULE_CHOICES, filter_names, size_choices
 from cogs.status import queue_job
 from pipeline.errors import UserError
+from pipeline.infotext import looks_like_infotext
 from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
 from pipeline.prompt.limits import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 from pipeline.request import MAX_SEED
@@ -30,6 +32,7 @@ class Imagine(commands.Cog):
     @app_commands.command(description="Make images from a prompt (A1111 syntax, --ar 3:2 ...)")
     @app_commands.describe(
         prompt="what to draw; (word:1.2), <lora:name:0.8>, --ar 3:2, --no text all work",
+        parameters="an A1111 / Civitai recipe (PNG info) to redo; the other options override it",
         negative="what to avoid",
         size="WxH such as 512x768, or an aspect ratio such as 2:3",
         count="how many images",
@@ -55,7 +58,8 @@ class Imagine(commands.Cog):
     async def imagine(
         self,
         interaction: Interaction,
-        prompt: app_commands.Range[str, 1, 6000],
+        prompt: app_commands.Range[str, 1, 6000] | None = None,
+        parameters: app_commands.Range[str, 1, 6000] | None = None,
         negative: app_commands.Range[str, 0, 6000] | None = None,
         size: str | None = None,
         count: app_commands.Range[int, 1, 16] | None = None,
@@ -98,7 +102,9 @@ class Imagine(commands.Cog):
             "style": style,
             "strength": strength,
         }
-        await self.start_job(interaction, prompt, options, image)
+        if parameters is None and prompt is not None and looks_like_infotext(prompt):
+            parameters, prompt = prompt, None
+        await self.start_job(interaction, prompt, options, image, parameters)
 
     @imagine.autocomplete("size")
     async def _sizes(self, interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
@@ -129,20 +135,41 @@ class Imagine(commands.Cog):
     async def start_job(
         self,
         interaction: Interaction,
-        prompt: str,
+        prompt: str | None,
         options: dict[str, Any],
         image: discord.Attachment | None = None,
+        parameters: str | None = None,
     ) -> None:
-        """Acknowledge at once, then build, store and queue the job, then show its status."""
+        """Acknowledge at once, then build, store and queue the job, then show its status.
+
+        With pasted `parameters` the options given beside them win, and what the recipe asks
+        for that cannot be honoured is told to the user privately once the job is queued.
+        """
         await think_in_public(interaction)
+        if prompt is None and parameters is None:
+            raise UserError(
+                "give a prompt, or paste an A1111 recipe (its PNG info) in the parameters option"
+            )
         app = interaction.client.app
+        recipe = None
+        if parameters is not None:
+            recipe = await app.requests.read_recipe(parameters, prompt, options)
         if image is not None:
             app.requests.check_picture(image.size)
             options["init"] = await app.requests.store_picture(await _picture_bytes(image))
         request = await app.requests.compose(
-            prompt, options, interaction.user.id, interaction.guild_id
+            prompt or "", options, interaction.user.id, interaction.guild_id, recipe=recipe
         )
         await queue_job(interaction, request)
+        notes = list(recipe.notes if recipe else ())
+        if recipe is not None and recipe.strength is not None and image is None:
+            notes.append(texts.unused_strength(recipe.strength))
+        if notes:
+            await interaction.followup.send(
+                texts.recipe_notes(notes),
+                ephemeral=True,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
 
 
 async def _picture_bytes(image: discord.Attachment) -> bytes:

@@ -39,6 +39,29 @@ def headline(request: GenerationRequest, user_id: int) -> str:
     return f"{shown_prompt(request)} - <@{user_id}>{suffix}"
 
 
+RECIPE_NOTES_SHOWN = 1800
+"""Characters of recipe notes in one reply; Discord allows 2,000."""
+
+
+def recipe_notes(notes: Sequence[str]) -> str:
+    """What a pasted recipe asked for that this job does differently, one line each."""
+    lines = ["ℹ️ From the pasted parameters:"]
+    for count, note in enumerate(notes):
+        line = f"- {escape(note)}"
+        if sum(map(len, lines)) + len(line) > RECIPE_NOTES_SHOWN:
+            lines.append(f"- and {len(notes) - count} more")
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def unused_strength(strength: float) -> str:
+    return (
+        f"Denoising strength: {strength:g} is for image to image (the recipe has no hires "
+        "fields): attach the picture with the image option to start from it"
+    )
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "soon"

@@ -153,10 +153,57 @@ def encode_chunks(
     clip_skip: int = 1,
     embeddings: Vectors = NO_VECTORS,
 ) -> torch.Tensor:
-    """Encode chunks into one (1, 77 * len(chunks), width) tensor of weighted embeddings.
+    """Encode one prompt's chunks into a (1, 77 * len(chunks), width) tensor of weighted embeddings.
 
     `embeddings` holds the vectors of the `VectorSlot`s that `split_into_chunks` placed.
     """
+    return encode_together([chunks], [1], text_encoder, tokenizer, clip_skip, embeddings)[0]
+
+
+def encode_together(
+    prompts: Sequence[Sequence[Chunk]],
+    counts: Sequence[int],
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    clip_skip: int = 1,
+    embeddings: Vectors = NO_VECTORS,
+) -> list[torch.Tensor]:
+    """Encode prompts as A1111 encodes the texts of one edit schedule: as one batch.
+
+    A1111 pads each prompt with empty chunks to the longest one, then encodes chunk position by
+    position; the weighted chunks at a position are rescaled by one factor that keeps the mean
+    of the whole batch. `counts` says how often each prompt appears in A1111's batch (a schedule
+    can repeat a text), since each appearance counts in that mean. For one prompt this is the
+    per-chunk rescaling of a plain prompt.
+    """
+    import torch
+
+    length = max(len(chunks) for chunks in prompts)
+    rows = [[*chunks, *[Chunk()] * (length - len(chunks))] for chunks in prompts]
+    share = torch.tensor(counts, dtype=torch.float32, device=text_encoder.device)
+    share = share / share.sum()
+    encoded = []
+    for position in range(length):
+        hidden, multipliers = _encode_rows(
+            [row[position] for row in rows], text_encoder, tokenizer, clip_skip, embeddings
+        )
+        scaled = hidden * multipliers
+        new_mean = (scaled.float().mean(dim=(1, 2)) * share).sum()
+        if new_mean != 0:  # every weight 0 leaves nothing to rescale
+            old_mean = (hidden.float().mean(dim=(1, 2)) * share).sum()
+            scaled = scaled * (old_mean / new_mean).to(hidden.dtype)
+        encoded.append(scaled)
+    return list(torch.cat(encoded, dim=1).split(1))
+
+
+def _encode_rows(
+    chunks: Sequence[Chunk],
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    clip_skip: int,
+    embeddings: Vectors,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text encoder's output for one chunk per row, and the rows' weights, (rows, 77, 1)."""
     import torch
 
     device = text_encoder.device
@@ -184,14 +231,7 @@ def encode_chunks(
     else:
         hidden = output.last_hidden_state
     multipliers = torch.tensor(weights, device=device, dtype=hidden.dtype).unsqueeze(-1)
-    weighted = []
-    for z, scale in zip(hidden, multipliers, strict=True):
-        scaled = z * scale
-        new_mean = scaled.float().mean()
-        if new_mean != 0:  # every weight 0 leaves nothing to rescale
-            scaled = scaled * (z.float().mean() / new_mean).to(z.dtype)
-        weighted.append(scaled)
-    return torch.cat(weighted).unsqueeze(0)
+    return hidden, multipliers
 
 
 @contextmanager

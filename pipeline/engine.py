@@ -9,9 +9,10 @@ into the attention layers, and both removed after.
 from __future__ import annotations
 
 import contextlib
-import inspect
+import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,16 @@ from pipeline.backend import (
     OutOfDeviceMemory,
     StepCallback,
 )
-from pipeline.conditioning import encode_chunks, split_into_chunks
+from pipeline.conditioning import encode_together, split_into_chunks
 from pipeline.errors import UserError
+from pipeline.guidance import Encodings, Guidance, ImageConditioning, condition_image
 from pipeline.infotext import ImageIdentity, build_parameters
+from pipeline.limits import find_rng
 from pipeline.models import LoadedModel, ModelManager
 from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
-from pipeline.prompt.tags import remove_tags
+from pipeline.prompt.editing import Schedule
+from pipeline.prompt.schedule import plan_conditioning
 from pipeline.request import GenerationRequest, HypernetRef, LoraRef, Mode
 from pipeline.samplers import effective_schedule, resolve_sampler
 from pipeline.sizes import round_to
@@ -41,7 +45,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from pipeline.lora.source import AdapterSource
+    from pipeline.noise import NoiseSource
     from pipeline.pixel_upscalers import PixelModelCache
+    from pipeline.schedules import DiscreteSigmas
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +56,15 @@ LATENT_FACTOR = 8
 
 @dataclass
 class _Group:
-    """Tasks whose prompts, and whose negatives, encode to the same numbers of chunks.
+    """Tasks whose prompts, and whose negatives, encode to the same lengths in every pass.
 
-    Their conds stack into one tensor and their unconds into another, so the group shares its
-    UNet calls: one when cond and uncond are as long, else one each, as A1111 runs them.
+    At each denoiser call their encodings stack into one batch, so the group shares its UNet
+    calls: one when cond and uncond are as long, else one each, as A1111 runs them.
     """
 
     tasks: list[ImageTask]
-    cond: list[torch.Tensor]
-    uncond: list[torch.Tensor]
+    conditioning: list[tuple[ImageConditioning, ...]]
+    """Per task: its encodings for each pass."""
     ti_hashes: list[tuple[tuple[str, str], ...]]
     """Per task: the library embeddings its prompt and negative use, with their short hashes."""
 
@@ -224,7 +230,10 @@ class Engine:
             if index > 0 and request.hires is not None:
                 upscaler = self.upscalers.find(request.hires.upscaler)
                 latents = self._upscale_latents(model, latents, denoise, upscaler)
-            latents = self._denoise(model, group, latents, denoise, progress.step, should_stop)
+            conditioning = [passes[index] for passes in group.conditioning]
+            latents = self._denoise(
+                model, group, latents, denoise, conditioning, progress.step, should_stop
+            )
             progress.finish_pass()
         if should_stop():
             raise BatchInterrupted
@@ -253,7 +262,7 @@ class Engine:
 
     def _step_count(self, model: LoadedModel, request: GenerationRequest, denoise: _Pass) -> int:
         """UNet calls of one pass: more than its steps for the two-call samplers (Heun, DPM2)."""
-        scheduler = make_scheduler(model, request, seeds=[0])
+        scheduler = make_scheduler(model, request)
         return len(prepare_timesteps(scheduler, request, denoise, model.pipe.device))
 
     def _encode(
@@ -262,43 +271,63 @@ class Engine:
         tasks: Sequence[ImageTask],
         bundled: Mapping[str, torch.Tensor],
     ) -> list[_Group]:
-        """Encode every prompt once, then group tasks by their prompt's and negative's lengths.
+        """Encode every schedule once, then group tasks by their encodings' lengths in each pass.
 
         Extra-network tags stay in the stored prompt, so that A1111 reproduces it from the
-        infotext, but they are not text for the encoder.
+        infotext; the plan cuts them out before the text is read.
         """
         pipe = model.pipe
-        cache: dict[tuple[str, int], torch.Tensor] = {}
+        cache: dict[tuple[tuple[tuple[str, int], ...], int], dict[str, torch.Tensor]] = {}
         used: dict[str, tuple[str, ...]] = {}
         """The embedding names each text uses."""
 
-        def encode(text: str, clip_skip: int) -> torch.Tensor:
-            if (text, clip_skip) not in cache:
-                pieces = parse_prompt_attention(remove_tags(text)[0])
-                vectors = (
-                    self.adapters.embeddings(pieces, _text_width(model), bundled)
+        def encode(schedule: Schedule, clip_skip: int) -> Encodings:
+            # A1111 encodes a schedule's texts as one batch, repeats included: see encode_together.
+            counts = Counter(text for _, text in schedule)
+            key = (tuple(counts.items()), clip_skip)
+            if key not in cache:
+                pieces = [parse_prompt_attention(text) for text in counts]
+                found = [
+                    self.adapters.embeddings(p, _text_width(model), bundled)
                     if self.adapters
                     else {}
+                    for p in pieces
+                ]
+                for text, vectors in zip(counts, found, strict=True):
+                    used[text] = tuple(name for name in vectors if name not in bundled)
+                chunks = [
+                    split_into_chunks(p, pipe.tokenizer, vectors)[0]
+                    for p, vectors in zip(pieces, found, strict=True)
+                ]
+                every = {name: vector for vectors in found for name, vector in vectors.items()}
+                encoded = encode_together(
+                    chunks,
+                    list(counts.values()),
+                    pipe.text_encoder,
+                    pipe.tokenizer,
+                    clip_skip,
+                    every,
                 )
-                used[text] = tuple(name for name in vectors if name not in bundled)
-                chunks, _ = split_into_chunks(pieces, pipe.tokenizer, vectors)
-                cache[text, clip_skip] = encode_chunks(
-                    chunks, pipe.text_encoder, pipe.tokenizer, clip_skip, vectors
-                )
-            return cache[text, clip_skip]
+                cache[key] = dict(zip(counts, encoded, strict=True))
+            return tuple((last, cache[key][text]) for last, text in schedule)
 
-        groups: dict[tuple[int, int], _Group] = {}
+        groups: dict[tuple[tuple[int, int], ...], _Group] = {}
         for task in tasks:
-            request = task.request
-            cond = encode(request.prompt, request.clip_skip)
-            uncond = encode(request.negative, request.clip_skip)
+            plans = plan_conditioning(task.request)
+            conditioning = tuple(
+                condition_image(plan, functools.partial(encode, clip_skip=task.request.clip_skip))
+                for plan in plans
+            )
             # Each at its own length, A1111's default: padding the shorter one with empty
             # chunks is its non-default "Pad prompt/negative prompt", a different image.
-            group = groups.setdefault((cond.shape[1], uncond.shape[1]), _Group([], [], [], []))
+            key = tuple(image.lengths for image in conditioning)
+            group = groups.setdefault(key, _Group([], [], []))
             group.tasks.append(task)
-            group.cond.append(cond)
-            group.uncond.append(uncond)
-            names = dict.fromkeys(used[request.prompt] + used[request.negative])
+            group.conditioning.append(conditioning)
+            texts = [
+                text for plan in plans for p in (plan.prompt, plan.negative) for text in p.texts()
+            ]
+            names = dict.fromkeys(name for text in texts for name in used[text])
             hashes = self.adapters.embedding_hashes(names) if self.adapters else ()
             group.ti_hashes.append(hashes)
         return list(groups.values())
@@ -361,26 +390,26 @@ class Engine:
         group: _Group,
         init: torch.Tensor | None,
         denoise: _Pass,
+        conditioning: Sequence[ImageConditioning],
         on_step: Callable[[int, torch.Tensor], None],
         should_stop: Callable[[], bool],
     ) -> torch.Tensor:
         """One sampling loop with classifier-free guidance; returns the final latents."""
         import torch
 
+        from pipeline.noise import ImageNoise, routed_noise
         from pipeline.schedules import brownian_step_noise
 
         unet = model.pipe.unet
         request = group.tasks[0].request
         device, dtype = model.pipe.device, unet.dtype
         sampler, _ = resolve_sampler(request.sampler, request.schedule)
-        seeds = [task.seed for task in group.tasks]
-        scheduler = make_scheduler(model, request, seeds)
+        scheduler = make_scheduler(model, request)
         timesteps = prepare_timesteps(scheduler, request, denoise, device)
-        # As A1111 does, one CPU generator per image makes its initial noise, then its step noise.
-        generators = [torch.Generator("cpu").manual_seed(task.seed) for task in group.tasks]
-        step_kwargs = {"generator": generators} if _takes_generator(scheduler) else {}
-        noise = prepare_noise(group.tasks, denoise.width, denoise.height, generators)
-        noise = noise.to(device, dtype)
+        # Every pass starts new generators, as A1111 makes a new ImageRNG for the hires pass.
+        shape = (4, denoise.height // LATENT_FACTOR, denoise.width // LATENT_FACTOR)
+        images = ImageNoise(noise_source(model, request), group.tasks, shape, request.ensd)
+        noise = images.initial().to(device, dtype)
         if init is None and sampler.timestep_sampler:
             latents = noise * scheduler.init_noise_sigma
         else:
@@ -389,50 +418,28 @@ class Engine:
             start = torch.zeros_like(noise) if init is None else init.to(device, dtype)
             first = timesteps[:1].repeat(len(group.tasks))
             latents = scheduler.add_noise(start, noise, first)
-        conds = _Conditioning(
-            torch.cat(group.uncond).to(device=device, dtype=dtype),
-            torch.cat(group.cond).to(device=device, dtype=dtype),
-        )
-        brownian = (
-            brownian_step_noise(scheduler, latents, seeds) if sampler.brownian_step_noise else None
-        )
-        for index, timestep in enumerate(timesteps, start=1):
-            if should_stop():
-                raise BatchInterrupted
-            model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
-            uncond, cond = conds.predict(unet, model_input, timestep)
-            guided = uncond + request.cfg * (cond - uncond)
-            if brownian is not None:
-                step_kwargs = {"variance_noise": brownian(index - 1)}
-            latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
-            on_step(index, latents)
-        return latents
-
-
-@dataclass(frozen=True)
-class _Conditioning:
-    """A group's negative and prompt encodings, for the UNet's two halves of each step."""
-
-    uncond: torch.Tensor
-    cond: torch.Tensor
-
-    def predict(
-        self, unet: Any, model_input: torch.Tensor, timestep: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uncond, cond) noise predictions: one UNet call when both are as long, else two."""
-        import torch
-
-        if self.uncond.shape[1] == self.cond.shape[1]:
-            context = torch.cat([self.uncond, self.cond])
-            uncond, cond = unet(model_input, timestep, encoder_hidden_states=context).sample.chunk(
-                2
+        guidance = Guidance(conditioning, request.cfg, device, dtype)
+        with routed_noise(scheduler, images):
+            step_noise = (
+                brownian_step_noise(
+                    scheduler,
+                    schedule_sigmas(scheduler, request, denoise.steps),
+                    latents,
+                    [task.seed for task in group.tasks],
+                )
+                if sampler.brownian_step_noise
+                else None
             )
-            return uncond, cond
-        for_uncond, for_cond = model_input.chunk(2)
-        return (
-            unet(for_uncond, timestep, encoder_hidden_states=self.uncond).sample,
-            unet(for_cond, timestep, encoder_hidden_states=self.cond).sample,
-        )
+            for index, timestep in enumerate(timesteps, start=1):
+                if should_stop():
+                    raise BatchInterrupted
+                model_input = scheduler.scale_model_input(latents, timestep)
+                # A1111 counts denoiser calls, so the prompt schedule moves twice a Heun step.
+                guided = guidance.predict(unet, model_input, timestep, call=index - 1)
+                step_kwargs = step_noise(index - 1) if step_noise is not None else {}
+                latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
+                on_step(index, latents)
+        return latents
 
 
 def _text_width(model: LoadedModel) -> int:
@@ -479,22 +486,42 @@ def prepare_timesteps(
     k-diffusion samplers get A1111's sigmas from the start index of the pass on. The timestep
     samplers (DDIM, PLMS, UniPC) keep diffusers' timesteps and skip the first ones.
     """
-    from pipeline.schedules import DiscreteSigmas, a1111_sigmas, install_sigmas
+    from pipeline.schedules import install_sigmas
 
-    sampler, chosen = resolve_sampler(request.sampler, request.schedule)
-    schedule = effective_schedule(sampler, chosen)
-    if schedule is None:
+    sigmas = schedule_sigmas(scheduler, request, denoise.steps)
+    if sigmas is None:
         scheduler.set_timesteps(denoise.steps, device=device)
         skip = (denoise.steps - denoise.run) * scheduler.order
         if skip and hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(skip)
         return scheduler.timesteps[skip:]
-    model_sigmas = DiscreteSigmas.of(scheduler)
-    if sampler.distilled_steps is not None:
-        model_sigmas = model_sigmas.distilled(sampler.distilled_steps)
-    sigmas = a1111_sigmas(model_sigmas, sampler, schedule, denoise.steps)
-    install_sigmas(scheduler, model_sigmas, sigmas[denoise.steps - denoise.run :], device)
+    model = model_sigmas(scheduler, request)
+    install_sigmas(scheduler, model, sigmas[denoise.steps - denoise.run :], device)
     return scheduler.timesteps
+
+
+def schedule_sigmas(scheduler: Any, request: GenerationRequest, steps: int) -> torch.Tensor | None:
+    """A1111's whole schedule of `steps` steps for the request's sampler (a pass may run only
+    its end); None for the timestep samplers, which have none."""
+    from pipeline.schedules import a1111_sigmas
+
+    sampler, chosen = resolve_sampler(request.sampler, request.schedule)
+    schedule = effective_schedule(sampler, chosen)
+    if schedule is None:
+        return None
+    return a1111_sigmas(model_sigmas(scheduler, request), sampler, schedule, steps)
+
+
+def model_sigmas(scheduler: Any, request: GenerationRequest) -> DiscreteSigmas:
+    """The model's sigmas as the request's sampler sees them: all 1000 of SD1.5's, or for a
+    distilled model's sampler (LCM) only the timesteps it was distilled on."""
+    from pipeline.schedules import DiscreteSigmas
+
+    sampler, _ = resolve_sampler(request.sampler, request.schedule)
+    sigmas = DiscreteSigmas.of(scheduler)
+    if sampler.distilled_steps is not None:
+        return sigmas.distilled(sampler.distilled_steps)
+    return sigmas
 
 
 def load_init_image(
@@ -528,7 +555,7 @@ def encode_image(vae: Any, image: Image.Image) -> torch.Tensor:
     return vae.encode(batch).latent_dist.mean * vae.config.scaling_factor
 
 
-def make_scheduler(model: LoadedModel, request: GenerationRequest, seeds: Sequence[int]) -> Any:
+def make_scheduler(model: LoadedModel, request: GenerationRequest) -> Any:
     """A fresh scheduler for the request's sampler, from the model's own scheduler config.
 
     The model's betas come from that config; for the k-diffusion samplers its spacing and
@@ -544,66 +571,15 @@ def make_scheduler(model: LoadedModel, request: GenerationRequest, seeds: Sequen
     options = dict(sampler.options)
     if not sampler.timestep_sampler:
         options |= k_diffusion_options(scheduler_class)
-    if sampler.scheduler == "DPMSolverSDEScheduler":
-        # One Brownian tree per image, seeded with its seed, as A1111 makes them.
-        options["noise_sampler_seed"] = list(seeds)
     return scheduler_class.from_config(model.pipe.scheduler.config, **options)
 
 
-def _takes_generator(scheduler: Any) -> bool:
-    return "generator" in inspect.signature(scheduler.step).parameters
+def noise_source(model: LoadedModel, request: GenerationRequest) -> NoiseSource:
+    """The request's RNG on the device the model runs on (with offload, not where it rests)."""
+    from pipeline.noise import NoiseSource
 
-
-def prepare_noise(
-    tasks: Sequence[ImageTask],
-    width: int,
-    height: int,
-    generators: Sequence[torch.Generator],
-) -> torch.Tensor:
-    """Initial noise, made on the CPU from each image's own seed so batching never changes it.
-
-    `generators` (one per task, seeded with its seed) are drawn from here and go on to make the
-    step noise, as A1111's per-image generators do. With a variation seed the noise is the spherical
-    interpolation between the image's noise and the variation seed's noise, A1111's
-    "Variation seed strength".
-    """
-    import torch
-
-    shape = (1, 4, height // LATENT_FACTOR, width // LATENT_FACTOR)
-
-    latents = []
-    for task, generator in zip(tasks, generators, strict=True):
-        base = torch.randn(shape, generator=generator)
-        if task.variation_seed is not None:
-            varied = torch.randn(
-                shape, generator=torch.Generator("cpu").manual_seed(task.variation_seed)
-            )
-            base = slerp(task.request.variation_strength, base, varied)
-        latents.append(base)
-    return torch.cat(latents)
-
-
-def slerp(t: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation per column, as A1111 blends a variation seed's noise.
-
-    A1111 normalises the (4, h, w) noise along its height axis, so each (channel, column) pair is
-    interpolated on its own circle: a whole-tensor slerp gives a different blend. Nearly parallel
-    columns fall back to a straight mix, as there.
-    """
-    import torch
-
-    low, high = start.reshape(-1, *start.shape[-2:]), end.reshape(-1, *end.shape[-2:])
-    low_unit = low / low.norm(dim=1, keepdim=True)
-    high_unit = high / high.norm(dim=1, keepdim=True)
-    cos_angle = (low_unit * high_unit).sum(1)
-    if cos_angle.mean() > 0.9995:
-        return ((1 - t) * start + t * end).to(start.dtype)
-    angle = torch.acos(cos_angle)
-    sine = torch.sin(angle)
-    blend = (torch.sin((1 - t) * angle) / sine).unsqueeze(1) * low + (
-        torch.sin(t * angle) / sine
-    ).unsqueeze(1) * high
-    return blend.reshape(start.shape).to(start.dtype)
+    device = getattr(model.pipe, "_execution_device", model.pipe.device)
+    return NoiseSource(find_rng(request.rng), device)
 
 
 def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
@@ -612,6 +588,7 @@ def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
     The SD1.5 VAE overflows in fp16 on some images: the result is NaN, which would become a black
     image. Decoding one image at a time also keeps the VAE's peak memory to a single image.
     """
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -623,8 +600,10 @@ def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
             image = vae.decode(scaled.float()).sample
     if _is_broken(image):
         raise UserError("the image came out empty (NaN) even in fp32: try another seed or VAE")
-    pixels = ((image[0].float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy(), "RGB")
+    # A1111's bytes: clamp((x + 1) / 2) times 255, truncated (astype(np.uint8)), not rounded.
+    clamped = torch.clamp((image[0].float() + 1.0) / 2.0, min=0.0, max=1.0)
+    pixels = (255.0 * np.moveaxis(clamped.cpu().numpy(), 0, 2)).astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
 
 
 def _is_broken(image: torch.Tensor) -> bool:

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import itertools
 import json
 import re
 from dataclasses import dataclass
 
-from pipeline.errors import UserError
+from pipeline.limits import find_rng
 from pipeline.request import GenerationRequest, Mode
-from pipeline.samplers import AUTOMATIC, resolve_sampler, schedule_label
+from pipeline.samplers import resolve_sampler, schedule_label
 
-_FIELD = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_FIELD = re.compile(r'\s*(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+"""A1111's `Key: value` pattern, with keys bounded (its longest is under 40 characters) so
+reading a long text that is not an infotext stays linear."""
+_STEPS = re.compile(r"Steps:")
+"""A1111 writes `Steps` first, so it marks where the fields of a one-line paste begin."""
+_STEPS_TRIED = 4
+"""A prompt may mention `Steps: 3` itself; a few candidates are enough, and bound the work."""
+_NEGATIVE = "Negative prompt:"
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,11 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Variation seed strength"] = _number(request.variation_strength)
     if request.clip_skip > 1:
         fields["Clip skip"] = request.clip_skip
-    # The noise comes from CPU generators; A1111 reads a missing RNG field as GPU noise.
-    fields["RNG"] = "CPU"
+    if request.ensd and sampler.ancestral:  # A1111 names ENSD where it changes the image
+        fields["ENSD"] = request.ensd
+    rng = find_rng(request.rng)
+    if rng != "GPU":  # as A1111 writes it: a missing RNG field means GPU noise
+        fields["RNG"] = rng
     if request.mode in (Mode.IMG2IMG, Mode.UPSCALE) and request.strength is not None:
         fields["Denoising strength"] = _number(request.strength)
     if request.hires is not None:
@@ -95,52 +106,63 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
 
 
 def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
-    """Split infotext into (prompt, negative prompt, fields), unquoting quoted values."""
-    lines = text.strip().split("\n")
+    """Split infotext into (prompt, negative prompt, fields), unquoting quoted values.
+
+    A1111's rule: the last line holds the fields when at least three `Key: value` pairs read
+    from it, and the negative starts at a line beginning `Negative prompt:`. Discord's string
+    options carry no newlines, so a pasted infotext may arrive as one line; then the fields
+    start at the first `Steps:` that three pairs read from, and the negative at the first
+    `Negative prompt:`.
+    """
+    lines = text.strip().replace("\r\n", "\n").split("\n")
+    last = lines[-1]
+    if len(lines) > 1 and not last.startswith(_NEGATIVE) and len(_FIELD.findall(last)) >= 3:
+        return (*_split_negative(lines[:-1]), _fields(last))
+    flat = " ".join(lines)
+    for match in itertools.islice(_STEPS.finditer(flat), _STEPS_TRIED):
+        if len(_FIELD.findall(flat, match.start())) >= 3:
+            head, negative = _split_flat_negative(flat[: match.start()])
+            return head, negative, _fields(flat[match.start() :])
+    if len(lines) == 1:
+        return (*_split_flat_negative(flat), {})
+    return (*_split_negative(lines), {})
+
+
+def looks_like_infotext(text: str) -> bool:
+    """Whether a prompt is really a pasted infotext: a negative marker or a fields line."""
+    return _NEGATIVE in text or bool(parse_parameters(text)[2])
+
+
+def _fields(line: str) -> dict[str, str]:
     fields: dict[str, str] = {}
-    if len(lines) > 1 and len(_FIELD.findall(lines[-1])) >= 3:
-        for key, value in _FIELD.findall(lines.pop()):
-            value = value.strip()
-            if value.startswith('"') and value.endswith('"'):
-                value = json.loads(value)
-            fields[key.strip()] = value
+    for key, value in _FIELD.findall(line):
+        fields[key.strip()] = _unquote(value.strip())
+    return fields
+
+
+def _unquote(value: str) -> str:
+    """A JSON-quoted value's text; a value that only looks quoted stays as it is, as in A1111."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            unquoted = json.loads(value)
+        except ValueError:
+            return value
+        return unquoted if isinstance(unquoted, str) else value
+    return value
+
+
+def _split_negative(lines: list[str]) -> tuple[str, str]:
     prompt_lines: list[str] = []
     negative_lines: list[str] = []
     for line in lines:
-        if negative_lines or line.startswith("Negative prompt:"):
-            negative_lines.append(line.removeprefix("Negative prompt:").lstrip())
+        line = line.strip()
+        if negative_lines or line.startswith(_NEGATIVE):
+            negative_lines.append(line.removeprefix(_NEGATIVE).strip())
         else:
             prompt_lines.append(line)
-    return "\n".join(prompt_lines), "\n".join(negative_lines), fields
+    return "\n".join(prompt_lines), "\n".join(negative_lines)
 
 
-def options_from_parameters(text: str) -> tuple[str, str, dict[str, int | float | str]]:
-    """(prompt, negative, request options) from infotext, to make more from an earlier image."""
-    prompt, negative, fields = parse_parameters(text)
-    try:
-        width, height = (int(side) for side in fields["Size"].split("x"))
-        options: dict[str, int | float | str] = {
-            "width": width,
-            "height": height,
-            "seed": int(fields["Seed"]),
-            "steps": int(fields.get("Steps", 25)),
-            "cfg": float(fields.get("CFG scale", 7)),
-            "sampler": fields.get("Sampler", "Euler a"),
-            "schedule": fields.get("Schedule type", AUTOMATIC),
-            "clip_skip": int(fields.get("Clip skip", 1)),
-        }
-    except (KeyError, ValueError) as error:
-        raise UserError(
-            f"the image's parameters are incomplete ({error}): use a PNG made by Dreamcord, "
-            "A1111, Forge or ComfyUI with its parameters kept"
-        ) from None
-    return _with_old_hypernet(prompt, fields), negative, options
-
-
-def _with_old_hypernet(prompt: str, fields: dict[str, str]) -> str:
-    """The prompt with A1111's pre-extra-networks `Hypernet` field as a tag, as A1111's own
-    paste does; today's A1111 (and Dreamcord) writes only the tag in the prompt."""
-    name = fields.get("Hypernet")
-    if not name or "<hypernet:" in prompt.lower():
-        return prompt
-    return f"{prompt}<hypernet:{name}:{fields.get('Hypernet strength', '1')}>"
+def _split_flat_negative(text: str) -> tuple[str, str]:
+    head, marker, negative = text.partition(_NEGATIVE)
+    return head.strip(), negative.strip() if marker else ""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 
 from pipeline.errors import UserError
-from pipeline.request import MAX_SEED, GenerationRequest, HiresSpec, Mode
+from pipeline.request import MAX_SEED, RNG_SOURCES, GenerationRequest, HiresSpec, Mode
 from pipeline.samplers import resolve_sampler
 from pipeline.sizes import check_size
 from pipeline.upscalers import UpscalerCatalog
@@ -14,6 +15,8 @@ from pipeline.upscalers import UpscalerCatalog
 MAX_CLIP_SKIP = 4
 MIN_HIRES_SCALE = 1.0
 MAX_HIRES_SCALE = 2.0
+MAX_ENSD = MAX_SEED
+"""So that seed + ENSD stays a valid seed for every noise source."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class Limits:
 
 
 def check_request(request: GenerationRequest, limits: Limits) -> GenerationRequest:
-    """The request with its sampler and schedule normalised, or a UserError saying what to fix."""
+    """The request with its sampler, schedule and RNG normalised, or a UserError saying what
+    to fix."""
     # An upscale may reach 4x the side (16x the pixels) of a base image at the limit.
     pixels = limits.max_pixels * (16 if request.mode is Mode.UPSCALE else 1)
     check_size(request.width, request.height, pixels)
@@ -52,7 +56,41 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
         )
     hires = request.hires and check_hires(request, limits)
     sampler, schedule = resolve_sampler(request.sampler, request.schedule)
-    return replace(request, sampler=sampler.name, schedule=schedule, hires=hires)
+    checked = replace(
+        request,
+        sampler=sampler.name,
+        schedule=schedule,
+        hires=hires,
+        rng=find_rng(request.rng),
+        ensd=parse_ensd(request.ensd),
+    )
+    # Imported here: the prompt language's flags read this module's bounds.
+    from pipeline.prompt.schedule import plan_conditioning
+
+    plan_conditioning(checked)  # AND parts and edit schedules within their limits
+    return checked
+
+
+def find_rng(name: str) -> str:
+    """The RNG source called `name` (case-insensitive: cpu, gpu, nv), or a UserError."""
+    for source in RNG_SOURCES:
+        if name.strip().upper() == source:
+            return source
+    raise UserError(
+        f"unknown RNG {name!r}: use CPU (Dreamcord's default), GPU (A1111's default, which a "
+        "pasted recipe without an RNG field means) or NV (GPU noise made on any machine)"
+    )
+
+
+def parse_ensd(value: object) -> int:
+    """A1111's eta noise seed delta as a whole number from 0 to MAX_ENSD, or a UserError."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"-?\d+", text):
+        raise UserError(f"ENSD {text!r} is not a whole number: use 0 (none) or, say, 31337")
+    ensd = int(text)
+    if not 0 <= ensd <= MAX_ENSD:
+        raise UserError(f"ENSD {ensd} is out of range: use 0 to {MAX_ENSD}")
+    return ensd
 
 
 def check_hires(request: GenerationRequest, limits: Limits) -> HiresSpec:

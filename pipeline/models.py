@@ -7,7 +7,6 @@ is really loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import UserError
+from pipeline.hashes import file_sha256
 from pipeline.model_configs import config_dir
 
 if TYPE_CHECKING:
@@ -177,11 +177,7 @@ def _folder_unet_in_channels(folder: Path) -> int | None:
 
 def short_hash(path: Path) -> str:
     """A1111's model hash: the first 10 hex digits of the file's sha256."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()[:10]
+    return file_sha256(path)[:10]
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ def batch_key(request: GenerationRequest) -> BatchKey:
     """The fields that must be equal for images to share one model call.
 
     LoRAs are sorted because the weight patches add up in any order; hypernetworks are not,
-    since each one transforms the previous one's output. Prompts, seeds and variation seeds are
-    per image and stay out.
+    since each one transforms the previous one's output. The RNG and ENSD are in, since the
+    engine routes a whole batch's library noise through one source. Prompts, seeds and
+    variation seeds are per image and stay out.
     """
     loras = tuple(sorted((ref.name, ref.te_weight, ref.unet_weight) for ref in request.loras))
     hypernets = tuple((ref.name, ref.strength) for ref in request.hypernets)
@@ -41,6 +42,8 @@ def batch_key(request: GenerationRequest) -> BatchKey:
         request.schedule,
         request.cfg,
         request.clip_skip,
+        request.rng,
+        request.ensd,
         request.hires,
         request.mode,
         request.strength,

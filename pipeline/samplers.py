@@ -28,10 +28,14 @@ class Sampler:
     `default_schedule` is what Automatic means for it in A1111 (None: the model's own uniform
     discrete schedule). `discard_penultimate` is A1111's option of the same name: the schedule
     is made one step longer and its next-to-last sigma dropped. `timestep_sampler` marks the
-    samplers that keep diffusers' own timesteps and take no schedule type. For
-    `brownian_step_noise` A1111 draws the step noise from a Brownian tree per image, which the
-    scheduler cannot do itself. `distilled_steps` is for samplers of distilled models (LCM):
-    their sigma schedule is made over only that many of the model's timesteps.
+    samplers that keep diffusers' own timesteps and take no schedule type. An `ancestral`
+    sampler draws its step noise from the image's generator, which A1111's ENSD reseeds (its
+    `uses_ensd`); for `brownian_step_noise` A1111 draws it from a Brownian tree per image
+    instead (its `brownian_noise`), which the engine builds and hands to the scheduler.
+    `distilled_steps` is for samplers of distilled models (LCM): their sigma schedule is made
+    over only that many of the model's timesteps.
+    `second_order` is A1111's option of the same name: its prompt schedules count two denoiser
+    calls a step.
     """
 
     name: str
@@ -40,8 +44,10 @@ class Sampler:
     default_schedule: str | None = None
     discard_penultimate: bool = False
     timestep_sampler: bool = False
+    ancestral: bool = False
     brownian_step_noise: bool = False
     distilled_steps: int | None = None
+    second_order: bool = False
 
 
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
@@ -51,14 +57,36 @@ LCM_DISTILLED_STEPS = 50
 SAMPLERS: dict[str, Sampler] = {
     s.name.lower(): s
     for s in (
-        Sampler("Euler a", "EulerAncestralDiscreteScheduler"),
+        Sampler("Euler a", "EulerAncestralDiscreteScheduler", ancestral=True),
         Sampler("Euler", "EulerDiscreteScheduler"),
         Sampler("LMS", "LMSDiscreteScheduler"),
-        Sampler("Heun", "HeunDiscreteScheduler"),
-        Sampler("DPM2", "KDPM2DiscreteScheduler", {}, KARRAS, discard_penultimate=True),
-        Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, KARRAS, discard_penultimate=True),
+        Sampler("Heun", "HeunDiscreteScheduler", second_order=True),
+        Sampler(
+            "DPM2",
+            "KDPM2DiscreteScheduler",
+            {},
+            KARRAS,
+            discard_penultimate=True,
+            second_order=True,
+        ),
+        Sampler(
+            "DPM2 a",
+            "KDPM2AncestralDiscreteScheduler",
+            {},
+            KARRAS,
+            discard_penultimate=True,
+            ancestral=True,
+            second_order=True,
+        ),
         Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {}, KARRAS),
-        Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, KARRAS),
+        Sampler(
+            "DPM++ SDE",
+            "DPMSolverSDEScheduler",
+            {},
+            KARRAS,
+            brownian_step_noise=True,
+            second_order=True,
+        ),
         Sampler(
             "DPM++ 2M SDE",
             "DPMSolverMultistepScheduler",
@@ -66,7 +94,9 @@ SAMPLERS: dict[str, Sampler] = {
             EXPONENTIAL,
             brownian_step_noise=True,
         ),
-        Sampler("DPM++ 2S a", "DpmPlusPlus2SAncestral", {}, KARRAS),
+        Sampler(
+            "DPM++ 2S a", "DpmPlusPlus2SAncestral", {}, KARRAS, ancestral=True, second_order=True
+        ),
         Sampler(
             "DPM++ 3M SDE",
             "DpmPlusPlus3MSde",
@@ -75,7 +105,9 @@ SAMPLERS: dict[str, Sampler] = {
             discard_penultimate=True,
             brownian_step_noise=True,
         ),
-        Sampler("LCM", "LatentConsistency", distilled_steps=LCM_DISTILLED_STEPS),
+        # A1111 leaves LCM out of its ENSD samplers, but LCM draws step noise that ENSD
+        # reseeds, so its ENSD is written to reproduce the image.
+        Sampler("LCM", "LatentConsistency", ancestral=True, distilled_steps=LCM_DISTILLED_STEPS),
         Sampler("DDIM", "DDIMScheduler", timestep_sampler=True),
         Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, timestep_sampler=True),
         Sampler("UniPC", "UniPCMultistepScheduler", timestep_sampler=True),

@@ -152,20 +152,36 @@ def install_sigmas(
 
 
 def brownian_step_noise(
-    scheduler: Any, latents: torch.Tensor, seeds: Sequence[int]
-) -> Callable[[int], torch.Tensor]:
-    """Step i's noise as A1111 makes it for DPM++ 2M SDE: a Brownian tree per image, seeded
-    with its seed and spanning the schedule's sigmas; the last step, to sigma 0, adds none.
+    scheduler: Any, schedule: torch.Tensor, latents: torch.Tensor, seeds: Sequence[int]
+) -> Callable[[int], dict[str, torch.Tensor]]:
+    """The SDE samplers' step noise as A1111 makes it: a Brownian tree per image, seeded with
+    its seed and spanning the whole `schedule` even when the pass runs only its end (img2img,
+    the hires pass). Returns step i's extra arguments to `scheduler.step`.
+
+    DPM++ SDE's scheduler asks the tree itself, once handed it as its `noise_sampler`; DPM++ 2M
+    SDE's takes each step's `variance_noise`, none for the last step, to sigma 0. The trees are
+    float32, as A1111's, whatever the latents' dtype; their noise comes from torchsde, which
+    `pipeline.noise.routed_noise` points at the request's RNG.
     """
     from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
 
-    sigmas = scheduler.sigmas
-    tree = BrownianTreeNoiseSampler(latents, sigmas[sigmas > 0].min(), sigmas.max(), list(seeds))
+    template = torch.zeros(latents.shape, device=latents.device)
+    tree = BrownianTreeNoiseSampler(
+        template, schedule[schedule > 0].min(), schedule.max(), list(seeds)
+    )
 
-    def noise(step: int) -> torch.Tensor:
+    def between(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        return tree(sigma, sigma_next).to(latents.dtype)
+
+    if hasattr(scheduler, "noise_sampler"):
+        scheduler.noise_sampler = between
+        return lambda step: {}
+    sigmas = scheduler.sigmas
+
+    def noise(step: int) -> dict[str, torch.Tensor]:
         if sigmas[step + 1] == 0:
-            return torch.zeros_like(latents)
-        return tree(sigmas[step], sigmas[step + 1])
+            return {"variance_noise": torch.zeros_like(latents)}
+        return {"variance_noise": between(sigmas[step], sigmas[step + 1])}
 
     return noise
 

@@ -1,4 +1,5 @@
-"""Shared test setup: never reach the network, and keep torch to the two CI cores."""
+"""Shared test setup: never reach the network, keep torch to the two CI cores, and load the
+fake Discord's fixtures (``fake_discord``, ``discord``, the ``expected_errors`` marker)."""
 
 from __future__ import annotations
 
@@ -6,3 +7,5 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest_plugins = ["pytester", "tests.fakediscord.plugin"]

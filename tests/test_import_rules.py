@@ -20,6 +20,7 @@ ENGINE_SIDE = (
     "pipeline.engine",
     "pipeline.schedules",
     "pipeline.k_samplers",
+    "pipeline.noise",
     "pipeline.tiny",
     "pipeline.conditioning",
     "pipeline.preview",
@@ -124,3 +125,18 @@ def test_no_command_module_imports_another(path: Path) -> None:
 def test_no_cog_touches_a_repository_or_another_cog_by_name(path: Path) -> None:
     text = path.read_text()
     assert "repos." not in text and "get_cog(" not in text, f"{path.relative_to(ROOT)}"
+
+
+FAKE_DISCORD = [
+    path
+    for path in sorted((ROOT / "tests" / "fakediscord").rglob("*.py"))
+    if not path.name.startswith("test_")
+]
+
+
+@pytest.mark.parametrize("path", FAKE_DISCORD, ids=lambda path: str(path.relative_to(ROOT)))
+def test_the_fake_discord_needs_nothing_of_dreamcord(path: Path) -> None:
+    """Another discord.py project can take tests/fakediscord as it is: its own tests may use
+    Dreamcord, the fake itself may not."""
+    wrong = _imported_packages(path) & set(PACKAGES)
+    assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"

@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from bot import followups
 from bot.cli.progress import ProgressBar
-from bot.container import open_database, open_services
+from bot.container import open_database, open_services, read_libraries
 from bot.jobs import Origin
 from bot.models import limits_of
+from bot.recipes import RecipeReader
 from bot.requests import build_request
 from bot.settings import Settings
 from pipeline.errors import UserError
-from pipeline.infotext import options_from_parameters
-from pipeline.limits import check_request
+from pipeline.limits import check_request, find_rng, parse_ensd
 from pipeline.png import read_png
+from pipeline.recipe import Recipe
 from pipeline.request import GenerationRequest, Mode
 from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 from pipeline.sizes import fit_size, parse_size
@@ -36,10 +37,13 @@ if TYPE_CHECKING:
 
     from data.generations import Generation
     from data.jobs import Job as StoredJob
+    from pipeline.lora.source import FileSource
 
 CLI_USER_ID = 0
 """Jobs from the command line are stored under this user id."""
 DEFAULT_IMG2IMG_STRENGTH = 0.6
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,6 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"schedule type, one of: {', '.join(SCHEDULE_NAMES)} (Automatic: the sampler's own)",
     )
     parser.add_argument("--clip-skip", type=int, help="1 (default) or 2 for anime models")
+    parser.add_argument(
+        "--rng",
+        help="where the noise comes from, as A1111's RNG: cpu (default: RNG in .env), gpu "
+        "(A1111's default: NVIDIA's numbers, on any machine) or nv",
+    )
+    parser.add_argument(
+        "--ensd", help="A1111's eta noise seed delta (ENSD), such as 31337; changes Euler a, DPM2 a"
+    )
     parser.add_argument("--model", help="tiny, a .safetensors file, a diffusers folder or hub id")
     hires = parser.add_argument_group("highres fix")
     hires.add_argument("--hires", action="store_true", default=None, help="refine at a larger size")
@@ -73,6 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--upscaler",
         help=f"one of: {', '.join(UPSCALER_NAMES)}, or a model in DATA_DIR/upscalers by file name"
         " (default Latent)",
+    )
+    parser.add_argument(
+        "--parameters",
+        type=Path,
+        metavar="FILE",
+        help="an A1111 recipe: a PNG with parameters, or a text file of A1111's PNG info; "
+        "other options override its values",
     )
     more = parser.add_argument_group("from an earlier image (a PNG with parameters)")
     more.add_argument("--upscale", type=Path, metavar="IMAGE", help="upscale IMAGE (2x)")
@@ -113,12 +132,14 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
     sources = [flag for flag in ("upscale", "vary", "init") if getattr(args, flag)]
     if len(sources) > 1:
         raise UserError(f"use only one of --{' / --'.join(sources)}")
-    if not args.prompt and not (args.upscale or args.vary):
+    if args.parameters is not None and (args.upscale or args.vary):
+        raise UserError("use --parameters or --upscale / --vary: those read the image's own")
+    if not args.prompt and not (args.upscale or args.vary or args.parameters):
         raise UserError('give a prompt, for example: dreamcord generate "a red fox"')
     started = time.perf_counter()
     with ProgressBar("generating") as bar:
         delivery = CliDelivery(bar)
-        request = asyncio.run(_generate(args, settings, delivery))
+        request, notes = asyncio.run(_generate(args, settings, delivery))
     if delivery.failure is not None or delivery.generation is None:
         raise UserError(f"generation failed: {delivery.failure or 'no result'}")
     images = _write_outputs(delivery.generation, settings, args)
@@ -128,7 +149,12 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
             "wait_s": round((delivery.started_at or finished) - started, 3),
             "wall_s": round(finished - started, 3),
         }
-        report = {"images": images, "params": asdict(request), "timings": timings}
+        report = {
+            "images": images,
+            "params": asdict(request),
+            "notes": list(notes),
+            "timings": timings,
+        }
         json.dump(report, sys.stdout)
         print()
     return 0
@@ -136,18 +162,18 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _generate(
     args: argparse.Namespace, settings: Settings, delivery: CliDelivery
-) -> GenerationRequest:
+) -> tuple[GenerationRequest, tuple[str, ...]]:
     """Build the request (a mistake stops here, before the model loads), then run it."""
     db, repos = await open_database(settings)
     try:
-        known = (
-            await repos.loras.names(),
-            await repos.embeddings.names(),
-            await repos.hypernetworks.names(),
-        )
+        libraries = await read_libraries(settings, repos, args.model)
     finally:
         await db.close()
-    request = check_request(request_from_args(args, settings, *known), limits_of(settings))
+    request, notes = request_from_args(args, settings, libraries)
+    request = check_request(request, limits_of(settings))
+    if not args.json:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     if args.model == "tiny" or (args.model is None and settings.model == "tiny"):
         print("note: the tiny model has random weights: its images are noise", file=sys.stderr)
     services = await open_services(settings, delivery, model_override=args.model)
@@ -156,17 +182,18 @@ async def _generate(
         await services.app.jobs.wait(ticket.job_id)
     finally:
         await services.close()
-    return request
+    return request, notes
 
 
 def request_from_args(
     args: argparse.Namespace,
     settings: Settings,
-    known_loras: list[str] | None = None,
-    known_embeddings: list[str] | None = None,
-    known_hypernets: list[str] | None = None,
-) -> GenerationRequest:
-    """Options over the defaults; from an earlier image's parameters for --upscale and --vary."""
+    libraries: tuple[FileSource, FileSource, FileSource],
+) -> tuple[GenerationRequest, tuple[str, ...]]:
+    """Options over a pasted recipe over the defaults, and the recipe's notes.
+
+    The recipe is `--parameters`, or the earlier image's parameters for --upscale and --vary.
+    """
     explicit: dict[str, Any] = {
         "count": args.count,
         "seed": args.seed,
@@ -180,21 +207,12 @@ def request_from_args(
         "hires_steps": args.hires_steps,
         "hires_denoise": args.denoise,
         "hires_upscaler": args.upscaler,
+        "rng": None if args.rng is None else find_rng(args.rng),
+        "ensd": None if args.ensd is None else parse_ensd(args.ensd),
     }
     if args.size:
         explicit["width"], explicit["height"] = parse_size(args.size, settings.max_pixels)
-    prompt, negative = args.prompt, args.negative
-    source = args.upscale or args.vary
-    if source is not None:
-        _, parameters = read_png(source)
-        if not parameters:
-            raise UserError(f"{source} has no generation parameters: use a PNG made by an SD tool")
-        saved_prompt, saved_negative, saved = options_from_parameters(parameters)
-        prompt = prompt or saved_prompt
-        negative = saved_negative if negative is None else negative
-        explicit = {**saved, **{key: value for key, value in explicit.items() if value is not None}}
-        explicit["count"] = 1
-    elif args.init is not None:
+    if args.init is not None:
         image, _ = read_png(args.init)
         if not args.size:
             explicit["width"], explicit["height"] = fit_size(
@@ -202,15 +220,66 @@ def request_from_args(
             )
     if args.model:  # the engine's default model is then --model, with its own defaults
         settings = settings.model_copy(update={"model": args.model})
+    recipe = _recipe(args, settings, libraries, explicit)
+    notes = recipe.notes if recipe else ()
+    prompt = args.prompt if recipe is None or recipe.prompt is None else recipe.prompt
+    negative = args.negative if recipe is None or recipe.negative is None else recipe.negative
+    if recipe is not None and recipe.strength is not None and args.init is None:
+        notes += (
+            f"Denoising strength: {recipe.strength:g} is for image to image (the recipe has no "
+            "hires fields): add --init IMAGE to start from a picture",
+        )
+    if args.upscale or args.vary:
+        explicit["count"] = 1
+    loras, embeddings, hypernets = libraries
     request = build_request(
-        prompt,
+        prompt or "",
         settings,
         negative=negative,
         explicit=explicit,
-        known_loras=known_loras or (),
-        known_embeddings=known_embeddings or (),
-        known_hypernets=known_hypernets or (),
+        known_loras=loras.names(),
+        known_embeddings=embeddings.names(),
+        known_hypernets=hypernets.names(),
+        pasted=recipe.options if recipe else None,
     ).request
+    return _with_source(args, settings, request, recipe), notes
+
+
+def _recipe(
+    args: argparse.Namespace,
+    settings: Settings,
+    libraries: tuple[FileSource, FileSource, FileSource],
+    explicit: dict[str, Any],
+) -> Recipe | None:
+    """The pasted recipe, read under the options given with it; None without one."""
+    source = args.upscale or args.vary
+    if args.parameters is not None:
+        text = read_parameters(args.parameters)
+    elif source is not None:
+        _, saved = read_png(source)
+        if not saved:
+            raise UserError(f"{source} has no generation parameters: use a PNG made by an SD tool")
+        text = saved
+    else:
+        return None
+    given = {**explicit, "prompt": args.prompt, "negative": args.negative, "model": args.model}
+    recipe = RecipeReader(settings, libraries, args.model).read(text, given)
+    set_here = {key for key, value in explicit.items() if value is not None}
+    if source is not None and not {"seed", "width"} <= {*recipe.options, *set_here}:
+        raise UserError(
+            f"the parameters of {source} have no Seed or Size: use a PNG made by Dreamcord, "
+            "A1111, Forge or ComfyUI with its parameters kept"
+        )
+    return recipe
+
+
+def _with_source(
+    args: argparse.Namespace,
+    settings: Settings,
+    request: GenerationRequest,
+    recipe: Recipe | None,
+) -> GenerationRequest:
+    """The request turned into an upscale, variations or image to image where asked."""
     if args.upscale is not None:
         path = args.upscale.resolve()
         return followups.upscale(request, path, request.seed, None, args.factor)
@@ -221,18 +290,46 @@ def request_from_args(
         count = min(4, settings.max_images) if args.count == 1 else args.count
         return followups.variations(request, request.seed, None, strength, count)
     if args.init is not None:
+        pasted = recipe.strength if recipe else None
         return replace(
             request,
             mode=Mode.IMG2IMG,
             init_image=str(args.init.resolve()),
-            strength=_number_strength(args.strength),
+            strength=_number_strength(args.strength, pasted),
         )
     return request
 
 
-def _number_strength(text: str | None) -> float:
+def read_parameters(path: Path) -> str:
+    """The A1111 infotext in a PNG's `parameters` chunk, or in a text file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: check the path") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    if data.startswith(PNG_SIGNATURE):
+        _, text = read_png(path)
+        if not text:
+            raise UserError(f"{path} has no parameters: its maker did not keep them in the PNG")
+        return text
+    if data.startswith(JPEG_SIGNATURE) or data[8:12] == b"WEBP":
+        raise UserError(
+            f"{path} is a JPEG or WebP: copy its parameters from A1111's PNG Info tab or "
+            "Civitai into a text file and pass that"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(
+            f"{path} is neither a PNG nor a UTF-8 text file: pass a PNG with parameters or "
+            "a text file holding A1111's PNG info"
+        ) from None
+
+
+def _number_strength(text: str | None, pasted: float | None = None) -> float:
     if text is None:
-        return DEFAULT_IMG2IMG_STRENGTH
+        return DEFAULT_IMG2IMG_STRENGTH if pasted is None else pasted
     try:
         return float(text)
     except ValueError:

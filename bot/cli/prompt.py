@@ -14,6 +14,7 @@ from bot.settings import Settings
 from pipeline.errors import UserError
 from pipeline.prompt import ParsedPrompt, PromptLimits, parse_prompt
 from pipeline.prompt.attention import BREAK_WEIGHT
+from pipeline.prompt.tags import NetworkTag
 from pipeline.prompt.tokens import count_tokens
 
 
@@ -149,6 +150,7 @@ def _as_json(parsed: ParsedPrompt) -> dict[str, Any]:
         "hypernets": [{"name": ref.name, "strength": ref.strength} for ref in parsed.hypernets],
         "embeddings": list(parsed.embeddings),
         "negative_embeddings": list(parsed.negative_embeddings),
+        "networks": _networks(parsed),
         "flags": dict(parsed.flags),
         "tokens": tokens,
         "chunks": chunks,
@@ -156,6 +158,35 @@ def _as_json(parsed: ParsedPrompt) -> dict[str, Any]:
         "negative_chunks": negative_chunks,
         "warnings": list(parsed.warnings),
         "errors": list(parsed.errors),
+    }
+
+
+def _networks(parsed: ParsedPrompt) -> list[dict[str, Any]]:
+    """Every extra network the prompt names, installed or not, then the embeddings it uses."""
+    found = [_network(tag) for tag in parsed.networks]
+    for where, names in (("prompt", parsed.embeddings), ("negative", parsed.negative_embeddings)):
+        found += [
+            {"kind": "embedding", "name": name, "in": where, "installed": True, "closest": []}
+            for name in names
+        ]
+    return found
+
+
+def _network(tag: NetworkTag) -> dict[str, Any]:
+    weights = tag.weights or (None, None)
+    shown = (
+        {"strength": weights[0]}
+        if tag.kind == "hypernet"
+        else {"weight": weights[0], "unet_weight": weights[-1]}
+    )
+    return {
+        "kind": tag.kind,
+        "name": tag.name,
+        "in": "prompt",
+        "tag": tag.tag,
+        **shown,
+        "installed": tag.installed,
+        "closest": list(tag.closest),
     }
 
 
@@ -179,6 +210,10 @@ def _as_table(parsed: ParsedPrompt) -> str:
         lines.append(f"{'lora':<10} {ref.name}  te {ref.te_weight:g}  unet {ref.unet_weight:g}")
     for hypernet in parsed.hypernets:
         lines.append(f"{'hypernet':<10} {hypernet.name}  strength {hypernet.strength:g}")
+    for tag in parsed.networks:
+        if not tag.installed:
+            closest = f"; closest: {', '.join(tag.closest)}" if tag.closest else ""
+            lines.append(f"{tag.kind:<10} {tag.name}  not installed{closest}")
     embeddings = [*parsed.embeddings, *(f"{n} (negative)" for n in parsed.negative_embeddings)]
     if embeddings:
         lines.append(f"{'embeddings':<10} {', '.join(embeddings)}")

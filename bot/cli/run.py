@@ -30,9 +30,8 @@ async def serve(settings: Settings, token: str) -> None:
     batch stop between steps (its images go back to the queue), and close the database."""
     import discord
 
-    from bot.discord_bot import DreamcordBot, point_discord_at
+    from bot.discord_bot import DreamcordBot
 
-    point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
     bot = DreamcordBot(settings)
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

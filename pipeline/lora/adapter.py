@@ -6,7 +6,6 @@ the patcher, since a rank-32 LoRA's deltas would be hundreds of MB if kept.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from safetensors import safe_open
 
 from pipeline.errors import UserError
+from pipeline.hashes import file_sha256
 from pipeline.lora.header import read_header
 from pipeline.lora.inspection import SD1_WIDTH, group_tensors, inspect_file
 
@@ -42,29 +42,6 @@ class Adapter:
     def nbytes(self) -> int:
         factors = sum(t.nbytes for m in self.modules for t in m.parts.values())
         return factors + sum(t.nbytes for t in self.embeddings.values())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def addnet_hash(path: Path) -> str:
-    """The sha256 of a safetensors file's tensor data, after its header.
-
-    kohya's additional-networks extension started it, and A1111 and Civitai link LoRAs by it
-    (`Lora hashes`), so editing a file's metadata does not change its identity.
-    """
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        header_length = int.from_bytes(file.read(8), "little")
-        file.seek(8 + header_length)
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_adapter(path: Path, model_width: int = SD1_WIDTH, sha256: str | None = None) -> Adapter:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.errors import UserError
-from pipeline.lora.adapter import addnet_hash
+from pipeline.hashes import addnet_hash
 from pipeline.lora.cache import AdapterCache
 from pipeline.lora.embeddings import load_embedding
 from pipeline.lora.hypernetwork import HypernetUse, Hypernetwork, load_hypernetwork

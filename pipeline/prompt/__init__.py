@@ -1,7 +1,8 @@
 """The A1111 prompt language plus Midjourney-style flags, in plain Python (no torch).
 
 `parse_prompt` is the entry point; `parse_prompt_attention` is what the engine uses to weight
-tokens. The modules each read one part: attention, tags, flags, embeddings, unsupported syntax.
+tokens. The modules each read one part: attention, tags, flags, embeddings, AND parts (composable),
+prompt editing and alternation (editing); schedule plans them over a request's passes.
 """
 
 from pipeline.prompt.attention import parse_prompt_attention, scan_attention

@@ -13,12 +13,13 @@ def merge_options(
     user: Mapping[str, Any],
     server: Mapping[str, Any],
     model: Mapping[str, Any] | None = None,
+    pasted: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every field from the first layer that sets it: explicit slash/CLI options, then prompt
-    flags, then the user's defaults, then the model's own (its model card's clip skip), then
-    the server's. A value of None counts as not set.
+    flags, then a pasted recipe's, then the user's defaults, then the model's own (its model
+    card's clip skip), then the server's. A value of None counts as not set.
     """
     merged: dict[str, Any] = {}
-    for layer in (server, model or {}, user, flags, explicit):
+    for layer in (server, model or {}, user, pasted or {}, flags, explicit):
         merged.update((key, value) for key, value in layer.items() if value is not None)
     return merged

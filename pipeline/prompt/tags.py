@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from pipeline.prompt.limits import PromptLimits
@@ -26,14 +26,45 @@ _MAX_NAME = 200
 
 
 @dataclass(frozen=True)
+class NetworkTag:
+    """One `<lora:...>` or `<hypernet:...>` tag with a name, whether or not it is installed.
+
+    `name` is the installed spelling, or the written one when nothing installed matches; then
+    `closest` holds the installed names it may have meant. `weights` are (text encoder, UNet)
+    for a LoRA and (strength,) for a hypernetwork, empty when they cannot be read.
+    """
+
+    kind: str
+    tag: str
+    name: str
+    installed: bool
+    weights: tuple[float, ...] = ()
+    closest: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TagScan:
-    """The text with all tags cut out, the networks they ask for, and what was wrong with them."""
+    """The text with all tags cut out, the networks they ask for, and what was wrong with them.
+
+    `networks` lists every LoRA and hypernetwork tag that has a name, in prompt order, the
+    ones not installed too, so a linter can show all it found.
+    """
 
     text: str
     loras: tuple[LoraRef, ...]
     warnings: tuple[str, ...]
     errors: tuple[str, ...]
     hypernets: tuple[HypernetRef, ...] = ()
+    networks: tuple[NetworkTag, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A tag's name as written ("" if none), its weights (empty unless valid) and its mistake."""
+
+    name: str
+    weights: tuple[float, ...] = ()
+    error: str | None = None
 
 
 def extract_tags(
@@ -53,27 +84,43 @@ def extract_tags(
     errors: list[str] = []
     chosen: dict[str, LoraRef] = {}
     hypernets: dict[str, HypernetRef] = {}
-    lookup = _NameLookup(known_loras, "LoRA")
-    hypernet_lookup = _NameLookup(known_hypernets, "hypernetwork")
+    networks: list[NetworkTag] = []
+    lookups = {
+        "lora": _NameLookup(known_loras, "LoRA"),
+        "hypernet": _NameLookup(known_hypernets, "hypernetwork"),
+    }
     for tag, kind, args in tags:
-        kind = kind.lower()
-        if kind == "hypernet":
-            found = _read_hypernet(tag, args, hypernet_lookup, limits)
-            if isinstance(found, str):
-                errors.append(found)
-            elif found.name in hypernets:
-                errors.append(f"hypernetwork {found.name!r} appears twice: keep one tag")
-            else:
-                hypernets[found.name] = found
-        elif kind not in _LORA_KINDS:
+        kind = "lora" if kind.lower() in _LORA_KINDS else kind.lower()
+        if kind not in lookups:
             errors.append(
                 f"unknown tag {tag}: only <lora:name:weight> and <hypernet:name:strength> are read"
             )
-        elif isinstance(ref := _read_lora(tag, args, lookup, limits), str):
-            errors.append(ref)
-        elif (earlier := chosen.setdefault(ref.name, ref)) != ref:
+            continue
+        read = (
+            _read_lora(tag, args, limits) if kind == "lora" else _read_hypernet(tag, args, limits)
+        )
+        lookup = lookups[kind]
+        known = lookup.find(read.name) if read.name else None
+        if read.name:
+            closest = () if known else tuple(lookup.closest(read.name))
+            networks.append(
+                NetworkTag(kind, tag, known or read.name, bool(known), read.weights, closest)
+            )
+        if read.error is not None:
+            errors.append(read.error)
+        elif known is None:
             errors.append(
-                f"LoRA {ref.name!r} appears twice with different weights "
+                f"unknown {lookup.what} {read.name[:_MAX_NAME]!r} in {tag[: _MAX_NAME + 20]}: "
+                f"{lookup.hint(read.name)}"
+            )
+        elif kind == "hypernet":
+            if known in hypernets:
+                errors.append(f"hypernetwork {known!r} appears twice: keep one tag")
+            else:
+                hypernets[known] = HypernetRef(known, read.weights[0])
+        elif (earlier := chosen.setdefault(known, ref := LoraRef(known, *read.weights))) != ref:
+            errors.append(
+                f"LoRA {known!r} appears twice with different weights "
                 f"({_weights(earlier)} and {_weights(ref)}): keep one tag"
             )
     if len(chosen) > limits.max_loras:
@@ -91,7 +138,33 @@ def extract_tags(
         _unfinished(stripped),
         tuple(errors),
         tuple(hypernets.values()),
+        tuple(networks),
     )
+
+
+def tag_names(text: str, kinds: Collection[str]) -> list[str]:
+    """The names written in the text's tags of these kinds, each once, in order."""
+    names = (_name_of(match[2]) for match in _TAG.finditer(text) if match[1].lower() in kinds)
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def rename_tags(text: str, kinds: Collection[str], renames: Mapping[str, str | None]) -> str:
+    """The text with the tags of these kinds renamed by `renames`; a name mapped to None has
+    its tags cut. A1111's paste renames LoRA tags this way after finding them by hash."""
+
+    def rename(match: re.Match[str]) -> str:
+        name = _name_of(match[2])
+        if match[1].lower() not in kinds or name not in renames:
+            return match[0]
+        if (new := renames[name]) is None:
+            return ""
+        return f"<{match[1]}:{':'.join([new, *match[2].split(':')[1:]])}>"
+
+    return _TAG.sub(rename, text)
+
+
+def _name_of(args: str) -> str:
+    return args.split(":", 1)[0].strip()
 
 
 def remove_tags(text: str) -> tuple[str, list[str]]:
@@ -106,8 +179,8 @@ def _unfinished(text: str) -> tuple[str, ...]:
     return ()
 
 
-def _read_lora(tag: str, args: str, lookup: _NameLookup, limits: PromptLimits) -> LoraRef | str:
-    """The LoraRef a tag asks for, or the message saying what is wrong with it."""
+def _read_lora(tag: str, args: str, limits: PromptLimits) -> _Read:
+    """A `<lora:...>` tag's name and (te, unet) weights, or what is wrong with it."""
     positional: list[str] = []
     named: dict[str, str] = {}
     for item in args.split(":"):
@@ -116,53 +189,56 @@ def _read_lora(tag: str, args: str, lookup: _NameLookup, limits: PromptLimits) -
             named[key.strip().lower()] = value
         else:
             positional.append(item)
-    if unknown := sorted(set(named) - {"te", "unet"}):
-        return f"{tag}: unknown option {unknown[0]}=, only te= and unet= are supported"
-    if len(positional) > 3:
-        return f"{tag}: too many values, write <lora:name:weight> or <lora:name:te:unet>"
     name = positional[0].strip() if positional else ""
+    if unknown := sorted(set(named) - {"te", "unet"}):
+        return _Read(
+            name, error=f"{tag}: unknown option {unknown[0]}=, only te= and unet= are supported"
+        )
+    if len(positional) > 3:
+        return _Read(
+            name, error=f"{tag}: too many values, write <lora:name:weight> or <lora:name:te:unet>"
+        )
     if not name:
-        return f"{tag}: the LoRA name is missing, write <lora:name:weight>"
+        return _Read(name, error=f"{tag}: the LoRA name is missing, write <lora:name:weight>")
     te_text = named.get("te", positional[1] if len(positional) > 1 else "1")
     unet_text = named.get("unet", positional[2] if len(positional) > 2 else te_text)
     weights = []
     for text in (te_text, unet_text):
         weight = _read_number(text)
         if weight is None:
-            return f"{tag}: weight {text.strip()!r} is not a number, write for example 0.8"
+            return _Read(
+                name, error=f"{tag}: weight {text.strip()!r} is not a number, write for example 0.8"
+            )
         if not limits.lora_weight_allowed(weight):
-            return f"{tag}: weight {weight:g} is out of range, use {limits.lora_weight_range}"
+            error = f"{tag}: weight {weight:g} is out of range, use {limits.lora_weight_range}"
+            return _Read(name, error=error)
         weights.append(weight)
-    known = lookup.find(name)
-    if known is None:
-        return f"unknown LoRA {name[:_MAX_NAME]!r} in {tag[: _MAX_NAME + 20]}: {lookup.hint(name)}"
-    return LoraRef(known, weights[0], weights[1])
+    return _Read(name, tuple(weights))
 
 
-def _read_hypernet(
-    tag: str, args: str, lookup: _NameLookup, limits: PromptLimits
-) -> HypernetRef | str:
-    """The HypernetRef of `<hypernet:name>` or `<hypernet:name:strength>`, or what is wrong."""
+def _read_hypernet(tag: str, args: str, limits: PromptLimits) -> _Read:
+    """A `<hypernet:name>` or `<hypernet:name:strength>` tag's name and strength, or what is
+    wrong with it."""
     values = args.split(":")
-    if len(values) > 2:
-        return f"{tag}: too many values, write <hypernet:name:strength>"
     name = values[0].strip()
+    if len(values) > 2:
+        return _Read(name, error=f"{tag}: too many values, write <hypernet:name:strength>")
     if not name:
-        return f"{tag}: the hypernetwork name is missing, write <hypernet:name:strength>"
+        return _Read(
+            name, error=f"{tag}: the hypernetwork name is missing, write <hypernet:name:strength>"
+        )
     text = values[1] if len(values) > 1 else "1"
     strength = _read_number(text)
     if strength is None:
-        return f"{tag}: strength {text.strip()!r} is not a number, write for example 0.6"
+        return _Read(
+            name, error=f"{tag}: strength {text.strip()!r} is not a number, write for example 0.6"
+        )
     low, high = limits.min_hypernet_strength, limits.max_hypernet_strength
     if not low <= strength <= high:
-        return f"{tag}: strength {strength:g} is out of range, use {low:g} to {high:g}"
-    known = lookup.find(name)
-    if known is None:
-        return (
-            f"unknown hypernetwork {name[:_MAX_NAME]!r} in {tag[: _MAX_NAME + 20]}: "
-            f"{lookup.hint(name)}"
+        return _Read(
+            name, error=f"{tag}: strength {strength:g} is out of range, use {low:g} to {high:g}"
         )
-    return HypernetRef(known, strength)
+    return _Read(name, (strength,))
 
 
 def _read_number(text: str) -> float | None:
@@ -184,7 +260,7 @@ class _NameLookup:
 
     def __init__(self, names: Collection[str], what: str) -> None:
         self._names = set(names)
-        self._what = what
+        self.what = what
         folded: dict[str, list[str]] = {}
         for name in self._names:
             folded.setdefault(name.casefold(), []).append(name)
@@ -196,13 +272,16 @@ class _NameLookup:
         matches = self._folded.get(name.casefold(), [])
         return matches[0] if len(matches) == 1 else None
 
+    def closest(self, name: str) -> list[str]:
+        """Up to three installed spellings close to `name`, closest first."""
+        if len(name) > _MAX_NAME:
+            return []
+        close = difflib.get_close_matches(name.casefold(), self._folded, n=3, cutoff=0.6)
+        return [spelling for key in close for spelling in sorted(self._folded[key])][:3]
+
     def hint(self, name: str) -> str:
         if not self._names:
-            return f"no {self._what}s are installed yet"
-        close = []
-        if len(name) <= _MAX_NAME:
-            close = difflib.get_close_matches(name.casefold(), self._folded, n=3, cutoff=0.6)
-        if not close:
-            return f"no {self._what} by that name is installed"
-        spelled = [spelling for key in close for spelling in sorted(self._folded[key])]
-        return "did you mean " + " or ".join(repr(spelling) for spelling in spelled[:3]) + "?"
+            return f"no {self.what}s are installed yet"
+        if not (close := self.closest(name)):
+            return f"no {self.what} by that name is installed"
+        return "did you mean " + " or ".join(repr(spelling) for spelling in close) + "?"

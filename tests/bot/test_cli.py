@@ -54,6 +54,16 @@ def test_generate_writes_sampler_and_schedule_type_as_a1111_does(capsys) -> None
     assert "Sampler: DPM++ 2M SDE, Schedule type: Karras, CFG scale:" in png.info["parameters"]
 
 
+def test_rng_and_ensd_reach_the_png_as_a1111_writes_them(capsys) -> None:
+    args = ("a fox", *TINY, "--sampler", "Euler a")
+    nv = _one_png(capsys, *args, "--rng", "nv", "--ensd", "31337", "--out", "nv")
+    text = Image.open(nv["images"][0]["path"]).info["parameters"]
+    assert (nv["params"]["rng"], nv["params"]["ensd"]) == ("NV", 31337)
+    assert "ENSD: 31337, RNG: NV," in text
+    gpu = _one_png(capsys, *args, "--rng", "GPU", "--out", "gpu")
+    assert "RNG:" not in Image.open(gpu["images"][0]["path"]).info["parameters"]
+
+
 def test_python_dash_m_bot_is_the_same_command(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bot", "generate", "a fox", *TINY, "--steps", "0"],
@@ -83,6 +93,9 @@ def test_python_dash_m_bot_is_the_same_command(tmp_path: Path) -> None:
         (("--model", "model.ckpt"), "pickles that can run code"),
         (("--model", "./nowhere"), "was not found"),
         (("--seed", "-1"), "seed -1 is out of range"),
+        (("--rng", "cuda"), "unknown RNG 'cuda': use CPU"),
+        (("--ensd", "1e3"), "ENSD '1e3' is not a whole number"),
+        (("--ensd", "-5"), "ENSD -5 is out of range"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr(capsys, args: tuple[str, ...], says: str) -> None:

@@ -33,6 +33,23 @@ def test_clip_skip_comes_from_the_first_layer_that_sets_it(
 
 
 @pytest.mark.parametrize(
+    ("explicit", "user", "env", "expected"),
+    [
+        ({}, {}, {}, ("CPU", 0)),
+        ({}, {}, {"rng": "gpu", "ensd": 31337}, ("GPU", 31337)),
+        ({}, {"rng": "NV", "ensd": 5}, {"rng": "gpu"}, ("NV", 5)),
+        ({"rng": "CPU", "ensd": 0}, {"rng": "NV", "ensd": 5}, {}, ("CPU", 0)),
+    ],
+)
+def test_rng_and_ensd_come_from_the_first_layer_that_sets_them(
+    explicit: dict, user: dict, env: dict, expected: tuple[str, int]
+) -> None:
+    settings = load_settings(None, model="tiny", **env)
+    request = build_request("a fox", settings, explicit=explicit, user=user).request
+    assert (request.rng, request.ensd) == expected
+
+
+@pytest.mark.parametrize(
     ("text", "explicit", "user", "expected"),
     [
         ("a fox", {}, {}, None),

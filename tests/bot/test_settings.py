@@ -54,6 +54,9 @@ def test_empty_values_mean_the_default(tmp_path: Path) -> None:
         ("DEFAULT_SIZE", "500x500", "multiples of 8"),
         ("DEFAULT_STEPS", "100", "above MAX_STEPS"),
         ("DISCORD_GUILDS", "12,abc", "valid integer"),
+        ("RNG", "cuda", "use CPU (Dreamcord's default), GPU"),
+        ("ENSD", "31337.5", "'31337.5' is not a whole number"),
+        ("ENSD", "-1", "ENSD -1 is out of range: use 0 to"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_is_allowed(
@@ -66,3 +69,10 @@ def test_bad_value_names_the_variable_and_what_is_allowed(
     assert name in message
     assert says in message
     assert "\n" not in message
+
+
+def test_rng_and_ensd_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RNG", "nv")
+    monkeypatch.setenv("ENSD", "31337")
+    settings = load_settings(None)
+    assert (settings.rng, settings.ensd) == ("NV", 31337)

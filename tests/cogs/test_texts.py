@@ -34,3 +34,12 @@ def test_queued_and_finished_and_failed() -> None:
     assert "seed 42-45" in texts.finished(GenerationRequest("a fox"), 1, [42, 43, 44, 45])
     assert "Cancelled" in texts.failed(request, 1, "cancelled")
     assert "❌ out of memory" in texts.failed(request, 1, "out of memory")
+
+
+def test_recipe_notes_fit_one_message_and_say_how_many_are_left() -> None:
+    notes = [f"Field {index}: {'x' * 90}: not read here" for index in range(40)]
+    text = texts.recipe_notes(notes)
+    assert len(text) <= 2000
+    assert text.startswith("ℹ️ From the pasted parameters:\n- Field 0")
+    shown = text.count("\n- Field ")
+    assert text.endswith(f"- and {40 - shown} more")

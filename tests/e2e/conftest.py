@@ -1,10 +1,13 @@
-"""The real bot (production wiring, tiny model, temp data dir) against the fake Discord server."""
+"""The real bot (production wiring, tiny model, temp data dir) against the fake Discord server.
+
+The ``discord`` fixture comes from the fake's pytest plugin (tests/fakediscord/plugin.py); this
+file only says how to build Dreamcord for it, and the helpers every flow shares.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +18,11 @@ from bot.settings import Settings, load_settings
 from tests.fakediscord import (
     DiscordHarness,
     FakeChannel,
+    FakeDiscord,
     FakeMember,
     InteractionRecord,
     StoredMessage,
-    run_bot,
 )
-from tests.fakediscord.harness import DEFAULT_TOKEN
 
 if TYPE_CHECKING:
     from data.jobs import Job
@@ -42,9 +44,17 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-def make_bot(settings: Settings, edit_interval_s: float = 0.2) -> Callable[[], DreamcordBot]:
-    def factory() -> DreamcordBot:
-        bot = DreamcordBot(settings)
+def make_bot(
+    settings: Settings, edit_interval_s: float = 0.2
+) -> Callable[[FakeDiscord], DreamcordBot]:
+    """Dreamcord as a deployment against a Discord-compatible server would run it: the
+    server's urls in DISCORD_API_BASE and DISCORD_GATEWAY_URL."""
+
+    def factory(server: FakeDiscord) -> DreamcordBot:
+        pointed = settings.model_copy(
+            update={"discord_api_base": server.api_url, "discord_gateway_url": server.gateway_url}
+        )
+        bot = DreamcordBot(pointed)
         bot.presenter.edit_interval_s = edit_interval_s
         return bot
 
@@ -52,10 +62,8 @@ def make_bot(settings: Settings, edit_interval_s: float = 0.2) -> Callable[[], D
 
 
 @pytest.fixture
-async def discord(settings: Settings) -> AsyncIterator[DiscordHarness]:
-    async with run_bot(make_bot(settings), ack_timeout=3.0) as harness:
-        yield harness
-        harness.assert_no_errors()
+def discord_bot_factory(settings: Settings) -> Callable[[FakeDiscord], DreamcordBot]:
+    return make_bot(settings)
 
 
 # Helpers shared by the end-to-end tests of every flow.
@@ -131,33 +139,3 @@ async def wait_for_job_state(
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"job {job_id} is {job and job.state}, not {states}")
         await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def restarted(
-    harness: DiscordHarness, factory: Callable[[], DreamcordBot]
-) -> AsyncIterator[DreamcordBot]:
-    """Stop the harness's bot and start a new one from `factory` on the same fake server.
-
-    The fake server keeps its messages, so a test can click a button of a message the old
-    process posted. The new client is closed on exit (run_bot only knows the first one).
-    """
-    old_task = harness.task
-    await harness.client.close()
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await asyncio.wait_for(old_task, timeout=10)
-    # The old client task ended on purpose: stop the server from treating that as a crash.
-    harness.server._watched.remove(old_task)
-    client = factory()
-    client._connection.guild_ready_timeout = 0.05
-    task = asyncio.create_task(client.start(DEFAULT_TOKEN), name="fakediscord-client-2")
-    harness.server.watch(task)
-    harness.client, harness.task = client, task
-    try:
-        await harness.wait_until_ready(10.0)
-        yield client
-    finally:
-        await client.close()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=10)
-        harness.server._watched.remove(task)

@@ -15,7 +15,6 @@ from tests.e2e.conftest import (
     is_result,
     labels,
     make_bot,
-    restarted,
 )
 from tests.fakediscord import DiscordHarness, StoredMessage
 
@@ -116,6 +115,20 @@ async def test_favourite_toggles_one_image_and_offers_a_chooser_for_a_grid(
     assert [f.image.id for f in favourites] == [generation.images[2].id]
 
 
+async def test_the_chooser_of_a_grid_shows_the_users_existing_favourites(
+    discord: DiscordHarness,
+) -> None:
+    single = await imagine(discord, "a single cat", count=1)
+    await ephemeral_reply(await discord.click(single, "Favourite"))
+    grid = await imagine(discord, "four cats", count=4)
+
+    chooser = await ephemeral_reply(await discord.click(grid, "Favourite"))
+    assert labels(chooser) == ["☆ 1", "☆ 2", "☆ 3", "☆ 4"], "another grid's favourite is not here"
+    await ephemeral_reply(await discord.click(chooser, "☆ 2"))
+    again = await ephemeral_reply(await discord.click(grid, "Favourite"))
+    assert labels(again) == ["☆ 1", "★ 2", "☆ 3", "☆ 4"]
+
+
 async def test_info_shows_the_parameters_with_the_seed(discord: DiscordHarness) -> None:
     grid = await imagine(discord, "a lantern", count=1, seed=4242)
     click = await discord.click(grid, "Info")
@@ -155,7 +168,7 @@ async def test_buttons_of_an_old_message_work_after_a_restart(
     discord: DiscordHarness, settings: Settings
 ) -> None:
     grid = await imagine(discord, "a windmill", count=1, seed=77)
-    async with restarted(discord, make_bot(settings)) as bot:
+    async with discord.restart(make_bot(settings)) as bot:
         assert bot is not discord.server  # a new process-level client
         info = await discord.click(grid, "Info")
         assert "Seed: 77" in (await ephemeral_reply(info)).content

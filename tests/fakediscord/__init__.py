@@ -12,24 +12,20 @@ Start a bot against it and act as its users::
             grid = await ix.wait_for_followup(lambda m: bool(m.attachments))
             await fake.click(grid, "U1")
 
-``run_bot`` patches discord.py's REST base and gateway URL for the duration, so run one at a
-time per process. ``FakeDiscord`` alone (``async with FakeDiscord() as server``) serves
-benchmarks that drive REST or the gateway themselves. Modules: ``payloads`` (complete payload
-builders), ``scene`` (the guild, channels, roles and members), ``server`` (the aiohttp app and
-its stores), ``harness`` (the users' side).
+``make_bot(server)`` builds the client pointed at ``server.api_url`` and ``server.gateway_url``.
+As a pytest plugin (``plugin``) the same comes as fixtures: ``fake_discord``, ``discord`` and
+the ``expected_errors`` marker. ``FakeDiscord`` alone (``async with FakeDiscord() as server``)
+serves tests and benchmarks that drive REST or the gateway themselves. README.md beside this
+file lists the modules, what the fake supports and what it does not.
 """
 
-from .harness import DiscordHarness, Upload, run_bot
+from .harness import DiscordHarness, connect_bot, run_bot
+from .ratelimits import RateLimitRule
+from .records import CallbackRecord, InteractionRecord, RecordedRequest, StoredMessage
 from .scene import FakeChannel, FakeMember, FakeRole, FakeUser, Scene, default_scene
-from .server import (
-    CallbackRecord,
-    ClientStopped,
-    FakeDiscord,
-    InteractionRecord,
-    RateLimitRule,
-    RecordedRequest,
-    StoredMessage,
-)
+from .server import FakeDiscord
+from .user_input import Upload
+from .waiting import ClientStopped
 
 __all__ = [
     "CallbackRecord",
@@ -46,6 +42,7 @@ __all__ = [
     "Scene",
     "StoredMessage",
     "Upload",
+    "connect_bot",
     "default_scene",
     "run_bot",
 ]

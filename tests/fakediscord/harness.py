@@ -1,10 +1,13 @@
 """Drive a real discord.py client against the fake server, the way users would.
 
-``run_bot(factory)`` starts the fake server, points discord.py at it, starts the client from
-``factory()`` and waits until it is ready. The yielded :class:`DiscordHarness` plays the users:
-it sends slash commands, clicks buttons, submits modals and types into autocomplete, then waits
-on what the bot answered. Every wait raises at once with the client task's exception if the
-client dies, so a payload mistake fails a test instead of hanging it.
+``run_bot(factory)`` starts the fake server and the client that ``factory(server)`` builds, and
+waits until it is ready; ``connect_bot(server, factory)`` does the same on a server that is
+already running. The factory points its client at the server (``server.api_url``,
+``server.gateway_url``) the way the bot is pointed at any Discord-compatible server: the harness
+does not patch discord.py. The yielded :class:`DiscordHarness` plays the users: it sends slash
+commands, clicks buttons, submits modals and types into autocomplete, then waits on what the bot
+answered. Every wait raises at once with the client task's exception if the client dies, so a
+payload mistake fails a test instead of hanging it.
 """
 
 from __future__ import annotations
@@ -14,50 +17,27 @@ import contextlib
 import copy
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import discord
-import yarl
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
 
-from . import payloads
+from . import error_log, payloads
+from .error_log import ErrorLog
 from .payloads import Payload
-from .scene import FakeChannel, FakeMember, FakeRole, FakeUser, Scene
-from .server import (
-    FakeDiscord,
-    InteractionRecord,
-    RateLimitRule,
-    RecordedRequest,
-    StoredMessage,
-)
+from .ratelimits import RateLimitRule
+from .records import InteractionRecord, RecordedRequest, StoredMessage
+from .scene import FakeChannel, FakeMember, FakeUser, Scene
+from .server import DEFAULT_TOKEN, FakeDiscord
+from .user_input import ModalValues, UserInput, modal_submit_data
 
-T = TypeVar("T")
 ClientT = TypeVar("ClientT", bound=discord.Client)
+#: Builds the client under test, pointed at the server it is given.
+ClientFactory = Callable[[FakeDiscord], ClientT]
 
-DEFAULT_TOKEN = "fake-bot-token"
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A file a user attaches to a slash command's attachment option."""
-
-    filename: str
-    data: bytes
-    content_type: str | None = None
-
-
-class _ErrorLog(logging.Handler):
-    """Keeps ERROR records of the ``discord`` logger: tree and view errors land only there."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+# discord.py waits guild_ready_timeout (2 s) after the last GUILD_CREATE before on_ready; the
+# fake sends the only guild at once, so waiting that long is dead time.
+GUILD_READY_TIMEOUT = 0.05
 
 
 class DiscordHarness:
@@ -74,6 +54,10 @@ class DiscordHarness:
         self.client = client
         self.task = task
         self.errors = errors
+        self._input = UserInput(server)
+        #: ``wait_until(check, timeout=, what=)``: the server's wait, which fails fast when the
+        #: client dies.
+        self.wait_until = server.wait_until
 
     # -------------------------------------------------------------- the world
 
@@ -125,13 +109,11 @@ class DiscordHarness:
     def messages(self, channel: FakeChannel | int | None = None) -> list[StoredMessage]:
         return self.server.messages(_channel_id(channel))
 
-    def assert_no_errors(self) -> None:
-        """Fail if discord.py logged an error (an exception in a command, view or modal)."""
-        if self.errors:
-            first = self.errors[0]
-            raise AssertionError(
-                f"discord.py logged {len(self.errors)} error(s): {first.getMessage()}"
-            )
+    def assert_no_errors(self, *expected: str) -> None:
+        """Fail on an ERROR record logged so far (an exception in a command, view, modal or
+        the bot's own code) unless an ``expected`` pattern matches it; see ``error_log.check``.
+        """
+        error_log.check(self.errors, expected)
 
     # -------------------------------------------------------------- user actions
 
@@ -150,7 +132,7 @@ class DiscordHarness:
         ``Upload``, members, channels and roles land in ``data.resolved`` as on Discord.
         """
         channel = channel or self.general
-        data = self._command_data(command, options, focused=None, channel=channel)
+        data = self._input.command_data(command, options, focused=None, channel=channel)
         return await self._send(payloads.APPLICATION_COMMAND, data, user=user, channel=channel)
 
     async def autocomplete(
@@ -168,7 +150,7 @@ class DiscordHarness:
         """Type ``typed`` into ``option`` and return the choices the bot suggested."""
         channel = channel or self.general
         values = {**options, option: typed}
-        data = self._command_data(command, values, focused=option, channel=channel)
+        data = self._input.command_data(command, values, focused=option, channel=channel)
         record = await self._send(payloads.AUTOCOMPLETE, data, user=user, channel=channel)
         response = await record.wait_for_response(timeout)
         return response.data.get("choices", [])
@@ -205,7 +187,7 @@ class DiscordHarness:
     async def submit_modal(
         self,
         source: InteractionRecord,
-        values: Mapping[str, str | Sequence[str]] | None = None,
+        values: ModalValues | None = None,
         /,
         *,
         user: FakeMember | FakeUser | None = None,
@@ -218,12 +200,7 @@ class DiscordHarness:
         modal = source.modal
         if modal is None:
             raise LookupError(f"interaction {source.id} was not answered with a modal")
-        values = values or {}
-        unknown = set(values) - {c.get("custom_id") for c in _walk(modal["components"])}
-        if unknown:
-            raise LookupError(f"modal {modal['custom_id']!r} has no inputs {sorted(unknown)}")
-        components = [_submitted(c, values) for c in modal["components"]]
-        data = payloads.modal_submit_data(modal["custom_id"], components)
+        data = modal_submit_data(modal, values or {})
         channel = self.scene.channel(int(source.payload["channel_id"]))
         user = user or self.scene.member(int(source.payload["member"]["user"]["id"]))
         message = source.payload.get("message")
@@ -232,16 +209,6 @@ class DiscordHarness:
         )
 
     # -------------------------------------------------------------- waiting
-
-    async def wait_until(
-        self,
-        check: Callable[[], T | None],
-        *,
-        timeout: float = 5.0,  # noqa: ASYNC109
-        what: str = "a condition",
-    ) -> T:
-        """Poll ``check`` until truthy; raise the client's exception at once if it dies."""
-        return await self.server.wait_until(check, timeout=timeout, what=what)
 
     async def wait_for_message(
         self,
@@ -360,116 +327,6 @@ class DiscordHarness:
             payloads.MESSAGE_COMPONENT, data, user=user, channel=channel, message=message
         )
 
-    def _command_data(
-        self,
-        command: str,
-        values: Mapping[str, Any],
-        *,
-        focused: str | None,
-        channel: FakeChannel,
-    ) -> Payload:
-        top, *path = command.split()
-        registered = self.server.find_command(top, self.scene.guild_id)
-        schema: list[Payload] | None = registered.get("options", []) if registered else None
-        chain: list[tuple[str, int]] = []
-        for depth, name in enumerate(path):
-            if schema is None:
-                chain.append((name, payloads.SUB_COMMAND if depth == len(path) - 1 else 2))
-                continue
-            option = _find_option(schema, name, top)
-            if option["type"] not in (payloads.SUB_COMMAND, payloads.SUB_COMMAND_GROUP):
-                raise LookupError(f"/{command}: {name!r} is not a subcommand")
-            chain.append((name, option["type"]))
-            schema = option.get("options", [])
-        if schema is not None and focused is None:
-            missing = [o["name"] for o in schema if o.get("required") and o["name"] not in values]
-            if missing:
-                raise ValueError(f"/{command}: required options missing: {missing}")
-        resolved: dict[str, dict[str, Payload]] = {
-            k: {} for k in ("users", "members", "roles", "channels", "attachments")
-        }
-        options = [
-            self._option(name, value, schema, resolved, focused == name, channel, command)
-            for name, value in values.items()
-        ]
-        for name, option_type in reversed(chain):
-            options = [payloads.command_option(name, option_type, options=options)]
-        return payloads.application_command_data(
-            int(registered["id"]) if registered else self.server.new_id(),
-            top,
-            options,
-            resolved=resolved,
-            guild_id=int(registered["guild_id"])
-            if registered and "guild_id" in registered
-            else None,
-        )
-
-    def _option(
-        self,
-        name: str,
-        value: Any,
-        schema: list[Payload] | None,
-        resolved: dict[str, dict[str, Payload]],
-        focused: bool,
-        channel: FakeChannel,
-        command: str,
-    ) -> Payload:
-        if schema is not None:
-            spec = _find_option(schema, name, command)
-            option_type = spec["type"]
-            choices = [c["value"] for c in spec.get("choices") or []]
-            if choices and not focused and value not in choices:
-                raise ValueError(f"/{command} {name}: {value!r} is not one of {choices}")
-        else:
-            option_type = _infer_type(value)
-        if focused:
-            return payloads.command_option(name, option_type, str(value), focused=True)
-        return payloads.command_option(
-            name, option_type, self._resolve(option_type, value, resolved, channel)
-        )
-
-    def _resolve(
-        self,
-        option_type: int,
-        value: Any,
-        resolved: dict[str, dict[str, Payload]],
-        channel: FakeChannel,
-    ) -> Any:
-        """The wire value of an option, adding snowflake targets to ``resolved``."""
-        if option_type == payloads.ATTACHMENT:
-            if not isinstance(value, Upload):
-                raise TypeError("attachment options take an Upload")
-            attachment = self.server.add_upload(
-                channel.id, value.filename, value.data, value.content_type
-            )
-            resolved["attachments"][attachment["id"]] = attachment
-            return attachment["id"]
-        if isinstance(value, FakeUser):
-            value = self.scene.member(value.id)
-        if isinstance(value, FakeMember) and option_type in (payloads.USER, payloads.MENTIONABLE):
-            member = self.scene.member_payload(value, with_permissions=True)
-            resolved["users"][str(value.id)] = member.pop("user")
-            resolved["members"][str(value.id)] = member
-            return str(value.id)
-        if isinstance(value, FakeRole) and option_type in (payloads.ROLE, payloads.MENTIONABLE):
-            resolved["roles"][str(value.id)] = value.payload()
-            return str(value.id)
-        if isinstance(value, FakeChannel) and option_type == payloads.CHANNEL:
-            resolved["channels"][str(value.id)] = {
-                **value.payload(self.scene.guild_id),
-                "permissions": str(discord.Permissions.all().value),
-            }
-            return str(value.id)
-        converters: dict[int, Callable[[Any], Any]] = {
-            payloads.STRING: str,
-            payloads.INTEGER: int,
-            payloads.BOOLEAN: bool,
-            payloads.NUMBER: float,
-        }
-        if option_type not in converters:
-            raise TypeError(f"cannot send {value!r} as option type {option_type}")
-        return converters[option_type](value)
-
     async def wait_until_ready(self, timeout: float) -> None:  # noqa: ASYNC109
         guild_id = self.scene.guild_id
         await self.wait_until(
@@ -478,54 +335,93 @@ class DiscordHarness:
             what="the client to become ready",
         )
 
+    @contextlib.asynccontextmanager
+    async def restart(
+        self, factory: ClientFactory[ClientT], *, ready_timeout: float = 10.0
+    ) -> AsyncIterator[ClientT]:
+        """Stop the bot and start ``factory(server)``'s client on the same server.
+
+        The server keeps its messages, so a test can click a button of a message the old
+        process posted. The new client is closed on exit; the harness then has no live client.
+        """
+        await _stop_client(self.client, self.task)
+        self.server.unwatch(self.task)  # it ended on purpose: not a crash
+        client = factory(self.server)
+        self.client, self.task = client, _start(self.server, client)
+        try:
+            await self.wait_until_ready(ready_timeout)
+            yield client
+        finally:
+            crash = await _stop_client(client, self.task)
+            self.server.unwatch(self.task)
+        if crash is not None:
+            raise crash
+
 
 @contextlib.asynccontextmanager
 async def run_bot(
-    factory: Callable[[], ClientT],
+    factory: ClientFactory[ClientT],
     *,
     scene: Scene | None = None,
     token: str = DEFAULT_TOKEN,
     ready_timeout: float = 10.0,
     ack_timeout: float = 3.0,
+    error_loggers: Sequence[str] | None = None,
 ) -> AsyncIterator[DiscordHarness]:
-    """Start the fake server and ``factory()``'s client on it; stop both on exit.
+    """Start a fake server and ``factory(server)``'s client on it; stop both on exit."""
+    async with (
+        FakeDiscord(scene, token=token, ack_timeout=ack_timeout) as server,
+        connect_bot(
+            server, factory, ready_timeout=ready_timeout, error_loggers=error_loggers
+        ) as harness,
+    ):
+        yield harness
 
-    discord.py reads its REST base and gateway URL from class attributes, so they are patched
-    for the duration and restored after: run one harness at a time per process. If the client
-    task dies while the test body passes, the exit re-raises the client's exception.
+
+@contextlib.asynccontextmanager
+async def connect_bot(
+    server: FakeDiscord,
+    factory: ClientFactory[ClientT],
+    *,
+    ready_timeout: float = 10.0,
+    error_loggers: Sequence[str] | None = None,
+) -> AsyncIterator[DiscordHarness]:
+    """Start ``factory(server)``'s client on a running server, and close it on exit.
+
+    ERROR records of ``error_loggers`` (every logger by default) are kept in
+    ``harness.errors`` for ``assert_no_errors``. If the client task dies while the test body
+    passes, the exit re-raises the client's exception.
     """
-    server = FakeDiscord(scene, token=token, ack_timeout=ack_timeout)
-    await server.start()
-    saved = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
-    Route.BASE = server.api_url
-    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(server.gateway_url)
-    error_log = _ErrorLog()
-    logging.getLogger("discord").addHandler(error_log)
+    errors = ErrorLog(error_loggers)
     client: discord.Client | None = None
     task: asyncio.Task[None] | None = None
     body_failed = False
     crash: BaseException | None = None
-    try:
-        client = factory()
-        # discord.py waits guild_ready_timeout (2 s) after the last GUILD_CREATE before
-        # on_ready; the fake sends the only guild at once, so waiting that long is dead time.
-        client._connection.guild_ready_timeout = min(client._connection.guild_ready_timeout, 0.05)
-        task = asyncio.create_task(client.start(token), name="fakediscord-client")
-        server.watch(task)
-        harness = DiscordHarness(server, client, task, error_log.records)
-        await harness.wait_until_ready(ready_timeout)
+    with errors.attached():
         try:
-            yield harness
-        except BaseException:
-            body_failed = True
-            raise
-    finally:
-        crash = await _stop_client(client, task)
-        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
-        logging.getLogger("discord").removeHandler(error_log)
-        await server.close()
+            client = factory(server)
+            task = _start(server, client)
+            harness = DiscordHarness(server, client, task, errors.records)
+            await harness.wait_until_ready(ready_timeout)
+            try:
+                yield harness
+            except BaseException:
+                body_failed = True
+                raise
+        finally:
+            crash = await _stop_client(client, task)
     if crash is not None and not body_failed:
         raise crash
+
+
+def _start(server: FakeDiscord, client: discord.Client) -> asyncio.Task[None]:
+    """Start the client with the server's token; its death ends every wait on the server."""
+    client._connection.guild_ready_timeout = min(
+        client._connection.guild_ready_timeout, GUILD_READY_TIMEOUT
+    )
+    task = asyncio.create_task(client.start(server.token), name="fakediscord-client")
+    server.watch(task)
+    return task
 
 
 async def _stop_client(
@@ -549,59 +445,3 @@ async def _stop_client(
 
 def _channel_id(channel: FakeChannel | int | None) -> int | None:
     return channel.id if isinstance(channel, FakeChannel) else channel
-
-
-def _find_option(schema: Sequence[Payload], name: str, command: str) -> Payload:
-    for option in schema:
-        if option["name"] == name:
-            return option
-    raise LookupError(f"/{command} has no option {name!r}; it has {[o['name'] for o in schema]}")
-
-
-def _infer_type(value: Any) -> int:
-    """Option type for a command the bot never registered (no schema to read it from)."""
-    if isinstance(value, bool):
-        return payloads.BOOLEAN
-    if isinstance(value, int):
-        return payloads.INTEGER
-    if isinstance(value, float):
-        return payloads.NUMBER
-    if isinstance(value, Upload):
-        return payloads.ATTACHMENT
-    if isinstance(value, FakeMember | FakeUser):
-        return payloads.USER
-    if isinstance(value, FakeChannel):
-        return payloads.CHANNEL
-    if isinstance(value, FakeRole):
-        return payloads.ROLE
-    return payloads.STRING
-
-
-def _walk(components: Sequence[Payload]) -> list[Payload]:
-    found: list[Payload] = []
-    for component in components:
-        found.append(component)
-        found += _walk(component.get("components", []))
-        if isinstance(component.get("component"), dict):
-            found += _walk([component["component"]])
-    return found
-
-
-def _submitted(component: Payload, values: Mapping[str, str | Sequence[str]]) -> Payload:
-    """The modal-submit echo of one modal component, carrying what the user entered."""
-    kind = component.get("type")
-    if kind == 1:
-        return {"type": 1, "components": [_submitted(c, values) for c in component["components"]]}
-    if kind == 18:
-        return {"type": 18, "component": _submitted(component["component"], values)}
-    custom_id = component.get("custom_id")
-    submitted: Payload = {"type": kind, "custom_id": custom_id}
-    if "id" in component:
-        submitted["id"] = component["id"]
-    if kind == 4:
-        value = values.get(custom_id, component.get("value") or "")
-        submitted["value"] = value if isinstance(value, str) else "".join(value)
-    elif custom_id is not None:
-        chosen = values.get(custom_id, [])
-        submitted["values"] = [chosen] if isinstance(chosen, str) else list(chosen)
-    return submitted

@@ -152,6 +152,10 @@ class Scene:
             joined_at=self.joined_at,
         )
 
+    def client_user_payload(self) -> Payload:
+        """The bot as ``/users/@me`` and READY describe it, and as the author of its messages."""
+        return payloads.client_user(self.bot.id, self.bot.username)
+
     @property
     def bot_member(self) -> FakeMember:
         return self.member(self.bot.id)

@@ -3,6 +3,8 @@
 The bot below is defined here on purpose: it exercises every Discord feature Dreamcord's cogs
 use (defer + follow-up with a file, DynamicItem buttons, autocomplete, modals, subcommands,
 channel messages), so these tests pin the fake's behaviour independently of Dreamcord's code.
+It reaches the fake the way any bot reaches a Discord-compatible server, here with Dreamcord's
+``point_discord_at``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_bot import point_discord_at
 from tests.fakediscord import FakeDiscord, Upload, run_bot
-from tests.fakediscord.server import GATEWAY_PATH, RESUME_GATEWAY_PATH
+from tests.fakediscord.gateway import GATEWAY_PATH, RESUME_GATEWAY_PATH
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -65,10 +68,18 @@ class PromptModal(discord.ui.Modal, title="Edit prompt"):
 
 
 class HarnessBot(commands.Bot):
-    def __init__(self) -> None:
+    def __init__(self, server: FakeDiscord) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default())
+        self.server = server
         self.release_slow = asyncio.Event()
         self.slow_error: discord.HTTPException | None = None
+
+    async def login(self, token: str) -> None:
+        point_discord_at(self.server.api_url, self.server.gateway_url)
+        await super().login(token)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """No 5-second pause before identifying again: the fake limits no identifies."""
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(Reroll)
@@ -295,6 +306,19 @@ async def test_events_sent_during_a_gateway_outage_are_replayed_after_resume() -
         assert first.query["v"] == "10" and first.query["encoding"] == "json"
         assert "compress" in first.query
         assert [f["op"] for f in fake.server.gateway_received if f["op"] in (2, 6)] == [2, 6, 6]
+
+
+async def test_reconnect_resumes_and_an_invalid_session_makes_the_client_identify_again() -> None:
+    async with run_bot(HarnessBot) as fake:
+        first = fake.server.session
+        fake.server.request_reconnect()
+        await fake.wait_resumed(1)
+        fake.server.invalidate_session()
+        await fake.wait_until(lambda: fake.server.session is not first, what="a new session")
+        reply = await (await fake.slash("lora add", name="after")).wait_for_original()
+
+        assert reply.content == "added after at 1.0"
+        assert [f["op"] for f in fake.server.gateway_received if f["op"] in (2, 6)] == [2, 6, 2]
 
 
 async def test_client_task_crash_fails_the_waiting_test_at_once() -> None:

@@ -14,7 +14,7 @@ import importlib.util
 import itertools
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -140,12 +140,47 @@ def sample_lcm(
     model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     sigmas: torch.Tensor,
-    noise_sampler: Callable[..., torch.Tensor],
+    noise_sampler: Callable[..., torch.Tensor] | None = None,
     **_: object,
 ) -> torch.Tensor:
-    """A1111's LCM sampler: jump to the denoised latents, then noise them to the next sigma."""
+    """A1111's LCM sampler: jump to the denoised latents, then noise them to the next sigma.
+
+    Its noise is k-diffusion's default (`torch.randn_like` in k_diffusion.sampling), which
+    A1111 answers with the image's generator.
+    """
+    sampling, _ = load_k_diffusion()
+    noise_sampler = noise_sampler or sampling.default_noise_sampler(x)
     for sigma, sigma_next in itertools.pairwise(sigmas):
         x = model(x, sigma * x.new_ones([x.shape[0]]))
         if sigma_next > 0:
             x = x + sigma_next * noise_sampler(sigma, sigma_next)
     return x
+
+
+Parts = Sequence[tuple[float, torch.Tensor]]
+
+
+def scheduled_cfg_denoiser(
+    denoiser: torch.nn.Module,
+    conds_at: Callable[[int], tuple[Parts, torch.Tensor]],
+    scale: float,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A1111's CFGDenoiser for one image whose conditioning changes from call to call.
+
+    At its n-th call (from 0) `conds_at(n)` gives the (weight, cond) parts of the prompt and the
+    uncond; the result is uncond + (part - uncond) x weight x scale for each part, added in
+    order, as `combine_denoised` adds them.
+    """
+    calls = 0
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        parts, uncond = conds_at(calls)
+        calls += 1
+        on_uncond = denoiser(x, sigma, cond=uncond)
+        denoised = on_uncond.clone()
+        for weight, cond in parts:
+            denoised += (denoiser(x, sigma, cond=cond) - on_uncond) * (weight * scale)
+        return denoised
+
+    return model

@@ -103,6 +103,18 @@ def test_overflowing_fp16_decode_is_retried_in_fp32(caplog: pytest.LogCaptureFix
     assert vae.dtype == torch.float16
 
 
+def test_decoded_bytes_are_truncated_as_a1111_makes_them() -> None:
+    vae = build_tiny_components()["vae"]
+    latent = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(3)) * 4
+    with torch.no_grad():
+        decoded = vae.decode(latent[None] / vae.config.scaling_factor).sample[0]
+        image = np.asarray(decode_latent(vae, latent))
+    # A1111 1.10 processing.py: clamp((x + 1) / 2, 0, 1), then 255 * it, astype(np.uint8).
+    scaled = 255.0 * np.moveaxis(((decoded + 1) / 2).clamp(0, 1).numpy(), 0, 2)
+    assert np.array_equal(image, scaled.astype(np.uint8))
+    assert not np.array_equal(image, np.round(scaled).astype(np.uint8))
+
+
 def test_png_parameters_round_trip(engine: Engine, tmp_path) -> None:
     result = run(engine, SMALL, negative="blurry, lowres", clip_skip=2)[0]
     path = tmp_path / "image.png"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.infotext import options_from_parameters
+from pipeline.limits import Limits
+from pipeline.recipe import read_recipe
 
 OLD = (
     "a castle\nNegative prompt: blurry\n"
@@ -12,12 +13,13 @@ OLD = (
 
 
 def test_an_old_hypernet_field_becomes_the_tag_a1111s_paste_makes() -> None:
-    prompt, negative, _ = options_from_parameters(OLD)
-    assert (prompt, negative) == ("a castle<hypernet:anime:0.7>", "blurry")
+    recipe = read_recipe(OLD, Limits())
+    assert (recipe.prompt, recipe.negative) == ("a castle<hypernet:anime:0.7>", "blurry")
+    assert not any("Hypernet" in note for note in recipe.notes)
 
 
 def test_a_missing_strength_is_one_and_a_tag_already_there_is_not_doubled() -> None:
-    prompt, _, _ = options_from_parameters(OLD.replace(", Hypernet strength: 0.7", ""))
-    assert prompt == "a castle<hypernet:anime:1>"
+    recipe = read_recipe(OLD.replace(", Hypernet strength: 0.7", ""), Limits())
+    assert recipe.prompt == "a castle<hypernet:anime:1>"
     tagged = OLD.replace("a castle", "a castle <hypernet:anime:0.7>")
-    assert options_from_parameters(tagged)[0] == "a castle <hypernet:anime:0.7>"
+    assert read_recipe(tagged, Limits()).prompt == "a castle <hypernet:anime:0.7>"

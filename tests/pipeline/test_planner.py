@@ -61,6 +61,8 @@ def test_batch_key_ignores_prompt_seed_and_lora_order() -> None:
         {"sampler": "Euler a"},
         {"cfg": 5.0},
         {"clip_skip": 2},
+        {"rng": "NV"},
+        {"ensd": 31337},
         {"hires": HiresSpec()},
         {"mode": Mode.IMG2IMG},
         {"strength": 0.4},

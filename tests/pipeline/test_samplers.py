@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.infotext import ImageIdentity, build_parameters, options_from_parameters
+from pipeline.infotext import ImageIdentity, build_parameters
 from pipeline.limits import Limits, check_request
+from pipeline.recipe import read_recipe
 from pipeline.request import GenerationRequest
 from pipeline.samplers import SAMPLER_NAMES, resolve_sampler
 
@@ -60,7 +61,7 @@ def test_infotext_writes_the_schedule_type_as_a1111_does(
 def test_the_schedule_type_is_read_back_from_infotext() -> None:
     fields = "Steps: 20, Sampler: Euler, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 64x64"
     text = f"a fox\n{fields}"
-    _, _, options = options_from_parameters(text)
+    options = read_recipe(text, Limits()).options
     assert (options["sampler"], options["schedule"]) == ("Euler", "Karras")
 
 

@@ -71,12 +71,12 @@ def test_injected_lookup_supplies_known_names(settings, capsys):
 
 
 def test_table_shows_pieces_loras_flags_and_verdict(settings, capsys):
-    code = run(settings, "a (cat:1.3) [a|b] --seed 3 --v 6")
+    code = run(settings, "a (cat:1.3) (a BREAK b) --seed 3 --v 6")
     out = capsys.readouterr().out
     assert code == 2
     assert "1.300" in out and '"cat"' in out
     assert "seed=3" in out
-    assert "warning    alternation" in out
+    assert "warning    prompt: BREAK inside brackets" in out
     assert "error      unknown flag --v" in out
     assert out.rstrip().endswith("rejected")
 
@@ -104,3 +104,76 @@ def test_missing_batch_file_and_missing_prompt_are_user_errors(settings, tmp_pat
         run(settings, "--batch", str(tmp_path / "absent.json"))
     with pytest.raises(UserError, match="give a prompt"):
         run(settings)
+
+
+def test_json_lists_every_network_installed_or_not_with_the_closest_names(settings, capsys):
+    text = "<lora:Ghibly:0.7> <lora:ghibli:0.5:te=0.2> <hypernet:anime:0.4> <lora:x:lots> a fox"
+    code = run(
+        settings,
+        text,
+        "--negative",
+        "easynegative",
+        "--json",
+        "--loras",
+        "ghibli,ghibli_v2",
+        "--embeddings",
+        "EasyNegative",
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert out["networks"] == [
+        {
+            "kind": "lora",
+            "name": "Ghibly",
+            "in": "prompt",
+            "tag": "<lora:Ghibly:0.7>",
+            "weight": 0.7,
+            "unet_weight": 0.7,
+            "installed": False,
+            "closest": ["ghibli", "ghibli_v2"],
+        },
+        {
+            "kind": "lora",
+            "name": "ghibli",
+            "in": "prompt",
+            "tag": "<lora:ghibli:0.5:te=0.2>",
+            "weight": 0.2,  # as A1111: a named te= wins, and the UNet takes the te weight
+            "unet_weight": 0.2,
+            "installed": True,
+            "closest": [],
+        },
+        {
+            "kind": "hypernet",
+            "name": "anime",
+            "in": "prompt",
+            "tag": "<hypernet:anime:0.4>",
+            "strength": 0.4,
+            "installed": False,
+            "closest": [],
+        },
+        {
+            "kind": "lora",
+            "name": "x",
+            "in": "prompt",
+            "tag": "<lora:x:lots>",
+            "weight": None,
+            "unet_weight": None,
+            "installed": False,
+            "closest": [],
+        },
+        {
+            "kind": "embedding",
+            "name": "EasyNegative",
+            "in": "negative",
+            "installed": True,
+            "closest": [],
+        },
+    ]
+    assert [ref["name"] for ref in out["loras"]] == ["ghibli"]  # what would be applied
+
+
+def test_table_shows_unknown_networks_with_the_closest_names(settings, capsys):
+    code = run(settings, "<lora:ghibly:1> cat", "--loras", "ghibli")
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "lora       ghibly  not installed; closest: ghibli" in out

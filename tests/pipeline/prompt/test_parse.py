@@ -87,26 +87,50 @@ def test_break_inside_brackets_warns_that_it_is_read_as_a_word():
 
 
 @pytest.mark.parametrize(
-    ("text", "warning"),
+    "text",
     [
-        ("a [cat:dog:0.5] b", "prompt editing such as '[cat:dog:0.5]' is not supported"),
-        ("a [cat:10]", "prompt editing such as '[cat:10]'"),
-        ("a [cat::0.3]", "prompt editing"),
-        ("a [cat|dog|fox]", "alternation such as '[cat|dog|fox]' is not supported"),
-        ("a cat AND a dog", "AND (composable prompts) is not supported"),
+        "a [cat:dog:0.5] b",
+        "a [cat:10]",
+        "a [cat::0.3]",
+        "a [cat|dog|fox]",
+        "a cat AND a dog:0.5",
+        "[(a:1.2)]",
+        "\\[a:b:0.5\\]",
+        "[a:b]",
+        "(a|b)",
+        "[a BREAK b:5]",
     ],
 )
-def test_unsupported_a1111_syntax_is_a_warning_not_silence(text, warning):
+def test_a1111_editing_alternation_and_and_are_read_without_warnings(text):
     parsed = parse(text)
-    assert parsed.ok
-    assert any(warning in message for message in parsed.warnings), parsed.warnings
+    assert parsed.ok and parsed.warnings == ()
 
 
-@pytest.mark.parametrize(
-    "text", ["[(a:1.2)]", "\\[a:b:0.5\\]", "[a:b]", "a and b", "ANDROID", "(a|b)", "[a:b:c]"]
-)
-def test_lookalikes_of_unsupported_syntax_do_not_warn(text):
-    assert parse(text).warnings == ()
+def test_an_extra_network_tag_inside_an_edit_is_said_to_apply_at_every_step():
+    warning = "<lora:ghibli:1> is inside prompt editing or alternation"
+    for text in ("a [<lora:ghibli:1>:10] cat", "a [<lora:ghibli:1>|b]", "[x:<lora:ghibli:1>:0.5]"):
+        parsed = parse(text)
+        assert parsed.ok and parsed.loras == (LoraRef("ghibli"),)
+        assert any(warning in message for message in parsed.warnings), (text, parsed.warnings)
+    assert parse("<lora:ghibli:1> [a:b:3] AND [c|d]").warnings == ()
+
+
+def test_and_in_the_negative_is_read_as_the_word_with_a_warning():
+    assert "AND in the negative prompt is read as the word" in parse("x", "a AND b").warnings[0]
+
+
+def test_too_many_and_parts_are_an_error():
+    parsed = parse(" AND ".join(["a"] * 9))
+    assert not parsed.ok and "9 AND parts, the limit is 8" in parsed.errors[0]
+
+
+def test_attention_is_checked_in_every_text_the_editing_gives():
+    # As written, (a:[2|20]) has no weight; its texts are (a:2) and (a:20).
+    parsed = parse("(a:[2|20])")
+    assert any("'a' has attention weight 20" in error for error in parsed.errors), parsed.errors
+    assert not parse("(a:[2|9])").errors
+    # BREAK inside an edit is a chunk break once the edit is read; inside ( ) it is a word.
+    assert any("BREAK inside brackets" in w for w in parse("[(a BREAK b):c:5]").warnings)
 
 
 @pytest.mark.parametrize(

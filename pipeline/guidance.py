@@ -1,0 +1,133 @@
+"""Which encodings each denoiser call uses, and how AND parts combine: A1111's CFGDenoiser.
+
+A1111 counts its denoiser calls from 0 in each pass (Heun's second call of a step counts too) and
+takes, for each prompt, the first schedule entry whose last step the count has not passed
+(`reconstruct_cond_batch`). Each AND part gets a UNet prediction of its own, and the guided result
+is the negative's prediction plus, for each part, (part - negative) x weight x CFG
+(`combine_denoised`). A1111 combines k-diffusion's denoised latents; those are linear in the
+noise prediction, so the same sum over noise predictions is the same step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.prompt.editing import Schedule
+    from pipeline.prompt.schedule import PassPlan
+
+Encodings = tuple[tuple[int, "torch.Tensor"], ...]
+"""One schedule encoded: (last call, encoding of shape (1, tokens, width)) in call order."""
+
+
+@dataclass(frozen=True)
+class ImageConditioning:
+    """One image's encodings over one pass: its negative's, and each AND part's with its weight.
+
+    The parts share one length, padded as A1111 stacks them; the negative keeps its own length,
+    as A1111 runs cond and uncond at their own lengths by default.
+    """
+
+    uncond: Encodings
+    parts: tuple[tuple[float, Encodings], ...]
+
+    @property
+    def lengths(self) -> tuple[int, int]:
+        """(prompt, negative) tokens: images batch together only where both are equal."""
+        return self.parts[0][1][0][1].shape[1], self.uncond[0][1].shape[1]
+
+
+def condition_image(plan: PassPlan, encode: Callable[[Schedule], Encodings]) -> ImageConditioning:
+    """Encode one image's pass plan; `encode` turns one schedule into its encodings."""
+    parts = [(part.weight, encode(part.schedule)) for part in plan.prompt.parts]
+    length = max(encoding.shape[1] for _, encodings in parts for _, encoding in encodings)
+    padded = tuple(
+        (weight, tuple((last, _padded(encoding, length)) for last, encoding in encodings))
+        for weight, encodings in parts
+    )
+    return ImageConditioning(encode(plan.negative.parts[0].schedule), padded)
+
+
+def _padded(encoding: torch.Tensor, length: int) -> torch.Tensor:
+    """An AND part made `length` tokens long by repeating its last vector (A1111's stack_conds)."""
+    import torch
+
+    missing = length - encoding.shape[1]
+    if not missing:
+        return encoding
+    return torch.cat([encoding, encoding[:, -1:].expand(-1, missing, -1)], dim=1)
+
+
+def at_call(encodings: Encodings, call: int) -> torch.Tensor:
+    """The encoding for denoiser call `call`, counted from 0; past the end A1111 takes the first."""
+    return next((encoding for last, encoding in encodings if call <= last), encodings[0][1])
+
+
+class Guidance:
+    """A group's conditioning over one pass: the guided noise prediction at each denoiser call.
+
+    The UNet sees at most twice the group's size at once, as without AND parts, so the memory a
+    batch needs stays what the planner expects.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[ImageConditioning],
+        cfg: float,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        import torch
+
+        def moved(encodings: Encodings) -> Encodings:
+            return tuple((last, e.to(device=device, dtype=dtype)) for last, e in encodings)
+
+        self._unconds = [moved(image.uncond) for image in images]
+        self._parts = [moved(encodings) for image in images for _, encodings in image.parts]
+        self._scales = [
+            (i, weight * cfg) for i, image in enumerate(images) for weight, _ in image.parts
+        ]
+        self._owners = torch.tensor([owner for owner, _ in self._scales], device=device)
+
+    def predict(self, unet: Any, latents: torch.Tensor, timestep: Any, call: int) -> torch.Tensor:
+        """The guided noise prediction for scaled `latents` at denoiser call `call`."""
+        import torch
+
+        uncond = torch.cat([at_call(encodings, call) for encodings in self._unconds])
+        cond = torch.cat([at_call(encodings, call) for encodings in self._parts])
+        inputs = latents.index_select(0, self._owners)
+        most = 2 * len(latents)
+        if uncond.shape[1] == cond.shape[1]:
+            both = _unet(
+                unet, torch.cat([latents, inputs]), timestep, torch.cat([uncond, cond]), most
+            )
+            on_uncond, on_cond = both[: len(latents)], both[len(latents) :]
+        else:
+            on_uncond = _unet(unet, latents, timestep, uncond, most)
+            on_cond = _unet(unet, inputs, timestep, cond, most)
+        guided = on_uncond.clone()
+        for row, (owner, scale) in enumerate(self._scales):
+            guided[owner] += (on_cond[row] - on_uncond[owner]) * scale
+        return guided
+
+
+def _unet(
+    unet: Any, latents: torch.Tensor, timestep: Any, context: torch.Tensor, most: int
+) -> torch.Tensor:
+    """The UNet's noise prediction for each row, at most `most` rows a call."""
+    import torch
+
+    return torch.cat(
+        [
+            unet(
+                latents[start : start + most],
+                timestep,
+                encoder_hidden_states=context[start : start + most],
+            ).sample
+            for start in range(0, len(latents), most)
+        ]
+    )
