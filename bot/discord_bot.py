@@ -55,7 +55,7 @@ class DreamcordBot(DreamcordClient):
         self._services: Services | None = None
 
     @property
-    def app(self) -> App:  # type: ignore[override]
+    def app(self) -> App:
         assert self._services is not None, "used before setup_hook"
         return self._services.app
 
@@ -75,6 +75,7 @@ class DreamcordBot(DreamcordClient):
         # LoRA previews are collected and posted as one grid, not delivered job by job.
         delivery = PreviewDelivery(self.presenter)
         self._services = await open_services(self.settings, delivery, backend=self._backend)
+        cog: commands.Cog
         for cog in (Imagine(self), Account(self), Info(self), Admin(self)):
             await self.add_cog(cog)
         for cog in (LoraCommands(self), EmbeddingCommands(self), HypernetworkCommands(self)):
@@ -82,7 +83,7 @@ class DreamcordBot(DreamcordClient):
         for cog in (Models(self), Styles(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(*RESULT_BUTTONS, PageButton)
-        self.tree.on_error = self._on_command_error
+        self.tree.error(self._on_command_error)
         await self._sync_commands()
 
     async def _on_command_error(

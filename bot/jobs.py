@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import time
@@ -254,7 +255,7 @@ class JobService(WorkerHooks):
         for job in await self.repos.jobs.jobs_in_state(StoredState.RUNNING):
             if job.attempts >= MAX_ATTEMPTS:
                 failed = await self.repos.jobs.mark_failed(job.id, RESTART_FAILURE)
-                await self._finish(failed, lambda f=failed: self._report(f, RESTART_FAILURE))
+                await self._finish(failed, functools.partial(self._report, failed, RESTART_FAILURE))
             else:
                 log.info("job %s was running at shutdown; running it again", job.id)
                 await self.repos.jobs.requeue(job.id)

@@ -8,6 +8,7 @@ and one audit entry per change, whoever made it (the CLI's entries have no guild
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ class AuditedLibrary:
     async def info(self, name: str) -> Any:
         return await self.library.info(name)
 
-    async def names(self, enabled_only: bool = True) -> list[str]:
+    async def names(self, enabled_only: bool = True) -> builtins.list[str]:
         return await self.library.registry.names(enabled_only=enabled_only)
 
     @property
@@ -173,7 +174,7 @@ class AuditedLibrary:
         await self._record(actor, "remove", entry.name, {"sha256": entry.sha256})
         return entry
 
-    async def scan(self, actor: Actor, folder: Path | None = None) -> list[ScanOutcome]:
+    async def scan(self, actor: Actor, folder: Path | None = None) -> builtins.list[ScanOutcome]:
         """Add what the drop folder (or `folder`) holds; audited when there was anything."""
         outcomes = await self.library.scan(folder)
         if outcomes:
@@ -182,10 +183,10 @@ class AuditedLibrary:
             await self._record(actor, "scan", None, {"added": added, "refused": refused})
         return outcomes
 
-    async def history(self, guild_id: int) -> list[AuditEntry]:
+    async def history(self, guild_id: int) -> builtins.list[AuditEntry]:
         """This library's latest changes on a server, newest first."""
         prefix = f"{self.kind.command}."
-        found: list[AuditEntry] = []
+        found: builtins.list[AuditEntry] = []
         before = None
         for _ in range(HISTORY_PAGES):
             page = await self._audit.list_for_guild(guild_id, before=before)

@@ -28,6 +28,7 @@ from data.registry import (
     LoraKind,
     LoraRepository,
     ModelBase,
+    Registry,
     Source,
     name_key,
 )
@@ -112,7 +113,7 @@ class Library(ABC, Generic[Entry]):
 
     folder: ClassVar[str]
     what: ClassVar[str]
-    registry: LoraRepository | EmbeddingRepository | HypernetworkRepository
+    registry: Registry[Entry]
 
     def __init__(self, data_dir: Path, model_width: int) -> None:
         self.store = FileStore(data_dir / self.folder)
@@ -301,6 +302,7 @@ class Library(ABC, Generic[Entry]):
 class LoraLibrary(Library[LoraEntry]):
     folder = "loras"
     what = "LoRA"
+    registry: LoraRepository
 
     def __init__(self, registry: LoraRepository, data_dir: Path, model_width: int) -> None:
         super().__init__(data_dir, model_width)
@@ -326,6 +328,7 @@ class LoraLibrary(Library[LoraEntry]):
             )
 
         async def register(name: str, staged: Staged, inspection: Inspection) -> LoraEntry:
+            assert inspection.kind is not None  # an adapter _refusal let through has a kind
             return await self.registry.add(
                 name=name,
                 sha256=staged.sha256,
@@ -356,6 +359,7 @@ class LoraLibrary(Library[LoraEntry]):
 class EmbeddingLibrary(Library[EmbeddingEntry]):
     folder = "embeddings"
     what = "embedding"
+    registry: EmbeddingRepository
 
     def __init__(self, registry: EmbeddingRepository, data_dir: Path, model_width: int) -> None:
         super().__init__(data_dir, model_width)
@@ -403,6 +407,7 @@ class EmbeddingLibrary(Library[EmbeddingEntry]):
 class HypernetworkLibrary(Library[HypernetworkEntry]):
     folder = "hypernetworks"
     what = "hypernetwork"
+    registry: HypernetworkRepository
 
     def __init__(
         self,

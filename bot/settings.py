@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -117,9 +117,12 @@ def _as_value_error(check: Callable[[], T]) -> T:
         raise ValueError(str(error)) from None
 
 
-def load_settings(env_file: Path | None = Path(".env"), **overrides: object) -> Settings:
-    """Read and check the settings once; a bad value is a UserError naming the variable."""
+def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
+    """Read and check the settings once; a bad value is a UserError naming the variable.
+
+    `overrides` are field values by name (`Any`: pydantic checks and converts each one)."""
     try:
+        # pydantic's synthesized __init__ lists the fields only, not BaseSettings' _env_file.
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as error:
         problems = []

@@ -69,7 +69,7 @@ class ResultButton(
         self.index = index
 
     @classmethod
-    async def from_custom_id(
+    async def from_custom_id(  # type: ignore[override]  # discord.py hands over the Button
         cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
     ) -> ResultButton:
         index = match["index"]

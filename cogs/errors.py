@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 import discord
 from discord import app_commands
@@ -31,7 +31,7 @@ class Refused(app_commands.CheckFailure):
 
 def describe(interaction: discord.Interaction) -> str:
     """Who did what where, for the log line of an unexpected error."""
-    data = interaction.data or {}
+    data: Mapping[str, object] = interaction.data or {}
     what = data.get("custom_id") or data.get("name") or f"type {interaction.type}"
     return (
         f"interaction {interaction.id} ({what}) by user {interaction.user.id} "

@@ -57,7 +57,9 @@ def encode_for_upload(image: Image.Image, limit: int, stem: str = "dreamcord") -
             return Encoded(jpeg, f"{stem}.jpg", "sent as JPEG to fit Discord's upload limit")
     scaled = image
     while max(scaled.size) > 64:
-        scaled = scaled.resize((scaled.width * 3 // 4, scaled.height * 3 // 4), Image.LANCZOS)
+        scaled = scaled.resize(
+            (scaled.width * 3 // 4, scaled.height * 3 // 4), Image.Resampling.LANCZOS
+        )
         jpeg = _encode(scaled, "JPEG", quality=85)
         if len(jpeg) <= limit:
             note = f"scaled down to {scaled.width}x{scaled.height} to fit Discord's upload limit"

@@ -201,7 +201,7 @@ class PageButton(
         self.action = action
 
     @classmethod
-    async def from_custom_id(
+    async def from_custom_id(  # type: ignore[override]  # discord.py hands over the Button
         cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
     ) -> PageButton:
         return cls(
@@ -213,7 +213,7 @@ class PageButton(
             style=item.style,
         )
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
         await guarded(
             interaction, turn_page(interaction, self.kind, self.owner_id, self.page, self.action)
         )

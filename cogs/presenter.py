@@ -13,7 +13,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from PIL import Image
@@ -134,7 +134,7 @@ class DiscordPresenter:
         webhook = discord.Webhook.partial(
             self.bot.application_id or 0, job.interaction_token, client=self.bot
         )
-        extra = {} if keep_view else {"view": view}
+        extra: dict[str, Any] = {} if keep_view else {"view": view}
         try:
             await webhook.edit_message(
                 status.message_id,

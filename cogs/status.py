@@ -62,7 +62,7 @@ class CancelButton(
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(
+    async def from_custom_id(  # type: ignore[override]  # discord.py hands over the Button
         cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
     ) -> CancelButton:
         return cls(match["job"], item.label or "Cancel")

@@ -112,7 +112,7 @@ def name_key(name: str, what: str) -> str:
 Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry, HypernetworkEntry)
 
 
-class _Registry(ABC, Generic[Entry]):
+class Registry(ABC, Generic[Entry]):
     """What every library's registry shares: lookup by name, search, rename, enable, remove.
 
     `list` comes last in the class so its name does not shadow the builtin in annotations.
@@ -223,7 +223,7 @@ async def _fetch(conn: aiosqlite.Connection, sql: str, *params: Any) -> sqlite3.
         return await cursor.fetchone()
 
 
-class LoraRepository(_Registry[LoraEntry]):
+class LoraRepository(Registry[LoraEntry]):
     table = "loras"
     what = "LoRA"
 
@@ -294,7 +294,7 @@ class LoraRepository(_Registry[LoraEntry]):
         )
 
 
-class EmbeddingRepository(_Registry[EmbeddingEntry]):
+class EmbeddingRepository(Registry[EmbeddingEntry]):
     table = "embeddings"
     what = "embedding"
 
@@ -341,7 +341,7 @@ class EmbeddingRepository(_Registry[EmbeddingEntry]):
         )
 
 
-class HypernetworkRepository(_Registry[HypernetworkEntry]):
+class HypernetworkRepository(Registry[HypernetworkEntry]):
     table = "hypernetworks"
     what = "hypernetwork"
 

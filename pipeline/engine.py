@@ -228,6 +228,7 @@ class Engine:
         latents = self._initial_latents(model, group)
         for index, denoise in enumerate(passes):
             if index > 0 and request.hires is not None:
+                assert latents is not None  # the first pass's result
                 upscaler = self.upscalers.find(request.hires.upscaler)
                 latents = self._upscale_latents(model, latents, denoise, upscaler)
             conditioning = [passes[index] for passes in group.conditioning]
@@ -237,6 +238,7 @@ class Engine:
             progress.finish_pass()
         if should_stop():
             raise BatchInterrupted
+        assert latents is not None  # there is always a first pass
         return [decode_latent(model.pipe.vae, latent) for latent in latents]
 
     def _results(
@@ -420,16 +422,12 @@ class Engine:
             latents = scheduler.add_noise(start, noise, first)
         guidance = Guidance(conditioning, request.cfg, device, dtype)
         with routed_noise(scheduler, images):
-            step_noise = (
-                brownian_step_noise(
-                    scheduler,
-                    schedule_sigmas(scheduler, request, denoise.steps),
-                    latents,
-                    [task.seed for task in group.tasks],
-                )
-                if sampler.brownian_step_noise
-                else None
-            )
+            step_noise: Callable[[int], dict[str, torch.Tensor]] | None = None
+            if sampler.brownian_step_noise:
+                sigmas = schedule_sigmas(scheduler, request, denoise.steps)
+                assert sigmas is not None  # the Brownian samplers are k-diffusion's, with sigmas
+                seeds = [task.seed for task in group.tasks]
+                step_noise = brownian_step_noise(scheduler, sigmas, latents, seeds)
             for index, timestep in enumerate(timesteps, start=1):
                 if should_stop():
                     raise BatchInterrupted

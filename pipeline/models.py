@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.errors import UserError
 from pipeline.hashes import file_sha256
@@ -22,7 +22,6 @@ from pipeline.model_configs import config_dir
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import StableDiffusionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +239,43 @@ def _memory_mode_for(device: str) -> str:
     return "low"
 
 
+class DiffusionPipeline(Protocol):
+    """What Dreamcord uses of diffusers' `StableDiffusionPipeline`, the one place it is typed.
+
+    diffusers registers a pipeline's parts at run time, so a type checker sees none of them;
+    its models are `Any` here, so that gap does not spread through the engine.
+    """
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None: ...
+
+    def enable_xformers_memory_efficient_attention(self) -> None: ...
+
+    def enable_sequential_cpu_offload(self) -> None: ...
+
+    def enable_attention_slicing(self) -> None: ...
+
+    def enable_model_cpu_offload(self) -> None: ...
+
+    def remove_all_hooks(self) -> None: ...
+
+
 @dataclass
 class LoadedModel:
     """A model ready to run, with what the PNG parameters say about it."""
 
     source: ModelSource
-    pipe: StableDiffusionPipeline
+    pipe: DiffusionPipeline
     hash: str = ""
     vae: tuple[str, str] | None = None
     """(file name, short hash) of a replacement VAE, as A1111 writes `VAE` and `VAE hash`."""
@@ -263,9 +293,11 @@ def load_model(
     `configs` (else `source.configs`, else the shipped SD1.5 ones) describes a checkpoint file's
     parts, and the replacement VAE's. Every failure to load becomes a `UserError`.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline as _Pipeline
 
     from pipeline.tokenizer import load_clip_tokenizer
+
+    pipeline_class: Any = _Pipeline  # untyped; what comes out is a DiffusionPipeline
 
     source.require_txt2img()
     common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
@@ -280,14 +312,14 @@ def load_model(
                 if source.kind is ModelKind.TINY
                 else build_sd15_random_components
             )
-            pipe = StableDiffusionPipeline(**build(), feature_extractor=None, **common)
+            pipe: DiffusionPipeline = pipeline_class(**build(), feature_extractor=None, **common)
             if placement.dtype != pipe.unet.dtype:
                 pipe.to(dtype=placement.dtype)
         elif source.kind is ModelKind.SINGLE_FILE:
             assert source.path is not None
             if vae:  # loaded first, so a checkpoint without a VAE still loads
                 common["vae"] = load_vae(vae, placement.dtype, configs)
-            pipe = StableDiffusionPipeline.from_single_file(
+            pipe = pipeline_class.from_single_file(
                 str(source.path),
                 config=str(configs or config_dir()),
                 local_files_only=True,
@@ -298,9 +330,7 @@ def load_model(
             _require_complete(pipe)
             model_hash = short_hash(source.path)
         else:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                source.spec, dtype=placement.dtype, **common
-            )
+            pipe = pipeline_class.from_pretrained(source.spec, dtype=placement.dtype, **common)
     except UserError:
         raise
     except Exception as error:
@@ -319,7 +349,7 @@ def vae_identity(path: Path) -> tuple[str, str]:
     return path.name, "" if path.is_dir() else short_hash(path)
 
 
-def _require_complete(pipe: StableDiffusionPipeline) -> None:
+def _require_complete(pipe: DiffusionPipeline) -> None:
     """Refuse a checkpoint that lacked some weights: diffusers leaves those parts on `meta`."""
     parts = [
         name
@@ -367,8 +397,9 @@ def load_vae(spec: str, dtype: torch.dtype, configs: Path | None = None) -> Any:
 
     A file's architecture is `configs/vae` (default: the shipped SD1.5 config).
     """
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL as _AutoencoderKL
 
+    vae_class: Any = _AutoencoderKL  # untyped, as DiffusionPipeline says
     path = Path(spec).expanduser()
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UserError(f"VAE {spec}: pickled files are refused; use the .safetensors version")
@@ -376,9 +407,9 @@ def load_vae(spec: str, dtype: torch.dtype, configs: Path | None = None) -> Any:
         raise UserError(f"VAE {spec} does not exist: check the VAE setting")
     try:
         if path.is_dir():
-            return AutoencoderKL.from_pretrained(path, dtype=dtype)
+            return vae_class.from_pretrained(path, dtype=dtype)
         check_safetensors(path)
-        return AutoencoderKL.from_single_file(
+        return vae_class.from_single_file(
             str(path),
             config=str((configs or config_dir()) / "vae"),
             local_files_only=True,
@@ -394,7 +425,7 @@ def load_vae(spec: str, dtype: torch.dtype, configs: Path | None = None) -> Any:
         ) from None
 
 
-def place_pipeline(pipe: StableDiffusionPipeline, placement: Placement) -> None:
+def place_pipeline(pipe: DiffusionPipeline, placement: Placement) -> None:
     """Put the model on its device according to the memory mode."""
     if placement.attention == "xformers":
         pipe.enable_xformers_memory_efficient_attention()

@@ -34,6 +34,9 @@ PICKLE_STARTS = (b"\x80", b"PK\x03\x04")
 class ResidualDenseBlock(nn.Module):
     """Five 3x3 convs, each seeing the block input and every earlier conv's output."""
 
+    conv5: nn.Conv2d
+    """Set with conv1-4 by `setattr` in `__init__`."""
+
     def __init__(self, features: int, growth: int) -> None:
         super().__init__()
         for index in range(5):

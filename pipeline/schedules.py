@@ -166,12 +166,16 @@ def brownian_step_noise(
     from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
 
     template = torch.zeros(latents.shape, device=latents.device)
+    # diffusers annotates the sigmas as float; it passes (and the tree takes) 0-d tensors.
     tree = BrownianTreeNoiseSampler(
-        template, schedule[schedule > 0].min(), schedule.max(), list(seeds)
+        template,
+        schedule[schedule > 0].min(),  # type: ignore[arg-type]
+        schedule.max(),  # type: ignore[arg-type]
+        list(seeds),
     )
 
     def between(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-        return tree(sigma, sigma_next).to(latents.dtype)
+        return tree(sigma, sigma_next).to(latents.dtype)  # type: ignore[arg-type]
 
     if hasattr(scheduler, "noise_sampler"):
         scheduler.noise_sampler = between
@@ -186,7 +190,7 @@ def brownian_step_noise(
     return noise
 
 
-def k_diffusion_options(scheduler_class: type) -> dict[str, Any]:
+def k_diffusion_options(scheduler_class: type[Any]) -> dict[str, Any]:
     """Config overrides so that a scheduler's own sigma options leave the installed sigmas be."""
     accepted = inspect.signature(scheduler_class.__init__).parameters
     overrides: dict[str, Any] = {"timestep_spacing": "linspace"}

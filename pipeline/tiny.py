@@ -76,8 +76,9 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**UNET_CONFIG)
-        vae = AutoencoderKL(**VAE_CONFIG)
+        # Any: diffusers' models are untyped (mypy does not see them as nn.Modules).
+        unet: Any = UNet2DConditionModel(**UNET_CONFIG)
+        vae: Any = AutoencoderKL(**VAE_CONFIG)
         text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
     return {
         "unet": unet.eval(),

@@ -72,4 +72,5 @@ def load_clip_tokenizer() -> CLIPTokenizer:
     tokens += ["".join(merge) for merge in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: index for index, token in enumerate(tokens)}
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    # transformers annotates merges as strings; its tokenizer takes (left, right) pairs too.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)  # type: ignore[arg-type]

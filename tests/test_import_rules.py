@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,26 @@ def test_everything_but_the_engine_imports_without_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_strict_on_the_torch_free_pipeline() -> None:
+    """pyproject's strict override names exactly the pipeline modules that run no model."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    strict = {
+        module
+        for override in config["overrides"]
+        if override.get("disallow_untyped_defs")
+        for module in override["module"]
+    }
+    light = {
+        name
+        for name in map(_module_name, sorted((ROOT / "pipeline").rglob("*.py")))
+        if name not in ENGINE_SIDE
+        and not name.startswith(ENGINE_PACKAGES)
+        and not name.startswith("pipeline.prompt")
+    }
+    assert {"data", "data.*", "pipeline.prompt.*"} <= strict
+    assert strict - {"data", "data.*", "pipeline.prompt.*"} == light
 
 
 def _cog_sources() -> list[Path]:

@@ -15,9 +15,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings
 from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from data.registry import EmbeddingEntry, HypernetworkEntry, LoraEntry
 
 MIN_FREE_BYTES = 2 * 1024**3
 DISCORD_API = "https://discord.com/api/v10"
@@ -121,7 +125,7 @@ def check_library(settings: Settings) -> str:
     async def inspect() -> str:
         db, repos = await open_database(settings)
         try:
-            entries = [
+            entries: list[LoraEntry | EmbeddingEntry | HypernetworkEntry] = [
                 *await repos.loras.list(),
                 *await repos.embeddings.list(),
                 *await repos.hypernetworks.list(),

@@ -67,7 +67,7 @@ def run_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _size(count: int) -> str:
+def _size(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"

@@ -58,7 +58,7 @@ class ListView(discord.ui.View):
         self.previous.disabled = self.page == 0
         self.next.disabled = self.page >= self.pages - 1
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
         return interaction.user.id == self.owner_id
 
     @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
@@ -76,7 +76,7 @@ class ListView(discord.ui.View):
         self._sync_buttons()
         await interaction.response.edit_message(embed=self.page_embed(), view=self)
 
-    async def on_error(  # type: ignore[override]
+    async def on_error(
         self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
     ) -> None:
         await answer_error(interaction, error)
@@ -133,7 +133,7 @@ class ConfirmRemove(discord.ui.View):
                 view=None,
             )
 
-    async def on_error(  # type: ignore[override]
+    async def on_error(
         self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
     ) -> None:
         await answer_error(interaction, error)

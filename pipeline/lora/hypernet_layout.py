@@ -154,7 +154,7 @@ def read_layout(header: Header, model_widths: Collection[int]) -> HypernetLayout
         found = {part: entry.shape for part, entry in halves[width, half].items()}
         if found != expected:
             return _shape_problem(f"{width}.{half}", found, expected)
-    name = _json_field(header.metadata, "name")
+    label = _json_field(header.metadata, "name")
     return HypernetLayout(
         widths=tuple(widths),
         structure=structure,
@@ -162,7 +162,7 @@ def read_layout(header: Header, model_widths: Collection[int]) -> HypernetLayout
         layer_norm=options.layer_norm,
         activate_output=options.activate_output,
         dropout=options.dropout,
-        name=name if isinstance(name, str) else None,
+        name=label if isinstance(label, str) else None,
     )
 
 

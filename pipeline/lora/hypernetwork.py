@@ -124,7 +124,8 @@ def apply_hypernetworks(unet: nn.Module, uses: Sequence[HypernetUse]) -> Iterato
             for half, name in enumerate(("to_k", "to_v")):
                 projection = getattr(module, name, None)
                 if isinstance(projection, nn.Linear) and projection.in_features in chains:
-                    chain = [(pair[half], pair[2]) for pair in chains[projection.in_features]]
+                    pairs = chains[projection.in_features]
+                    chain = [((key, value)[half], strength) for key, value, strength in pairs]
                     handles.append(projection.register_forward_pre_hook(_hook(chain, placed)))
         yield
     finally:

@@ -136,7 +136,7 @@ def inspect_file(
         header = read_header(path)
     except UserError as error:
         return Inspection(False, None, "unknown", None, None, 0, size, 0, reason=str(error))
-    base_fields = {
+    base_fields: dict[str, Any] = {
         "size": size,
         "tensors": len(header.tensors),
         "triggers": trigger_words(header.metadata),
@@ -205,8 +205,9 @@ def _inspect_adapter(
     components = {group.component for group in groups}
     widths, shape_problems = _widths(groups)
     if shape_problems:
-        reason = _listed("factor shapes that do not fit together", shape_problems)
-        return _refused(base_fields, reason)
+        return _refused(
+            base_fields, _listed("factor shapes that do not fit together", shape_problems)
+        )
     kind = _kind(groups)
     base = _base(components, widths, model_width)
     rank = max((r for g in groups if (r := _rank(g)) is not None), default=None)

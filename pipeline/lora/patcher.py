@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from torch import nn
@@ -86,14 +87,19 @@ def apply_loras(
     try:
         with torch.no_grad():
             for module, uses in plan.items():
-                weight = module.weight
+                weight = _weight(module)
                 pristine[module] = weight.detach().to(stash or weight.device, copy=True)
                 weight.copy_(_patched(weight, uses))
         yield
     finally:
         with torch.no_grad():
             for module, weight in pristine.items():
-                module.weight.copy_(weight)
+                _weight(module).copy_(weight)
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    """A patched module's weight (nn.Module types its attributes as tensor or module)."""
+    return cast(torch.Tensor, module.weight)
 
 
 def _patched(weight: torch.Tensor, uses: list[tuple[ModuleFactors, float]]) -> torch.Tensor:

@@ -11,12 +11,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pipeline.lora.deltas import delta_shape
 from pipeline.lora.names import ModuleIndex
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 MAX_SKIPPED_SHARE = 0.5
@@ -129,7 +130,10 @@ def _architecture_configs(model_width: int) -> tuple[dict[str, Any], dict[str, A
 
 
 def _index(model: nn.Module, layers_per_block: int | None) -> ModuleIndex:
-    shapes = {path: tuple(m.weight.shape) for path, m in weighted_modules(model).items()}
+    shapes = {
+        path: tuple(cast("torch.Tensor", m.weight).shape)
+        for path, m in weighted_modules(model).items()
+    }
     return ModuleIndex.build(shapes, layers_per_block)
 
 
