@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from pipeline.backend import (
     BatchInterrupted,
     ImageResult,
@@ -41,7 +43,6 @@ from pipeline.sizes import round_to
 from pipeline.upscalers import Upscaler, UpscalerCatalog
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
     from pipeline.lora.source import AdapterSource
@@ -134,8 +135,6 @@ class Engine:
         on_step: StepCallback,
         should_stop: Callable[[], bool],
     ) -> list[ImageResult]:
-        import torch
-
         request = tasks[0].request
         resolve_sampler(request.sampler, request.schedule)
         model = self.models.get(request.model)
@@ -339,7 +338,6 @@ class Engine:
         request = group.tasks[0].request
         if request.init_image is None:
             return None
-        import torch
 
         images = [self._init_image(model, task.request) for task in group.tasks]
         return torch.cat([encode_image(model.pipe.vae, image) for image in images])
@@ -355,7 +353,6 @@ class Engine:
         self, model: LoadedModel, latents: torch.Tensor, target: _Pass, upscaler: Upscaler
     ) -> torch.Tensor:
         """Highres fix's upscale between the passes, in latent space or through pixels."""
-        import torch
 
         if upscaler.latent_mode is not None:
             size = (target.height // LATENT_FACTOR, target.width // LATENT_FACTOR)
@@ -397,7 +394,6 @@ class Engine:
         should_stop: Callable[[], bool],
     ) -> torch.Tensor:
         """One sampling loop with classifier-free guidance; returns the final latents."""
-        import torch
 
         from pipeline.noise import ImageNoise, routed_noise
         from pipeline.schedules import brownian_step_noise
@@ -546,7 +542,6 @@ def load_init_image(
 def encode_image(vae: Any, image: Image.Image) -> torch.Tensor:
     """VAE-encode an image to scaled latents; the distribution's mean keeps it deterministic."""
     import numpy as np
-    import torch
 
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1)
     batch = pixels.permute(2, 0, 1).unsqueeze(0).to(vae.device, vae.dtype)
@@ -587,7 +582,6 @@ def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
     image. Decoding one image at a time also keeps the VAE's peak memory to a single image.
     """
     import numpy as np
-    import torch
     from PIL import Image
 
     scaled = latent.unsqueeze(0) / vae.config.scaling_factor
@@ -606,15 +600,12 @@ def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
 
 def _is_broken(image: torch.Tensor) -> bool:
     """NaN/Inf anywhere, or an image saturated to pure black, both signs of an fp16 overflow."""
-    import torch
 
     return not bool(torch.isfinite(image).all()) or bool((image <= -1).all())
 
 
 @contextlib.contextmanager
 def _upcast(vae: Any) -> Iterator[None]:
-    import torch
-
     dtype = vae.dtype
     vae.to(torch.float32)
     try:
@@ -636,15 +627,12 @@ def _tile_large_decodes(model: LoadedModel, final: _Pass) -> None:
 
 
 def _reset_peak_memory(model: LoadedModel) -> None:
-    import torch
-
     if model.pipe.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
 
 def _peak_memory(model: LoadedModel) -> int:
     """Bytes the device held at most since the last reset (0 where it cannot be measured)."""
-    import torch
 
     if model.pipe.device.type == "cuda":
         return int(torch.cuda.max_memory_allocated())
@@ -653,8 +641,6 @@ def _peak_memory(model: LoadedModel) -> int:
 
 def _free_device_memory() -> None:
     import gc
-
-    import torch
 
     gc.collect()
     if torch.cuda.is_available():

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import torch
+import torch
 
+if TYPE_CHECKING:
     from pipeline.prompt.editing import Schedule
     from pipeline.prompt.schedule import PassPlan
 
@@ -54,7 +54,6 @@ def condition_image(plan: PassPlan, encode: Callable[[Schedule], Encodings]) -> 
 
 def _padded(encoding: torch.Tensor, length: int) -> torch.Tensor:
     """An AND part made `length` tokens long by repeating its last vector (A1111's stack_conds)."""
-    import torch
 
     missing = length - encoding.shape[1]
     if not missing:
@@ -81,8 +80,6 @@ class Guidance:
         device: torch.device,
         dtype: torch.dtype,
     ) -> None:
-        import torch
-
         def moved(encodings: Encodings) -> Encodings:
             return tuple((last, e.to(device=device, dtype=dtype)) for last, e in encodings)
 
@@ -95,7 +92,6 @@ class Guidance:
 
     def predict(self, unet: Any, latents: torch.Tensor, timestep: Any, call: int) -> torch.Tensor:
         """The guided noise prediction for scaled `latents` at denoiser call `call`."""
-        import torch
 
         uncond = torch.cat([at_call(encodings, call) for encodings in self._unconds])
         cond = torch.cat([at_call(encodings, call) for encodings in self._parts])
@@ -119,7 +115,6 @@ def _unet(
     unet: Any, latents: torch.Tensor, timestep: Any, context: torch.Tensor, most: int
 ) -> torch.Tensor:
     """The UNet's noise prediction for each row, at most `most` rows a call."""
-    import torch
 
     return torch.cat(
         [

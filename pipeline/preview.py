@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import torch
 from PIL import Image
-
-if TYPE_CHECKING:
-    import torch
 
 LATENT_TO_RGB = (
     (0.298, 0.207, 0.208),
@@ -20,8 +16,6 @@ LATENT_TO_RGB = (
 
 def latent_previews(latents: torch.Tensor) -> list[Image.Image]:
     """One small RGB image per latent in the batch (1/8 of the final size per side)."""
-    import torch
-
     matrix = torch.tensor(LATENT_TO_RGB, dtype=torch.float32)
     rgb = torch.einsum("bchw,cr->bhwr", latents.detach().float().cpu(), matrix)
     pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()

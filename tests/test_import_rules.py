@@ -25,6 +25,7 @@ ENGINE_SIDE = (
     "pipeline.tiny",
     "pipeline.conditioning",
     "pipeline.preview",
+    "pipeline.guidance",
     "pipeline.pixel_upscalers",
     "pipeline.convert.child",
     "pipeline.convert.layouts",
