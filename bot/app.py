@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bot.catalog import ModelCatalog, ModelInfo
 from bot.defaults import SavedDefaults, UserDefaults
 from bot.gallery import GONE, Gallery, Listed, Listing
-from bot.guild import Actor, GuildRules, GuildSettings
+from bot.guild import SAFETY_DEFAULT, Actor, GuildRules, GuildSettings
 from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
 from bot.libraries import AuditedLibrary, Libraries, NotAdded, size_text
 from bot.library import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary, ScanOutcome
@@ -25,6 +25,7 @@ from bot.policy import Place
 from bot.previews import PREVIEW_WEIGHTS, LoraPreviews, Preview, preview_grid
 from bot.recipes import RecipeReader
 from bot.request_builder import RequestBuilder
+from bot.safety import SafetyMode, SafetyRules, Screening
 from bot.settings import Settings
 from bot.styles import Style, style_names
 from data.generations import Generation, Image
@@ -34,6 +35,7 @@ from data.repositories import Repositories
 __all__ = [
     "GONE",
     "PREVIEW_WEIGHTS",
+    "SAFETY_DEFAULT",
     "Actor",
     "App",
     "AuditedLibrary",
@@ -49,8 +51,10 @@ __all__ = [
     "Place",
     "Preview",
     "QueuedJob",
+    "SafetyMode",
     "SavedDefaults",
     "ScanOutcome",
+    "Screening",
     "ServiceStatus",
     "StoredJob",
     "Style",
@@ -83,6 +87,8 @@ class App:
     """A user's saved defaults for /imagine."""
     previews: LoraPreviews
     """A new LoRA's preview at weights 0, 0.5 and 1."""
+    safety: SafetyRules
+    """Which images of a result may be posted where (the safety checker's verdicts)."""
 
 
 async def build_app(
@@ -118,4 +124,5 @@ async def build_app(
         catalog=catalog,
         defaults=defaults,
         previews=LoraPreviews(jobs, settings),
+        safety=SafetyRules(guild, SafetyMode(settings.safety_checker)),
     )

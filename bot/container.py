@@ -154,7 +154,13 @@ async def open_services(
             max_running_per_user=settings.max_running_per_user,
         )
         images = ImageStore(settings.data_dir / "images")
-        guild = GuildRules(repos.settings, repos.audit, settings.max_pixels, settings.max_steps)
+        guild = GuildRules(
+            repos.settings,
+            repos.audit,
+            settings.max_pixels,
+            settings.max_steps,
+            checker_loaded=settings.safety_checker != "off",
+        )
         jobs = JobService(
             repos,
             images,

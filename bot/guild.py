@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bot.safety import SafetyMode
 from bot.styles import Style, find_style, make_style, with_style, without_style
 from data.audit import AuditRepository
 from data.settings import SettingsRepository
@@ -39,6 +40,9 @@ class GuildSettings:
     """The server's default model, a name from the model catalog."""
     styles: Mapping[str, Style] = field(default_factory=dict)
     """Style presets by lower-cased name."""
+    safety: str | None = None
+    """What flagged images get outside NSFW channels (`bot.safety.SafetyMode`); None: the
+    deployment's SAFETY_CHECKER."""
 
     @classmethod
     def from_stored(cls, raw: Mapping[str, Any]) -> GuildSettings:
@@ -53,6 +57,7 @@ class GuildSettings:
             negative=raw.get("negative"),
             model=raw.get("model"),
             styles=styles,
+            safety=raw.get("safety"),
         )
 
     def stored(self, name: str) -> Any:
@@ -95,7 +100,9 @@ def policy_changes(
     max_count: int | None = None,
     cooldown: int | None = None,
     default_negative: str | None = None,
+    safety: str | None = None,
     max_pixels_limit: int,
+    checker_loaded: bool = False,
 ) -> dict[str, Any]:
     """The fields to change for these `/policy set` options (None: back to the default)."""
     changes: dict[str, Any] = {}
@@ -120,7 +127,27 @@ def policy_changes(
     if default_negative is not None:
         text = default_negative.strip()
         changes["negative"] = None if text.lower() in CLEARING_WORDS else text
+    if safety is not None:
+        changes["safety"] = safety_choice(safety, checker_loaded)
     return changes
+
+
+SAFETY_DEFAULT = "default"
+"""The `/policy set safety` choice that goes back to the deployment's SAFETY_CHECKER."""
+
+
+def safety_choice(choice: str, checker_loaded: bool) -> str | None:
+    """A server's safety mode from `/policy set safety` (None: the deployment's)."""
+    if choice == SAFETY_DEFAULT:
+        return None
+    if choice not in {mode.value for mode in SafetyMode}:
+        raise UserError(f"safety is {choice!r}: choose off, spoiler, block or default")
+    if not checker_loaded and choice != SafetyMode.OFF:
+        raise UserError(
+            "the safety checker is not running on this bot, so there are no verdicts to act on: "
+            "its owner turns it on with SAFETY_CHECKER=spoiler or block"
+        )
+    return choice
 
 
 @dataclass(frozen=True)
@@ -135,12 +162,18 @@ class GuildRules:
     """Reads a server's settings and changes them, one audit entry per changed field."""
 
     def __init__(
-        self, settings: SettingsRepository, audit: AuditRepository, max_pixels: int, max_steps: int
+        self,
+        settings: SettingsRepository,
+        audit: AuditRepository,
+        max_pixels: int,
+        max_steps: int,
+        checker_loaded: bool = False,
     ) -> None:
         self._settings = settings
         self._audit = audit
         self._max_pixels = max_pixels
         self._max_steps = max_steps
+        self._checker_loaded = checker_loaded
 
     async def settings(self, guild_id: int | None) -> GuildSettings:
         """A guild's settings; outside a guild (DMs, the CLI), the defaults."""
@@ -151,7 +184,12 @@ class GuildRules:
     async def set_policy(self, actor: Actor, action: str, **options: Any) -> GuildSettings:
         """Apply `/policy set` options; a UserError when none was given."""
         current = await self._require(actor)
-        changes = policy_changes(current, max_pixels_limit=self._max_pixels, **options)
+        changes = policy_changes(
+            current,
+            max_pixels_limit=self._max_pixels,
+            checker_loaded=self._checker_loaded,
+            **options,
+        )
         if not changes:
             raise UserError("give at least one option to change, or use /policy show")
         return await self._change(actor, action, current, changes)

@@ -368,6 +368,7 @@ class JobService(WorkerHooks):
                     height=result.image.height,
                     parameters=result.parameters,
                     variation_seed=result.task.variation_seed,
+                    flagged=result.flagged,
                 )
             )
         return stored

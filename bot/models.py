@@ -71,7 +71,12 @@ def build_engine(
         cache = AdapterCache(ADAPTER_CACHE_BYTES)
         adapters = AdapterSource(loras, embeddings, cache, hypernetworks)
     models = ModelManager(sources, default, placement, vae=settings.vae)
-    return Engine(models, adapters, upscaler_catalog(settings))
+    safety = None
+    if settings.safety_checker != "off":
+        from pipeline.safety import load_safety_checker
+
+        safety = load_safety_checker(settings.safety_checker_model, placement)
+    return Engine(models, adapters, upscaler_catalog(settings), safety)
 
 
 MODEL_DEFAULT_KEYS = {"clip_skip": (1, MAX_CLIP_SKIP)}

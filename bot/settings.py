@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.errors import UserError
@@ -15,6 +15,7 @@ from pipeline.samplers import find_sampler
 from pipeline.sizes import parse_size
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_SAFETY_MODEL = "CompVis/stable-diffusion-safety-checker"
 
 T = TypeVar("T")
 IdList = Annotated[list[int], NoDecode]
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     memory_mode: Literal["auto", "high", "medium", "low"] = "auto"
     attention: Literal["sdpa", "xformers"] = "sdpa"
+    safety_checker: Literal["off", "spoiler", "block"] = "off"
+    """What a flagged image gets outside NSFW channels by default (servers may choose)."""
+    safety_checker_model: str = DEFAULT_SAFETY_MODEL
 
     default_steps: int = Field(25, ge=1)
     default_cfg: float = Field(7.0, ge=1, le=30)
@@ -88,10 +92,12 @@ class Settings(BaseSettings):
     def _whole_ensd(cls, value: object) -> int:
         return _as_value_error(lambda: parse_ensd(value))
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "safety_checker", mode="before")
     @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    def _case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @property
     def default_width_height(self) -> tuple[int, int]:

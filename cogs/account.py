@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 
 import discord
 from discord import app_commands
@@ -14,6 +13,7 @@ from cogs.buttons import result_view
 from cogs.client import DreamcordClient
 from cogs.errors import think_in_public
 from cogs.options import SAMPLER_CHOICES, SCHEDULE_CHOICES, filter_names
+from cogs.presenter import channel_is_nsfw, notes_text, upload
 from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
 
 Interaction = discord.Interaction[DreamcordClient]
@@ -132,13 +132,17 @@ class Account(commands.Cog):
             generation_id, interaction.user.id, interaction.guild_id
         )
         limit = interaction.filesize_limit
-        grid = await asyncio.to_thread(interaction.client.presenter.grid_file, generation, limit)
+        screening = await app.safety.screen(
+            generation.images, interaction.guild_id, channel_is_nsfw(interaction.channel)
+        )
+        presenter = interaction.client.presenter
+        grid = await asyncio.to_thread(presenter.grid_file, generation, limit, screening)
         content = texts.finished(
             generation.request, generation.user_id, [image.seed for image in generation.images]
         )
         await interaction.followup.send(
-            content,
-            file=discord.File(io.BytesIO(grid.data), grid.filename),
+            content + notes_text(screening, grid),
+            files=upload(grid),
             view=result_view(generation),
             allowed_mentions=discord.AllowedMentions.none(),
         )

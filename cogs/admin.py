@@ -1,7 +1,8 @@
 """`/policy show|set|reset`: a server's rules, for its admins. Every change is audited.
 
 The rules are fields of the guild's settings (`GuildSettings`: channels, NSFW words, limits,
-cooldown, and the server's default negative prompt), checked for every job by the job service.
+cooldown, the server's default negative prompt, and what the safety checker's flagged images get
+outside NSFW channels), checked for every job by the job service and every post of a result.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import GuildSettings
+from bot.app import SAFETY_DEFAULT, GuildSettings
 from cogs.checks import actor_of, is_admin
 from cogs.client import DreamcordClient
 from cogs.errors import Refused
@@ -25,6 +26,7 @@ RULE_OPTIONS = {
     "max_count": "max_count",
     "cooldown": "cooldown_s",
     "default_negative": "negative",
+    "safety": "safety",
 }
 """Option names admins see, and the `GuildSettings` field each one sets."""
 
@@ -41,6 +43,7 @@ def describe_policy(policy: GuildSettings) -> list[tuple[str, str]]:
         ("max_count", str(policy.max_count or "bot limit")),
         ("cooldown", f"{policy.cooldown_s} s" if policy.cooldown_s else "none"),
         ("default_negative", negative[:1000] if negative else "none"),
+        ("safety", policy.safety or "bot default (SAFETY_CHECKER)"),
     ]
 
 
@@ -83,6 +86,15 @@ class Admin(commands.Cog):
         max_count="most images per request",
         cooldown="seconds between one user's requests (0: none)",
         default_negative="negative prompt used when a user gives none ('none' clears)",
+        safety="what images the safety checker flags get outside NSFW channels",
+    )
+    @app_commands.choices(
+        safety=[
+            app_commands.Choice(name="spoiler: sent blurred as a Discord spoiler", value="spoiler"),
+            app_commands.Choice(name="block: left out, with a note", value="block"),
+            app_commands.Choice(name="off: sent as they are", value="off"),
+            app_commands.Choice(name="default: the bot's SAFETY_CHECKER", value=SAFETY_DEFAULT),
+        ]
     )
     async def set_rules(
         self,
@@ -95,6 +107,7 @@ class Admin(commands.Cog):
         max_count: app_commands.Range[int, 1, 16] | None = None,
         cooldown: app_commands.Range[int, 0, 3600] | None = None,
         default_negative: app_commands.Range[str, 0, 6000] | None = None,
+        safety: app_commands.Choice[str] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         updated = await interaction.client.app.guild.set_policy(
@@ -108,6 +121,7 @@ class Admin(commands.Cog):
             max_count=max_count,
             cooldown=cooldown,
             default_negative=default_negative,
+            safety=safety.value if safety else None,
         )
         await interaction.followup.send(embed=_policy_embed("Server rules, saved", updated))
 

@@ -10,8 +10,14 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 
-def compose_grid(images: Sequence[Image.Image], labels: bool = True) -> Image.Image:
-    """Tile images 2x2 for four (one row for two or three), each labelled 1..n in its corner."""
+def compose_grid(
+    images: Sequence[Image.Image], labels: bool = True, numbers: Sequence[int] | None = None
+) -> Image.Image:
+    """Tile images 2x2 for four (one row for two or three), each labelled in its corner.
+
+    The labels are 1..n, or `numbers` when only some of a result's images are shown, so that
+    each label still matches its U and V buttons.
+    """
     if len(images) == 1:
         return images[0]
     columns = 2 if len(images) == 4 else len(images)
@@ -22,7 +28,8 @@ def compose_grid(images: Sequence[Image.Image], labels: bool = True) -> Image.Im
         x, y = (index % columns) * width, (index // columns) * height
         grid.paste(image.convert("RGB"), (x, y))
         if labels:
-            _label(grid, str(index + 1), x, y, max(12, min(width, height) // 10))
+            number = numbers[index] if numbers is not None else index + 1
+            _label(grid, str(number), x, y, max(12, min(width, height) // 10))
     return grid
 
 

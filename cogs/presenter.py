@@ -2,8 +2,10 @@
 
 Implements the job service's `Delivery`. Edits go through the interaction's webhook while its
 15-minute token lives; after that, the result is posted as a new bot message in the channel that
-mentions the requester. Progress edits are fire-and-forget tasks (latest state wins, at most one
-edit per `EDIT_INTERVAL_S` per message), so a slow or rate-limited Discord never holds up the GPU.
+mentions the requester. What the safety checker flagged is spoilered or left out, as
+`App.safety` screens it for the channel. Progress edits are fire-and-forget tasks (latest state
+wins, at most one edit per `EDIT_INTERVAL_S` per message), so a slow or rate-limited Discord never
+holds up the GPU.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -23,7 +25,7 @@ from cogs.buttons import result_view
 from cogs.grid import Encoded, compose_grid, encode_for_upload
 
 if TYPE_CHECKING:
-    from bot.app import Generation, StoredJob
+    from bot.app import Generation, Screening, StoredJob
     from cogs.client import DreamcordClient
 
 log = logging.getLogger(__name__)
@@ -76,15 +78,16 @@ class DiscordPresenter:
         status = self._status.pop(job.id, None) or self._status_of(job)
         if status.editing is not None:
             status.editing.cancel()
-        grid = await asyncio.to_thread(self.grid_file, generation, status.upload_limit)
+        screening = await self.bot.app.safety.screen(
+            generation.images, job.guild_id, self.channel_is_nsfw(job.channel_id)
+        )
+        grid = await asyncio.to_thread(self.grid_file, generation, status.upload_limit, screening)
         content = texts.finished(
             generation.request, job.user_id, [i.seed for i in generation.images]
         )
-        if grid.note:
-            content += f"\n-# {grid.note}"
+        content += notes_text(screening, grid)
         view = result_view(generation)
-        file = discord.File(io.BytesIO(grid.data), grid.filename)
-        message_id = await self._edit_status(job, status, content, [file], view)
+        message_id = await self._edit_status(job, status, content, upload(grid), view)
         if message_id is None:
             message_id = await self._post_in_channel(job, content, grid, view)
         await self.bot.app.gallery.set_message(generation.id, message_id)
@@ -152,28 +155,40 @@ class DiscordPresenter:
         return status.message_id
 
     async def _post_in_channel(
-        self, job: StoredJob, content: str, grid: object, view: discord.ui.View
+        self, job: StoredJob, content: str, grid: Encoded | None, view: discord.ui.View
     ) -> int:
         """The token is gone: post the result anew, mentioning the requester."""
         if job.channel_id is None:
             raise RuntimeError(f"job {job.id} has no channel to deliver to")
         channel = self.bot.get_partial_messageable(job.channel_id)
-        file = discord.File(io.BytesIO(grid.data), grid.filename)  # type: ignore[attr-defined]
         message = await channel.send(
             f"<@{job.user_id}> your images are ready\n{content}",
-            file=file,
+            files=upload(grid),
             view=view,
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
         )
         return message.id
 
-    def grid_file(self, generation: Generation, limit: int) -> Encoded:
-        """The labelled grid of a generation, encoded to fit `limit` (blocking: use a thread)."""
+    def channel_is_nsfw(self, channel_id: int | None) -> bool:
+        """Whether Discord marks the channel NSFW; a DM or a channel not known is not."""
+        return channel_is_nsfw(self.bot.get_channel(channel_id) if channel_id else None)
+
+    def grid_file(self, generation: Generation, limit: int, screening: Screening) -> Encoded | None:
+        """The labelled grid of the images `screening` shows, encoded to fit `limit`, named
+        `SPOILER_...` when it says so; None when it shows none (blocking: use a thread)."""
+        if not screening.shown:
+            return None
         gallery = self.bot.app.gallery
         images = [
-            Image.open(gallery.image_path(image)).convert("RGB") for image in generation.images
+            Image.open(gallery.image_path(generation.images[index])).convert("RGB")
+            for index in screening.shown
         ]
-        return encode_for_upload(compose_grid(images), limit, stem=f"dreamcord-{generation.id}")
+        numbers = [index + 1 for index in screening.shown]
+        grid = compose_grid(images, numbers=numbers)
+        encoded = encode_for_upload(grid, limit, stem=f"dreamcord-{generation.id}")
+        if screening.spoiler:  # Discord blurs an attachment whose name starts so
+            encoded = replace(encoded, filename=f"SPOILER_{encoded.filename}")
+        return encoded
 
     @staticmethod
     def _preview_file(preview: Image.Image) -> discord.File:
@@ -182,3 +197,20 @@ class DiscordPresenter:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return discord.File(io.BytesIO(buffer.getvalue()), "preview.png")
+
+
+def channel_is_nsfw(channel: object) -> bool:
+    """Discord's NSFW mark of a channel (a thread has its parent's); DMs have none."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def upload(grid: Encoded | None) -> list[discord.File]:
+    """The attachments of a result: its grid, or none when every image was withheld."""
+    return [] if grid is None else [discord.File(io.BytesIO(grid.data), grid.filename)]
+
+
+def notes_text(screening: Screening, grid: Encoded | None) -> str:
+    """The small-print lines under a result: the safety checker's, then the encoding's."""
+    notes = [screening.note, grid.note if grid else None]
+    return "".join(f"\n-# {note}" for note in notes if note)

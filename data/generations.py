@@ -30,10 +30,15 @@ class Image:
     sha256: str
     size_bytes: int
     parameters: str
+    flagged: bool | None = None
+    """The safety checker's verdict; None when no checker ran."""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Image:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        if values["flagged"] is not None:
+            values["flagged"] = bool(values["flagged"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class NewImage:
     height: int
     parameters: str
     variation_seed: int | None = None
+    flagged: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,8 @@ class GenerationRepository:
             generation_id = cursor.lastrowid
             await conn.executemany(
                 "INSERT INTO images (generation_id, idx, seed, variation_seed, width, height,"
-                " path, sha256, size_bytes, parameters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " path, sha256, size_bytes, parameters, flagged)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         generation_id,
@@ -123,6 +130,7 @@ class GenerationRepository:
                         image.stored.sha256,
                         image.stored.size_bytes,
                         image.parameters,
+                        image.flagged,
                     )
                     for index, image in enumerate(images)
                 ],

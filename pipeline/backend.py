@@ -35,12 +35,16 @@ class ImageTask:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """A finished image with its A1111 parameters text."""
+    """A finished image with its A1111 parameters text.
+
+    `flagged` is the safety checker's verdict (None: no checker ran); the image is as made.
+    """
 
     task: ImageTask
     image: Image.Image
     parameters: str
     timings: dict[str, float] = field(default_factory=dict)
+    flagged: bool | None = None
 
 
 class StepCallback(Protocol):

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from pipeline.lora.source import AdapterSource
     from pipeline.noise import NoiseSource
     from pipeline.pixel_upscalers import PixelModelCache
+    from pipeline.safety import SafetyChecker
     from pipeline.schedules import DiscreteSigmas
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Engine:
     `adapters` finds LoRAs and embeddings by name; without it, prompts use neither.
     `upscalers` adds installed ESRGAN-family models to the built-in upscalers; the upscale mode
     enlarges its init image with the catalog's upscale model when there is one.
+    `safety` gives every result its verdict, checked over the whole batch at once.
     """
 
     def __init__(
@@ -115,10 +117,12 @@ class Engine:
         models: ModelManager,
         adapters: AdapterSource | None = None,
         upscalers: UpscalerCatalog | None = None,
+        safety: SafetyChecker | None = None,
     ) -> None:
         self.models = models
         self.adapters = adapters
         self.upscalers = upscalers or UpscalerCatalog()
+        self.safety = safety
         self._pixel_models: PixelModelCache | None = None
 
     @property
@@ -156,12 +160,15 @@ class Engine:
                 for group in groups:
                     images = self._run_group(model, group, passes, progress, should_stop)
                     results += self._results(model, group, images, lora_hashes)
+                decoded = time.perf_counter()
+                results = self._checked(results)
         except torch.OutOfMemoryError as error:
             _free_device_memory()
             raise OutOfDeviceMemory(str(error)) from None
         timings = {
             "batch_size": len(tasks),
             "encode_s": round(encoded - started, 4),
+            "safety_s": round(time.perf_counter() - decoded, 4),
             "total_s": round(time.perf_counter() - started, 4),
             "peak_memory_mb": round(_peak_memory(model) / 2**20),
         }
@@ -260,6 +267,13 @@ class Engine:
             )
             results.append(ImageResult(task, image, build_parameters(task.request, identity)))
         return results
+
+    def _checked(self, results: list[ImageResult]) -> list[ImageResult]:
+        """The results with the safety checker's verdicts, when there is a checker."""
+        if self.safety is None:
+            return results
+        verdicts = self.safety.flagged([result.image for result in results])
+        return [replace(r, flagged=v) for r, v in zip(results, verdicts, strict=True)]
 
     def _step_count(self, model: LoadedModel, request: GenerationRequest, denoise: _Pass) -> int:
         """UNet calls of one pass: more than its steps for the two-call samplers (Heun, DPM2)."""

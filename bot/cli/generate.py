@@ -353,9 +353,12 @@ def _write_outputs(
         }
         if image.variation_seed is not None:
             entry["variation_seed"] = image.variation_seed
+        if image.flagged is not None:
+            entry["flagged"] = image.flagged
         images.append(entry)
         if not args.json:
-            print(path)
+            # The CLI's user asked for the file on their own disk: it is reported, not withheld.
+            print(f"{path} (flagged by the safety checker)" if image.flagged else path)
     return images
 
 
