@@ -135,3 +135,22 @@ async def test_generation_ids_are_never_reused(repos: Repositories, db: Database
         await conn.execute("DELETE FROM generations WHERE id = ?", (first.id,))
     second = await finished_generation(repos, label="b")
     assert second.id > first.id
+
+
+async def test_each_images_safety_verdict_is_kept_and_unknown_stays_unknown(
+    repos: Repositories, db: Database
+) -> None:
+    job = await running_job(repos)
+    verdicts = [True, False, None]
+    images = [
+        NewImage(fake_stored(f"v{i}"), i, 512, 512, "p", flagged=verdict)
+        for i, verdict in enumerate(verdicts)
+    ]
+    generation = await repos.generations.create(job.id, images)
+    stored = await repos.generations.get(generation.id)
+    assert [image.flagged for image in stored.images] == verdicts
+    rows = await db.fetch_all("SELECT flagged FROM images ORDER BY idx")
+    assert [row["flagged"] for row in rows] == [1, 0, None]
+    with pytest.raises(aiosqlite.IntegrityError):
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE images SET flagged = 2")
