@@ -1,0 +1,101 @@
+"""The safety checker end to end: a flagged result is spoilered or withheld outside NSFW
+channels, allowed in them, and `/show` applies the same rule wherever it posts again.
+
+The deployment runs SAFETY_CHECKER=spoiler with a miniature checker whose thresholds flag
+every image (tests/pipeline/tiny_safety.py), loaded from its folder as a real one is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings, load_settings
+from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine
+from tests.fakediscord import DiscordHarness, InteractionRecord, StoredMessage
+from tests.pipeline.tiny_safety import save_tiny_checker
+
+pytestmark = pytest.mark.e2e
+
+WITHHELD_ONE = "1 image was withheld by the safety checker"
+
+
+@pytest.fixture(scope="module")
+def flags_everything(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checker(tmp_path_factory.mktemp("checker"), flags_every_image=True)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, flags_everything: Path) -> Settings:
+    return load_settings(
+        None,
+        model="tiny",
+        data_dir=tmp_path / "data",
+        device="cpu",
+        default_size="64x64",
+        default_steps=3,
+        default_count=1,
+        safety_checker="spoiler",
+        safety_checker_model=str(flags_everything),
+    )
+
+
+def attachment_names(message: StoredMessage) -> list[str]:
+    return [attachment["filename"] for attachment in message.attachments]
+
+
+def has_result_buttons(message: StoredMessage) -> bool:
+    """A finished result, with its grid or with every image withheld."""
+    return any(str(b.get("custom_id", "")).startswith("dc:u:") for b in message.buttons())
+
+
+async def finished(ix: InteractionRecord) -> StoredMessage:
+    return await ix.wait_for_original(has_result_buttons, timeout=60)
+
+
+async def test_a_flagged_result_is_a_spoiler_outside_nsfw_channels_and_plain_inside(
+    discord: DiscordHarness,
+) -> None:
+    sfw = await imagine(discord, "a lighthouse", count=2)
+    [name] = attachment_names(sfw)
+    assert name.startswith("SPOILER_")
+    assert "marked as a spoiler by the safety checker" in sfw.content
+
+    nsfw = await imagine(discord, "a lighthouse", count=2, channel=discord.nsfw)
+    [name] = attachment_names(nsfw)
+    assert not name.startswith("SPOILER_")
+    assert "safety checker" not in nsfw.content
+
+    generation = await discord.client.services.repos.generations.get(generation_id_of(sfw))
+    assert [image.flagged for image in generation.images] == [True, True]
+
+
+async def test_block_mode_withholds_a_flagged_image_with_a_note(discord: DiscordHarness) -> None:
+    ix = await discord.slash("policy set", user=discord.admin, safety="block")
+    saved = await ephemeral_reply(ix)
+    assert {"name": "safety", "value": "block", "inline": False} in saved.embeds[0]["fields"]
+
+    blocked = await finished(await discord.slash("imagine", prompt="a lighthouse"))
+    assert blocked.attachments == []
+    assert WITHHELD_ONE in blocked.content
+
+    allowed = await imagine(discord, "a lighthouse", channel=discord.nsfw)
+    assert len(allowed.attachments) == 1 and WITHHELD_ONE not in allowed.content
+
+
+async def test_show_applies_the_verdict_where_it_posts_again(discord: DiscordHarness) -> None:
+    """An image made in an NSFW channel cannot be moved unmarked into another channel."""
+    made = await imagine(discord, "a lighthouse", channel=discord.nsfw)
+    generation_id = generation_id_of(made)
+
+    shown = await finished(await discord.slash("show", id=generation_id))
+    [name] = attachment_names(shown)
+    assert name.startswith("SPOILER_")
+
+    await ephemeral_reply(await discord.slash("policy set", user=discord.admin, safety="block"))
+    withheld = await finished(await discord.slash("show", id=generation_id))
+    assert withheld.attachments == [] and WITHHELD_ONE in withheld.content
+
+    again = await finished(await discord.slash("show", id=generation_id, channel=discord.nsfw))
+    assert len(again.attachments) == 1, "the owner still sees it in an NSFW channel"
