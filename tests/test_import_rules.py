@@ -27,6 +27,7 @@ ENGINE_SIDE = (
     "pipeline.preview",
     "pipeline.guidance",
     "pipeline.pixel_upscalers",
+    "pipeline.safety",
     "pipeline.convert.child",
     "pipeline.convert.layouts",
     "pipeline.convert.hypernetwork",
