@@ -6,7 +6,8 @@ the server's mode applies, `SAFETY_CHECKER` unless the server chose its own with
 `spoiler` sends the result as a Discord spoiler, `block` leaves flagged images out with a note.
 A withheld image is not lost: it stays in its owner's history, and `/show` posts it in an NSFW
 channel. The same rule runs for a new result and for every later `/show`, so an image cannot be
-moved from an NSFW channel to another one around it.
+moved from an NSFW channel to another one around it. Live previews, which no checker has seen,
+are shown only where a flagged image would be.
 """
 
 from __future__ import annotations
@@ -77,3 +78,8 @@ class SafetyRules:
     ) -> Screening:
         """What of `images` may be posted in this guild's channel."""
         return screen(images, await self.mode(guild_id), channel_is_nsfw)
+
+    async def previews_allowed(self, guild_id: int | None, channel_is_nsfw: bool) -> bool:
+        """Whether live previews may be shown: they are images the checker has not seen, so
+        only where a flagged image would be shown as it is."""
+        return channel_is_nsfw or await self.mode(guild_id) is SafetyMode.OFF

@@ -47,6 +47,8 @@ class _Status:
     last_edit: float = 0.0
     pending: tuple[int, int, Image.Image | None] | None = None
     editing: asyncio.Task[None] | None = None
+    previews_allowed: bool | None = None
+    """Asked of `App.safety` before the first progress edit."""
 
 
 class DiscordPresenter:
@@ -111,6 +113,10 @@ class DiscordPresenter:
 
     async def _edit_progress(self, job: StoredJob, status: _Status) -> None:
         """Edit the status message with the latest step, at most once per interval."""
+        if status.previews_allowed is None:
+            status.previews_allowed = await self.bot.app.safety.previews_allowed(
+                job.guild_id, self.channel_is_nsfw(job.channel_id)
+            )
         while status.pending is not None:
             wait = status.last_edit + self.edit_interval_s - time.monotonic()
             if wait > 0:
@@ -118,7 +124,9 @@ class DiscordPresenter:
             step, total, preview = status.pending
             status.pending = None
             status.last_edit = time.monotonic()
-            files = [] if preview is None else [self._preview_file(preview)]
+            files = []
+            if preview is not None and status.previews_allowed:
+                files.append(self._preview_file(preview))
             content = texts.running(job.request, job.user_id, step, total)
             await self._edit_status(job, status, content, files, None, keep_view=True)
 

@@ -99,3 +99,24 @@ async def test_show_applies_the_verdict_where_it_posts_again(discord: DiscordHar
 
     again = await finished(await discord.slash("show", id=generation_id, channel=discord.nsfw))
     assert len(again.attachments) == 1, "the owner still sees it in an NSFW channel"
+
+
+def preview_uploads(discord: DiscordHarness) -> list[str]:
+    """Every live preview the bot uploaded (progress edits of status messages)."""
+    return [
+        upload.filename
+        for request in discord.requests
+        for upload in request.files
+        if upload.filename == "preview.png"
+    ]
+
+
+async def test_live_previews_show_only_where_a_flagged_image_would(
+    discord: DiscordHarness,
+) -> None:
+    """A preview is an image no checker has seen: none outside NSFW channels while the
+    safety checker acts there; in an NSFW channel they are shown as before."""
+    await imagine(discord, "a slow lighthouse", steps=12)
+    assert preview_uploads(discord) == []
+    await imagine(discord, "a slow lighthouse", steps=12, channel=discord.nsfw)
+    assert preview_uploads(discord), "previews still show in an NSFW channel"

@@ -62,7 +62,9 @@ def test_verdicts_follow_the_checkers_rule_image_by_image_in_batch_order(
         model.concept_embeds_weights[0] = float(low + high) / 2
     save_checker(tmp_path, model)
     thresholds = model.concept_embeds_weights.numpy()
-    expected = [any(round(c - t, 3) > 0 for c, t in zip(row, thresholds)) for row in cosine]
+    expected = [
+        any(round(c - t, 3) > 0 for c, t in zip(row, thresholds, strict=True)) for row in cosine
+    ]
     assert expected.count(True) == 2
 
     checker = load(tmp_path)
