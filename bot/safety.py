@@ -7,7 +7,7 @@ the server's mode applies, `SAFETY_CHECKER` unless the server chose its own with
 A withheld image is not lost: it stays in its owner's history, and `/show` posts it in an NSFW
 channel. The same rule runs for a new result and for every later `/show`, so an image cannot be
 moved from an NSFW channel to another one around it. Live previews, which no checker has seen,
-are shown only where a flagged image would be.
+and the thumbnails of a published list are shown only where a flagged image would be as it is.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class SafetyRules:
         """What of `images` may be posted in this guild's channel."""
         return screen(images, await self.mode(guild_id), channel_is_nsfw)
 
-    async def previews_allowed(self, guild_id: int | None, channel_is_nsfw: bool) -> bool:
-        """Whether live previews may be shown: they are images the checker has not seen, so
-        only where a flagged image would be shown as it is."""
+    async def shows_as_is(self, guild_id: int | None, channel_is_nsfw: bool) -> bool:
+        """Whether a flagged image is shown as it is here. Where it is not, no image the
+        checker has not seen (a live preview) is shown either, and no flagged thumbnail."""
         return channel_is_nsfw or await self.mode(guild_id) is SafetyMode.OFF

@@ -23,6 +23,7 @@ from bot.app import Listing
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, guarded
 from cogs.grid import compose_grid
+from cogs.presenter import channel_is_nsfw
 from cogs.texts import escape
 
 Interaction = discord.Interaction[DreamcordClient]
@@ -227,11 +228,11 @@ async def turn_page(
         raise Refused(f"only <@{owner_id}> can use these buttons: try /{_command(kind)}")
     if action == PUBLISH:
         await interaction.response.defer(thinking=True)
-        page = await _load_page(interaction, kind, owner_id, number)
+        page = await _load_page(interaction, kind, owner_id, number, public=True)
         await _post_page(interaction, page, public=True)
         return
     await interaction.response.defer()
-    page = await _load_page(interaction, kind, owner_id, number)
+    page = await _load_page(interaction, kind, owner_id, number, action == TURN_PUBLIC)
     files, names = await asyncio.to_thread(page_files, page)
     await interaction.edit_original_response(
         content=page_header(page) if page.entries else EMPTY[kind],
@@ -244,7 +245,7 @@ async def turn_page(
 
 async def send_list(interaction: Interaction, kind: str, public: bool) -> None:
     """The first page of the user's list, after the command deferred."""
-    page = await _load_page(interaction, kind, interaction.user.id, 0)
+    page = await _load_page(interaction, kind, interaction.user.id, 0, public)
     await _post_page(interaction, page, public)
 
 
@@ -263,17 +264,30 @@ async def _post_page(interaction: Interaction, page: Page, public: bool) -> None
     )
 
 
-async def _load_page(interaction: Interaction, kind: str, owner_id: int, number: int) -> Page:
-    """Page `number` of a list from the gallery, as the paged message shows it."""
-    favourites = kind == FAVOURITES
-    listing = await interaction.client.app.gallery.page(favourites, owner_id, number, PAGE_SIZE)
-    return _page(kind, owner_id, listing)
+async def _load_page(
+    interaction: Interaction, kind: str, owner_id: int, number: int, public: bool
+) -> Page:
+    """Page `number` of a list from the gallery, as the paged message shows it.
+
+    A public page leaves flagged images out of its thumbnails where the server's safety mode
+    would not show them as they are; the owner's private page shows them all.
+    """
+    app = interaction.client.app
+    listing = await app.gallery.page(kind == FAVOURITES, owner_id, number, PAGE_SIZE)
+    nsfw = channel_is_nsfw(interaction.channel)
+    hide_flagged = public and not await app.safety.shows_as_is(interaction.guild_id, nsfw)
+    return _page(kind, owner_id, listing, hide_flagged)
 
 
-def _page(kind: str, owner_id: int, listing: Listing) -> Page:
+def _page(kind: str, owner_id: int, listing: Listing, hide_flagged: bool = False) -> Page:
     entries = []
     for item in listing.items:
         generation = item.generation
+        paths = tuple(
+            path
+            for index, path in zip(item.indexes, item.image_paths, strict=True)
+            if not (hide_flagged and generation.images[index].flagged)
+        )
         if kind == FAVOURITES:
             title = f"Image {item.indexes[0] + 1} of generation {generation.id}"
         else:
@@ -287,7 +301,7 @@ def _page(kind: str, owner_id: int, listing: Listing) -> Page:
                 size=f"{generation.request.width}x{generation.request.height}",
                 created_at=generation.created_at,
                 link=jump_link(generation.guild_id, generation.channel_id, generation.message_id),
-                image_paths=item.image_paths,
+                image_paths=paths,
             )
         )
     return Page(kind, owner_id, listing.number, tuple(entries), listing.has_next, listing.total)

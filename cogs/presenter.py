@@ -114,7 +114,7 @@ class DiscordPresenter:
     async def _edit_progress(self, job: StoredJob, status: _Status) -> None:
         """Edit the status message with the latest step, at most once per interval."""
         if status.previews_allowed is None:
-            status.previews_allowed = await self.bot.app.safety.previews_allowed(
+            status.previews_allowed = await self.bot.app.safety.shows_as_is(
                 job.guild_id, self.channel_is_nsfw(job.channel_id)
             )
         while status.pending is not None:

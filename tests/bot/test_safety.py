@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from data.db import Database
 from data.generations import Image
 from data.repositories import Repositories
 from pipeline.errors import UserError
+from tests.bot.cli_helpers import dreamcord
+from tests.pipeline.tiny_safety import save_tiny_checker
 
 LIMIT = 1024 * 1024
 ADMIN = Actor(guild_id=7, user_id=42)
@@ -117,3 +120,46 @@ def test_start_up_stops_when_the_checker_it_needs_is_missing(tmp_path: Path) -> 
     )
     with pytest.raises(UserError, match="SAFETY_CHECKER=off"):
         build_engine(settings)
+
+
+CLI_TINY = ("--model", "tiny", "--steps", "2", "--size", "64x64", "--count", "2")
+
+
+@pytest.fixture
+def cli_checker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI in a folder of its own, with SAFETY_CHECKER=block and a checker that flags all."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SAFETY_CHECKER", "block")
+    folder = save_tiny_checker(tmp_path / "checker", flags_every_image=True)
+    monkeypatch.setenv("SAFETY_CHECKER_MODEL", str(folder))
+
+
+@pytest.mark.usefixtures("cli_checker")
+def test_the_cli_writes_flagged_images_and_says_so_next_to_each_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = dreamcord(capsys, "generate", "a fox", *CLI_TINY, "--out", "plain")
+    assert outcome.code == 0, outcome.err
+    lines = outcome.out.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        path, _, remark = line.partition(" ")
+        assert remark == "(flagged by the safety checker)"
+        assert Path(path).is_file(), "the CLI reports, it does not withhold"
+
+    report = dreamcord(capsys, "generate", "a fox", *CLI_TINY, "--json", "--out", "js")
+    assert [image["flagged"] for image in json.loads(report.out)["images"]] == [True, True]
+
+
+def test_the_cli_stops_with_one_line_when_the_checker_is_missing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SAFETY_CHECKER", "spoiler")
+    outcome = dreamcord(capsys, "generate", "a fox", *CLI_TINY)
+    assert outcome.code != 0 and outcome.out == ""
+    [line] = [line for line in outcome.err.splitlines() if "safety checker" in line]
+    assert "hf download CompVis/stable-diffusion-safety-checker" in line
+    assert "Traceback" not in outcome.err

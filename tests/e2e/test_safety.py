@@ -120,3 +120,18 @@ async def test_live_previews_show_only_where_a_flagged_image_would(
     assert preview_uploads(discord) == []
     await imagine(discord, "a slow lighthouse", steps=12, channel=discord.nsfw)
     assert preview_uploads(discord), "previews still show in an NSFW channel"
+
+
+async def test_a_published_list_leaves_flagged_thumbnails_out_where_they_would_be_hidden(
+    discord: DiscordHarness,
+) -> None:
+    await imagine(discord, "a lighthouse", channel=discord.nsfw)
+    private = await ephemeral_reply(await discord.slash("history"))
+    assert len(private.attachments) == 1, "the owner's own list shows every thumbnail"
+
+    published = await discord.slash("history", publish=True)
+    page = await published.wait_for_original(lambda m: "Your history" in m.content)
+    assert page.attachments == []
+    nsfw = await discord.slash("history", publish=True, channel=discord.nsfw)
+    page = await nsfw.wait_for_original(lambda m: "Your history" in m.content)
+    assert len(page.attachments) == 1
