@@ -35,11 +35,6 @@ class SafetyChecker:
     model: Any
     processor: Any
 
-    @property
-    def weight_bytes(self) -> int:
-        """What its weights take on the device (about 0.6 GB for the CompVis one in fp16)."""
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
-
     def flagged(self, images: Sequence[Image.Image]) -> list[bool]:
         """Whether each image has an unsafe concept, in the order given.
 
