@@ -27,7 +27,6 @@ from data.jobs import Job as StoredJob
 from data.jobs import JobState as StoredState
 from data.repositories import Repositories
 from pipeline.errors import UserError
-from pipeline.health import WorkerHealth
 from pipeline.limits import Limits, check_request
 from pipeline.queue import CancelOutcome, Job, JobQueue, Priority
 from pipeline.request import GenerationRequest
@@ -107,7 +106,10 @@ class ServiceStatus:
     running: int
     pixel_steps_per_s: float
     loras: int
-    worker: WorkerHealth
+    worker: str = "idle"
+    """The worker's state in a line (idle, busy, or what is wrong and what to do)."""
+    worker_ok: bool = True
+    """False when the worker is dead or stuck: jobs submitted now would not run."""
 
 
 class Delivery(Protocol):
@@ -235,6 +237,7 @@ class JobService(WorkerHooks):
         unfinished = self.queue.unfinished()
         waiting = len(self.queue.waiting())
         running = sum(1 for job in unfinished if job.running)
+        health, now = self.worker.health(), time.time()
         return ServiceStatus(
             model=backend.default_model,
             device=device,
@@ -244,7 +247,8 @@ class JobService(WorkerHooks):
             running=running,
             pixel_steps_per_s=self.queue.speed.per_second,
             loras=len(await self.repos.loras.names()),
-            worker=self.worker.health(),
+            worker=health.describe(now),
+            worker_ok=health.ok(now),
         )
 
     async def wait(self, job_id: str) -> StoredJob:

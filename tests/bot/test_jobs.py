@@ -242,3 +242,34 @@ async def test_an_undeliverable_result_is_tried_a_few_times_then_the_user_is_tol
         assert job.delivery_failed_at is not None and job.delivered_at is None
     finally:
         await services.close()
+
+
+async def test_a_dead_worker_refuses_new_jobs_and_says_so_everywhere(tmp_path: Path) -> None:
+    settings = load_settings(
+        None, data_dir=tmp_path / "data", worker_restart_backoff_s=0, worker_max_restarts=2
+    )
+    services = await start(settings, FakeBackend(), RecordingDelivery())
+    jobs = services.app.jobs
+
+    def planner_bug(*_: object) -> list[object]:
+        raise RuntimeError("bug in the planner")
+
+    jobs.queue.take_batch = planner_bug  # type: ignore[method-assign]
+    try:
+        waiting = await jobs.submit(REQUEST, ALICE)  # accepted: the worker still runs
+        for _ in range(200):
+            if not jobs.worker.health().alive:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(UserError, match="the image worker has stopped") as refused:
+            await jobs.submit(REQUEST, BOB)
+        assert "restart the bot" in str(refused.value)
+        status = await jobs.status()
+        assert not status.worker_ok
+        assert status.worker.startswith("stopped (last error: RuntimeError: bug in the planner)")
+        assert "dreamcord_worker_up 0" in jobs.metrics.render().splitlines()
+        stored = await services.repos.jobs.get(waiting.job_id)
+        assert stored is not None and stored.state is JobState.QUEUED  # runs after a restart
+        assert len(await services.repos.jobs.list_queued()) == 1  # the refused one is not stored
+    finally:
+        await services.close()
