@@ -209,7 +209,7 @@ class Worker:
             await asyncio.sleep(self._restart_pause_s())
 
     def _restart_pause_s(self) -> float:
-        """None after a first crash (a one-off bug should not hold everyone up), then doubling."""
+        """No pause after one crash (a one-off bug should not hold everyone up), then doubling."""
         if self._crashes_in_a_row < 2:
             return 0.0
         pause = self._restart_backoff_s * 2 ** (self._crashes_in_a_row - 2)
@@ -243,6 +243,8 @@ class Worker:
         held, self._held = self._held, ()
         again = []
         for job_id in dict.fromkeys(task.job_id for task in held):
+            if not self._is_active(job_id):
+                continue
             if job_id in self._crashed_once:
                 self._crashed_once.discard(job_id)
                 self._fail(job_id, CRASHED)
