@@ -303,6 +303,7 @@ async def test_one_jobs_bad_embedding_fails_only_that_job_of_a_shared_batch(tmp_
     assert [r.task.index for r in hooks.done["good"]] == [0, 1]
 
 
+@pytest.mark.slow
 async def test_the_retry_after_out_of_memory_starts_once_the_failed_attempt_is_freed() -> None:
     """The failed attempt's tensors live in its frames, which the error's traceback holds."""
     import weakref
