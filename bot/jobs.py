@@ -185,7 +185,8 @@ class JobService(WorkerHooks):
         request = check_request(request, self.limits)
         if not self.worker.health().alive:
             raise UserError(WORKER_STOPPED)
-        # One INSERT long: a refused job is never stored, so no restart can run it.
+        # Check, store and enqueue under one lock (held for one INSERT): concurrent submits of
+        # a user cannot all pass the cap, and a refused job is never stored for a restart to run.
         async with self._submitting:
             self.queue.check_room(str(origin.user_id))
             job = await self.repos.jobs.create(
