@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bot.guild import Actor, GuildRules, GuildSettings, policy_changes
+from bot.guild import Actor, GuildRules, GuildSettings, policy_changes, safety_choice
 from bot.models import build_engine
 from bot.safety import SafetyMode, SafetyRules, Screening, screen
 from bot.settings import load_settings
@@ -95,6 +97,34 @@ def test_a_server_cannot_ask_for_verdicts_the_bot_does_not_make() -> None:
         policy_changes(GuildSettings(), safety="block", max_pixels_limit=LIMIT)
     off = policy_changes(GuildSettings(), safety="off", max_pixels_limit=LIMIT)
     assert off == {"safety": "off"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=20), st.booleans())
+def test_any_safety_choice_is_a_mode_the_default_or_a_refusal_that_says_why(
+    choice: str, checker_loaded: bool
+) -> None:
+    try:
+        mode = safety_choice(choice, checker_loaded)
+    except UserError as error:
+        assert "choose off, spoiler, block or default" in str(error) or (
+            "SAFETY_CHECKER=spoiler or block" in str(error) and not checker_loaded
+        )
+    else:
+        assert mode is None or SafetyMode(mode) is SafetyMode.OFF or checker_loaded
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=20))
+def test_any_safety_checker_value_loads_as_a_mode_or_stops_naming_the_variable(
+    value: str,
+) -> None:
+    try:
+        loaded = load_settings(None, safety_checker=value).safety_checker
+    except UserError as error:
+        assert "SAFETY_CHECKER=" in str(error) and "\n" not in str(error)
+    else:
+        assert loaded == value.lower() and loaded in set(SafetyMode)
 
 
 def test_policy_show_names_the_safety_mode() -> None:
