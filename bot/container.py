@@ -162,7 +162,12 @@ async def open_services(
             lambda hooks: Worker(queue, backend, capacity, hooks, max_batch=settings.max_batch),
             limits_of(settings),
             delivery,
-            Policy(guild),
+            Policy(
+                guild,
+                lora_triggers=loras.triggers,
+                dm_policy=settings.dm_policy,
+                home_guild=settings.home_guild,
+            ),
         )
         await sweep_orphans(images, repos)
         await jobs.start()
