@@ -58,7 +58,8 @@ def channel_is_nsfw(channel: object, dm_policy: str) -> bool:
 
     A channel discord.py does not know the flag of counts as SFW, the safe side.
     """
-    if isinstance(channel, discord.DMChannel | discord.GroupChannel):
+    # By type, not class: a DM discord.py has not cached is a PartialMessageable.
+    if getattr(channel, "type", None) in (discord.ChannelType.private, discord.ChannelType.group):
         return dm_policy == "nsfw"
     is_nsfw = getattr(channel, "is_nsfw", None)
     return bool(is_nsfw()) if callable(is_nsfw) else bool(getattr(channel, "nsfw", False))

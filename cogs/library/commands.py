@@ -21,7 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import PREVIEW_WEIGHTS, AuditedLibrary, NotAdded, Origin, preview_grid, size_text
-from cogs.checks import actor_of, here_is_nsfw, is_library_admin
+from cogs.checks import actor_of, here_is_nsfw, is_library_admin, place_of
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, answer
 from cogs.library.embeds import entry_embed, history_embed, refusal_embed, scan_embed
@@ -300,7 +300,9 @@ class LoraCommands(LibraryCommands, group_name="lora", group_description="Manage
             channel_nsfw=here_is_nsfw(interaction),
         )
         try:
-            job_ids = await self.bot.app.previews.queue(entry.name, entry.triggers, origin)
+            job_ids = await self.bot.app.previews.queue(
+                entry.name, entry.triggers, origin, place_of(interaction)
+            )
         except UserError as error:
             await answer(interaction, f"⚠️ {error}")
             return

@@ -20,8 +20,10 @@ class Thread:
 
 @pytest.mark.parametrize(("policy", "nsfw"), [("off", False), ("sfw", False), ("nsfw", True)])
 def test_a_dm_is_nsfw_only_when_the_dm_policy_says_so(policy: str, nsfw: bool) -> None:
-    dm = discord.DMChannel.__new__(discord.DMChannel)  # isinstance is all that is read
+    dm = discord.DMChannel.__new__(discord.DMChannel)  # its type is all that is read
     assert channel_is_nsfw(dm, policy) is nsfw
+    uncached = discord.PartialMessageable(None, 1, type=discord.ChannelType.private)  # type: ignore[arg-type]
+    assert channel_is_nsfw(uncached, policy) is nsfw
 
 
 def test_channels_threads_and_unknown_channels() -> None:

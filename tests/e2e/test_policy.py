@@ -97,5 +97,15 @@ async def test_disguised_nsfw_words_and_loras_that_carry_them_are_refused(
         ix = await discord.slash("imagine", prompt=prompt, count=1)
         assert "LoRA names and trigger words count too" in await refusal(ix), prompt
 
+    with_preview = await discord.slash(
+        "lora add",
+        user=discord.admin,
+        file=lora_upload(tmp_path, "c.safetensors", seed=2),
+        name="tan",
+        triggers="nudes",
+    )
+    note = await with_preview.wait_for_followup(lambda m: "preview" in m.content, timeout=20)
+    assert "the preview was not queued (nude is not allowed" in note.content
+
     fine = await discord.slash("imagine", prompt="a denuded hill", negative="nude", count=1)
     await accepted(fine)
