@@ -20,9 +20,10 @@ from pipeline.errors import UserError
 
 GONE = "this result is no longer available"
 NSFW_ONLY = (
-    "this image was made in an NSFW channel, so it is posted only in NSFW channels: use it "
-    "there (here you can see it privately with /show id:{id})"
+    "this image was made in an NSFW channel, so it is posted only in NSFW channels: use it there"
 )
+SEE_PRIVATELY = " (here you can see it privately with /show id:{id})"
+NOT_HERE = "this result was made in DMs or on another server: only the person who asked can use it"
 
 
 class Reach(IntEnum):
@@ -101,9 +102,8 @@ class Gallery:
             raise UserError(GONE)
         if index is not None and index >= len(generation.images):
             raise UserError(GONE)
-        allowed = reach(generation, viewer)
-        if allowed < needs:
-            raise UserError(NSFW_ONLY.format(id=generation.id) if allowed else GONE)
+        if reach(generation, viewer) < needs:
+            raise UserError(_refusal(generation, viewer))
         return generation
 
     async def to_show(self, generation_id: int, viewer: Viewer) -> tuple[Generation, Reach]:
@@ -202,6 +202,15 @@ class Gallery:
     def _listed(self, generation: Generation, indexes: tuple[int, ...]) -> Listed:
         paths = tuple(self.image_path(generation.images[i]) for i in indexes)
         return Listed(generation, indexes, paths)
+
+
+def _refusal(generation: Generation, viewer: Viewer) -> str:
+    """Why `reach` says no to a button: the result is already in front of the clicker."""
+    if generation.user_id == viewer.user_id:
+        return NSFW_ONLY + SEE_PRIVATELY.format(id=generation.id)
+    if generation.guild_id is not None and generation.guild_id == viewer.guild_id:
+        return NSFW_ONLY
+    return NOT_HERE
 
 
 def _hidden(item: Listed) -> Listed:

@@ -41,6 +41,7 @@ DMS_OFF = (
 
 
 def no_triggers(name: str) -> Sequence[str]:
+    """Trigger words when no LoRA library is attached (tests, tools): none."""
     return ()
 
 
@@ -80,7 +81,7 @@ class Policy:
             listed = ", ".join(f"<#{channel}>" for channel in channels)
             raise UserError(f"the bot works only in {listed} on this server: ask there")
         if not place.channel_is_nsfw:
-            found = find_banned(self.texts_of(request), policy.nsfw_words)
+            found = find_banned(self._texts_of(request), policy.nsfw_words)
             if found:
                 raise UserError(
                     f"{', '.join(found)} is not allowed outside NSFW channels: change the prompt "
@@ -91,7 +92,7 @@ class Policy:
         _check_limit("pixels", request.width * request.height, policy.max_pixels)
         self._check_cooldown(place, rules_of, policy.cooldown_s)
 
-    def texts_of(self, request: GenerationRequest) -> list[str]:
+    def _texts_of(self, request: GenerationRequest) -> list[str]:
         """What NSFW words are looked for in: never the negative prompt."""
         texts = [request.prompt]
         for lora in request.loras:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.gallery import GONE, Gallery, Reach, Viewer, reach
+from bot.gallery import Gallery, Reach, Viewer, reach
 from data.db import Database
 from data.generations import Generation
 from data.images import ImageStore
@@ -70,10 +70,12 @@ async def test_an_nsfw_image_is_posted_only_in_nsfw_channels_or_shown_to_its_own
     assert (await gallery.to_show(spicy.id, at(BOB, GUILD, nsfw=True)))[1] is Reach.PUBLIC
     with pytest.raises(UserError, match="no generation"):
         await gallery.to_show(spicy.id, at(BOB, GUILD))
-    with pytest.raises(UserError, match="NSFW channel"):
+    with pytest.raises(UserError, match=r"use it there \(here you can see it privately"):
         await gallery.result(spicy.id, 0, at(ALICE, GUILD), Reach.PUBLIC)
-    with pytest.raises(UserError, match=GONE):
+    with pytest.raises(UserError, match=r"posted only in NSFW channels: use it there$"):
         await gallery.result(spicy.id, 0, at(BOB, GUILD), Reach.PRIVATE)
+    with pytest.raises(UserError, match="made in DMs or on another server"):
+        await gallery.result(spicy.id, 0, at(BOB, OTHER_GUILD, nsfw=True), Reach.PRIVATE)
     assert (await gallery.result(spicy.id, 0, at(ALICE, GUILD), Reach.PRIVATE)).id == spicy.id
 
 

@@ -56,7 +56,7 @@ async def test_a_dm_generation_is_shown_to_nobody_else(discord: DiscordHarness) 
     by_bob = await discord.slash("show", id=generation_id, user=discord.bob)
     assert f"no generation {generation_id}" in (await ephemeral_reply(by_bob)).content
     info = await discord.click(made, "Info", user=discord.bob)
-    assert "no longer available" in (await ephemeral_reply(info)).content
+    assert "made in DMs or on another server" in (await ephemeral_reply(info)).content
     assert public_results(discord, discord.general) == before
 
 
