@@ -159,7 +159,16 @@ async def open_services(
             repos,
             images,
             queue,
-            lambda hooks: Worker(queue, backend, capacity, hooks, max_batch=settings.max_batch),
+            lambda hooks: Worker(
+                queue,
+                backend,
+                capacity,
+                hooks,
+                max_batch=settings.max_batch,
+                restart_backoff_s=settings.worker_restart_backoff_s,
+                max_restarts=settings.worker_max_restarts,
+                stuck_after_s=settings.worker_stuck_after_s,
+            ),
             limits_of(settings),
             delivery,
             Policy(

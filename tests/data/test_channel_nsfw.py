@@ -1,4 +1,4 @@
-"""Whether a job's channel was NSFW is kept with it and its generation (migration 005)."""
+"""Whether a job's channel was NSFW is kept with it and its generation (migration 006)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def test_the_flag_goes_from_the_job_to_its_generation(repos: Repositories)
 
 async def test_rows_from_before_the_column_count_as_nsfw(tmp_path: Path) -> None:
     async with aiosqlite.connect(tmp_path / "old.db") as conn:
-        await apply_migrations(conn, up_to=4)
+        await apply_migrations(conn, up_to=5)
         await conn.execute(
             "INSERT INTO jobs (id, user_id, request_json, created_at) VALUES (?, 1, '{}', 'now')",
             ("a" * 32,),
