@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.catalog import ModelCatalog, ModelInfo
 from bot.defaults import SavedDefaults, UserDefaults
-from bot.gallery import GONE, Gallery, Listed, Listing
+from bot.gallery import GONE, Gallery, Listed, Listing, Reach, Viewer
 from bot.guild import SAFETY_DEFAULT, Actor, GuildRules, GuildSettings
 from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
 from bot.libraries import AuditedLibrary, Libraries, NotAdded, size_text
@@ -51,14 +51,17 @@ __all__ = [
     "Place",
     "Preview",
     "QueuedJob",
+    "Reach",
     "SafetyMode",
     "SavedDefaults",
     "ScanOutcome",
     "Screening",
     "ServiceStatus",
+    "Settings",
     "StoredJob",
     "Style",
     "Ticket",
+    "Viewer",
     "build_app",
     "preview_grid",
     "size_text",

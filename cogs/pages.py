@@ -19,11 +19,11 @@ from typing import Any
 import discord
 from PIL import Image
 
-from bot.app import Listing
+from bot.app import Listed, Listing, Viewer
+from cogs.checks import ServedItem, here_is_nsfw
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, guarded
 from cogs.grid import compose_grid
-from cogs.presenter import channel_is_nsfw
 from cogs.texts import escape
 
 Interaction = discord.Interaction[DreamcordClient]
@@ -39,6 +39,9 @@ EMPTY = {
     HISTORY: "You have no images yet: make some with /imagine.",
     FAVOURITES: "You have no favourites yet: click ⭐ Favourite under a result.",
 }
+
+HIDDEN = "not shown here: made in DMs, on another server or in an NSFW channel"
+"""What a published list says of an entry its owner could not post in this channel."""
 
 TURN_PRIVATE, TURN_PUBLIC, PUBLISH = "e", "g", "x"
 """Actions: page an ephemeral list (owner only), page a public one (anyone), publish a page."""
@@ -176,6 +179,7 @@ def page_view(page: Page, public: bool) -> discord.ui.View:
 
 
 class PageButton(
+    ServedItem,
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"dc:p:(?P<kind>[hf]):(?P<owner>[0-9]{1,20}):(?P<page>[0-9]{1,5}):(?P<action>[egx])",
 ):
@@ -267,14 +271,16 @@ async def _post_page(interaction: Interaction, page: Page, public: bool) -> None
 async def _load_page(
     interaction: Interaction, kind: str, owner_id: int, number: int, public: bool
 ) -> Page:
-    """Page `number` of a list from the gallery, as the paged message shows it.
-
-    A public page leaves flagged images out of its thumbnails where the server's safety mode
-    would not show them as they are; the owner's private page shows them all.
+    """Page `number` of a list from the gallery, as the paged message shows it; a public list
+    shows only what its owner may post in this channel (`App.gallery` decides), and leaves
+    flagged images out of its thumbnails where the safety mode would not show them as they are.
     """
     app = interaction.client.app
-    listing = await app.gallery.page(kind == FAVOURITES, owner_id, number, PAGE_SIZE)
-    nsfw = channel_is_nsfw(interaction.channel)
+    nsfw = here_is_nsfw(interaction)
+    published = Viewer(owner_id, interaction.guild_id, nsfw)
+    listing = await app.gallery.page(
+        kind == FAVOURITES, owner_id, number, PAGE_SIZE, published if public else None
+    )
     hide_flagged = public and not await app.safety.shows_as_is(interaction.guild_id, nsfw)
     return _page(kind, owner_id, listing, hide_flagged)
 
@@ -292,6 +298,9 @@ def _page(kind: str, owner_id: int, listing: Listing, hide_flagged: bool = False
             title = f"Image {item.indexes[0] + 1} of generation {generation.id}"
         else:
             title = f"Generation {generation.id}"
+        if item.hidden:
+            entries.append(_hidden_entry(item, title))
+            continue
         entries.append(
             Entry(
                 generation_id=generation.id,
@@ -305,6 +314,11 @@ def _page(kind: str, owner_id: int, listing: Listing, hide_flagged: bool = False
             )
         )
     return Page(kind, owner_id, listing.number, tuple(entries), listing.has_next, listing.total)
+
+
+def _hidden_entry(item: Listed, title: str) -> Entry:
+    generation = item.generation
+    return Entry(generation.id, title, HIDDEN, (), "-", generation.created_at, None)
 
 
 def _command(kind: str) -> str:

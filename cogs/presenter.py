@@ -81,7 +81,7 @@ class DiscordPresenter:
         if status.editing is not None:
             status.editing.cancel()
         screening = await self.bot.app.safety.screen(
-            generation.images, job.guild_id, self.channel_is_nsfw(job.channel_id)
+            generation.images, generation.guild_id, generation.channel_nsfw
         )
         grid = await asyncio.to_thread(self.grid_file, generation, status.upload_limit, screening)
         content = texts.finished(
@@ -115,7 +115,7 @@ class DiscordPresenter:
         """Edit the status message with the latest step, at most once per interval."""
         if status.previews_allowed is None:
             status.previews_allowed = await self.bot.app.safety.shows_as_is(
-                job.guild_id, self.channel_is_nsfw(job.channel_id)
+                job.guild_id, job.channel_nsfw
             )
         while status.pending is not None:
             wait = status.last_edit + self.edit_interval_s - time.monotonic()
@@ -177,10 +177,6 @@ class DiscordPresenter:
         )
         return message.id
 
-    def channel_is_nsfw(self, channel_id: int | None) -> bool:
-        """Whether Discord marks the channel NSFW; a DM or a channel not known is not."""
-        return channel_is_nsfw(self.bot.get_channel(channel_id) if channel_id else None)
-
     def grid_file(self, generation: Generation, limit: int, screening: Screening) -> Encoded | None:
         """The labelled grid of the images `screening` shows, encoded to fit `limit`, named
         `SPOILER_...` when it says so; None when it shows none (blocking: use a thread)."""
@@ -205,12 +201,6 @@ class DiscordPresenter:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return discord.File(io.BytesIO(buffer.getvalue()), "preview.png")
-
-
-def channel_is_nsfw(channel: object) -> bool:
-    """Discord's NSFW mark of a channel (a thread has its parent's); DMs have none."""
-    is_nsfw = getattr(channel, "is_nsfw", None)
-    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 def upload(grid: Encoded | None) -> list[discord.File]:

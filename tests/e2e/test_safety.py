@@ -85,8 +85,7 @@ async def test_block_mode_withholds_a_flagged_image_with_a_note(discord: Discord
 
 
 async def test_show_applies_the_verdict_where_it_posts_again(discord: DiscordHarness) -> None:
-    """An image made in an NSFW channel cannot be moved unmarked into another channel."""
-    made = await imagine(discord, "a lighthouse", channel=discord.nsfw)
+    made = await imagine(discord, "a lighthouse")
     generation_id = generation_id_of(made)
 
     shown = await finished(await discord.slash("show", id=generation_id))
@@ -98,7 +97,17 @@ async def test_show_applies_the_verdict_where_it_posts_again(discord: DiscordHar
     assert withheld.attachments == [] and WITHHELD_ONE in withheld.content
 
     again = await finished(await discord.slash("show", id=generation_id, channel=discord.nsfw))
-    assert len(again.attachments) == 1, "the owner still sees it in an NSFW channel"
+    assert len(again.attachments) == 1 and WITHHELD_ONE not in again.content
+
+
+async def test_its_owner_still_sees_a_flagged_image_privately(discord: DiscordHarness) -> None:
+    """Made in an NSFW channel and asked for elsewhere, /show answers its owner alone (the
+    gallery's rule), so the safety mode has nobody to hide it from."""
+    await ephemeral_reply(await discord.slash("policy set", user=discord.admin, safety="block"))
+    made = await imagine(discord, "a lighthouse", channel=discord.nsfw)
+    ix = await discord.slash("show", id=generation_id_of(made))
+    private = await ephemeral_reply(ix)
+    assert len(private.attachments) == 1 and WITHHELD_ONE not in private.content
 
 
 def preview_uploads(discord: DiscordHarness) -> list[str]:
@@ -125,7 +134,7 @@ async def test_live_previews_show_only_where_a_flagged_image_would(
 async def test_a_published_list_leaves_flagged_thumbnails_out_where_they_would_be_hidden(
     discord: DiscordHarness,
 ) -> None:
-    await imagine(discord, "a lighthouse", channel=discord.nsfw)
+    await imagine(discord, "a lighthouse")
     private = await ephemeral_reply(await discord.slash("history"))
     assert len(private.attachments) == 1, "the owner's own list shows every thumbnail"
 
