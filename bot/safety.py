@@ -4,10 +4,11 @@ The engine's safety checker gives every image a verdict, kept with its row. Wher
 decides the rest: in an NSFW channel every image is allowed; elsewhere (other channels and DMs)
 the server's mode applies, `SAFETY_CHECKER` unless the server chose its own with `/policy set`:
 `spoiler` sends the result as a Discord spoiler, `block` leaves flagged images out with a note.
-A withheld image is not lost: it stays in its owner's history, and `/show` posts it in an NSFW
-channel. The same rule runs for a new result and for every later `/show`, so an image cannot be
-moved from an NSFW channel to another one around it. Live previews, which no checker has seen,
-and the thumbnails of a published list are shown only where a flagged image would be as it is.
+The same rule runs for a new result, every later `/show` and every published list, so a flagged
+image is never shown as it is outside NSFW channels, wherever it was made. A withheld image is
+not lost: its owner's private `/history` shows it, and `/show` posts it in an NSFW channel.
+Live previews, which no checker has seen, are shown only where a flagged image would be as it
+is.
 """
 
 from __future__ import annotations
