@@ -22,7 +22,7 @@ from bot.library import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary, Scan
 from bot.library_kinds import LibraryKind
 from bot.names import KnownNames
 from bot.policy import Place
-from bot.previews import PREVIEW_WEIGHTS, LoraPreviews, Preview, preview_grid
+from bot.previews import PREVIEW_WEIGHTS, LoraPreviews, Preview, preview_grid, screened
 from bot.recipes import RecipeReader
 from bot.request_builder import RequestBuilder
 from bot.safety import SafetyMode, SafetyRules, Screening
@@ -64,6 +64,7 @@ __all__ = [
     "Viewer",
     "build_app",
     "preview_grid",
+    "screened",
     "size_text",
     "style_names",
 ]

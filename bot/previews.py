@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from bot.jobs import Delivery, JobService, Origin
     from bot.policy import Place
+    from bot.safety import Screening
     from bot.settings import Settings
     from data.generations import Generation
     from data.jobs import Job as StoredJob
@@ -73,13 +74,21 @@ def preview_requests(
     return requests
 
 
+WITHHELD = "withheld by the safety checker"
+
+
 @dataclass(frozen=True)
 class PreviewImage:
-    """One weight's outcome: its image file, or why there is none."""
+    """One weight's outcome: its image file, or why there is none; the safety verdict."""
 
     weight: float
     path: Path | None
     error: str | None = None
+    flagged: bool | None = None
+
+    @property
+    def withheld(self) -> bool:
+        return self.path is None and self.error == WITHHELD
 
 
 @dataclass(frozen=True)
@@ -126,13 +135,23 @@ class LoraPreviews:
             if generation is None or not generation.images:
                 images.append(PreviewImage(weight, None, job.error or str(job.state)))
             else:
-                path = self.service.images.path_of(generation.images[0].path)
-                images.append(PreviewImage(weight, path))
+                image = generation.images[0]
+                path = self.service.images.path_of(image.path)
+                images.append(PreviewImage(weight, path, flagged=image.flagged))
         return Preview(lora, preview_prompt(triggers), PREVIEW_SEED, tuple(images))
 
     async def _cancel(self, job_id: str, user_id: int) -> None:
         with contextlib.suppress(UserError):  # already finished: nothing to undo
             await self.service.cancel(job_id, user_id, is_admin=True)
+
+
+def screened(preview: Preview, screening: Screening) -> Preview:
+    """The preview with the tiles `screening` leaves out blanked (their files are kept)."""
+    images = tuple(
+        item if index in screening.shown else replace(item, path=None, error=WITHHELD)
+        for index, item in enumerate(preview.images)
+    )
+    return replace(preview, images=images)
 
 
 def preview_grid(preview: Preview, side: int = TILE_SIDE) -> bytes:
@@ -155,7 +174,8 @@ def preview_grid(preview: Preview, side: int = TILE_SIDE) -> bytes:
     font = ImageFont.load_default(size=label_height - 4)
     for index, (tile, item) in enumerate(zip(tiles, preview.images, strict=True)):
         grid.paste(tile, (index * side, label_height))
-        label = f"weight {item.weight:g}" if item.path else f"weight {item.weight:g}: failed"
+        outcome = "" if item.path else (": withheld" if item.withheld else ": failed")
+        label = f"weight {item.weight:g}{outcome}"
         draw.text((index * side + 4, 2), label, font=font, fill=(255, 255, 255))
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")

@@ -16,11 +16,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from bot.guild import GuildRules
-    from data.generations import Image
+
+
+class Checked(Protocol):
+    """An image with the safety checker's verdict (None: no checker ran)."""
+
+    @property
+    def flagged(self) -> bool | None: ...
 
 
 class SafetyMode(StrEnum):
@@ -51,7 +57,7 @@ class Screening:
         return None
 
 
-def screen(images: Sequence[Image], mode: SafetyMode, channel_is_nsfw: bool) -> Screening:
+def screen(images: Sequence[Checked], mode: SafetyMode, channel_is_nsfw: bool) -> Screening:
     """The screening of `images` for a channel, under `mode` (the rule in the module docstring)."""
     every = tuple(range(len(images)))
     flagged = {index for index, image in enumerate(images) if image.flagged}
@@ -75,7 +81,7 @@ class SafetyRules:
         return SafetyMode(chosen) if chosen else self.default
 
     async def screen(
-        self, images: Sequence[Image], guild_id: int | None, channel_is_nsfw: bool
+        self, images: Sequence[Checked], guild_id: int | None, channel_is_nsfw: bool
     ) -> Screening:
         """What of `images` may be posted in this guild's channel."""
         return screen(images, await self.mode(guild_id), channel_is_nsfw)

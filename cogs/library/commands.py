@@ -20,7 +20,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import PREVIEW_WEIGHTS, AuditedLibrary, NotAdded, Origin, preview_grid, size_text
+from bot.app import (
+    PREVIEW_WEIGHTS,
+    AuditedLibrary,
+    NotAdded,
+    Origin,
+    preview_grid,
+    screened,
+    size_text,
+)
 from cogs.checks import actor_of, here_is_nsfw, is_library_admin, place_of
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, answer
@@ -312,24 +320,34 @@ class LoraCommands(LibraryCommands, group_name="lora", group_description="Manage
             ephemeral=True,
         )
         if interaction.channel_id is not None:
-            self.spawn(self._post_preview(entry, job_ids, interaction.channel_id))
+            self.spawn(self._post_preview(entry, job_ids, origin))
 
-    async def _post_preview(self, entry: Any, job_ids: list[str], channel_id: int) -> None:
+    async def _post_preview(self, entry: Any, job_ids: list[str], origin: Origin) -> None:
+        """The three images in one grid, screened by the safety checker for the channel."""
+        assert origin.channel_id is not None
+        app = self.bot.app
         try:
-            preview = await self.bot.app.previews.collect(entry.name, entry.triggers, job_ids)
+            preview = await app.previews.collect(entry.name, entry.triggers, job_ids)
+            screening = await app.safety.screen(
+                preview.images, origin.guild_id, origin.channel_nsfw
+            )
+            preview = screened(preview, screening)
             png = await asyncio.to_thread(preview_grid, preview)
-            channel = self.bot.get_partial_messageable(channel_id)
+            channel = self.bot.get_partial_messageable(origin.channel_id)
             failures = "".join(
                 f"\n⚠️ weight {item.weight:g} failed: {item.error}"[:300]
                 for item in preview.images
-                if item.path is None
+                if item.path is None and not item.withheld
             )
+            note = f"\n-# {screening.note}" if screening.note else ""
+            name = f"{'SPOILER_' if screening.spoiler else ''}preview-{entry.name}.png"
             await channel.send(
                 f"Preview of LoRA `{entry.name}` at weights "
                 f"{', '.join(f'{item.weight:g}' for item in preview.images)} · seed "
                 f"{preview.seed} · prompt: {discord.utils.escape_markdown(preview.prompt)}"
-                + failures,
-                file=discord.File(io.BytesIO(png), f"preview-{entry.name}.png"),
+                + failures
+                + note,
+                file=discord.File(io.BytesIO(png), name),
                 allowed_mentions=discord.AllowedMentions.none(),
             )
         except asyncio.CancelledError:

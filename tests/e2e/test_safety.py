@@ -13,7 +13,8 @@ import pytest
 
 from bot.settings import Settings, load_settings
 from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine
-from tests.fakediscord import DiscordHarness, InteractionRecord, StoredMessage
+from tests.e2e.test_library import write_tiny_lora
+from tests.fakediscord import DiscordHarness, InteractionRecord, StoredMessage, Upload
 from tests.pipeline.tiny_safety import save_tiny_checker
 
 pytestmark = pytest.mark.e2e
@@ -144,3 +145,19 @@ async def test_a_published_list_leaves_flagged_thumbnails_out_where_they_would_b
     nsfw = await discord.slash("history", publish=True, channel=discord.nsfw)
     page = await nsfw.wait_for_original(lambda m: "Your history" in m.content)
     assert len(page.attachments) == 1
+
+
+async def test_a_lora_preview_is_screened_like_a_result(
+    discord: DiscordHarness, tmp_path: Path
+) -> None:
+    await ephemeral_reply(await discord.slash("policy set", user=discord.admin, safety="block"))
+    lora = write_tiny_lora(tmp_path / "style.safetensors", "test-subject")
+    upload = Upload("style.safetensors", lora.read_bytes())
+    await discord.slash("lora add", user=discord.admin, file=upload)
+    preview = await discord.wait_for_message(
+        discord.general, lambda m: m.content.startswith("Preview of LoRA"), timeout=60
+    )
+    assert "3 images were withheld by the safety checker" in preview.content
+    assert "failed" not in preview.content
+    # The grid keeps its three labelled tiles, each one blank.
+    assert attachment_names(preview) == ["preview-test-subject.png"]
