@@ -262,6 +262,9 @@ class Library(ABC, Generic[Entry]):
                 outcomes.append(ScanOutcome(path.name, None, message))
             except UserError as error:
                 outcomes.append(ScanOutcome(path.name, None, f"left in place: {error}", True))
+            except Exception as error:  # a bug: one file must not keep the bot from starting
+                reason = f"left in place: it could not be checked ({type(error).__name__}: {error})"
+                outcomes.append(ScanOutcome(path.name, None, reason, True))
         return outcomes
 
     async def _check_free(self, name: str) -> None:
