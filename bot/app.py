@@ -27,6 +27,7 @@ from bot.recipes import RecipeReader
 from bot.request_builder import RequestBuilder
 from bot.settings import Settings
 from bot.styles import Style, style_names
+from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation, Image
 from data.images import ImageStore
 from data.repositories import Repositories
@@ -111,6 +112,7 @@ async def build_app(
             loras,
             images,
             RecipeReader(settings, (loras, embeddings, hypernetworks)),
+            Uploads(settings.data_dir / UPLOADS_FOLDER, repos.jobs, settings.max_pixels),
         ),
         guild=guild,
         gallery=Gallery(repos.generations, repos.favourites, images),
