@@ -17,7 +17,7 @@ from bot.defaults import SavedDefaults, UserDefaults
 from bot.gallery import GONE, Gallery, Listed, Listing
 from bot.guild import Actor, GuildRules, GuildSettings
 from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
-from bot.libraries import AuditedLibrary, Libraries, NotAdded, size_text
+from bot.libraries import AuditedLibrary, Libraries, NotAdded, download_rules, size_text
 from bot.library import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary, ScanOutcome
 from bot.library_kinds import LibraryKind
 from bot.names import KnownNames
@@ -116,7 +116,9 @@ async def build_app(
         ),
         guild=guild,
         gallery=Gallery(repos.generations, repos.favourites, images),
-        libraries=Libraries(loras, embeddings, hypernetworks, repos.audit),
+        libraries=Libraries(
+            loras, embeddings, hypernetworks, repos.audit, download_rules(settings)
+        ),
         catalog=catalog,
         defaults=defaults,
         previews=LoraPreviews(jobs, settings),

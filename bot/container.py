@@ -15,7 +15,7 @@ from aiohttp import web
 from bot.app import App, build_app
 from bot.guild import GuildRules
 from bot.jobs import Delivery, JobService
-from bot.libraries import Libraries
+from bot.libraries import Libraries, download_rules
 from bot.library import (
     EmbeddingLibrary,
     HypernetworkLibrary,
@@ -99,7 +99,7 @@ async def open_library_verbs(settings: Settings) -> tuple[Database, Libraries]:
     libraries = make_libraries(settings, repos)
     for library in libraries:
         await library.refresh()
-    return db, Libraries(*libraries, repos.audit)
+    return db, Libraries(*libraries, repos.audit, download_rules(settings))
 
 
 async def read_libraries(

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.downloads import DEFAULT_HOSTS
 from pipeline.errors import UserError
 from pipeline.limits import find_rng, parse_ensd
 from pipeline.samplers import find_sampler
@@ -18,6 +19,7 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 T = TypeVar("T")
 IdList = Annotated[list[int], NoDecode]
+NameList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -60,11 +62,14 @@ class Settings(BaseSettings):
     max_running_per_user: int = Field(2, ge=1)
     memory_limit_mb: int = Field(8192, ge=256)
 
+    download_timeout_s: float = Field(600.0, gt=0)
+    download_hosts: NameList = Field(default_factory=lambda: list(DEFAULT_HOSTS))
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
 
-    @field_validator("discord_guilds", "owner_ids", mode="before")
+    @field_validator("discord_guilds", "owner_ids", "download_hosts", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
