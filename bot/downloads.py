@@ -21,6 +21,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 
+from data.disk import reporting_full_disk
 from data.files import TEMP_PREFIX  # so the library's sweep also takes abandoned downloads
 from pipeline.errors import UserError
 
@@ -162,7 +163,7 @@ async def _save(
     temp = Path(name)
     size = 0
     try:
-        with os.fdopen(fd, "wb") as file:
+        with reporting_full_disk(dest_dir), os.fdopen(fd, "wb") as file:
             async for chunk in response.content.iter_chunked(CHUNK_BYTES):
                 size += len(chunk)
                 if size > max_bytes:

@@ -212,7 +212,12 @@ class Library(ABC, Generic[Entry]):
         if name is not None:
             await self._check_free(name)  # before copying anything
         async with self._lock:
-            staged = await asyncio.to_thread(self.store.stage, source_path, label)
+            try:
+                staged = await asyncio.to_thread(self.store.stage, source_path, label)
+            except OSError as error:  # a full disk is DiskFull, a UserError of its own
+                raise UserError(
+                    f"{label} cannot be read ({error.strerror}): check the file and its rights"
+                ) from None
             try:
                 entry = await self._admit(staged, label, name, register)
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -162,3 +163,19 @@ async def test_an_undelivered_result_is_posted_at_the_next_start_and_only_once(
         services = await start(settings, FakeBackend(), delivery)
         await services.close()
         assert len(delivery.delivered) == expected
+
+
+async def test_a_full_disk_fails_the_job_with_an_answer(running, monkeypatch) -> None:
+    """ENOSPC at the one write call (a full disk cannot be made here without root)."""
+    services, delivery, _ = running
+
+    def no_space(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("data.images.os.fsync", no_space)
+    ticket = await services.app.jobs.submit(REQUEST, ALICE)
+    job = await asyncio.wait_for(services.app.jobs.wait(ticket.job_id), 10)
+    expected = f"the disk is full: free space on {services.images.root}"
+    assert job.state is JobState.FAILED and job.error == expected
+    assert delivery.failures == [(job.id, expected)]
+    assert job.delivered_at is not None
