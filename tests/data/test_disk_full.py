@@ -10,22 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from data import images as images_module
 from data.db import Database
 from data.disk import DiskFull
 from data.files import FileStore
-from data.images import PNG_SIGNATURE, ImageStore
 from data.repositories import Repositories
 from pipeline.errors import UserError
 from pipeline.request import GenerationRequest
-
-
-def no_space(*_: object) -> None:
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
-def over_quota(*_: object) -> None:
-    raise OSError(errno.EDQUOT, "Disk quota exceeded")
 
 
 async def test_a_full_database_is_a_full_disk_not_an_unusable_database(tmp_path: Path) -> None:
@@ -64,17 +54,6 @@ async def test_a_full_disk_at_start_is_not_called_an_unusable_database(
     with pytest.raises(DiskFull, match=f"free space on {tmp_path}") as full:
         await Database.open(tmp_path / "dreamcord.db")
     assert "not a usable" not in str(full.value)
-
-
-@pytest.mark.parametrize("failure", [no_space, over_quota])
-def test_an_image_write_on_a_full_disk_leaves_no_partial_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure
-) -> None:
-    monkeypatch.setattr(images_module.os, "fsync", failure)
-    store = ImageStore(tmp_path / "images")
-    with pytest.raises(DiskFull, match=f"free space on {tmp_path / 'images'}"):
-        store.put(PNG_SIGNATURE + b"pixels")
-    assert [path for path in store.root.rglob("*") if path.is_file()] == []
 
 
 def test_a_library_upload_on_a_full_disk_leaves_no_partial_file(
