@@ -268,7 +268,10 @@ class Library(ABC, Generic[Entry]):
             except UserError as error:
                 outcomes.append(ScanOutcome(path.name, None, f"left in place: {error}", True))
             except Exception as error:  # a bug: one file must not keep the bot from starting
-                reason = f"left in place: it could not be checked ({type(error).__name__}: {error})"
+                detail = " ".join(str(error).split())[:200]  # one log line, whatever it says
+                reason = (
+                    f"left in place: it could not be checked ({type(error).__name__}: {detail})"
+                )
                 outcomes.append(ScanOutcome(path.name, None, reason, True))
         return outcomes
 

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
 
     @field_validator("discord_guilds", "owner_ids", "download_hosts", mode="before")
     @classmethod
-    def _split_ids(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

@@ -183,6 +183,8 @@ def test_hostile_training_metadata_is_ignored(
         ('{"a": {"dtype": "F32", "shape": [' + "9" * 5000 + "]}}", "number too long"),
         ('{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
          '"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', "twice"),
+        ('{"' + "a" * 100_000 + '": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+         "tensor name of 100,000 characters"),
     ],
 )  # fmt: skip
 def test_a_crafted_header_is_refused_with_what_is_wrong(
