@@ -193,6 +193,28 @@ async def test_scan_moves_accepted_files_and_explains_the_rest(loras, tmp_path) 
     assert sorted(loras.names()) == ["dup", "good"]
 
 
+async def test_a_bug_met_on_one_file_does_not_stop_the_scan(loras, monkeypatch) -> None:
+    """A bug cannot be made on purpose, so the inspector fails for one file as a bug would."""
+    incoming = loras.drop_folder
+    incoming.mkdir(parents=True)
+    write_lora(incoming / "a-broken.safetensors", seed=1, output_name=None)
+    write_lora(incoming / "b-good.safetensors", seed=2, output_name=None)
+    inspect = loras._inspect
+
+    def buggy_for_one(path: Path):
+        if path.name == "a-broken.safetensors":
+            raise RuntimeError("a bug\nover two lines")
+        return inspect(path)
+
+    monkeypatch.setattr(loras, "_inspect", buggy_for_one)
+    outcomes = {o.file: o for o in await loras.scan()}
+    broken = outcomes["a-broken.safetensors"]
+    assert broken.refused and "\n" not in broken.message
+    assert "could not be checked (RuntimeError: a bug over two lines)" in broken.message
+    assert outcomes["b-good.safetensors"].added == "b-good"
+    assert (incoming / "a-broken.safetensors").exists()
+
+
 async def test_an_embedding_is_added_under_a_name_prompts_can_use(embeddings, tmp_path) -> None:
     entry = await embeddings.add(write_embedding(tmp_path / "EasyNegative.safetensors", 3))
     assert (entry.name, entry.vectors, entry.path) == (
