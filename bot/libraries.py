@@ -54,7 +54,7 @@ class DownloadRules:
 def download_rules(settings: Settings) -> DownloadRules:
     """The rules DOWNLOAD_HOSTS and DOWNLOAD_TIMEOUT_S set."""
     return DownloadRules(
-        allowed_hosts=tuple(host.lower() for host in settings.download_hosts),
+        allowed_hosts=tuple(settings.download_hosts),
         deadline_s=settings.download_timeout_s,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -20,6 +21,7 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 T = TypeVar("T")
 IdList = Annotated[list[int], NoDecode]
 NameList = Annotated[list[str], NoDecode]
+_HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 
 
 class Settings(BaseSettings):
@@ -78,6 +80,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("download_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        if bad := [host for host in hosts if not _HOST_NAME.fullmatch(host)]:
+            raise ValueError(f"{bad[0]!r} is not a host name: give names such as civitai.com")
+        return [host.lower() for host in hosts]
 
     @field_validator("default_sampler")
     @classmethod

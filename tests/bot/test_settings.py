@@ -76,3 +76,14 @@ def test_rng_and_ensd_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("ENSD", "31337")
     settings = load_settings(None)
     assert (settings.rng, settings.ensd) == ("NV", 31337)
+
+
+def test_download_hosts_are_host_names(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DOWNLOAD_HOSTS=Civitai.com, cdn.example.org\nDOWNLOAD_TIMEOUT_S=120\n")
+    settings = load_settings(env)
+    assert settings.download_hosts == ["civitai.com", "cdn.example.org"]
+    assert settings.download_timeout_s == 120
+    env.write_text("DOWNLOAD_HOSTS=https://civitai.com\n")
+    with pytest.raises(UserError, match="DOWNLOAD_HOSTS"):
+        load_settings(env)
