@@ -31,6 +31,9 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_SIDE = 4096
 MIN_SIDE = 64
 FORMATS = ("PNG", "JPEG", "WEBP")
+MULTI_PICTURE_JPEG = "MPO"
+"""Pillow's name for a JPEG that carries more pictures (a depth map, a preview), as many phones
+write photos: accepted as a JPEG, its first picture being the photo."""
 UPLOADS_FOLDER = "uploads"
 """Under DATA_DIR."""
 UNREADABLE = "that file is not a picture Dreamcord can read: send a PNG, JPEG or WebP"
@@ -89,9 +92,11 @@ def _decode(data: bytes) -> Image.Image:
 
 def _check_header(image: Image.Image) -> None:
     """Refuse by what the header declares: format, animation, sides."""
-    if image.format not in FORMATS:
+    if image.format == MULTI_PICTURE_JPEG:
+        image.seek(0)
+    elif image.format not in FORMATS:
         raise UserError(f"{image.format} pictures are not accepted: send a PNG, JPEG or WebP")
-    if getattr(image, "n_frames", 1) > 1:
+    elif getattr(image, "n_frames", 1) > 1:
         raise UserError("animated pictures are not accepted: send one still PNG, JPEG or WebP")
     width, height = image.size
     if max(width, height) > MAX_SIDE or min(width, height) < MIN_SIDE:

@@ -110,6 +110,16 @@ def test_bombs_and_other_formats_are_refused_before_decoding(
         store_init_image(data, tmp_path, 512 * 512)
 
 
+def test_a_phone_photo_with_a_depth_map_is_taken_as_its_first_picture(tmp_path: Path) -> None:
+    """Many phones write JPEGs with more pictures in them (MPO); the first is the photo."""
+    photo, depth = Image.new("RGB", (160, 96), "orange"), Image.new("RGB", (80, 48), "grey")
+    buffer = io.BytesIO()
+    photo.save(buffer, format="MPO", save_all=True, append_images=[depth])
+    assert Image.open(io.BytesIO(buffer.getvalue())).n_frames == 2
+    stored = store_init_image(buffer.getvalue(), tmp_path, 512 * 512)
+    assert Image.open(stored.path).size == (160, 96)
+
+
 def test_an_animated_picture_is_refused(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (64, 64), colour) for colour in ("red", "blue")]
     buffer = io.BytesIO()
