@@ -175,7 +175,12 @@ async def open_services(
             ),
             limits_of(settings),
             delivery,
-            Policy(guild),
+            Policy(
+                guild,
+                lora_triggers=loras.triggers,
+                dm_policy=settings.dm_policy,
+                home_guild=settings.home_guild,
+            ),
         )
         await sweep_orphans(images, repos, settings.data_dir / UPLOADS_FOLDER)
         await jobs.start()
