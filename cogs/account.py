@@ -13,6 +13,7 @@ from cogs import pages, texts
 from cogs.buttons import result_view
 from cogs.client import DreamcordClient
 from cogs.errors import think_in_public
+from cogs.fitting import fit_embed, fit_escaped
 from cogs.options import SAMPLER_CHOICES, SCHEDULE_CHOICES, filter_names
 from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
 
@@ -87,11 +88,12 @@ class Account(commands.Cog):
         title = "Your defaults, saved" if saved.changed else "Your defaults for /imagine"
         embed = discord.Embed(title=title, colour=discord.Colour.blurple())
         for key, value, origin in saved.rows:
-            shown = value if len(value) <= 1000 else value[:999] + "…"
-            embed.add_field(name=f"{key} ({origin})", value=shown or "(none)", inline=True)
+            embed.add_field(
+                name=f"{key} ({origin})", value=fit_escaped(value, 1000) or "(none)", inline=True
+            )
         embed.set_footer(text="Options you give /imagine, or flags in the prompt, win over these.")
         await interaction.followup.send(
-            embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+            embed=fit_embed(embed), ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )
 
     @settings_command.autocomplete("hires_upscaler")

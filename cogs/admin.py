@@ -14,6 +14,7 @@ from bot.app import GuildSettings
 from cogs.checks import actor_of, is_admin
 from cogs.client import DreamcordClient
 from cogs.errors import Refused
+from cogs.fitting import FIELD_VALUE, fit, fit_embed, fit_escaped
 
 Interaction = discord.Interaction[DreamcordClient]
 
@@ -34,13 +35,13 @@ def describe_policy(policy: GuildSettings) -> list[tuple[str, str]]:
     channels, words, pixels = policy.channels, policy.nsfw_words, policy.max_pixels
     negative = policy.negative
     return [
-        ("channels", ", ".join(f"<#{c}>" for c in channels) if channels else "all channels"),
-        ("nsfw_words", ", ".join(words)[:1000] if words else "none"),
+        ("channels", fit(", ".join(f"<#{c}>" for c in channels), FIELD_VALUE) or "all channels"),
+        ("nsfw_words", fit_escaped(", ".join(words), FIELD_VALUE) if words else "none"),
         ("max_steps", str(policy.max_steps or "bot limit")),
         ("max_size", f"{pixels:,} pixels" if pixels else "bot limit"),
         ("max_count", str(policy.max_count or "bot limit")),
         ("cooldown", f"{policy.cooldown_s} s" if policy.cooldown_s else "none"),
-        ("default_negative", negative[:1000] if negative else "none"),
+        ("default_negative", fit_escaped(negative, FIELD_VALUE) if negative else "none"),
     ]
 
 
@@ -129,4 +130,4 @@ def _policy_embed(title: str, policy: GuildSettings) -> discord.Embed:
     embed = discord.Embed(title=title, colour=discord.Colour.orange())
     for name, value in describe_policy(policy):
         embed.add_field(name=name, value=value or "none", inline=False)
-    return embed
+    return fit_embed(embed)

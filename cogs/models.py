@@ -15,6 +15,7 @@ from bot.app import style_names
 from cogs.checks import actor_of, is_admin
 from cogs.client import DreamcordClient
 from cogs.errors import Refused
+from cogs.fitting import EMBED_DESCRIPTION, fit_embed, fit_lines
 from cogs.options import filter_names
 
 Interaction = discord.Interaction[DreamcordClient]
@@ -60,9 +61,9 @@ class Models(commands.GroupCog, group_name="model", group_description="Models th
             suffix = f" — {', '.join(marks)}" if marks else ""
             lines.append(f"`{model.name}` · {model.description}{suffix}")
         embed = discord.Embed(title="Models", colour=discord.Colour.blurple())
-        embed.description = "\n".join(lines)[:4096] or "No models are configured."
+        embed.description = fit_lines(lines, EMBED_DESCRIPTION) or "No models are configured."
         embed.set_footer(text="/imagine model: picks one per request · admins: /model default")
-        await interaction.edit_original_response(embed=embed)
+        await interaction.edit_original_response(embed=fit_embed(embed))
 
     @app_commands.command(name="default", description="Set this server's default model (admins)")
     @app_commands.describe(name="a model from /model list, or 'default' for the bot's own")
@@ -137,11 +138,11 @@ class Styles(commands.GroupCog, group_name="style", group_description="Prompt st
         styles = sorted(guild.styles.values(), key=lambda style: style.name.lower())
         embed = discord.Embed(title="Styles", colour=discord.Colour.blurple())
         for style in styles[:25]:
-            embed.add_field(name=style.name, value=style.describe()[:1024], inline=False)
+            embed.add_field(name=style.name, value=style.describe(), inline=False)
         if not styles:
             embed.description = "No styles yet: an admin adds one with /style add."
         await interaction.edit_original_response(
-            embed=embed, allowed_mentions=discord.AllowedMentions.none()
+            embed=fit_embed(embed), allowed_mentions=discord.AllowedMentions.none()
         )
 
     @app_commands.command(name="remove", description="Remove a style (admins)")
