@@ -72,7 +72,7 @@ class Admin(commands.Cog):
     async def show_rules(self, interaction: Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         current = await interaction.client.app.guild.settings(interaction.guild_id)
-        await interaction.followup.send(embed=_policy_embed("Server rules", current))
+        await interaction.followup.send(embed=policy_embed("Server rules", current))
 
     @policy.command(name="set", description="Change this server's rules")
     @app_commands.describe(
@@ -110,7 +110,7 @@ class Admin(commands.Cog):
             cooldown=cooldown,
             default_negative=default_negative,
         )
-        await interaction.followup.send(embed=_policy_embed("Server rules, saved", updated))
+        await interaction.followup.send(embed=policy_embed("Server rules, saved", updated))
 
     @policy.command(name="reset", description="Put one rule, or all, back to the default")
     @app_commands.describe(rule="which rule to reset")
@@ -123,10 +123,10 @@ class Admin(commands.Cog):
         names = list(RULE_OPTIONS) if rule.value == "all" else [rule.value]
         fields = tuple(RULE_OPTIONS[name] for name in names)
         updated = await interaction.client.app.guild.reset_rules(actor_of(interaction), fields)
-        await interaction.followup.send(embed=_policy_embed("Server rules, saved", updated))
+        await interaction.followup.send(embed=policy_embed("Server rules, saved", updated))
 
 
-def _policy_embed(title: str, policy: GuildSettings) -> discord.Embed:
+def policy_embed(title: str, policy: GuildSettings) -> discord.Embed:
     embed = discord.Embed(title=title, colour=discord.Colour.orange())
     for name, value in describe_policy(policy):
         embed.add_field(name=name, value=value or "none", inline=False)

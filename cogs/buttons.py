@@ -173,28 +173,29 @@ ANSWERS = {
 }
 
 
-class EditModal(discord.ui.Modal, title="Edit and run again"):
+class EditModal(discord.ui.Modal):
     """Midjourney's Remix: change the prompt, keep the other parameters (model, clip skip and
     highres fix included)."""
 
     prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-        label="Prompt", style=discord.TextStyle.paragraph, max_length=4000
+        label="Prompt", style=discord.TextStyle.paragraph, max_length=INPUT_VALUE
     )
     negative: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-        label="Negative prompt", style=discord.TextStyle.paragraph, max_length=4000, required=False
+        label="Negative prompt",
+        style=discord.TextStyle.paragraph,
+        max_length=INPUT_VALUE,
+        required=False,
     )
 
     def __init__(self, generation: Generation) -> None:
-        super().__init__(custom_id=f"dc:edit:{generation.id}")
+        request = generation.request
+        # A text input holds 4,000 characters: a longer prompt is cut, and the title says so.
+        cut = max(len(request.prompt), len(request.negative)) > INPUT_VALUE
+        title = "Edit (prompts cut to 4,000 characters)" if cut else "Edit and run again"
+        super().__init__(title=title, custom_id=f"dc:edit:{generation.id}")
         self.generation = generation
-        for field, text in (
-            (self.prompt, generation.request.prompt),
-            (self.negative, generation.request.negative),
-        ):
-            # A text input holds 4,000 characters; a longer prompt is cut, and the label says so.
-            field.default = fit(text, INPUT_VALUE, marker="")
-            if len(text) > INPUT_VALUE:
-                field.label = f"{field.label} (cut to 4,000 characters)"
+        self.prompt.default = fit(request.prompt, INPUT_VALUE, marker="")
+        self.negative.default = fit(request.negative, INPUT_VALUE, marker="")
 
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
         await think_in_public(interaction)

@@ -40,7 +40,7 @@ MARKDOWN = ("\\", "*", "_", "~", "`", "|", ">", "[", "]", "(", ")", "#", "-", "@
 _UNIT = re.compile(
     r"\\."  # an escape pair
     r"|<(?:@[!&]?\d+|#\d+|a?:\w+:\d+|t:-?\d+(?::\w)?|/[\w -]+:\d+)>"  # a token Discord renders
-    r".(?:[\u0300-\u036f\u1ab0-\u1aff\u20d0-\u20ff\ufe00-\ufe0f\U0001f3fb-\U0001f3ff"
+    r"|.(?:[\u0300-\u036f\u1ab0-\u1aff\u20d0-\u20ff\ufe00-\ufe0f\U0001f3fb-\U0001f3ff"
     r"\U000e0020-\U000e007f]|\u200d.)*",  # a code point with its marks and joined parts
     re.DOTALL,
 )
