@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.app import App
 from bot.container import Services, open_services
+from bot.heartbeat import Heartbeat, heartbeat_path, remove_heartbeat
 from bot.previews import PreviewDelivery
 from bot.settings import Settings
 from cogs.account import Account
@@ -53,6 +54,7 @@ class DreamcordBot(DreamcordClient):
         self.presenter = DiscordPresenter(self)
         self._backend = backend
         self._services: Services | None = None
+        self._heartbeat: Heartbeat | None = None
 
     @property
     def app(self) -> App:
@@ -74,7 +76,11 @@ class DreamcordBot(DreamcordClient):
         """Open the App (database, jobs, worker), load the cogs, sync the commands."""
         # LoRA previews are collected and posted as one grid, not delivered job by job.
         delivery = PreviewDelivery(self.presenter)
+        beat_file = heartbeat_path(self.settings.data_dir)
+        remove_heartbeat(beat_file)  # the last run's, if it crashed: no verdict while we load
         self._services = await open_services(self.settings, delivery, backend=self._backend)
+        self._heartbeat = Heartbeat(beat_file, self._services.app.jobs.worker.health)
+        self._heartbeat.start()
         cog: commands.Cog
         for cog in (Imagine(self), Account(self), Info(self), Admin(self)):
             await self.add_cog(cog)
@@ -104,6 +110,9 @@ class DreamcordBot(DreamcordClient):
 
     async def close(self) -> None:
         """Stop taking work, let the running batch stop between steps, close the database."""
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+            self._heartbeat = None
         if self._services is not None:
             await self._services.close()
             self._services = None

@@ -45,6 +45,22 @@ MAX_ATTEMPTS = 2
 
 RESTART_FAILURE = "this job was interrupted twice by a restart; please submit it again"
 
+MAX_DELIVERY_ATTEMPTS = 3
+"""Tries at posting a job's outcome (one per start, at most) before it is given up on."""
+
+WORKER_STOPPED = (
+    "the image worker has stopped after repeated internal errors, so new jobs cannot run: "
+    "an admin must restart the bot (the log says why). Try again after that"
+)
+
+
+def undeliverable(generation_id: int) -> str:
+    """What the user hears once when their images could not be posted."""
+    return (
+        f"your images were made but could not be posted after {MAX_DELIVERY_ATTEMPTS} tries; "
+        f"they are kept: post them with /show id:{generation_id}"
+    )
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -90,6 +106,10 @@ class ServiceStatus:
     running: int
     pixel_steps_per_s: float
     loras: int
+    worker: str = "idle"
+    """The worker's state in a line (idle, busy, or what is wrong and what to do)."""
+    worker_ok: bool = True
+    """False when the worker is dead or stuck: jobs submitted now would not run."""
 
 
 class Delivery(Protocol):
@@ -125,15 +145,17 @@ class JobService(WorkerHooks):
         self.queue = queue
         self.limits = limits
         self.delivery = delivery
-        self.metrics = metrics or Metrics(
-            lambda: len(queue.waiting()), lambda: queue.speed.per_second
-        )
         self.worker = worker_factory(self)
+        self.metrics = metrics or Metrics(
+            lambda: len(queue.waiting()), lambda: queue.speed.per_second, self.worker.health
+        )
         self._finished: dict[str, asyncio.Future[StoredJob]] = {}
         self._running: dict[str, StoredJob] = {}
         self._early_progress: dict[str, Progress] = {}
         """The latest step of a job whose row is not marked running yet, shown once it is."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._submitting = asyncio.Lock()
+        """Held from the cap check to the enqueue, so concurrent submits cannot pass one cap."""
 
     async def start(self) -> None:
         """Recover what the last run left, then start serving the queue."""
@@ -161,18 +183,23 @@ class JobService(WorkerHooks):
         if place is not None:
             await self.policy.check(place, request)
         request = check_request(request, self.limits)
-        self._check_queue_room(origin.user_id)
-        job = await self.repos.jobs.create(
-            request,
-            user_id=origin.user_id,
-            guild_id=origin.guild_id,
-            channel_id=origin.channel_id,
-            interaction_id=origin.interaction_id,
-            interaction_token=origin.interaction_token,
-            priority=int(priority),
-        )
-        self._finished[job.id] = asyncio.get_running_loop().create_future()
-        self.queue.submit(job.id, str(origin.user_id), request, priority)
+        if not self.worker.health().alive:
+            raise UserError(WORKER_STOPPED)
+        # Check, store and enqueue under one lock (held for one INSERT): concurrent submits of
+        # a user cannot all pass the cap, and a refused job is never stored for a restart to run.
+        async with self._submitting:
+            self.queue.check_room(str(origin.user_id))
+            job = await self.repos.jobs.create(
+                request,
+                user_id=origin.user_id,
+                guild_id=origin.guild_id,
+                channel_id=origin.channel_id,
+                interaction_id=origin.interaction_id,
+                interaction_token=origin.interaction_token,
+                priority=int(priority),
+            )
+            self._finished[job.id] = asyncio.get_running_loop().create_future()
+            self.queue.submit(job.id, str(origin.user_id), request, priority)
         return self.ticket(job.id)
 
     async def attach_status(self, job_id: str, message_id: int) -> None:
@@ -211,6 +238,7 @@ class JobService(WorkerHooks):
         unfinished = self.queue.unfinished()
         waiting = len(self.queue.waiting())
         running = sum(1 for job in unfinished if job.running)
+        health, now = self.worker.health(), time.time()
         return ServiceStatus(
             model=backend.default_model,
             device=device,
@@ -220,6 +248,8 @@ class JobService(WorkerHooks):
             running=running,
             pixel_steps_per_s=self.queue.speed.per_second,
             loras=len(await self.repos.loras.names()),
+            worker=health.describe(now),
+            worker_ok=health.ok(now),
         )
 
     async def wait(self, job_id: str) -> StoredJob:
@@ -272,14 +302,6 @@ class JobService(WorkerHooks):
                 await self._finish(job, lambda: self.delivery.deliver(job, generation))
                 return
         await self._finish(job, lambda: self._report(job, job.error or "cancelled"))
-
-    def _check_queue_room(self, user_id: int) -> None:
-        waiting = sum(1 for job in self.queue.waiting() if job.user_id == str(user_id))
-        if waiting >= self.queue.max_queued_per_user:
-            raise UserError(
-                f"you already have {waiting} jobs waiting, the most allowed: wait for one to "
-                "start or cancel one (/queue), then try again"
-            )
 
     # Worker hooks: all run on the event loop.
 
@@ -376,17 +398,46 @@ class JobService(WorkerHooks):
         await self.delivery.report_failure(job, message)
 
     async def _finish(self, job: StoredJob, post: Callable[[], Awaitable[None]]) -> None:
-        """Post the outcome once: mark delivered only after the post worked."""
-        try:
-            await post()
-        except Exception:
-            log.exception("could not deliver job %s; it will be retried at the next start", job.id)
+        """Post the outcome once: mark delivered only after the post worked.
+
+        A failed post is tried again at the next start, up to `MAX_DELIVERY_ATTEMPTS` tries;
+        a try cut short by a crash counts too.
+        """
+        attempt = await self.repos.jobs.count_delivery_attempt(job.id)
+        if attempt > MAX_DELIVERY_ATTEMPTS:
+            await self._give_up_delivery(job)
         else:
-            await self.repos.jobs.mark_delivered(job.id)
+            try:
+                await post()
+            except Exception:
+                last = attempt == MAX_DELIVERY_ATTEMPTS
+                log.exception(
+                    "could not deliver job %s (try %d of %d); %s",
+                    job.id,
+                    attempt,
+                    MAX_DELIVERY_ATTEMPTS,
+                    "giving up" if last else "it will be retried at the next start",
+                )
+                if last:
+                    await self._give_up_delivery(job)
+            else:
+                await self.repos.jobs.mark_delivered(job.id)
         final = await self.repos.jobs.get(job.id) or job
         future = self._finished.pop(job.id, None)
         if future is not None and not future.done():
             future.set_result(final)
+
+    async def _give_up_delivery(self, job: StoredJob) -> None:
+        """Stop retrying; a user whose images exist hears once where to find them."""
+        await self.repos.jobs.mark_delivery_failed(job.id)
+        log.error("job %s: delivery given up after %d tries", job.id, MAX_DELIVERY_ATTEMPTS)
+        generation = await self.repos.generations.for_job(job.id)
+        if generation is None:
+            return  # what failed to post was the failure report itself: no other way to tell
+        try:
+            await self.delivery.report_failure(job, undeliverable(generation.id))
+        except Exception:
+            log.exception("job %s: could not tell the user that delivery was given up", job.id)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -7,10 +7,13 @@ come from Prometheus' `rate()` over the counters.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 
 from aiohttp import web
+
+from pipeline.health import WorkerHealth
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +21,15 @@ log = logging.getLogger(__name__)
 class Metrics:
     """What the service, the worker and the Discord side count."""
 
-    def __init__(self, queue_depth: Callable[[], int], speed: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        queue_depth: Callable[[], int],
+        speed: Callable[[], float],
+        worker: Callable[[], WorkerHealth],
+    ) -> None:
         self._queue_depth = queue_depth
         self._speed = speed
+        self._worker = worker
         self.jobs: Counter[str] = Counter()
         self.images = 0
         self.wait_seconds = 0.0
@@ -48,12 +57,39 @@ class Metrics:
             ),
             *_metric("dreamcord_wait_seconds_count", "counter", "jobs waited for", self.waits),
             *_metric("dreamcord_oom_retries_total", "counter", "batches split", self.oom_retries),
+            *self._worker_lines(),
         ]
         lines += _labelled("dreamcord_jobs_total", "jobs by final state", "state", self.jobs)
         lines += _labelled(
             "dreamcord_discord_errors_total", "Discord errors by code", "code", self.discord_errors
         )
         return "\n".join(lines) + "\n"
+
+    def _worker_lines(self) -> list[str]:
+        """Alert on `dreamcord_worker_up == 0` or `dreamcord_worker_stuck == 1`."""
+        health, now = self._worker(), time.time()
+        stalled = health.stalled_for(now) or 0.0
+        return [
+            *_metric("dreamcord_worker_up", "gauge", "1 while the worker loop runs", health.alive),
+            *_metric(
+                "dreamcord_worker_stuck",
+                "gauge",
+                "1 while a batch makes no progress",
+                health.stuck(now),
+            ),
+            *_metric(
+                "dreamcord_worker_seconds_since_progress",
+                "gauge",
+                "seconds since the running batch's last step (0 when idle)",
+                stalled,
+            ),
+            *_metric(
+                "dreamcord_worker_restarts_total",
+                "counter",
+                "worker loop restarts after a bug",
+                health.restarts,
+            ),
+        ]
 
 
 def _metric(name: str, kind: str, help_text: str, value: float) -> list[str]:

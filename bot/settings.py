@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_queued_per_user: int = Field(3, ge=1)
     max_running_per_user: int = Field(2, ge=1)
     memory_limit_mb: int = Field(8192, ge=256)
+    worker_restart_backoff_s: float = Field(1.0, ge=0)
+    worker_max_restarts: int = Field(5, ge=1)
+    worker_stuck_after_s: float = Field(600.0, gt=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int | None = Field(None, ge=1, le=65535)

@@ -79,8 +79,9 @@ def queue_view(jobs: Sequence[QueuedJob]) -> discord.ui.View:
 
 
 def status_embed(status: ServiceStatus) -> discord.Embed:
-    """The bot's state as an embed: model, device, memory, queue, speed, LoRAs."""
-    embed = discord.Embed(title="Dreamcord status", colour=discord.Colour.green())
+    """The bot's state as an embed: model, device, memory, queue, speed, LoRAs, worker."""
+    colour = discord.Colour.green() if status.worker_ok else discord.Colour.red()
+    embed = discord.Embed(title="Dreamcord status", colour=colour)
     embed.add_field(name="Model", value=status.model or "unknown")
     embed.add_field(name="Device", value=status.device or "unknown")
     if status.memory_total_bytes:
@@ -96,6 +97,7 @@ def status_embed(status: ServiceStatus) -> discord.Embed:
         value=f"{1 / per_image:.2f} steps/s at 512x512" if per_image else "not measured yet",
     )
     embed.add_field(name="LoRAs", value=str(status.loras))
+    embed.add_field(name="Worker", value=status.worker, inline=False)
     return fit_embed(embed)
 
 

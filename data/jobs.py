@@ -64,6 +64,8 @@ class Job:
     started_at: str | None
     finished_at: str | None
     delivered_at: str | None
+    delivery_attempts: int
+    delivery_failed_at: str | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -148,9 +150,9 @@ class JobRepository:
         return [Job.from_row(row) for row in rows]
 
     async def undelivered(self) -> list[Job]:
-        """Finished jobs whose result or error was never posted, oldest first."""
+        """Finished jobs whose result or error was never posted nor given up on, oldest first."""
         rows = await self._db.fetch_all(
-            "SELECT * FROM jobs WHERE delivered_at IS NULL"
+            "SELECT * FROM jobs WHERE delivered_at IS NULL AND delivery_failed_at IS NULL"
             " AND state IN ('done', 'failed', 'cancelled') ORDER BY finished_at"
         )
         return [Job.from_row(row) for row in rows]
@@ -199,6 +201,31 @@ class JobRepository:
             if job is None or job.state not in FINISHED:
                 raise InvalidTransition(job_id, job.state if job else None, "delivered")
             return False
+
+    async def count_delivery_attempt(self, job_id: str) -> int:
+        """Count one more try at posting a finished job's outcome; the count, this one included.
+
+        Counted before the post, so a crash in the middle of one still counts.
+        """
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE jobs SET delivery_attempts = delivery_attempts + 1"
+                " WHERE id = ? AND state IN ('done', 'failed', 'cancelled')",
+                (job_id,),
+            )
+            job = await _load_optional(conn, job_id)
+            if cursor.rowcount != 1 or job is None:
+                raise InvalidTransition(job_id, job.state if job else None, "delivered")
+            return job.delivery_attempts
+
+    async def mark_delivery_failed(self, job_id: str) -> None:
+        """Give up posting the outcome: no start tries again. The interaction token goes too."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE jobs SET delivery_failed_at = ?, interaction_token = NULL"
+                " WHERE id = ? AND delivered_at IS NULL",
+                (utc_now(), job_id),
+            )
 
     async def _finish(self, job_id: str, state: JobState, error: str | None) -> Job:
         async with self._db.transaction() as conn:

@@ -86,3 +86,9 @@ class Backend(Protocol):
         on_step: StepCallback,
         should_stop: Callable[[], bool],
     ) -> list[ImageResult]: ...
+
+    def free_memory(self) -> None:
+        """Return cached device memory after an out-of-memory batch, before its retry.
+
+        The worker calls it on the model thread once the failed attempt is unreachable.
+        """

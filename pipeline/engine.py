@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import time
 from collections import Counter
@@ -142,23 +143,15 @@ class Engine:
         passes = plan_passes(request)
         _reset_peak_memory(model)
         _tile_large_decodes(model, passes[-1])
+        out_of_memory = None
         try:
-            with (
-                self._loras_applied(model, request.loras) as (lora_hashes, bundled),
-                self._hypernets_applied(model, request.hypernets),
-                torch.inference_mode(),
-            ):
-                groups = self._encode(model, tasks, bundled)
-                encoded = time.perf_counter()
-                steps_per_group = sum(self._step_count(model, request, p) for p in passes)
-                progress = _Progress(on_step, len(groups) * steps_per_group)
-                results = []
-                for group in groups:
-                    images = self._run_group(model, group, passes, progress, should_stop)
-                    results += self._results(model, group, images, lora_hashes)
+            results, encoded = self._make_images(model, tasks, passes, on_step, should_stop)
         except torch.OutOfMemoryError as error:
-            _free_device_memory()
-            raise OutOfDeviceMemory(str(error)) from None
+            out_of_memory = str(error)
+        if out_of_memory is not None:
+            # Raised outside the handler, so it carries no link to the torch error, whose
+            # traceback holds the failed attempt's frames and tensors.
+            raise OutOfDeviceMemory(out_of_memory)
         timings = {
             "batch_size": len(tasks),
             "encode_s": round(encoded - started, 4),
@@ -168,6 +161,36 @@ class Engine:
         for result in results:
             result.timings.update(timings)
         return results
+
+    def _make_images(
+        self,
+        model: LoadedModel,
+        tasks: Sequence[ImageTask],
+        passes: list[_Pass],
+        on_step: StepCallback,
+        should_stop: Callable[[], bool],
+    ) -> tuple[list[ImageResult], float]:
+        """The batch's images, and when its prompts were encoded (perf_counter)."""
+        request = tasks[0].request
+        with (
+            self._loras_applied(model, request.loras) as (lora_hashes, bundled),
+            self._hypernets_applied(model, request.hypernets),
+            torch.inference_mode(),
+        ):
+            groups = self._encode(model, tasks, bundled)
+            encoded = time.perf_counter()
+            steps_per_group = sum(self._step_count(model, request, p) for p in passes)
+            progress = _Progress(on_step, len(groups) * steps_per_group)
+            results = []
+            for group in groups:
+                images = self._run_group(model, group, passes, progress, should_stop)
+                results += self._results(model, group, images, lora_hashes)
+        return results, encoded
+
+    def free_memory(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def measure_peak(self, batch_size: int, width: int = 512, height: int = 512) -> int:
         """Peak device bytes of a real `batch_size` batch (a few steps): memory calibration."""
@@ -637,11 +660,3 @@ def _peak_memory(model: LoadedModel) -> int:
     if model.pipe.device.type == "cuda":
         return int(torch.cuda.max_memory_allocated())
     return 0
-
-
-def _free_device_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -144,17 +144,21 @@ class JobQueue:
         priority: Priority = Priority.NORMAL,
     ) -> Job:
         """Queue a new job, or raise UserError when the user already has too many waiting."""
-        waiting = sum(
-            1
-            for job in self._jobs.values()
-            if job.user_id == user_id and job.state is JobState.QUEUED
-        )
+        self.check_room(user_id)
+        return self.restore(job_id, user_id, request, priority)
+
+    def check_room(self, user_id: str) -> None:
+        """Raise UserError when the user has the most jobs allowed with images still to start.
+
+        The service calls it before storing a job, under a lock per user that also covers the
+        store and `submit`, so no two submissions of one user both pass it.
+        """
+        waiting = sum(1 for job in self._jobs.values() if job.user_id == user_id and job.pending)
         if waiting >= self.max_queued_per_user:
             raise UserError(
                 f"you already have {waiting} jobs waiting, the most allowed: wait for one to "
-                "start, or cancel one, then try again"
+                "start or cancel one (/queue), then try again"
             )
-        return self.restore(job_id, user_id, request, priority)
 
     def restore(
         self,
@@ -341,10 +345,13 @@ class JobQueue:
         return done
 
     def requeue(self, tasks: Sequence[ImageTask]) -> None:
-        """Put the images of an interrupted batch back; they keep their jobs' places."""
+        """Put the images of an interrupted batch back; they keep their jobs' places.
+
+        Images no longer running (finished, or their job gone) are left as they are.
+        """
         for task in tasks:
             job = self._jobs.get(task.job_id)
-            if job is None:
+            if job is None or task.index not in job.running:
                 continue
             job.running.discard(task.index)
             job.pending.append(task.index)

@@ -3,11 +3,17 @@
 The loop side asks the queue for the next batch when idle, hands it to the model thread and
 awaits it without blocking. Progress comes back with `call_soon_threadsafe`; finished jobs go
 to the service through `WorkerHooks`.
+
+Faults stay small: out of memory halves a batch; any other error re-runs a shared batch job
+by job, so an error fails only its own job; a bug in the loop itself restarts the loop (the
+batch it held runs once more, then fails), and `health()` tells whether the loop is alive and
+whether its batch still makes progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -23,6 +29,7 @@ from pipeline.backend import (
     OutOfDeviceMemory,
 )
 from pipeline.errors import UserError
+from pipeline.health import WorkerHealth
 from pipeline.memory import Capacity
 from pipeline.queue import Job, JobQueue, JobState
 
@@ -38,6 +45,11 @@ TOO_LARGE = (
     "or no highres fix"
 )
 FAILED = "generation failed because of an internal error; it has been logged"
+CRASHED = (
+    "generation failed twice because of an internal error in the bot; it has been logged. "
+    "Try again later, and tell an admin if it keeps failing"
+)
+MAX_RESTART_BACKOFF_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,10 @@ class Worker:
         max_batch: int = 8,
         preview_interval_s: float = 2.0,
         stop_timeout_s: float = 30.0,
+        restart_backoff_s: float = 1.0,
+        max_restarts: int = 5,
+        stuck_after_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._queue = queue
         self._backend = backend
@@ -93,6 +109,10 @@ class Worker:
         self._max_batch = max_batch
         self._preview_interval_s = preview_interval_s
         self._stop_timeout_s = stop_timeout_s
+        self._restart_backoff_s = restart_backoff_s
+        self._max_restarts = max_restarts
+        self._stuck_after_s = stuck_after_s
+        self._clock = clock
         # One thread for all model work: CUDA state and the model stay on it.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreamcord-model")
         self._serving: asyncio.Task[None] | None = None
@@ -101,6 +121,14 @@ class Worker:
         self._preview_wanted: set[str] = set()
         self._last_preview: dict[str, float] = {}  # touched on the model thread only
         self._hook_tasks: set[asyncio.Task[None]] = set()
+        self._held: Sequence[ImageTask] = ()
+        """The batch the loop has taken and not settled: what a crash of the loop leaves."""
+        self._crashed_once: set[str] = set()
+        self._crashes_in_a_row = 0
+        self._restarts = 0
+        self._last_error: str | None = None
+        self._busy_since: float | None = None
+        self._last_step_at: float | None = None  # written on the model thread
 
     @property
     def backend(self) -> Backend:
@@ -131,6 +159,17 @@ class Worker:
         # A thread stuck inside the backend cannot be killed; do not hang shutdown on it.
         await asyncio.to_thread(self._thread.shutdown, wait=joined)
 
+    def health(self) -> WorkerHealth:
+        """Whether the loop runs, and since when its batch made no progress."""
+        return WorkerHealth(
+            alive=self._serving is not None and not self._serving.done(),
+            busy_since=self._busy_since,
+            last_step_at=self._last_step_at,
+            restarts=self._restarts,
+            last_error=self._last_error,
+            stuck_after_s=self._stuck_after_s,
+        )
+
     def want_previews(self, job_id: str, wanted: bool = True) -> None:
         """Ask for (or stop asking for) latent previews of a job in its progress events."""
         if wanted:
@@ -143,31 +182,87 @@ class Worker:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
     async def _serve(self) -> None:
+        """Serve batches; a bug restarts the loop, after a growing pause when it repeats.
+
+        After `max_restarts` crashes in a row the loop gives up: `health()` then says the
+        worker is dead, and the service refuses new jobs instead of queueing them forever.
+        """
         while not self._stopping:
-            await self._queue.wait_for_work()
-            queued = {
-                job.job_id for job in self._queue.unfinished() if job.state is JobState.QUEUED
-            }
-            tasks = self._queue.take_batch(self._capacity.max_batch, self._max_batch)
-            jobs = self._jobs_of(tasks)
+            try:
+                await self._serve_one_batch()
+            except Exception as error:
+                log.exception("the worker loop failed on a bug; restarting it")
+                self._last_error = f"{type(error).__name__}: {error}"
+                crashed = True
+            else:
+                crashed = False
+            # Settled outside the handler, whose error keeps the failed batch's frames alive.
+            if not crashed:
+                self._crashes_in_a_row = 0
+                continue
+            self._settle_held_batch()
+            self._crashes_in_a_row += 1
+            if self._crashes_in_a_row >= self._max_restarts:
+                log.error("the worker loop failed %d times in a row; it stops", self._max_restarts)
+                return
+            self._restarts += 1
+            await asyncio.sleep(self._restart_pause_s())
+
+    def _restart_pause_s(self) -> float:
+        """No pause after one crash (a one-off bug should not hold everyone up), then doubling."""
+        if self._crashes_in_a_row < 2:
+            return 0.0
+        pause = self._restart_backoff_s * 2 ** (self._crashes_in_a_row - 2)
+        return float(min(MAX_RESTART_BACKOFF_S, pause))
+
+    async def _serve_one_batch(self) -> None:
+        await self._queue.wait_for_work()
+        queued = {job.job_id for job in self._queue.unfinished() if job.state is JobState.QUEUED}
+        tasks = self._queue.take_batch(self._capacity.max_batch, self._max_batch)
+        self._held = tasks
+        self._busy_since, self._last_step_at = self._clock(), None
+        jobs = self._jobs_of(tasks)
+        self._in_batch = True
+        try:
             for job in jobs:
                 if job.job_id in queued:
                     self._hooks.on_job_started(job)
-            self._in_batch = True
-            try:
-                await self._run(tasks)
-            finally:
-                self._in_batch = False
-                for job in jobs:
-                    if not job.active:
-                        self._preview_wanted.discard(job.job_id)
-                        self._last_preview.pop(job.job_id, None)
+            await self._run(tasks)
+        finally:
+            self._in_batch = False
+            self._busy_since = None
+            for job in jobs:
+                if not job.active:
+                    self._preview_wanted.discard(job.job_id)
+                    self._last_preview.pop(job.job_id, None)
+                    self._crashed_once.discard(job.job_id)
+        self._held = ()
+
+    def _settle_held_batch(self) -> None:
+        """Put a crashed batch back once; a job caught in a second crash fails with a message."""
+        held, self._held = self._held, ()
+        again = []
+        for job_id in dict.fromkeys(task.job_id for task in held):
+            if not self._is_active(job_id):
+                continue
+            if job_id in self._crashed_once:
+                self._crashed_once.discard(job_id)
+                self._fail(job_id, CRASHED)
+            else:
+                self._crashed_once.add(job_id)
+                again.append(job_id)
+        self._queue.requeue([task for task in held if task.job_id in again])
 
     async def _run(self, tasks: Sequence[ImageTask]) -> None:
-        """Run one batch, halving it on out-of-memory until single images fail alone."""
+        """Run one batch. Out of memory halves it; any other error re-runs it job by job, so
+        an error fails only the job it belongs to; a job alone fails with it."""
         jobs = self._jobs_of(tasks)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        out_of_memory = False
+        message = FAILED
+        # The retries run after the handlers, not in them: a handled error's traceback keeps
+        # the failed attempt's frames, and with them its tensors, alive.
         try:
             results = await loop.run_in_executor(
                 self._thread, self._run_on_thread, tasks, jobs, loop
@@ -176,26 +271,27 @@ class Worker:
             self._queue.requeue(tasks)
             return
         except OutOfDeviceMemory:
-            await self._split_after_out_of_memory(tasks)
-            return
+            out_of_memory = True
         except UserError as error:
-            for job in jobs:
-                self._fail(job.job_id, str(error))
-            return
+            message = str(error)
         except Exception:
             log.exception("batch failed for jobs %s", [job.job_id for job in jobs])
-            for job in jobs:
-                self._fail(job.job_id, FAILED)
-            return
-        if sorted((r.task.job_id, r.task.index) for r in results) != sorted(
-            (t.job_id, t.index) for t in tasks
-        ):
+        else:
+            if sorted((r.task.job_id, r.task.index) for r in results) == sorted(
+                (t.job_id, t.index) for t in tasks
+            ):
+                for job in self._queue.complete(tasks, results, time.perf_counter() - started):
+                    self._spawn(self._hooks.on_job_done(job, job.ordered_results()))
+                return
             log.error("backend returned results for other tasks than asked: %s", tasks)
+        if out_of_memory:
+            await self._split_after_out_of_memory(tasks)
+        elif len(jobs) > 1:
+            log.info("re-running the failed batch job by job: %s", [job.job_id for job in jobs])
+            await self._run_parts([[t for t in tasks if t.job_id == job.job_id] for job in jobs])
+        else:
             for job in jobs:
-                self._fail(job.job_id, FAILED)
-            return
-        for job in self._queue.complete(tasks, results, time.perf_counter() - started):
-            self._spawn(self._hooks.on_job_done(job, job.ordered_results()))
+                self._fail(job.job_id, message)
 
     async def _split_after_out_of_memory(self, tasks: Sequence[ImageTask]) -> None:
         if len(tasks) == 1:
@@ -204,13 +300,24 @@ class Worker:
             return
         self._capacity.record_out_of_memory(tasks[0].request, len(tasks))
         self._hooks.on_out_of_memory(len(tasks))
+        await self.call(self._free_memory)
         middle = (len(tasks) + 1) // 2
-        for half in (tasks[:middle], tasks[middle:]):
-            live = [task for task in half if self._is_active(task.job_id)]
+        await self._run_parts([tasks[:middle], tasks[middle:]])
+
+    async def _run_parts(self, parts: Sequence[Sequence[ImageTask]]) -> None:
+        """Run parts of a failed batch one after another, skipping jobs no longer active."""
+        for part in parts:
+            live = [task for task in part if self._is_active(task.job_id)]
             if self._stopping:
                 self._queue.requeue(live)
             elif live:
                 await self._run(live)
+
+    def _free_memory(self) -> None:
+        """On the model thread: collect the failed attempt (its frames sit in reference
+        cycles with the futures that carried the error), then return the device's cache."""
+        gc.collect()
+        self._backend.free_memory()
 
     def _run_on_thread(
         self,
@@ -227,6 +334,7 @@ class Worker:
             return self._stopping or all(job.state is JobState.CANCELLED for job in jobs)
 
         def on_step(step: int, total: int, previews: Callable[[], list[Image.Image]]) -> None:
+            self._last_step_at = self._clock()
             now = time.monotonic()
             due = [
                 job_id
@@ -264,8 +372,9 @@ class Worker:
         task.add_done_callback(self._hook_finished)
 
     def _serving_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("the worker stopped on a bug", exc_info=task.exception())
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._last_error = f"{type(error).__name__}: {error}"
+            log.error("the worker stopped on a bug", exc_info=error)
 
     def _hook_finished(self, task: asyncio.Task[None]) -> None:
         self._hook_tasks.discard(task)

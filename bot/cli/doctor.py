@@ -1,7 +1,8 @@
 """`dreamcord doctor`: one line per check, OK or what to fix.
 
 `--quick` skips the slow and the online checks (model load, token validity): it serves the
-container's health check.
+container's health check, which also fails on a dead or stuck worker (from the running bot's
+heartbeat file).
 """
 
 from __future__ import annotations
@@ -183,6 +184,31 @@ def check_models(settings: Settings) -> str:
     return detail
 
 
+def check_worker(settings: Settings) -> str:
+    """The running bot's worker, from the heartbeat file it rewrites every few seconds."""
+    import time
+
+    from bot.heartbeat import STALE_AFTER_S, heartbeat_path, read_heartbeat
+
+    path = heartbeat_path(settings.data_dir)
+    try:
+        beat = read_heartbeat(path)
+    except ValueError as error:
+        raise UserError(f"{error}: restart the bot, which writes it anew") from None
+    if beat is None:
+        raise Skipped("the bot is not running on this DATA_DIR (no heartbeat file)")
+    written_at, health = beat
+    now = time.time()
+    if now - written_at > STALE_AFTER_S:
+        raise UserError(
+            f"the bot's heartbeat is {now - written_at:.0f} s old: the bot is not running or "
+            "its event loop is blocked; restart it"
+        )
+    if not health.ok(now):
+        raise UserError(f"the image worker is {health.describe(now)}")
+    return health.describe(now)
+
+
 def check_model(settings: Settings) -> str:
     from bot.models import build_engine
     from pipeline.backend import ImageTask
@@ -202,6 +228,7 @@ CHECKS = (
     Check("library", check_library),
     Check("device", check_device),
     Check("models", check_models),
+    Check("worker", check_worker),
     Check("model", check_model, quick=False),
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ async def test_doctor_is_all_green_on_the_tiny_model(
             monkeypatch.setenv(name, value)
         code = await asyncio.to_thread(main, ["doctor"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["OK"] * 8, lines
+    assert [line.split()[0] for line in lines] == ["OK"] * 7 + ["SKIP", "OK"], lines
+    assert "SKIP  worker: the bot is not running on this DATA_DIR" in lines[7]
     assert "token online: valid" in lines[1]
     assert "made a 64px test image" in lines[-1]
     assert code == 0
@@ -101,3 +103,68 @@ def test_inpainting_checkpoints_are_named_and_cannot_be_the_default(
         "FIX   models: MODEL: sd-v1-5-inpainting is an SD1.5 inpainting checkpoint (9 input "
         "channels); it serves image edits"
     )
+
+
+def beat(data_dir: Path, age_s: float, ago: dict[str, float], **worker: object) -> None:
+    """A heartbeat file as the running bot writes it, `age_s` seconds old; `ago` gives the
+    worker's times as seconds before now."""
+    from bot.heartbeat import heartbeat_path, write_heartbeat
+    from pipeline.health import WorkerHealth
+
+    now = time.time()
+    health = {"alive": True, "busy_since": None, "last_step_at": None, "restarts": 0}
+    health |= {"last_error": None, "stuck_after_s": 600.0, **worker}
+    health |= {name: now - seconds for name, seconds in ago.items()}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_heartbeat(heartbeat_path(data_dir), WorkerHealth(**health), now - age_s)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("age_s", "ago", "worker", "verdict"),
+    [
+        (5, {}, {}, "OK    worker: idle"),
+        (5, {"busy_since": 30, "last_step_at": 2}, {}, "OK    worker: busy for 30 s, last pro"),
+        (
+            5,
+            {},
+            {"alive": False, "last_error": "RuntimeError: boom", "restarts": 4},
+            "FIX   worker: the image worker is stopped (last error: RuntimeError: boom): "
+            "restart the bot",
+        ),
+        (
+            5,
+            {"busy_since": 900, "last_step_at": 700},
+            {},
+            "FIX   worker: the image worker is stuck: no progress for 700 s (limit 600 s)",
+        ),
+        (600, {}, {}, "FIX   worker: the bot's heartbeat is 600 s old: the bot is not running"),
+    ],
+)
+def test_doctor_quick_judges_the_worker_by_the_running_bots_heartbeat(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    age_s: float,
+    ago: dict[str, float],
+    worker: dict[str, object],
+    verdict: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MODEL", "tiny")
+    beat(tmp_path / "data", age_s, ago, **worker)
+    main(["doctor", "--quick"])
+    line = next(line for line in capsys.readouterr().out.splitlines() if " worker:" in line)
+    assert line.startswith(verdict), line
+
+
+def test_a_heartbeat_file_that_is_not_one_is_a_failure_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "heartbeat.json").write_text("{not json")
+    main(["doctor", "--quick"])
+    out = capsys.readouterr().out
+    assert "FIX   worker:" in out and "is not a heartbeat file" in out and "restart the bot" in out

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_for_fuzz
+from hypothesis import strategies as st
 
 from bot.container import Services, open_services
-from bot.jobs import RESTART_FAILURE, Origin
+from bot.jobs import MAX_DELIVERY_ATTEMPTS, RESTART_FAILURE, Origin
 from bot.settings import Settings, load_settings
 from data.jobs import JobState
 from pipeline.errors import UserError
@@ -162,3 +166,110 @@ async def test_an_undelivered_result_is_posted_at_the_next_start_and_only_once(
         services = await start(settings, FakeBackend(), delivery)
         await services.close()
         assert len(delivery.delivered) == expected
+
+
+async def submit_at_once(services: Services, origin: Origin, count: int) -> list[object]:
+    """`count` submissions of one user, all in flight together (a double-clicking user)."""
+    submits = (services.app.jobs.submit(REQUEST, origin) for _ in range(count))
+    return await asyncio.gather(*submits, return_exceptions=True)
+
+
+async def race_the_cap(root: Path, cap: int, count: int) -> None:
+    """Concurrent submits against a cap, then a crash and a restart: exactly the cap is kept."""
+    settings = load_settings(None, data_dir=root, max_queued_per_user=cap)
+    held = FakeBackend()
+    held.release.clear()
+    first = await start(settings, held, RecordingDelivery())
+    busy = await first.app.jobs.submit(REQUEST, BOB)  # holds the worker: Alice's jobs all wait
+    await asyncio.to_thread(held.holding.wait, 5)
+    outcomes = await submit_at_once(first, ALICE, count)
+    accepted = {o.job_id for o in outcomes if not isinstance(o, BaseException)}
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(accepted) == min(cap, count)
+    assert all(isinstance(o, UserError) and "jobs waiting" in str(o) for o in refused), refused
+    await first.db.close()  # crash
+    held.release.set()
+    await first.app.jobs.worker.stop()
+
+    delivery = RecordingDelivery()
+    second = await start(settings, FakeBackend(), delivery)
+    try:
+        for job_id in [*accepted, busy.job_id]:
+            await second.app.jobs.wait(job_id)
+        rows = await second.repos.jobs.jobs_in_state(JobState.DONE)
+        assert {row.id for row in rows if row.user_id == ALICE.user_id} == accepted
+        assert {job_id for job_id, _ in delivery.delivered} == accepted | {busy.job_id}
+    finally:
+        await second.close()
+
+
+async def test_concurrent_submits_of_one_user_keep_the_cap_and_refused_ones_never_run(
+    tmp_path: Path,
+) -> None:
+    await race_the_cap(tmp_path / "data", cap=3, count=12)
+
+
+@settings_for_fuzz(max_examples=6, deadline=None)
+@given(cap=st.integers(1, 4), count=st.integers(1, 9))
+def test_the_cap_holds_for_any_number_of_concurrent_submits(cap: int, count: int) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        asyncio.run(race_the_cap(Path(root) / "data", cap, count))
+
+
+async def test_an_undeliverable_result_is_tried_a_few_times_then_the_user_is_told_once(
+    settings: Settings,
+) -> None:
+    class Offline(RecordingDelivery):
+        async def deliver(self, job, generation) -> None:
+            self.delivered.append((job.id, generation.id))
+            raise ConnectionError("the result message is refused")
+
+    delivery = Offline()
+    first = await start(settings, FakeBackend(), delivery)
+    ticket = await first.app.jobs.submit(REQUEST, ALICE)
+    await first.app.jobs.wait(ticket.job_id)
+    await first.close()
+    for _ in range(MAX_DELIVERY_ATTEMPTS + 2):
+        services = await start(settings, FakeBackend(), delivery)
+        await services.close()
+    assert len(delivery.delivered) == MAX_DELIVERY_ATTEMPTS
+    [(job_id, message)] = delivery.failures
+    assert job_id == ticket.job_id and "could not be posted" in message
+    services = await start(settings, FakeBackend(), RecordingDelivery())
+    try:
+        job = await services.repos.jobs.get(ticket.job_id)
+        assert job is not None and job.delivery_attempts == MAX_DELIVERY_ATTEMPTS
+        assert job.delivery_failed_at is not None and job.delivered_at is None
+    finally:
+        await services.close()
+
+
+async def test_a_dead_worker_refuses_new_jobs_and_says_so_everywhere(tmp_path: Path) -> None:
+    settings = load_settings(
+        None, data_dir=tmp_path / "data", worker_restart_backoff_s=0, worker_max_restarts=2
+    )
+    services = await start(settings, FakeBackend(), RecordingDelivery())
+    jobs = services.app.jobs
+
+    def planner_bug(*_: object) -> list[object]:
+        raise RuntimeError("bug in the planner")
+
+    jobs.queue.take_batch = planner_bug  # type: ignore[method-assign]
+    try:
+        waiting = await jobs.submit(REQUEST, ALICE)  # accepted: the worker still runs
+        for _ in range(200):
+            if not jobs.worker.health().alive:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(UserError, match="the image worker has stopped") as refused:
+            await jobs.submit(REQUEST, BOB)
+        assert "restart the bot" in str(refused.value)
+        status = await jobs.status()
+        assert not status.worker_ok
+        assert status.worker.startswith("stopped (last error: RuntimeError: bug in the planner)")
+        assert "dreamcord_worker_up 0" in jobs.metrics.render().splitlines()
+        stored = await services.repos.jobs.get(waiting.job_id)
+        assert stored is not None and stored.state is JobState.QUEUED  # runs after a restart
+        assert len(await services.repos.jobs.list_queued()) == 1  # the refused one is not stored
+    finally:
+        await services.close()

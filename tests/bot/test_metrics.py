@@ -43,3 +43,7 @@ async def test_metrics_count_jobs_images_and_oom_retries(tmp_path: Path) -> None
     assert "dreamcord_oom_retries_total 1" in lines
     assert "dreamcord_queue_depth 0" in lines
     assert "# TYPE dreamcord_images_total counter" in lines
+    assert "dreamcord_worker_up 1" in lines
+    assert "dreamcord_worker_stuck 0" in lines
+    assert "dreamcord_worker_seconds_since_progress 0" in lines
+    assert "dreamcord_worker_restarts_total 0" in lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import discord
+
 from bot.jobs import QueuedJob, ServiceStatus
 from cogs.info import HELP, MAX_LISTED, queue_lines, queue_view, status_embed
 
@@ -39,6 +41,16 @@ def test_status_embed_shows_memory_only_when_known() -> None:
     assert fields["Queue"] == "2 waiting, 1 running"
     cpu = ServiceStatus("tiny", "cpu", None, None, 0, 0, 1000.0, 0)
     assert "GPU memory" not in {f["name"] for f in status_embed(cpu).to_dict()["fields"]}
+
+
+def test_status_embed_shows_the_worker_and_turns_red_when_it_is_down() -> None:
+    fine = ServiceStatus("tiny", "cpu", None, None, 0, 0, 1000.0, 0, "idle", True)
+    embed = status_embed(fine).to_dict()
+    assert {f["name"]: f["value"] for f in embed["fields"]}["Worker"] == "idle"
+    down = ServiceStatus("tiny", "cpu", None, None, 0, 0, 1000.0, 0, "stopped: restart", False)
+    embed = status_embed(down).to_dict()
+    assert {f["name"]: f["value"] for f in embed["fields"]}["Worker"] == "stopped: restart"
+    assert embed["color"] == discord.Colour.red().value
 
 
 def test_help_fits_one_message() -> None:

@@ -64,3 +64,25 @@ async def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
     await (await Database.open(path)).close()
     async with aiosqlite.connect(path, isolation_level=None) as conn:
         assert await apply_migrations(conn) == []
+
+
+async def test_v4_jobs_get_no_delivery_attempts_and_are_still_delivered(tmp_path: Path) -> None:
+    """v5 counts delivery tries; a finished, undelivered v4 job starts at none and is retried."""
+    path = tmp_path / "dreamcord.db"
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        assert await apply_migrations(conn, up_to=4) == [1, 2, 3, 4]
+        await conn.execute(
+            "INSERT INTO jobs (id, user_id, request_json, created_at, finished_at, state)"
+            " VALUES (?, 7, ?, '2024-01-01T00:00:00.000000Z', '2024', 'failed')",
+            ("c" * 32, '{"prompt": "old fox"}'),
+        )
+    database = await Database.open(path)
+    try:
+        repos = Repositories.over(database)
+        [job] = await repos.jobs.undelivered()
+        assert job.delivery_attempts == 0 and job.delivery_failed_at is None
+        assert await repos.jobs.count_delivery_attempt(job.id) == 1
+        await repos.jobs.mark_delivery_failed(job.id)
+        assert await repos.jobs.undelivered() == []
+    finally:
+        await database.close()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from bot.cli import main
+from bot.heartbeat import heartbeat_path
+from bot.settings import Settings
 from tests.e2e.conftest import ephemeral_reply, job_id_of, wait_for_job_state
 from tests.fakediscord import DiscordHarness
 
@@ -46,6 +51,7 @@ async def test_status_shows_model_device_queue_and_speed(discord: DiscordHarness
     assert values["Queue"] == "0 waiting, 0 running"
     assert "steps/s" in values["Speed"]
     assert values["LoRAs"] == "0"
+    assert values["Worker"] == "idle"
 
 
 async def test_help_explains_the_commands_and_the_prompt_language(
@@ -56,3 +62,24 @@ async def test_help_explains_the_commands_and_the_prompt_language(
     for expected in ("/imagine", "--ar 3:2", "<lora:", "/settings", "/history", "/policy"):
         assert expected in text
     assert len(text) <= 2000
+
+
+async def test_the_running_bots_heartbeat_tells_doctor_quick_the_worker_is_fine(
+    discord: DiscordHarness,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    beat = heartbeat_path(settings.data_dir)
+    for _ in range(500):
+        if beat.exists():
+            break
+        await asyncio.sleep(0.01)
+    for name, value in {
+        "DATA_DIR": str(settings.data_dir),
+        "MODEL": "tiny",
+        "DEVICE": "cpu",
+    }.items():
+        monkeypatch.setenv(name, value)
+    await asyncio.to_thread(main, ["doctor", "--quick"])
+    assert "OK    worker: idle" in capsys.readouterr().out.splitlines()

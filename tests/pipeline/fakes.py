@@ -45,6 +45,7 @@ class FakeBackend:
         self.release.set()
         self.holding = threading.Event()
         self.threads: set[str] = set()
+        self.memory_freed = 0
 
     device = None
     default_model = None
@@ -79,6 +80,9 @@ class FakeBackend:
             time.sleep(self.step_s)
             on_step(step, total, lambda: [Image.new("RGB", (8, 8)) for _ in tasks])
         return [ImageResult(task, Image.new("RGB", (8, 8)), f"Seed: {task.seed}") for task in tasks]
+
+    def free_memory(self) -> None:
+        self.memory_freed += 1
 
 
 class RecordingHooks(WorkerHooks):

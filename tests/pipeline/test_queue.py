@@ -191,8 +191,9 @@ class QueueMachine(RuleBasedStateMachine):
         return job_id
 
     def queued_of(self, user: str) -> int:
+        """Jobs of the user with images still to start: what the cap counts."""
         jobs = self.queue.unfinished()
-        return sum(1 for job in jobs if job.user_id == user and job.state is JobState.QUEUED)
+        return sum(1 for job in jobs if job.user_id == user and job.pending)
 
     @precondition(lambda self: not self.in_flight)
     @rule(limit=st.integers(1, 5))
