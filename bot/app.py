@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.catalog import ModelCatalog, ModelInfo
 from bot.defaults import SavedDefaults, UserDefaults
-from bot.gallery import GONE, Gallery, Listed, Listing
+from bot.gallery import GONE, Gallery, Listed, Listing, Reach, Viewer
 from bot.guild import Actor, GuildRules, GuildSettings
 from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
 from bot.libraries import AuditedLibrary, Libraries, NotAdded, size_text
@@ -49,12 +49,15 @@ __all__ = [
     "Place",
     "Preview",
     "QueuedJob",
+    "Reach",
     "SavedDefaults",
     "ScanOutcome",
     "ServiceStatus",
+    "Settings",
     "StoredJob",
     "Style",
     "Ticket",
+    "Viewer",
     "build_app",
     "preview_grid",
     "size_text",

@@ -171,7 +171,12 @@ async def open_services(
             ),
             limits_of(settings),
             delivery,
-            Policy(guild),
+            Policy(
+                guild,
+                lora_triggers=loras.triggers,
+                dm_policy=settings.dm_policy,
+                home_guild=settings.home_guild,
+            ),
         )
         await sweep_orphans(images, repos)
         await jobs.start()

@@ -16,6 +16,7 @@ from bot.settings import Settings
 from cogs.account import Account
 from cogs.admin import Admin
 from cogs.buttons import RESULT_BUTTONS
+from cogs.checks import DreamcordTree
 from cogs.client import DreamcordClient
 from cogs.errors import answer_error
 from cogs.imagine import Imagine
@@ -49,6 +50,7 @@ class DreamcordBot(DreamcordClient):
             intents=discord.Intents(guilds=True),
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            tree_cls=DreamcordTree,
         )
         self.settings = settings
         self.presenter = DiscordPresenter(self)
@@ -75,6 +77,8 @@ class DreamcordBot(DreamcordClient):
     async def setup_hook(self) -> None:
         """Open the App (database, jobs, worker), load the cogs, sync the commands."""
         # LoRA previews are collected and posted as one grid, not delivered job by job.
+        for warning in self.settings.warnings():
+            log.warning("%s", warning)
         delivery = PreviewDelivery(self.presenter)
         beat_file = heartbeat_path(self.settings.data_dir)
         remove_heartbeat(beat_file)  # the last run's, if it crashed: no verdict while we load
@@ -104,7 +108,16 @@ class DreamcordBot(DreamcordClient):
             for guild_id in self.settings.discord_guilds:
                 guild = discord.Object(guild_id)
                 self.tree.copy_global_to(guild=guild)
-                await self.tree.sync(guild=guild)
+                try:
+                    await self.tree.sync(guild=guild)
+                except discord.HTTPException as error:
+                    # One mistyped id, or a server that removed the bot, must not stop the rest.
+                    log.warning(
+                        "could not register the commands in server %s from DISCORD_GUILDS (is "
+                        "the bot in it?): %s",
+                        guild_id,
+                        error,
+                    )
         else:
             await self.tree.sync()
 

@@ -71,6 +71,8 @@ class Origin:
     channel_id: int | None = None
     interaction_id: int | None = None
     interaction_token: str | None = None
+    channel_nsfw: bool = False
+    """Whether the channel is NSFW: kept with the generation, so its images stay there."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class JobService(WorkerHooks):
                 interaction_id=origin.interaction_id,
                 interaction_token=origin.interaction_token,
                 priority=int(priority),
+                channel_nsfw=origin.channel_nsfw,
             )
             self._finished[job.id] = asyncio.get_running_loop().create_future()
             self.queue.submit(job.id, str(origin.user_id), request, priority)

@@ -308,6 +308,11 @@ class LoraLibrary(Library[LoraEntry]):
         super().__init__(data_dir, model_width)
         self.registry = registry
 
+    def triggers(self, name: str) -> tuple[str, ...]:
+        """A LoRA's trigger words (none for an unknown name), read without I/O for policy."""
+        entry = self._snapshot.get(name.lower())
+        return entry.triggers if entry is not None else ()
+
     async def add(
         self,
         source_path: Path,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from bot.jobs import Delivery, JobService, Origin
+    from bot.policy import Place
     from bot.settings import Settings
     from data.generations import Generation
     from data.jobs import Job as StoredJob
@@ -96,16 +97,19 @@ class LoraPreviews:
         self.service = service
         self.settings = settings
 
-    async def queue(self, lora: str, triggers: Sequence[str], origin: Origin) -> list[str]:
+    async def queue(
+        self, lora: str, triggers: Sequence[str], origin: Origin, place: Place | None = None
+    ) -> list[str]:
         """Submit the three jobs at low priority; their job ids, in weight order.
 
-        All or none: if one cannot be queued (the preview user's queue is full), the ones
-        already queued are cancelled and the UserError says so.
+        All or none: if one cannot be queued (the preview user's queue is full, or the
+        `place` it is posted in refuses its trigger words), the ones already queued are
+        cancelled and the UserError says so.
         """
         job_ids: list[str] = []
         try:
             for request in preview_requests(lora, triggers, self.settings):
-                ticket = await self.service.submit(request, origin, Priority.LOW)
+                ticket = await self.service.submit(request, origin, Priority.LOW, place=place)
                 job_ids.append(ticket.job_id)
         except UserError as error:
             for job_id in job_ids:

@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
     admin_role: str | None = None
+    """Deprecated and ignored: a role name can be copied by any server; see ADMIN_ROLE_ID."""
+    admin_role_id: int | None = None
+    home_guild_id: int | None = None
     owner_ids: IdList = Field(default_factory=list)
+    dm_policy: Literal["off", "sfw", "nsfw"] = "off"
 
     model: str = DEFAULT_MODEL
     models_dir: Path | None = None
@@ -96,6 +100,32 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("dm_policy", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def home_guild(self) -> int | None:
+        """The server whose admins run the bot: HOME_GUILD_ID, or the only DISCORD_GUILDS one."""
+        if self.home_guild_id is not None:
+            return self.home_guild_id
+        return self.discord_guilds[0] if len(self.discord_guilds) == 1 else None
+
+    def serves_guild(self, guild_id: int | None) -> bool:
+        """Whether interactions from this server are answered (DMs: see DM_POLICY)."""
+        return guild_id is None or not self.discord_guilds or guild_id in self.discord_guilds
+
+    def warnings(self) -> list[str]:
+        """Settings that start but do not do what they seem to, for the start-up log."""
+        found = []
+        if self.admin_role:
+            found.append(
+                "ADMIN_ROLE is ignored: a role name can be copied by anyone who manages roles; "
+                "set ADMIN_ROLE_ID to the role's id (and HOME_GUILD_ID) instead"
+            )
+        return found
+
     @property
     def default_width_height(self) -> tuple[int, int]:
         """DEFAULT_SIZE as (width, height); checked at start-up."""
@@ -110,6 +140,13 @@ class Settings(BaseSettings):
             raise ValueError(f"DEFAULT_STEPS={self.default_steps} is above MAX_STEPS")
         if self.default_count > self.max_images:
             raise ValueError(f"DEFAULT_COUNT={self.default_count} is above MAX_IMAGES")
+        if self.dm_policy == "sfw" and self.home_guild is None:
+            raise ValueError(
+                "DM_POLICY=sfw checks DMs against the home server's rules: set HOME_GUILD_ID"
+            )
+        home = self.home_guild
+        if home is not None and self.discord_guilds and home not in self.discord_guilds:
+            raise ValueError(f"HOME_GUILD_ID={home} is not one of DISCORD_GUILDS: add it there")
 
 
 def _as_value_error(check: Callable[[], T]) -> T:

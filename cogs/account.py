@@ -9,9 +9,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import SavedDefaults
+from bot.app import Reach, SavedDefaults
 from cogs import pages, texts
 from cogs.buttons import result_view
+from cogs.checks import viewer_of
 from cogs.client import DreamcordClient
 from cogs.errors import think_in_public
 from cogs.fitting import fit_embed, fit_escaped
@@ -19,6 +20,11 @@ from cogs.options import SAMPLER_CHOICES, SCHEDULE_CHOICES, filter_names
 from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
 
 Interaction = discord.Interaction[DreamcordClient]
+
+SHOWN_PRIVATELY = (
+    "-# Only you can see this: it was made in an NSFW channel, so it is posted only in NSFW "
+    "channels."
+)
 
 
 def defaults_embed(saved: SavedDefaults) -> discord.Embed:
@@ -138,17 +144,21 @@ class Account(commands.Cog):
     ) -> None:
         await think_in_public(interaction)
         app = interaction.client.app
-        generation = await app.gallery.to_show(
-            generation_id, interaction.user.id, interaction.guild_id
-        )
+        generation, reach = await app.gallery.to_show(generation_id, viewer_of(interaction))
         limit = interaction.filesize_limit
         grid = await asyncio.to_thread(interaction.client.presenter.grid_file, generation, limit)
         content = texts.finished(
             generation.request, generation.user_id, [image.seed for image in generation.images]
         )
+        private = reach is not Reach.PUBLIC
+        if private:
+            # Made in an NSFW channel and asked for outside one: only its owner sees it.
+            await interaction.delete_original_response()
+            content = f"{SHOWN_PRIVATELY}\n{content}"
         await interaction.followup.send(
             content,
             file=discord.File(io.BytesIO(grid.data), grid.filename),
             view=result_view(generation),
+            ephemeral=private,
             allowed_mentions=discord.AllowedMentions.none(),
         )

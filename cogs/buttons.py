@@ -16,9 +16,9 @@ from typing import Any
 
 import discord
 
-from bot.app import Generation
+from bot.app import Generation, Reach
 from cogs import texts
-from cogs.checks import is_admin
+from cogs.checks import ServedItem, is_admin, viewer_of
 from cogs.client import DreamcordClient
 from cogs.errors import answer_error, guarded, think_in_public
 from cogs.fitting import COMPONENTS, INPUT_VALUE, fit
@@ -45,7 +45,12 @@ class Action(StrEnum):
 _LETTERS = "".join(action.value for action in Action)
 
 
+POSTING = {Action.UPSCALE, Action.VARY, Action.REROLL, Action.EDIT}
+"""Actions whose answer is posted in the channel; the others answer only the clicker."""
+
+
 class ResultButton(
+    ServedItem,
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=rf"dc:(?P<action>[{_LETTERS}]):(?P<generation>[0-9]{{1,18}})(?::(?P<index>[0-9]{{1,2}}))?",
 ):
@@ -87,7 +92,10 @@ class ResultButton(
         await guarded(interaction, self._answer(interaction))
 
     async def _answer(self, interaction: Interaction) -> None:
-        generation = await interaction.client.app.gallery.result(self.generation_id, self.index)
+        needs = Reach.PUBLIC if self.action in POSTING else Reach.PRIVATE
+        generation = await interaction.client.app.gallery.result(
+            self.generation_id, self.index, viewer_of(interaction), needs
+        )
         await ANSWERS[self.action](interaction, generation, self.index or 0)
 
 
@@ -149,10 +157,10 @@ async def _info(interaction: Interaction, generation: Generation, index: int) ->
 
 async def _delete(interaction: Interaction, generation: Generation, index: int) -> None:
     gallery = interaction.client.app.gallery
-    admin = is_admin(interaction)
-    gallery.check_delete(generation, interaction.user.id, admin)
+    admin, viewer = is_admin(interaction), viewer_of(interaction)
+    gallery.check_delete(generation, viewer, admin)
     await interaction.response.defer(ephemeral=True, thinking=True)
-    await gallery.delete(generation, interaction.user.id, admin)
+    await gallery.delete(generation, viewer, admin)
     if interaction.message is not None:
         try:
             await interaction.message.delete()

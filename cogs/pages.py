@@ -19,7 +19,8 @@ from typing import Any
 import discord
 from PIL import Image
 
-from bot.app import Listing
+from bot.app import Listed, Listing, Viewer
+from cogs.checks import ServedItem, here_is_nsfw
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, guarded
 from cogs.fitting import fit_embed, fit_escaped
@@ -38,6 +39,9 @@ EMPTY = {
     HISTORY: "You have no images yet: make some with /imagine.",
     FAVOURITES: "You have no favourites yet: click ⭐ Favourite under a result.",
 }
+
+HIDDEN = "not shown here: made in DMs, on another server or in an NSFW channel"
+"""What a published list says of an entry its owner could not post in this channel."""
 
 TURN_PRIVATE, TURN_PUBLIC, PUBLISH = "e", "g", "x"
 """Actions: page an ephemeral list (owner only), page a public one (anyone), publish a page."""
@@ -172,6 +176,7 @@ def page_view(page: Page, public: bool) -> discord.ui.View:
 
 
 class PageButton(
+    ServedItem,
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"dc:p:(?P<kind>[hf]):(?P<owner>[0-9]{1,20}):(?P<page>[0-9]{1,5}):(?P<action>[egx])",
 ):
@@ -224,11 +229,11 @@ async def turn_page(
         raise Refused(f"only <@{owner_id}> can use these buttons: try /{_command(kind)}")
     if action == PUBLISH:
         await interaction.response.defer(thinking=True)
-        page = await _load_page(interaction, kind, owner_id, number)
+        page = await _load_page(interaction, kind, owner_id, number, public=True)
         await _post_page(interaction, page, public=True)
         return
     await interaction.response.defer()
-    page = await _load_page(interaction, kind, owner_id, number)
+    page = await _load_page(interaction, kind, owner_id, number, action == TURN_PUBLIC)
     files, names = await asyncio.to_thread(page_files, page)
     await interaction.edit_original_response(
         content=page_header(page) if page.entries else EMPTY[kind],
@@ -241,7 +246,7 @@ async def turn_page(
 
 async def send_list(interaction: Interaction, kind: str, public: bool) -> None:
     """The first page of the user's list, after the command deferred."""
-    page = await _load_page(interaction, kind, interaction.user.id, 0)
+    page = await _load_page(interaction, kind, interaction.user.id, 0, public)
     await _post_page(interaction, page, public)
 
 
@@ -260,10 +265,16 @@ async def _post_page(interaction: Interaction, page: Page, public: bool) -> None
     )
 
 
-async def _load_page(interaction: Interaction, kind: str, owner_id: int, number: int) -> Page:
-    """Page `number` of a list from the gallery, as the paged message shows it."""
+async def _load_page(
+    interaction: Interaction, kind: str, owner_id: int, number: int, public: bool
+) -> Page:
+    """Page `number` of a list from the gallery, as the paged message shows it; a public list
+    shows only what its owner may post in this channel (`App.gallery` decides)."""
     favourites = kind == FAVOURITES
-    listing = await interaction.client.app.gallery.page(favourites, owner_id, number, PAGE_SIZE)
+    published = Viewer(owner_id, interaction.guild_id, here_is_nsfw(interaction))
+    listing = await interaction.client.app.gallery.page(
+        favourites, owner_id, number, PAGE_SIZE, published if public else None
+    )
     return _page(kind, owner_id, listing)
 
 
@@ -275,6 +286,9 @@ def _page(kind: str, owner_id: int, listing: Listing) -> Page:
             title = f"Image {item.indexes[0] + 1} of generation {generation.id}"
         else:
             title = f"Generation {generation.id}"
+        if item.hidden:
+            entries.append(_hidden_entry(item, title))
+            continue
         entries.append(
             Entry(
                 generation_id=generation.id,
@@ -288,6 +302,11 @@ def _page(kind: str, owner_id: int, listing: Listing) -> Page:
             )
         )
     return Page(kind, owner_id, listing.number, tuple(entries), listing.has_next, listing.total)
+
+
+def _hidden_entry(item: Listed, title: str) -> Entry:
+    generation = item.generation
+    return Entry(generation.id, title, HIDDEN, (), "-", generation.created_at, None)
 
 
 def _command(kind: str) -> str:

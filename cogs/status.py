@@ -13,7 +13,7 @@ import discord
 
 from bot.app import Origin
 from cogs import texts
-from cogs.checks import is_admin, place_of
+from cogs.checks import ServedItem, here_is_nsfw, is_admin, place_of
 from cogs.client import DreamcordClient
 from cogs.errors import answered_in_public, guarded
 from pipeline.request import GenerationRequest
@@ -27,6 +27,7 @@ def origin_of(interaction: discord.Interaction) -> Origin:
         channel_id=interaction.channel_id,
         interaction_id=interaction.id,
         interaction_token=interaction.token,
+        channel_nsfw=here_is_nsfw(interaction),
     )
 
 
@@ -49,7 +50,9 @@ async def queue_job(
 
 
 class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"dc:c:(?P<job>[0-9a-f]{32})"
+    ServedItem,
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"dc:c:(?P<job>[0-9a-f]{32})",
 ):
     """Cancel a queued or running job (its requester or an admin)."""
 

@@ -62,6 +62,8 @@ class Generation:
     created_at: str
     deleted_at: str | None
     images: tuple[Image, ...]
+    channel_nsfw: bool = True
+    """Made in an NSFW channel (or unknown, for rows older than the column): see bot.gallery."""
 
 
 class GenerationRepository:
@@ -87,7 +89,8 @@ class GenerationRepository:
         async with self._db.transaction() as conn:
             await transition(conn, job_id, JobState.DONE, finished_at=now, error=None)
             async with conn.execute(
-                "SELECT user_id, guild_id, channel_id, request_json FROM jobs WHERE id = ?",
+                "SELECT user_id, guild_id, channel_id, channel_nsfw, request_json FROM jobs"
+                " WHERE id = ?",
                 (job_id,),
             ) as cursor:
                 job = await cursor.fetchone()
@@ -95,7 +98,8 @@ class GenerationRepository:
             operation = GenerationRequest.from_json(job["request_json"]).mode
             cursor = await conn.execute(
                 "INSERT INTO generations (job_id, user_id, guild_id, channel_id, operation,"
-                " parent_image_id, request_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " parent_image_id, request_json, created_at, channel_nsfw)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     job["user_id"],
@@ -105,6 +109,7 @@ class GenerationRepository:
                     parent_image_id,
                     job["request_json"],
                     now,
+                    job["channel_nsfw"],
                 ),
             )
             generation_id = cursor.lastrowid
@@ -254,4 +259,5 @@ def _generation(row: sqlite3.Row, images: tuple[Image, ...]) -> Generation:
         created_at=row["created_at"],
         deleted_at=row["deleted_at"],
         images=images,
+        channel_nsfw=bool(row["channel_nsfw"]),
     )

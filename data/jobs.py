@@ -66,11 +66,14 @@ class Job:
     delivered_at: str | None
     delivery_attempts: int
     delivery_failed_at: str | None
+    channel_nsfw: bool = True
+    """Whether it was asked in an NSFW channel (unknown for old rows: True, the safe side)."""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         values = dict(row)
         values["state"] = JobState(values["state"])
+        values["channel_nsfw"] = bool(values.get("channel_nsfw", 1))
         values["request"] = GenerationRequest.from_json(values.pop("request_json"))
         return cls(**values)
 
@@ -112,13 +115,14 @@ class JobRepository:
         interaction_token: str | None = None,
         message_id: int | None = None,
         priority: int = 0,
+        channel_nsfw: bool = False,
     ) -> Job:
         job_id = uuid.uuid4().hex
         async with self._db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO jobs (id, user_id, guild_id, channel_id, interaction_id,"
-                " interaction_token, message_id, request_json, priority, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " interaction_token, message_id, request_json, priority, created_at,"
+                " channel_nsfw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     user_id,
@@ -130,6 +134,7 @@ class JobRepository:
                     request.to_json(),
                     priority,
                     utc_now(),
+                    int(channel_nsfw),
                 ),
             )
             return await _load(conn, job_id)

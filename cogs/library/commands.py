@@ -21,7 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import PREVIEW_WEIGHTS, AuditedLibrary, NotAdded, Origin, preview_grid, size_text
-from cogs.checks import actor_of, is_admin
+from cogs.checks import actor_of, here_is_nsfw, is_library_admin, place_of
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, answer
 from cogs.fitting import MESSAGE, fit, fit_escaped
@@ -74,10 +74,11 @@ class LibraryCommands(commands.GroupCog):
 
     async def interaction_check(self, interaction: Interaction) -> bool:  # type: ignore[override]
         """`default_permissions` is only a default server admins can change: check in code."""
-        if not is_admin(interaction):
+        if not is_library_admin(interaction):
             raise Refused(
-                f"only server admins (Manage Server) can manage the {self.library.kind.what} "
-                "library"
+                f"the {self.library.kind.what} library is shared by every server this bot is "
+                "in, so only the bot's owners manage it (OWNER_IDS, or the admin role of its "
+                "home server)"
             )
         return True
 
@@ -166,7 +167,7 @@ class LibraryCommands(commands.GroupCog):
     @remove.autocomplete("name")
     @rename.autocomplete("old")
     async def _names(self, interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
-        names = await self.library.names(enabled_only=not is_admin(interaction))
+        names = await self.library.names(enabled_only=not is_library_admin(interaction))
         return filter_names(names, typed)
 
     # --- the work behind `add` ---
@@ -297,9 +298,12 @@ class LoraCommands(LibraryCommands, group_name="lora", group_description="Manage
             user_id=self.bot.user.id,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
+            channel_nsfw=here_is_nsfw(interaction),
         )
         try:
-            job_ids = await self.bot.app.previews.queue(entry.name, entry.triggers, origin)
+            job_ids = await self.bot.app.previews.queue(
+                entry.name, entry.triggers, origin, place_of(interaction)
+            )
         except UserError as error:
             await answer(interaction, f"⚠️ {error}")
             return

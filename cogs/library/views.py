@@ -9,7 +9,7 @@ from typing import Any
 import discord
 
 from bot.app import AuditedLibrary, size_text
-from cogs.checks import actor_of, is_admin
+from cogs.checks import actor_of, is_library_admin
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, answer_error
 from cogs.fitting import EMBED_DESCRIPTION, fit_embed, fit_escaped, fit_lines
@@ -106,7 +106,7 @@ class ConfirmRemove(discord.ui.View):
     async def interaction_check(  # type: ignore[override]
         self, interaction: discord.Interaction[DreamcordClient]
     ) -> bool:
-        if interaction.user.id != self.asked.user.id or not is_admin(interaction):
+        if interaction.user.id != self.asked.user.id or not is_library_admin(interaction):
             raise Refused("only the admin who asked can confirm this removal")
         return True
 

@@ -76,3 +76,34 @@ def test_rng_and_ensd_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("ENSD", "31337")
     settings = load_settings(None)
     assert (settings.rng, settings.ensd) == ("NV", 31337)
+
+
+def test_dm_policy_home_guild_and_admin_role_id(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DM_POLICY=SFW\nHOME_GUILD_ID=5\nADMIN_ROLE_ID=9\nDISCORD_GUILDS=5,6\n")
+    settings = load_settings(env)
+    assert (settings.dm_policy, settings.home_guild, settings.admin_role_id) == ("sfw", 5, 9)
+    assert settings.serves_guild(6) and settings.serves_guild(None)
+    assert not settings.serves_guild(7)
+    assert load_settings(None).dm_policy == "off", "DMs are off unless the owner says"
+    assert load_settings(None, discord_guilds="42").home_guild == 42, "the only server is home"
+    assert load_settings(None).serves_guild(7), "no DISCORD_GUILDS: every server"
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"dm_policy": "sometimes"}, "DM_POLICY"),
+        ({"dm_policy": "sfw"}, "HOME_GUILD_ID"),
+        ({"home_guild_id": 3, "discord_guilds": "1,2"}, "HOME_GUILD_ID=3"),
+    ],
+)
+def test_bad_trust_settings_stop_start_up_with_the_fix(values: dict, named: str) -> None:
+    with pytest.raises(UserError, match=named):
+        load_settings(None, **values)
+
+
+def test_admin_role_by_name_is_ignored_with_a_warning() -> None:
+    assert load_settings(None).warnings() == []
+    (warning,) = load_settings(None, admin_role="Mods").warnings()
+    assert "ADMIN_ROLE_ID" in warning

@@ -48,12 +48,18 @@ def make_bot(
     settings: Settings, edit_interval_s: float = 0.2
 ) -> Callable[[FakeDiscord], DreamcordBot]:
     """Dreamcord as a deployment against a Discord-compatible server would run it: the
-    server's urls in DISCORD_API_BASE and DISCORD_GATEWAY_URL."""
+    server's urls in DISCORD_API_BASE and DISCORD_GATEWAY_URL, its server as HOME_GUILD_ID
+    unless the settings name a home."""
 
     def factory(server: FakeDiscord) -> DreamcordBot:
-        pointed = settings.model_copy(
-            update={"discord_api_base": server.api_url, "discord_gateway_url": server.gateway_url}
-        )
+        update: dict[str, Any] = {
+            "discord_api_base": server.api_url,
+            "discord_gateway_url": server.gateway_url,
+        }
+        if settings.home_guild is None:
+            # The fake's one server is the bot's home, whose admins manage the library.
+            update["home_guild_id"] = server.scene.guild_id
+        pointed = settings.model_copy(update=update)
         bot = DreamcordBot(pointed)
         bot.presenter.edit_interval_s = edit_interval_s
         return bot

@@ -58,7 +58,7 @@ async def test_users_cannot_manage_it_and_other_kinds_are_refused(
     denied = await ephemeral_reply(
         await discord.slash("hypernetwork add", user=discord.alice, file=hypernet_upload(tmp_path))
     )
-    assert "only server admins" in denied.content
+    assert "only the bot's owners manage it" in denied.content
     lora = Upload("style.safetensors", write_lora(tmp_path / "style.safetensors").read_bytes())
     refused = await add(discord, lora)
     assert refused.embeds[0]["title"] == "Not added: style.safetensors"

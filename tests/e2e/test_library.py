@@ -130,7 +130,7 @@ async def test_users_cannot_manage_the_library_and_bad_files_are_refused_with_re
     denied = await ephemeral_reply(
         await discord.slash("lora add", user=discord.alice, file=lora_upload(tmp_path))
     )
-    assert "only server admins" in denied.content
+    assert "only the bot's owners manage it" in denied.content
     assert not (await bot_of(discord).services.repos.loras.names(enabled_only=False))
 
     good = write_lora(tmp_path / "good.safetensors")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.conftest import ephemeral_reply
+from tests.e2e.test_library import add_lora, lora_upload
 from tests.fakediscord import DiscordHarness, InteractionRecord
 
 pytestmark = pytest.mark.e2e
@@ -78,3 +81,31 @@ async def test_a_non_admin_cannot_see_or_change_the_policy(discord: DiscordHarne
         assert "only server admins" in (await ephemeral_reply(ix)).content
     assert await discord.client.services.repos.settings.guild(discord.scene.guild_id) == {}
     assert str(discord.command("policy")["default_member_permissions"]) == "32", "Manage Server"
+
+
+async def test_disguised_nsfw_words_and_loras_that_carry_them_are_refused(
+    discord: DiscordHarness, tmp_path: Path
+) -> None:
+    await set_policy(discord, nsfw_words="nude")
+    for prompt in ("nude_body", "two nudes", "n u d e", "nu\u200bde", "\uff4e\uff55\uff44\uff45"):
+        ix = await discord.slash("imagine", prompt=prompt, count=1)
+        assert "nude is not allowed outside NSFW channels" in await refusal(ix), prompt
+
+    await add_lora(discord, lora_upload(tmp_path), name="skin", triggers="nude, beach")
+    await add_lora(discord, lora_upload(tmp_path, "b.safetensors", seed=1), name="Nude-Style")
+    for prompt in ("a beach <lora:skin:0.8>", "a beach <lora:Nude-Style:1>"):
+        ix = await discord.slash("imagine", prompt=prompt, count=1)
+        assert "LoRA names and trigger words count too" in await refusal(ix), prompt
+
+    with_preview = await discord.slash(
+        "lora add",
+        user=discord.admin,
+        file=lora_upload(tmp_path, "c.safetensors", seed=2),
+        name="tan",
+        triggers="nudes",
+    )
+    note = await with_preview.wait_for_followup(lambda m: "preview" in m.content, timeout=20)
+    assert "the preview was not queued (nude is not allowed" in note.content
+
+    fine = await discord.slash("imagine", prompt="a denuded hill", negative="nude", count=1)
+    await accepted(fine)
