@@ -28,6 +28,7 @@ from bot.uploads import InitImage, Uploads, check_picture_size
 from data.generations import Generation
 from data.images import ImageStore
 from pipeline.errors import UserError
+from pipeline.prompt.suggestions import index_of
 from pipeline.prompt.tags import extract_tags
 from pipeline.recipe import Recipe
 from pipeline.request import GenerationRequest, LoraRef, Mode
@@ -216,7 +217,7 @@ class RequestBuilder:
         name, weight = explicit.pop("lora", None), explicit.pop("lora_weight", None)
         if name:
             known = self.names.loras
-            if weight is None and name.strip().lower() in {entry.lower() for entry in known}:
+            if weight is None and index_of(known).find(name.strip()) is not None:
                 weight = (await self._loras.info(name)).default_weight
             tag = f"<lora:{name.strip()}:{1.0 if weight is None else weight:g}>"
             scan = extract_tags(tag, known, prompt_limits(self.settings))

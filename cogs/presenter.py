@@ -97,7 +97,7 @@ class DiscordPresenter:
         if await self._edit_status(job, status, content, [], None) is None and job.channel_id:
             channel = self.bot.get_partial_messageable(job.channel_id)
             await channel.send(
-                f"<@{job.user_id}> {content}",
+                texts.failed_in_channel(job.user_id, content),
                 allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
             )
 
@@ -160,7 +160,7 @@ class DiscordPresenter:
         channel = self.bot.get_partial_messageable(job.channel_id)
         file = discord.File(io.BytesIO(grid.data), grid.filename)  # type: ignore[attr-defined]
         message = await channel.send(
-            f"<@{job.user_id}> your images are ready\n{content}",
+            texts.ready_in_channel(job.user_id, content),
             file=file,
             view=view,
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
