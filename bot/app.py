@@ -17,7 +17,7 @@ from bot.defaults import SavedDefaults, UserDefaults
 from bot.gallery import GONE, Gallery, Listed, Listing, Reach, Viewer
 from bot.guild import SAFETY_DEFAULT, Actor, GuildRules, GuildSettings
 from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
-from bot.libraries import AuditedLibrary, Libraries, NotAdded, size_text
+from bot.libraries import AuditedLibrary, Libraries, NotAdded, download_rules, size_text
 from bot.library import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary, ScanOutcome
 from bot.library_kinds import LibraryKind
 from bot.names import KnownNames
@@ -28,6 +28,7 @@ from bot.request_builder import RequestBuilder
 from bot.safety import SafetyMode, SafetyRules, Screening
 from bot.settings import Settings
 from bot.styles import Style, style_names
+from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation, Image
 from data.images import ImageStore
 from data.repositories import Repositories
@@ -121,10 +122,13 @@ async def build_app(
             loras,
             images,
             RecipeReader(settings, (loras, embeddings, hypernetworks)),
+            Uploads(settings.data_dir / UPLOADS_FOLDER, repos.jobs, settings.max_pixels),
         ),
         guild=guild,
         gallery=Gallery(repos.generations, repos.favourites, images),
-        libraries=Libraries(loras, embeddings, hypernetworks, repos.audit),
+        libraries=Libraries(
+            loras, embeddings, hypernetworks, repos.audit, download_rules(settings)
+        ),
         catalog=catalog,
         defaults=defaults,
         previews=LoraPreviews(jobs, settings),

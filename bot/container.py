@@ -15,7 +15,7 @@ from aiohttp import web
 from bot.app import App, build_app
 from bot.guild import GuildRules
 from bot.jobs import Delivery, JobService
-from bot.libraries import Libraries
+from bot.libraries import Libraries, download_rules
 from bot.library import (
     EmbeddingLibrary,
     HypernetworkLibrary,
@@ -28,6 +28,7 @@ from bot.metrics import serve_metrics
 from bot.models import build_engine, limits_of
 from bot.policy import Policy
 from bot.settings import Settings
+from bot.uploads import UPLOADS_FOLDER, sweep_uploads
 from data.db import Database
 from data.images import ImageStore
 from data.repositories import Repositories
@@ -98,7 +99,7 @@ async def open_library_verbs(settings: Settings) -> tuple[Database, Libraries]:
     libraries = make_libraries(settings, repos)
     for library in libraries:
         await library.refresh()
-    return db, Libraries(*libraries, repos.audit)
+    return db, Libraries(*libraries, repos.audit, download_rules(settings))
 
 
 async def read_libraries(
@@ -120,11 +121,14 @@ async def scan_drop_folders(libraries: Sequence[Library[Any]]) -> None:
             log.log(level, "drop folder: %s: %s", outcome.file, outcome.message)
 
 
-async def sweep_orphans(images: ImageStore, repos: Repositories) -> None:
-    """Remove image files no row points to (left by a crash between file and row)."""
+async def sweep_orphans(images: ImageStore, repos: Repositories, uploads: Path) -> None:
+    """Remove image files no row points to (left by a crash between file and row), and
+    uploaded pictures no job starts from."""
     removed = await asyncio.to_thread(images.orphan_sweep, await repos.generations.image_paths())
     if removed:
         log.info("removed %d orphaned image files", removed)
+    if removed := await sweep_uploads(uploads, repos.jobs):
+        log.info("removed %d uploaded pictures no job uses", removed)
 
 
 async def open_services(
@@ -184,7 +188,7 @@ async def open_services(
                 home_guild=settings.home_guild,
             ),
         )
-        await sweep_orphans(images, repos)
+        await sweep_orphans(images, repos, settings.data_dir / UPLOADS_FOLDER)
         await jobs.start()
         if on_cuda:
             await calibrate(jobs, capacity, backend)

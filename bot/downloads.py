@@ -3,8 +3,10 @@
 Most LoRAs are larger than Discord's attachment limit, so admins paste a Civitai or Hugging Face
 link. The file is streamed to a temp file in the destination folder (the library's, so adding
 it is a rename) and the byte cap is enforced while streaming, because a Content-Length can lie
-or be absent. Redirects (both sites redirect to their CDNs) are followed by hand so that every
-hop is checked to be https; the host allow-list applies to the URL the admin gave.
+or be absent. Redirects (both sites redirect to their storage hosts) are followed by hand, at
+most `MAX_REDIRECTS`, so that every hop is checked against the https rule and the host
+allow-list before it is fetched: a redirect cannot reach a local or internal address. One
+deadline covers the whole download, so a server that drips a byte a minute cannot hold it open.
 """
 
 from __future__ import annotations
@@ -19,11 +21,22 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 
+from data.disk import reporting_full_disk
 from data.files import TEMP_PREFIX  # so the library's sweep also takes abandoned downloads
 from pipeline.errors import UserError
 
-DEFAULT_HOSTS = ("civitai.com", "huggingface.co")
-"""Allowed hosts; each also allows its subdomains."""
+DEFAULT_HOSTS = (
+    "civitai.com",
+    "civitai.red",
+    "huggingface.co",
+    "hf.co",
+    "r2.cloudflarestorage.com",
+    "backblazeb2.com",
+)
+"""Allowed hosts, each with its subdomains: the sites, and the storage hosts their download
+links redirect to (Hugging Face's `cdn-lfs*.hf.co` and `cas-bridge.xethub.hf.co`; Civitai's
+Cloudflare R2 and Backblaze B2 buckets). DOWNLOAD_HOSTS replaces the list."""
+DEFAULT_DEADLINE_S = 600.0
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 1 << 20
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
@@ -50,20 +63,32 @@ async def download(
     allowed_hosts: Collection[str] = DEFAULT_HOSTS,
     on_progress: Progress | None = None,
     require_https: bool = True,
+    deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> Downloaded:
-    """Stream `url` into a temp file in `dest_dir`; UserError says what went wrong.
+    """Stream `url` into a temp file in `dest_dir` within `deadline_s` seconds in all;
+    UserError says what went wrong, and no partial file is left.
 
     `require_https=False` exists only so that tests can serve files from a local http server;
     every real caller keeps the default.
     """
     check_url(url, allowed_hosts, require_https)
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
+    deadline = asyncio.timeout(deadline_s)
     try:
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-            response = await _follow(session, url, require_https)
+        async with deadline, aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            response = await _follow(session, url, allowed_hosts, require_https)
             async with response:
                 return await _save(response, url, dest_dir, max_bytes, on_progress)
-    except (aiohttp.ClientError, TimeoutError) as error:
+    except TimeoutError:
+        if not deadline.expired():
+            raise UserError(
+                f"could not download {_shown(url)}: the server stopped answering; try again later"
+            ) from None
+        raise UserError(
+            f"the download of {_shown(url)} took longer than {deadline_s:g} s, the limit "
+            "(DOWNLOAD_TIMEOUT_S): try again later, or download the file and add it from disk"
+        ) from None
+    except aiohttp.ClientError as error:
         reason = str(error) or type(error).__name__
         raise UserError(f"could not download {_shown(url)}: {reason}; try again later") from None
 
@@ -85,9 +110,12 @@ def check_url(url: str, allowed_hosts: Collection[str], require_https: bool = Tr
 
 
 async def _follow(
-    session: aiohttp.ClientSession, url: str, require_https: bool
+    session: aiohttp.ClientSession,
+    url: str,
+    allowed_hosts: Collection[str],
+    require_https: bool,
 ) -> aiohttp.ClientResponse:
-    """GET `url`, following redirects one by one so that each hop must be https too."""
+    """GET `url`, following redirects one by one, each hop checked as the link itself was."""
     for _ in range(MAX_REDIRECTS + 1):
         response = await session.get(url, allow_redirects=False)
         if response.status not in (301, 302, 303, 307, 308):
@@ -96,8 +124,10 @@ async def _follow(
         location = response.headers.get("Location", "")
         response.release()
         url = urljoin(url, location)
-        if require_https and urlsplit(url).scheme != "https":
-            raise UserError(f"the download was redirected to a non-https address ({_shown(url)})")
+        try:
+            check_url(url, allowed_hosts, require_https)
+        except UserError as refusal:
+            raise UserError(f"the download was redirected: {refusal}") from None
     raise UserError(f"the download redirected more than {MAX_REDIRECTS} times: check the link")
 
 
@@ -133,7 +163,7 @@ async def _save(
     temp = Path(name)
     size = 0
     try:
-        with os.fdopen(fd, "wb") as file:
+        with reporting_full_disk(dest_dir), os.fdopen(fd, "wb") as file:
             async for chunk in response.content.iter_chunked(CHUNK_BYTES):
                 size += len(chunk)
                 if size > max_bytes:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from bot.metrics import Metrics
 from bot.policy import Place, Policy
+from data.disk import DiskFull
 from data.generations import Generation, NewImage
 from data.jobs import InvalidTransition
 from data.jobs import Job as StoredJob
@@ -319,11 +320,14 @@ class JobService(WorkerHooks):
         self.delivery.progress(stored, progress.step, progress.total, progress.preview)
 
     async def on_job_done(self, job: Job, results: list[ImageResult]) -> None:
-        new_images = await asyncio.to_thread(self._store_images, results)
         try:
+            new_images = await asyncio.to_thread(self._store_images, results)
             generation = await self.repos.generations.create(
                 job.job_id, new_images, parent_image_id=job.request.parent_image_id
             )
+        except DiskFull as full:  # the images or their rows found no room: answer, not hang
+            await self.on_job_failed(job, str(full))
+            return
         except InvalidTransition:
             log.info("job %s finished after it was cancelled; dropping its images", job.job_id)
             return

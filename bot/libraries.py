@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.downloads import DEFAULT_HOSTS, download
+from bot.downloads import DEFAULT_DEADLINE_S, DEFAULT_HOSTS, download
 from bot.guild import Actor
 from bot.library import (
     EmbeddingLibrary,
@@ -25,6 +25,7 @@ from bot.library import (
     safe_filename,
 )
 from bot.library_kinds import EMBEDDINGS, HYPERNETWORKS, LORAS, MIB, LibraryKind
+from bot.settings import Settings
 from data.audit import AuditEntry, AuditRepository
 from data.files import SUFFIX
 from data.registry import Source
@@ -47,6 +48,15 @@ class DownloadRules:
 
     allowed_hosts: tuple[str, ...] = DEFAULT_HOSTS
     require_https: bool = True
+    deadline_s: float = DEFAULT_DEADLINE_S
+
+
+def download_rules(settings: Settings) -> DownloadRules:
+    """The rules DOWNLOAD_HOSTS and DOWNLOAD_TIMEOUT_S set."""
+    return DownloadRules(
+        allowed_hosts=tuple(settings.download_hosts),
+        deadline_s=settings.download_timeout_s,
+    )
 
 
 class NotAdded(UserError):
@@ -146,6 +156,7 @@ class AuditedLibrary:
             allowed_hosts=rules.allowed_hosts,
             on_progress=on_progress,
             require_https=rules.require_https,
+            deadline_s=rules.deadline_s,
         )
         try:
             return await self.add_file(
@@ -217,8 +228,9 @@ class Libraries:
         embeddings: EmbeddingLibrary,
         hypernetworks: HypernetworkLibrary,
         audit: AuditRepository,
+        downloads: DownloadRules | None = None,
     ) -> None:
-        self.downloads = DownloadRules()
+        self.downloads = downloads or DownloadRules()
         self.loras = AuditedLibrary(LORAS, loras, audit, self)
         self.embeddings = AuditedLibrary(EMBEDDINGS, embeddings, audit, self)
         self.hypernetworks = AuditedLibrary(HYPERNETWORKS, hypernetworks, audit, self)

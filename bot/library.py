@@ -212,7 +212,12 @@ class Library(ABC, Generic[Entry]):
         if name is not None:
             await self._check_free(name)  # before copying anything
         async with self._lock:
-            staged = await asyncio.to_thread(self.store.stage, source_path, label)
+            try:
+                staged = await asyncio.to_thread(self.store.stage, source_path, label)
+            except OSError as error:  # a full disk is DiskFull, a UserError of its own
+                raise UserError(
+                    f"{label} cannot be read ({error.strerror}): check the file and its rights"
+                ) from None
             try:
                 entry = await self._admit(staged, label, name, register)
             finally:
@@ -262,6 +267,12 @@ class Library(ABC, Generic[Entry]):
                 outcomes.append(ScanOutcome(path.name, None, message))
             except UserError as error:
                 outcomes.append(ScanOutcome(path.name, None, f"left in place: {error}", True))
+            except Exception as error:  # a bug: one file must not keep the bot from starting
+                detail = " ".join(str(error).split())[:200]  # one log line, whatever it says
+                reason = (
+                    f"left in place: it could not be checked ({type(error).__name__}: {detail})"
+                )
+                outcomes.append(ScanOutcome(path.name, None, reason, True))
         return outcomes
 
     async def _check_free(self, name: str) -> None:

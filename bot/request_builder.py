@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,10 +24,11 @@ from bot.recipes import RecipeReader
 from bot.requests import build_request, prompt_limits
 from bot.settings import Settings
 from bot.styles import apply_style, find_style
-from bot.uploads import InitImage, check_picture_size, store_init_image
+from bot.uploads import InitImage, Uploads, check_picture_size
 from data.generations import Generation
 from data.images import ImageStore
 from pipeline.errors import UserError
+from pipeline.prompt.suggestions import index_of
 from pipeline.prompt.tags import extract_tags
 from pipeline.recipe import Recipe
 from pipeline.request import GenerationRequest, LoraRef, Mode
@@ -87,8 +89,10 @@ class RequestBuilder:
         loras: LoraLibrary,
         images: ImageStore,
         recipes: RecipeReader,
+        uploads: Uploads,
     ) -> None:
         self.settings = settings
+        self.uploads = uploads
         self.names = names
         self._recipes = recipes
         self._guild = guild
@@ -109,7 +113,7 @@ class RequestBuilder:
         """The request for `text` with `options` (slash-command options; None: not given).
 
         `base` is the request an Edit starts from: its options are kept unless given again.
-        `options` may carry an `init` picture (`store_picture`) and its `strength`. A pasted
+        `options` may carry an `init` picture (`hold_picture`) and its `strength`. A pasted
         `recipe` (`read_recipe`) lies under the options and prompt flags.
         """
         if recipe is not None:
@@ -173,10 +177,11 @@ class RequestBuilder:
         """Refuse a picture for image to image by its size, before downloading it."""
         check_picture_size(size)
 
-    async def store_picture(self, data: bytes) -> InitImage:
-        """Keep a picture for image to image now (upload links expire), sized to fit."""
-        folder = self.settings.data_dir / "uploads"
-        return await asyncio.to_thread(store_init_image, data, folder, self.settings.max_pixels)
+    def hold_picture(self, data: bytes | None) -> AbstractAsyncContextManager[InitImage | None]:
+        """Keep a picture for image to image now (upload links expire), sized to fit, for the
+        request composed and queued in the `async with` block; kept after it only if queued.
+        Without `data` (no picture) the block gets None."""
+        return self.uploads.held(data)
 
     def upscale(self, generation: Generation, index: int) -> GenerationRequest:
         """The U button: image `index` at twice the size, refined at low denoise."""
@@ -212,7 +217,7 @@ class RequestBuilder:
         name, weight = explicit.pop("lora", None), explicit.pop("lora_weight", None)
         if name:
             known = self.names.loras
-            if weight is None and name.strip().lower() in {entry.lower() for entry in known}:
+            if weight is None and index_of(known).find(name.strip()) is not None:
                 weight = (await self._loras.info(name)).default_weight
             tag = f"<lora:{name.strip()}:{1.0 if weight is None else weight:g}>"
             scan = extract_tags(tag, known, prompt_limits(self.settings))

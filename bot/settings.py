@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.downloads import DEFAULT_HOSTS
 from pipeline.errors import UserError
 from pipeline.limits import find_rng, parse_ensd
 from pipeline.samplers import find_sampler
@@ -19,6 +21,8 @@ DEFAULT_SAFETY_MODEL = "CompVis/stable-diffusion-safety-checker"
 
 T = TypeVar("T")
 IdList = Annotated[list[int], NoDecode]
+NameList = Annotated[list[str], NoDecode]
+_HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 
 
 class Settings(BaseSettings):
@@ -71,16 +75,26 @@ class Settings(BaseSettings):
     worker_max_restarts: int = Field(5, ge=1)
     worker_stuck_after_s: float = Field(600.0, gt=0)
 
+    download_timeout_s: float = Field(600.0, gt=0)
+    download_hosts: NameList = Field(default_factory=lambda: list(DEFAULT_HOSTS))
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
 
-    @field_validator("discord_guilds", "owner_ids", mode="before")
+    @field_validator("discord_guilds", "owner_ids", "download_hosts", mode="before")
     @classmethod
-    def _split_ids(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("download_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        if bad := [host for host in hosts if not _HOST_NAME.fullmatch(host)]:
+            raise ValueError(f"{bad[0]!r} is not a host name: give names such as civitai.com")
+        return [host.lower() for host in hosts]
 
     @field_validator("default_sampler")
     @classmethod

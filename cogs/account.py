@@ -8,12 +8,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import Reach
+from bot.app import Reach, SavedDefaults
 from cogs import pages, texts
 from cogs.buttons import result_view
 from cogs.checks import viewer_of
 from cogs.client import DreamcordClient
 from cogs.errors import think_in_public
+from cogs.fitting import fit_embed, fit_escaped
 from cogs.options import SAMPLER_CHOICES, SCHEDULE_CHOICES, filter_names
 from cogs.presenter import notes_text, upload
 from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
@@ -24,6 +25,18 @@ SHOWN_PRIVATELY = (
     "-# Only you can see this: it was made in an NSFW channel, so it is posted only in NSFW "
     "channels."
 )
+
+
+def defaults_embed(saved: SavedDefaults) -> discord.Embed:
+    """`/settings`: each default with where it comes from (yours, the server's, the bot's)."""
+    title = "Your defaults, saved" if saved.changed else "Your defaults for /imagine"
+    embed = discord.Embed(title=title, colour=discord.Colour.blurple())
+    for key, value, origin in saved.rows:
+        embed.add_field(
+            name=f"{key} ({origin})", value=fit_escaped(value, 1000) or "(none)", inline=True
+        )
+    embed.set_footer(text="Options you give /imagine, or flags in the prompt, win over these.")
+    return fit_embed(embed)
 
 
 class Account(commands.Cog):
@@ -91,14 +104,10 @@ class Account(commands.Cog):
         saved = await interaction.client.app.defaults.save(
             interaction.user.id, interaction.guild_id, given, reset
         )
-        title = "Your defaults, saved" if saved.changed else "Your defaults for /imagine"
-        embed = discord.Embed(title=title, colour=discord.Colour.blurple())
-        for key, value, origin in saved.rows:
-            shown = value if len(value) <= 1000 else value[:999] + "…"
-            embed.add_field(name=f"{key} ({origin})", value=shown or "(none)", inline=True)
-        embed.set_footer(text="Options you give /imagine, or flags in the prompt, win over these.")
         await interaction.followup.send(
-            embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+            embed=defaults_embed(saved),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
         )
 
     @settings_command.autocomplete("hires_upscaler")

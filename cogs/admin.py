@@ -15,6 +15,7 @@ from bot.app import SAFETY_DEFAULT, GuildSettings
 from cogs.checks import actor_of, is_admin
 from cogs.client import DreamcordClient
 from cogs.errors import Refused
+from cogs.fitting import FIELD_VALUE, fit, fit_embed, fit_escaped
 
 Interaction = discord.Interaction[DreamcordClient]
 
@@ -36,13 +37,13 @@ def describe_policy(policy: GuildSettings) -> list[tuple[str, str]]:
     channels, words, pixels = policy.channels, policy.nsfw_words, policy.max_pixels
     negative = policy.negative
     return [
-        ("channels", ", ".join(f"<#{c}>" for c in channels) if channels else "all channels"),
-        ("nsfw_words", ", ".join(words)[:1000] if words else "none"),
+        ("channels", fit(", ".join(f"<#{c}>" for c in channels), FIELD_VALUE) or "all channels"),
+        ("nsfw_words", fit_escaped(", ".join(words), FIELD_VALUE) if words else "none"),
         ("max_steps", str(policy.max_steps or "bot limit")),
         ("max_size", f"{pixels:,} pixels" if pixels else "bot limit"),
         ("max_count", str(policy.max_count or "bot limit")),
         ("cooldown", f"{policy.cooldown_s} s" if policy.cooldown_s else "none"),
-        ("default_negative", negative[:1000] if negative else "none"),
+        ("default_negative", fit_escaped(negative, FIELD_VALUE) if negative else "none"),
         ("safety", policy.safety or "bot default (SAFETY_CHECKER)"),
     ]
 
@@ -74,7 +75,7 @@ class Admin(commands.Cog):
     async def show_rules(self, interaction: Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         current = await interaction.client.app.guild.settings(interaction.guild_id)
-        await interaction.followup.send(embed=_policy_embed("Server rules", current))
+        await interaction.followup.send(embed=policy_embed("Server rules", current))
 
     @policy.command(name="set", description="Change this server's rules")
     @app_commands.describe(
@@ -123,7 +124,7 @@ class Admin(commands.Cog):
             default_negative=default_negative,
             safety=safety.value if safety else None,
         )
-        await interaction.followup.send(embed=_policy_embed("Server rules, saved", updated))
+        await interaction.followup.send(embed=policy_embed("Server rules, saved", updated))
 
     @policy.command(name="reset", description="Put one rule, or all, back to the default")
     @app_commands.describe(rule="which rule to reset")
@@ -136,11 +137,11 @@ class Admin(commands.Cog):
         names = list(RULE_OPTIONS) if rule.value == "all" else [rule.value]
         fields = tuple(RULE_OPTIONS[name] for name in names)
         updated = await interaction.client.app.guild.reset_rules(actor_of(interaction), fields)
-        await interaction.followup.send(embed=_policy_embed("Server rules, saved", updated))
+        await interaction.followup.send(embed=policy_embed("Server rules, saved", updated))
 
 
-def _policy_embed(title: str, policy: GuildSettings) -> discord.Embed:
+def policy_embed(title: str, policy: GuildSettings) -> discord.Embed:
     embed = discord.Embed(title=title, colour=discord.Colour.orange())
     for name, value in describe_policy(policy):
         embed.add_field(name=name, value=value or "none", inline=False)
-    return embed
+    return fit_embed(embed)

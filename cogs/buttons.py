@@ -17,9 +17,11 @@ from typing import Any
 import discord
 
 from bot.app import Generation, Reach
+from cogs import texts
 from cogs.checks import ServedItem, is_admin, viewer_of
 from cogs.client import DreamcordClient
 from cogs.errors import answer_error, guarded, think_in_public
+from cogs.fitting import COMPONENTS, INPUT_VALUE, fit
 from cogs.status import CancelButton, queue_job
 
 log = logging.getLogger(__name__)
@@ -146,12 +148,11 @@ async def _info(interaction: Interaction, generation: Generation, index: int) ->
     await interaction.response.defer(ephemeral=True, thinking=True)
     image = generation.images[0]
     lineage = await interaction.client.app.gallery.lineage(image)
-    seeds = ", ".join(str(i.seed) for i in generation.images)
-    parts = [f"Generation {generation.id} · seeds {seeds}", "```", image.parameters[:1500], "```"]
-    if len(lineage) > 1:
-        chain = " ← ".join(f"image {ancestor.id}" for ancestor in lineage)
-        parts.append(f"Lineage: {chain}")
-    await interaction.followup.send("\n".join(parts), ephemeral=True)
+    seeds = [i.seed for i in generation.images]
+    text = texts.info(generation.id, seeds, image.parameters, [a.id for a in lineage])
+    await interaction.followup.send(
+        text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+    )
 
 
 async def _delete(interaction: Interaction, generation: Generation, index: int) -> None:
@@ -180,22 +181,29 @@ ANSWERS = {
 }
 
 
-class EditModal(discord.ui.Modal, title="Edit and run again"):
+class EditModal(discord.ui.Modal):
     """Midjourney's Remix: change the prompt, keep the other parameters (model, clip skip and
     highres fix included)."""
 
     prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-        label="Prompt", style=discord.TextStyle.paragraph, max_length=4000
+        label="Prompt", style=discord.TextStyle.paragraph, max_length=INPUT_VALUE
     )
     negative: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-        label="Negative prompt", style=discord.TextStyle.paragraph, max_length=4000, required=False
+        label="Negative prompt",
+        style=discord.TextStyle.paragraph,
+        max_length=INPUT_VALUE,
+        required=False,
     )
 
     def __init__(self, generation: Generation) -> None:
-        super().__init__(custom_id=f"dc:edit:{generation.id}")
+        request = generation.request
+        # A text input holds 4,000 characters: a longer prompt is cut, and the title says so.
+        cut = max(len(request.prompt), len(request.negative)) > INPUT_VALUE
+        title = "Edit (prompts cut to 4,000 characters)" if cut else "Edit and run again"
+        super().__init__(title=title, custom_id=f"dc:edit:{generation.id}")
         self.generation = generation
-        self.prompt.default = generation.request.prompt[:4000]
-        self.negative.default = generation.request.negative[:4000]
+        self.prompt.default = fit(request.prompt, INPUT_VALUE, marker="")
+        self.negative.default = fit(request.negative, INPUT_VALUE, marker="")
 
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
         await think_in_public(interaction)
@@ -212,22 +220,27 @@ class EditModal(discord.ui.Modal, title="Edit and run again"):
         await answer_error(interaction, error)
 
 
+TOOLS = (
+    (Action.REROLL, "Reroll", "🔄"),
+    (Action.EDIT, "Edit", "✏️"),
+    (Action.FAVOURITES, "Favourite", "⭐"),
+    (Action.INFO, "Info", "ℹ️"),
+    (Action.DELETE, "Delete", "🗑️"),
+)
+PER_IMAGE_BUTTONS = (COMPONENTS - len(TOOLS)) // 2
+"""Images that get a U and a V button: a message holds 25 buttons, the tools take five."""
+
+
 def result_view(generation: Generation) -> discord.ui.View:
-    """U1-U4 and V1-V4 (one pair per image), then Reroll, Edit, Favourite, Info, Delete."""
+    """U1-U4 and V1-V4 (one pair per image, for the first ten), then Reroll, Edit, Favourite,
+    Info, Delete."""
     view = discord.ui.View(timeout=None)
     count = len(generation.images)
     for action in (Action.UPSCALE, Action.VARY):
-        for index in range(count):
+        for index in range(min(count, PER_IMAGE_BUTTONS)):
             label = action.upper() + (str(index + 1) if count > 1 else "")
             view.add_item(ResultButton(action, generation.id, index, label=label))
-    tools = (
-        (Action.REROLL, "Reroll", "🔄"),
-        (Action.EDIT, "Edit", "✏️"),
-        (Action.FAVOURITES, "Favourite", "⭐"),
-        (Action.INFO, "Info", "ℹ️"),
-        (Action.DELETE, "Delete", "🗑️"),
-    )
-    for action, label, emoji in tools:
+    for action, label, emoji in TOOLS:
         view.add_item(ResultButton(action, generation.id, label=label, emoji=emoji))
     return view
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Mapping
 import discord
 from discord import app_commands
 
+from cogs.fitting import MESSAGE, fit
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,11 @@ def describe(interaction: discord.Interaction) -> str:
 
 
 async def answer(interaction: discord.Interaction, text: str) -> None:
-    """Say `text` ephemerally, whether or not the interaction was answered yet."""
+    """Say `text` ephemerally, whether or not the interaction was answered yet.
+
+    Cut to one message: a refusal that lists every mistake of a long prompt must still arrive.
+    """
+    text = fit(text, MESSAGE)
     with contextlib.suppress(discord.HTTPException):
         if interaction.response.is_done():
             await interaction.followup.send(

@@ -154,13 +154,17 @@ class Imagine(commands.Cog):
         recipe = None
         if parameters is not None:
             recipe = await app.requests.read_recipe(parameters, prompt, options)
+        picture = None
         if image is not None:
             app.requests.check_picture(image.size)
-            options["init"] = await app.requests.store_picture(await _picture_bytes(image))
-        request = await app.requests.compose(
-            prompt or "", options, interaction.user.id, interaction.guild_id, recipe=recipe
-        )
-        await queue_job(interaction, request)
+            picture = await _picture_bytes(image)
+        async with app.requests.hold_picture(picture) as init:  # not kept if refused
+            if init is not None:
+                options["init"] = init
+            request = await app.requests.compose(
+                prompt or "", options, interaction.user.id, interaction.guild_id, recipe=recipe
+            )
+            await queue_job(interaction, request)
         notes = list(recipe.notes if recipe else ())
         if recipe is not None and recipe.strength is not None and image is None:
             notes.append(texts.unused_strength(recipe.strength))

@@ -11,12 +11,15 @@ from discord.ext import commands
 from bot.app import QueuedJob, ServiceStatus
 from cogs import texts
 from cogs.client import DreamcordClient
+from cogs.fitting import MESSAGE, fit_embed, fit_escaped, fit_lines
 from cogs.status import CancelButton
 
 Interaction = discord.Interaction[DreamcordClient]
 
-MAX_LISTED = 20
-"""Jobs listed by /queue: each gets a Cancel button, and a message holds at most 25."""
+MAX_LISTED = 12
+"""Jobs listed by /queue: each gets a Cancel button (a message holds 25), and all their lines
+fit one message with `QUEUE_PROMPT_SHOWN` characters of each prompt."""
+QUEUE_PROMPT_SHOWN = 80
 REFERENCE_PIXELS = 512 * 512
 DOCS = "README.md, section The prompt language,"
 
@@ -49,19 +52,23 @@ def queue_lines(jobs: Sequence[QueuedJob]) -> list[str]:
     """One line per job: its number, prompt excerpt, and where it is."""
     lines = []
     for number, job in enumerate(jobs[:MAX_LISTED], start=1):
-        prompt = job.prompt.strip() or "(empty prompt)"
-        if len(prompt) > 80:
-            prompt = prompt[:79] + "…"
+        prompt = fit_escaped(job.prompt.strip() or "(empty prompt)", QUEUE_PROMPT_SHOWN)
         if job.running:
             where = f"🎨 running, ready in {texts.duration(job.eta_s)}"
         else:
             place = f"#{job.position}" if job.position else "next"
             where = f"⏳ {place} in the queue, ready in {texts.duration(job.eta_s)}"
         images = "image" if job.images == 1 else "images"
-        lines.append(f"**{number}.** {texts.escape(prompt)} ({job.images} {images}) - {where}")
+        lines.append(f"**{number}.** {prompt} ({job.images} {images}) - {where}")
     if len(jobs) > MAX_LISTED:
         lines.append(f"…and {len(jobs) - MAX_LISTED} more")
     return lines
+
+
+def queue_text(jobs: Sequence[QueuedJob], waiting: int) -> str:
+    """The /queue message: a header, then one line per listed job."""
+    header = f"**Your jobs** ({waiting} waiting in all)"
+    return f"{header}\n{fit_lines(queue_lines(jobs), MESSAGE - len(header) - 1)}"
 
 
 def queue_view(jobs: Sequence[QueuedJob]) -> discord.ui.View:
@@ -91,7 +98,7 @@ def status_embed(status: ServiceStatus) -> discord.Embed:
     )
     embed.add_field(name="LoRAs", value=str(status.loras))
     embed.add_field(name="Worker", value=status.worker, inline=False)
-    return embed
+    return fit_embed(embed)
 
 
 class Info(commands.Cog):
@@ -109,10 +116,8 @@ class Info(commands.Cog):
                 "You have no jobs waiting or running. Start one with /imagine.", ephemeral=True
             )
             return
-        depth = service.waiting_count()
-        header = f"**Your jobs** ({depth} waiting in all)"
         await interaction.response.send_message(
-            "\n".join([header, *queue_lines(jobs)]),
+            queue_text(jobs, service.waiting_count()),
             view=queue_view(jobs),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),

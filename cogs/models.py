@@ -7,14 +7,17 @@ guild settings (`App.guild`). Listing is for everyone; changing is for admins, c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import style_names
+from bot.app import Style, style_names
 from cogs.checks import actor_of, is_admin
 from cogs.client import DreamcordClient
 from cogs.errors import Refused
+from cogs.fitting import EMBED_DESCRIPTION, EMBED_FIELDS, fit_embed, fit_lines
 from cogs.options import filter_names
 
 Interaction = discord.Interaction[DreamcordClient]
@@ -31,6 +34,16 @@ async def _require_admin(interaction: Interaction) -> bool:
         if not is_admin(interaction):
             raise Refused("only server admins (Manage Server) can change this")
     return True
+
+
+def styles_embed(styles: Iterable[Style]) -> discord.Embed:
+    """`/style list`: one field per style (25 at most), in name order."""
+    embed = discord.Embed(title="Styles", colour=discord.Colour.blurple())
+    for style in sorted(styles, key=lambda style: style.name.lower())[:EMBED_FIELDS]:
+        embed.add_field(name=style.name, value=style.describe(), inline=False)
+    if not embed.fields:
+        embed.description = "No styles yet: an admin adds one with /style add."
+    return fit_embed(embed)
 
 
 class Models(commands.GroupCog, group_name="model", group_description="Models this bot can use"):
@@ -60,9 +73,9 @@ class Models(commands.GroupCog, group_name="model", group_description="Models th
             suffix = f" — {', '.join(marks)}" if marks else ""
             lines.append(f"`{model.name}` · {model.description}{suffix}")
         embed = discord.Embed(title="Models", colour=discord.Colour.blurple())
-        embed.description = "\n".join(lines)[:4096] or "No models are configured."
+        embed.description = fit_lines(lines, EMBED_DESCRIPTION) or "No models are configured."
         embed.set_footer(text="/imagine model: picks one per request · admins: /model default")
-        await interaction.edit_original_response(embed=embed)
+        await interaction.edit_original_response(embed=fit_embed(embed))
 
     @app_commands.command(name="default", description="Set this server's default model (admins)")
     @app_commands.describe(name="a model from /model list, or 'default' for the bot's own")
@@ -134,14 +147,9 @@ class Styles(commands.GroupCog, group_name="style", group_description="Prompt st
     async def list_styles(self, interaction: Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild = await interaction.client.app.guild.settings(interaction.guild_id)
-        styles = sorted(guild.styles.values(), key=lambda style: style.name.lower())
-        embed = discord.Embed(title="Styles", colour=discord.Colour.blurple())
-        for style in styles[:25]:
-            embed.add_field(name=style.name, value=style.describe()[:1024], inline=False)
-        if not styles:
-            embed.description = "No styles yet: an admin adds one with /style add."
         await interaction.edit_original_response(
-            embed=embed, allowed_mentions=discord.AllowedMentions.none()
+            embed=styles_embed(guild.styles.values()),
+            allowed_mentions=discord.AllowedMentions.none(),
         )
 
     @app_commands.command(name="remove", description="Remove a style (admins)")

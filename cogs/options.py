@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from discord import app_commands
 
+from cogs.fitting import CHOICE
 from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 
 MAX_CHOICES = 25
@@ -16,9 +17,12 @@ SCHEDULE_CHOICES = [app_commands.Choice(name=name, value=name) for name in SCHED
 
 
 def filter_names(names: Sequence[str], typed: str) -> list[app_commands.Choice[str]]:
-    """At most 25 names containing `typed` (any case), those starting with it first."""
+    """At most 25 names containing `typed` (any case), those starting with it first.
+
+    A name longer than Discord's 100 characters for a choice cannot be offered: it is typed.
+    """
     typed = typed.strip().lower()
-    hits = [name for name in names if typed in name.lower()]
+    hits = [name for name in names if typed in name.lower() and len(name) <= CHOICE]
     hits.sort(key=lambda name: (not name.lower().startswith(typed), name.lower()))
     return [app_commands.Choice(name=name, value=name) for name in hits[:MAX_CHOICES]]
 

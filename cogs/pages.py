@@ -23,8 +23,8 @@ from bot.app import Listed, Listing, Viewer
 from cogs.checks import ServedItem, here_is_nsfw
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, guarded
+from cogs.fitting import fit_embed, fit_escaped
 from cogs.grid import compose_grid
-from cogs.texts import escape
 
 Interaction = discord.Interaction[DreamcordClient]
 
@@ -81,11 +81,8 @@ def jump_link(guild_id: int | None, channel_id: int | None, message_id: int | No
 
 
 def excerpt(text: str, limit: int = PROMPT_SHOWN) -> str:
-    """A prompt shortened to `limit` characters and made inert (no markdown, no mentions)."""
-    text = " ".join(text.split()) or "(empty prompt)"
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return escape(text)
+    """A prompt made inert (no markdown, no mentions), then shortened to `limit` characters."""
+    return fit_escaped(" ".join(text.split()) or "(empty prompt)", limit)
 
 
 def seeds_text(seeds: Sequence[int]) -> str:
@@ -109,12 +106,12 @@ def page_embeds(page: Page, thumbnails: Sequence[str | None] = ()) -> list[disco
     embeds = []
     for index, entry in enumerate(page.entries):
         embed = discord.Embed(
-            title=entry.title[:256],
+            title=entry.title,
             description=excerpt(entry.prompt),
             url=entry.link,
             colour=discord.Colour.blurple(),
         )
-        embed.add_field(name="Seed", value=seeds_text(entry.seeds)[:1024])
+        embed.add_field(name="Seed", value=seeds_text(entry.seeds))
         embed.add_field(name="Size", value=entry.size)
         embed.add_field(
             name="Open", value=f"[result message]({entry.link})" if entry.link else "not posted"
@@ -123,7 +120,7 @@ def page_embeds(page: Page, thumbnails: Sequence[str | None] = ()) -> list[disco
         name = thumbnails[index] if index < len(thumbnails) else None
         if name:
             embed.set_thumbnail(url=f"attachment://{name}")
-        embeds.append(embed)
+        embeds.append(fit_embed(embed))
     return embeds
 
 

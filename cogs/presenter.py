@@ -102,7 +102,7 @@ class DiscordPresenter:
         if await self._edit_status(job, status, content, [], None) is None and job.channel_id:
             channel = self.bot.get_partial_messageable(job.channel_id)
             await channel.send(
-                f"<@{job.user_id}> {content}",
+                texts.failed_in_channel(job.user_id, content),
                 allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
             )
 
@@ -170,7 +170,7 @@ class DiscordPresenter:
             raise RuntimeError(f"job {job.id} has no channel to deliver to")
         channel = self.bot.get_partial_messageable(job.channel_id)
         message = await channel.send(
-            f"<@{job.user_id}> your images are ready\n{content}",
+            texts.ready_in_channel(job.user_id, content),
             files=upload(grid),
             view=view,
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),

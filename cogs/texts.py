@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cogs.fitting import MESSAGE, escape, fit, fit_escaped, fit_lines
 from pipeline.request import GenerationRequest, Mode
 
 PROMPT_SHOWN = 1200
-"""Characters of the prompt shown in a message; Discord allows 2,000 in all."""
+"""Characters of the escaped prompt shown in a message; Discord allows 2,000 in all."""
+FAILURE_SHOWN = 400
+"""Characters of a failure's reason: the headline and the reason fit one message together."""
 
 OPERATION_NAMES = {
     Mode.TXT2IMG: "",
@@ -18,18 +21,9 @@ OPERATION_NAMES = {
 }
 
 
-def escape(text: str) -> str:
-    """User text made inert: no markdown, no mentions, no masked links."""
-    for mark in ("\\", "*", "_", "~", "`", "|", ">", "[", "]", "(", ")", "#", "-", "@", "<"):
-        text = text.replace(mark, "\\" + mark)
-    return text
-
-
 def shown_prompt(request: GenerationRequest) -> str:
-    prompt = request.prompt.strip() or "(empty prompt)"
-    if len(prompt) > PROMPT_SHOWN:
-        prompt = prompt[: PROMPT_SHOWN - 1] + "…"
-    return f"**{escape(prompt)}**"
+    """The prompt in bold, escaped and then cut, so escaping cannot push a message over."""
+    return f"**{fit_escaped(request.prompt.strip() or '(empty prompt)', PROMPT_SHOWN)}**"
 
 
 def headline(request: GenerationRequest, user_id: int) -> str:
@@ -45,14 +39,10 @@ RECIPE_NOTES_SHOWN = 1800
 
 def recipe_notes(notes: Sequence[str]) -> str:
     """What a pasted recipe asked for that this job does differently, one line each."""
-    lines = ["ℹ️ From the pasted parameters:"]
-    for count, note in enumerate(notes):
-        line = f"- {escape(note)}"
-        if sum(map(len, lines)) + len(line) > RECIPE_NOTES_SHOWN:
-            lines.append(f"- and {len(notes) - count} more")
-            break
-        lines.append(line)
-    return "\n".join(lines)
+    header = "ℹ️ From the pasted parameters:"
+    lines = [f"- {escape(note)}" for note in notes]
+    room = RECIPE_NOTES_SHOWN - len(header) - 1
+    return f"{header}\n{fit_lines(lines, room, more=lambda left: f'- and {left} more')}"
 
 
 def unused_strength(strength: float) -> str:
@@ -92,4 +82,28 @@ def finished(request: GenerationRequest, user_id: int, seeds: Sequence[int]) -> 
 def failed(request: GenerationRequest, user_id: int, message: str) -> str:
     if message == "cancelled":
         return f"{headline(request, user_id)}\n🚫 Cancelled"
-    return f"{headline(request, user_id)}\n❌ {message}"
+    return f"{headline(request, user_id)}\n❌ {fit(message, FAILURE_SHOWN)}"
+
+
+def ready_in_channel(user_id: int, content: str) -> str:
+    """A result posted anew once the interaction token is gone: it mentions the requester."""
+    return fit(f"<@{user_id}> your images are ready\n{content}", MESSAGE)
+
+
+def failed_in_channel(user_id: int, content: str) -> str:
+    return fit(f"<@{user_id}> {content}", MESSAGE)
+
+
+INFO_LINE_SHOWN = 300
+"""Characters of the seeds line and of the lineage line of Info; the parameters get the rest."""
+
+
+def info(generation_id: int, seeds: Sequence[int], parameters: str, lineage: Sequence[int]) -> str:
+    """Info under a result: the seeds, the PNG parameters in a code block, and the lineage."""
+    head = fit(f"Generation {generation_id} · seeds {', '.join(map(str, seeds))}", INFO_LINE_SHOWN)
+    chain = " ← ".join(f"image {image_id}" for image_id in lineage)
+    tail = f"\nLineage: {fit(chain, INFO_LINE_SHOWN)}" if len(lineage) > 1 else ""
+    # A zero-width space between backticks keeps the parameters from closing the code block.
+    code = parameters.replace("`", "`\u200b")
+    room = MESSAGE - len(head) - len(tail) - len("\n```\n\n```")
+    return f"{head}\n```\n{fit(code, room)}\n```{tail}"

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiosqlite
 
+from data.disk import is_disk_full, reporting_full_disk
 from data.location import check_database_path
 from data.schema import apply_migrations
 from pipeline.errors import UserError
@@ -48,11 +49,15 @@ class Database:
                 f"SQLite {sqlite3.sqlite_version} is too old; Dreamcord needs 3.37 or newer "
                 "(use Python 3.11+ from python.org or the Docker image)"
             )
-        await asyncio.to_thread(check_database_path, path)
-        conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        with reporting_full_disk(path.parent):
+            await asyncio.to_thread(check_database_path, path)
+            conn = await aiosqlite.connect(
+                path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            )
         try:
-            await _configure(conn, path)
-            await apply_migrations(conn)
+            with reporting_full_disk(path.parent):
+                await _configure(conn, path)
+                await apply_migrations(conn)
         except BaseException:
             await conn.close()
             raise
@@ -75,8 +80,9 @@ class Database:
         async with self._lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-                await self._conn.execute("COMMIT")
+                with reporting_full_disk(self.path.parent):
+                    yield self._conn
+                    await self._conn.execute("COMMIT")
             except BaseException:
                 # ROLLBACK fails only if the transaction already ended: a COMMIT still in
                 # flight when the caller was cancelled. The original exception matters more.
@@ -98,6 +104,8 @@ async def _configure(conn: aiosqlite.Connection, path: Path) -> None:
         async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
             row = await cursor.fetchone()
     except sqlite3.DatabaseError as error:
+        if is_disk_full(error):  # a sound database on a full disk: `open` says so
+            raise
         raise UserError(
             f"{str(path)!r} is not a usable SQLite database ({error}); move it aside or point "
             "DATA_DIR at another folder, then start again"

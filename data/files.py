@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from data.disk import reporting_full_disk
+
 SUFFIX = ".safetensors"
 TEMP_PREFIX = ".tmp-"
 COPY_CHUNK = 1 << 20
@@ -52,6 +54,10 @@ class FileStore:
 
         The copy is removed if anything fails, so only whole copies remain.
         """
+        with reporting_full_disk(self.folder):
+            return self._copy(source, filename)
+
+    def _copy(self, source: Path, filename: str) -> Staged:
         self.folder.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(dir=self.folder, prefix=TEMP_PREFIX)) / filename
         digest = hashlib.sha256()
@@ -104,8 +110,13 @@ class FileStore:
 
     def write_temp(self, data: bytes) -> Path:
         """Keep `data` (an upload) in a temp file beside the final files, to be added."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.folder, prefix=TEMP_PREFIX, suffix=".part")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        with reporting_full_disk(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.folder, prefix=TEMP_PREFIX, suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+            except BaseException:
+                Path(name).unlink(missing_ok=True)
+                raise
         return Path(name)

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from data.disk import reporting_full_disk
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEMP_PREFIX = ".tmp-"
 ORPHAN_MIN_AGE_S = 3600.0
@@ -50,8 +52,9 @@ class ImageStore:
         final = self.root / relative
         if final.exists() and final.stat().st_size == len(png_bytes):
             return stored
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(final, png_bytes)
+        with reporting_full_disk(self.root):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(final, png_bytes)
         return stored
 
     def path_of(self, relative: str) -> Path:

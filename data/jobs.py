@@ -139,6 +139,22 @@ class JobRepository:
             )
             return await _load(conn, job_id)
 
+    async def uses_init_image(self, path: str) -> bool:
+        """Whether any job starts from the picture at `path` (as its request stores it)."""
+        row = await self._db.fetch_one(
+            "SELECT 1 FROM jobs WHERE json_extract(request_json, '$.init_image') = ? LIMIT 1",
+            (path,),
+        )
+        return row is not None
+
+    async def init_images(self) -> set[str]:
+        """The pictures jobs start from, for the sweep of the uploads folder."""
+        rows = await self._db.fetch_all(
+            "SELECT DISTINCT json_extract(request_json, '$.init_image') AS path FROM jobs"
+            " WHERE path IS NOT NULL"
+        )
+        return {row["path"] for row in rows}
+
     async def get(self, job_id: str) -> Job | None:
         row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(row) if row else None

@@ -32,6 +32,7 @@ from bot.app import (
 from cogs.checks import actor_of, here_is_nsfw, is_library_admin, place_of
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, answer
+from cogs.fitting import MESSAGE, fit, fit_escaped
 from cogs.library.embeds import entry_embed, history_embed, refusal_embed, scan_embed
 from cogs.library.views import ConfirmRemove, ListView, removal_question
 from cogs.options import filter_names
@@ -213,7 +214,7 @@ class LibraryCommands(commands.GroupCog):
         except UserError as error:
             label = error.label if isinstance(error, NotAdded) else label
             await interaction.edit_original_response(
-                content=None, embed=refusal_embed(what, label[:100], str(error))
+                content=None, embed=refusal_embed(what, fit(label, 100), str(error))
             )
             return None
         embed = entry_embed(library.kind, entry, f"Added {what} {entry.name}")
@@ -335,18 +336,18 @@ class LoraCommands(LibraryCommands, group_name="lora", group_description="Manage
             png = await asyncio.to_thread(preview_grid, preview)
             channel = self.bot.get_partial_messageable(origin.channel_id)
             failures = "".join(
-                f"\n⚠️ weight {item.weight:g} failed: {item.error}"[:300]
+                f"\n⚠️ weight {item.weight:g} failed: {fit(item.error or '', 300)}"
                 for item in preview.images
                 if item.path is None and not item.withheld
             )
             note = f"\n-# {screening.note}" if screening.note else ""
             name = f"{'SPOILER_' if screening.spoiler else ''}preview-{entry.name}.png"
+            weights = ", ".join(f"{item.weight:g}" for item in preview.images)
+            head = f"Preview of LoRA `{entry.name}` at weights {weights} · seed {preview.seed} · "
+            head += "prompt: "
+            room = MESSAGE - len(head) - len(failures) - len(note)
             await channel.send(
-                f"Preview of LoRA `{entry.name}` at weights "
-                f"{', '.join(f'{item.weight:g}' for item in preview.images)} · seed "
-                f"{preview.seed} · prompt: {discord.utils.escape_markdown(preview.prompt)}"
-                + failures
-                + note,
+                head + fit_escaped(preview.prompt, room) + failures + note,
                 file=discord.File(io.BytesIO(png), name),
                 allowed_mentions=discord.AllowedMentions.none(),
             )

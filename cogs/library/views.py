@@ -12,6 +12,7 @@ from bot.app import AuditedLibrary, size_text
 from cogs.checks import actor_of, is_library_admin
 from cogs.client import DreamcordClient
 from cogs.errors import Refused, answer_error
+from cogs.fitting import EMBED_DESCRIPTION, fit_embed, fit_escaped, fit_lines
 from cogs.library.embeds import entry_line
 
 LIST_PAGE_SIZE = 10
@@ -39,20 +40,20 @@ class ListView(discord.ui.View):
 
     def page_embed(self) -> discord.Embed:
         what = self.kind.what
-        title = f"{what}s" + (f" matching “{self.search}”" if self.search else "")
+        title = f"{what}s" + (f" matching “{fit_escaped(self.search, 100)}”" if self.search else "")
         start = self.page * LIST_PAGE_SIZE
         lines = [
             entry_line(self.kind, entry) for entry in self.entries[start : start + LIST_PAGE_SIZE]
         ]
-        embed = discord.Embed(title=title[:256], colour=discord.Colour.blurple())
-        embed.description = "\n".join(lines)[:4096] if lines else f"No {what}s found."
+        embed = discord.Embed(title=title, colour=discord.Colour.blurple())
+        embed.description = fit_lines(lines, EMBED_DESCRIPTION) if lines else f"No {what}s found."
         footer = f"{len(self.entries)} shown"
         if self.hidden:
             footer += f" · {self.hidden} disabled hidden (show_disabled: True)"
         if self.pages > 1:
             footer += f" · page {self.page + 1} of {self.pages} · buttons work for 10 minutes"
         embed.set_footer(text=footer)
-        return embed
+        return fit_embed(embed)
 
     def _sync_buttons(self) -> None:
         self.previous.disabled = self.page == 0

@@ -6,16 +6,18 @@ in user words what the file really is (a renamed pickle, a PNG, a cut-off downlo
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.lora.untrusted_json import DuplicateKey, parse_json
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 """A LoRA header is a few hundred KB at most; a bigger claimed length is an attack or garbage."""
+MAX_TENSOR_NAME = 512
+"""Trainers' longest names are under 200 characters; refusals quote names, so they stay short."""
 
 DTYPE_BYTES: dict[str, int] = {
     "F64": 8,
@@ -82,13 +84,20 @@ def read_header(path: Path) -> Header:
             raise UserError(f"{path.name} is truncated: its header runs past the end of the file")
         raw = file.read(length)
     try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _not_safetensors(head, path.name, "its header is not JSON") from None
-    except RecursionError:  # a header of deeply nested brackets, which no writer makes
-        raise UserError(f"{path.name} has a malformed header (nested too deeply)") from None
+        document = parse_json(raw)
+    except DuplicateKey as twice:  # one entry would hide another: no writer makes it
+        raise UserError(
+            f"{path.name} names {twice.key[:MAX_TENSOR_NAME]!r} twice in its header"
+        ) from None
+    except ValueError as malformed:
+        raise _not_safetensors(head, path.name, f"its header {malformed}") from None
     if not isinstance(document, dict):
         raise UserError(f"{path.name} is not a safetensors file (its header is not an object)")
+    if too_long := next((key for key in document if len(key) > MAX_TENSOR_NAME), None):
+        raise UserError(
+            f"{path.name} has a tensor name of {len(too_long):,} characters, which no trainer "
+            "writes: refused"
+        )
     metadata = _metadata(document.pop("__metadata__", {}), path.name)
     tensors = {name: _entry(name, spec, path.name) for name, spec in document.items()}
     _check_layout(tensors, file_size - 8 - length, path.name)
@@ -120,8 +129,9 @@ def _entry(tensor: str, spec: object, name: str) -> TensorEntry:
     if not isinstance(spec, dict):
         raise bad
     dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
-        raise UserError(f"{name}: tensor {tensor!r} has an unsupported dtype {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        shown = dtype if isinstance(dtype, str) else type(dtype).__name__
+        raise UserError(f"{name}: tensor {tensor!r} has an unsupported dtype {shown[:20]!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise bad
     if (

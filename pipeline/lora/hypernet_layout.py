@@ -11,13 +11,13 @@ Torch-free, so inspection and the library can call it anywhere.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from pipeline.lora.header import Header, TensorEntry
+from pipeline.lora.untrusted_json import parse_json
 
 FORMAT = "dreamcord-hypernetwork"
 KEY = re.compile(r"(\d+)\.([01])\.linear(?:\.(\d+)|([12]))\.(weight|bias)")
@@ -307,6 +307,6 @@ def _json_field(metadata: Mapping[str, str], key: str) -> object:
     if key not in metadata:
         return None
     try:
-        return json.loads(metadata[key])
-    except (json.JSONDecodeError, RecursionError):
+        return parse_json(metadata[key])
+    except ValueError:
         return _Bad()

@@ -5,7 +5,6 @@ shapes, never from metadata, which is free text anyone can write.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Collection
@@ -25,6 +24,7 @@ from pipeline.lora.hypernet_layout import (
 from pipeline.lora.keys import BUNDLE_PREFIX, COMPONENTS, parse_key
 from pipeline.lora.names import flat_name
 from pipeline.lora.targets import Wanted, match_modules, reference_indexes, too_many_skipped
+from pipeline.lora.untrusted_json import parse_json
 
 SD1_WIDTH = 768
 """Text-encoder width (and cross-attention input) of SD1.x; the tiny model's is 32."""
@@ -472,8 +472,8 @@ def _refused(base_fields: dict[str, Any], reason: str) -> Inspection:
 def trigger_words(metadata: dict[str, str]) -> tuple[str, ...]:
     """Training tags, most frequent first, from kohya's `ss_tag_frequency` (dataset -> counts)."""
     try:
-        datasets = json.loads(metadata.get("ss_tag_frequency", "{}"))
-    except json.JSONDecodeError:
+        datasets = parse_json(metadata.get("ss_tag_frequency", "{}"))
+    except ValueError:
         return ()
     counts: Counter[str] = Counter()
     if isinstance(datasets, dict):

@@ -9,20 +9,18 @@ in the set of known names, never turned into paths.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from pipeline.prompt.limits import PromptLimits
+from pipeline.prompt.suggestions import MAX_NAME, MAX_SUGGESTED, SuggestionBudget, index_of
 from pipeline.request import HypernetRef, LoraRef
 
 _TAG = re.compile(r"<(\w+):([^>]+)>")
 _UNFINISHED = re.compile(r"<(?:lora|lyco|hypernet):[^>]*$", re.IGNORECASE)
 _LORA_KINDS = {"lora", "lyco"}
-_MAX_NAME = 200
-"""Longer names are not looked up or compared, which keeps difflib's cost bounded."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,8 @@ class NetworkTag:
     """One `<lora:...>` or `<hypernet:...>` tag with a name, whether or not it is installed.
 
     `name` is the installed spelling, or the written one when nothing installed matches; then
-    `closest` holds the installed names it may have meant. `weights` are (text encoder, UNet)
+    `closest` holds the installed names it may have meant (searched for the prompt's first few
+    unknown names only, see `pipeline.prompt.suggestions`). `weights` are (text encoder, UNet)
     for a LoRA and (strength,) for a hypernetwork, empty when they cannot be read.
     """
 
@@ -89,6 +88,7 @@ def extract_tags(
         "lora": _NameLookup(known_loras, "LoRA"),
         "hypernet": _NameLookup(known_hypernets, "hypernetwork"),
     }
+    budget = SuggestionBudget()
     for tag, kind, args in tags:
         kind = "lora" if kind.lower() in _LORA_KINDS else kind.lower()
         if kind not in lookups:
@@ -100,18 +100,18 @@ def extract_tags(
             _read_lora(tag, args, limits) if kind == "lora" else _read_hypernet(tag, args, limits)
         )
         lookup = lookups[kind]
-        known = lookup.find(read.name) if read.name else None
+        known = lookup.index.find(read.name) if read.name else None
+        closest = None if known or not read.name else budget.closest(lookup.index, read.name)
         if read.name:
-            closest = () if known else tuple(lookup.closest(read.name))
             networks.append(
-                NetworkTag(kind, tag, known or read.name, bool(known), read.weights, closest)
+                NetworkTag(kind, tag, known or read.name, bool(known), read.weights, closest or ())
             )
         if read.error is not None:
             errors.append(read.error)
         elif known is None:
             errors.append(
-                f"unknown {lookup.what} {read.name[:_MAX_NAME]!r} in {tag[: _MAX_NAME + 20]}: "
-                f"{lookup.hint(read.name)}"
+                f"unknown {lookup.what} {read.name[:MAX_NAME]!r} in {tag[: MAX_NAME + 20]}: "
+                f"{lookup.hint(closest)}"
             )
         elif kind == "hypernet":
             if known in hypernets:
@@ -256,32 +256,21 @@ def _weights(ref: LoraRef) -> str:
 
 
 class _NameLookup:
-    """Known names by exact spelling, then by unique case-insensitive spelling."""
+    """One kind's installed names, and the words that say a name is not among them."""
 
     def __init__(self, names: Collection[str], what: str) -> None:
-        self._names = set(names)
+        self.index = index_of(names)
         self.what = what
-        folded: dict[str, list[str]] = {}
-        for name in self._names:
-            folded.setdefault(name.casefold(), []).append(name)
-        self._folded = folded
 
-    def find(self, name: str) -> str | None:
-        if name in self._names:
-            return name
-        matches = self._folded.get(name.casefold(), [])
-        return matches[0] if len(matches) == 1 else None
-
-    def closest(self, name: str) -> list[str]:
-        """Up to three installed spellings close to `name`, closest first."""
-        if len(name) > _MAX_NAME:
-            return []
-        close = difflib.get_close_matches(name.casefold(), self._folded, n=3, cutoff=0.6)
-        return [spelling for key in close for spelling in sorted(self._folded[key])][:3]
-
-    def hint(self, name: str) -> str:
-        if not self._names:
+    def hint(self, closest: tuple[str, ...] | None) -> str:
+        """What to tell about an unknown name, given its close names (None: not searched)."""
+        if not self.index.names:
             return f"no {self.what}s are installed yet"
-        if not (close := self.closest(name)):
+        if closest is None:
+            return (
+                f"no {self.what} by that name is installed (names are suggested for the first "
+                f"{MAX_SUGGESTED} unknown names of a prompt)"
+            )
+        if not closest:
             return f"no {self.what} by that name is installed"
-        return "did you mean " + " or ".join(repr(spelling) for spelling in close) + "?"
+        return "did you mean " + " or ".join(repr(spelling) for spelling in closest) + "?"

@@ -6,6 +6,8 @@ Two modules, named as kohya sd-scripts writes them (the text encoder with transf
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import torch
@@ -37,3 +39,49 @@ def write_lora(path: Path, seed: int = 0, output_name: str | None = "test-subjec
 
 def write_embedding(path: Path, count: int = 2, seed: int = 0) -> Path:
     return mf.write_embedding(path, WIDTH, count, seed=seed)
+
+
+def write_crafted_loras(folder: Path) -> list[Path]:
+    """A valid kohya LoRA damaged in the ways that once stopped the bot from starting: a
+    rank-0 factor, a non-scalar alpha, a list as dtype, hostile training metadata, a header of
+    nested brackets, a number of thousands of digits, a tensor named twice."""
+    valid = write_lora(folder / "valid.tmp", output_name=None)
+    header, data = split_safetensors(valid.read_bytes())
+    valid.unlink()
+    down = next(key for key in header if key.endswith("lora_down.weight"))
+    alpha = next(key for key in header if key.endswith(".alpha"))
+    damaged: dict[str, dict] = {
+        "rank-0": {down: {**header[down], "shape": [0, WIDTH], "data_offsets": [0, 0]}},
+        "wide-alpha": {alpha: {**header[alpha], "shape": [2, 2]}},
+        "list-dtype": {down: {**header[down], "dtype": []}},
+        "nested-tags": {"__metadata__": {"ss_tag_frequency": "[" * 100_000}},
+    }
+    paths = [
+        join_safetensors(folder / f"{name}.safetensors", {**header, **change}, data)
+        for name, change in damaged.items()
+    ]
+    raw = {
+        "nested-header": "[" * 100_000 + "]" * 100_000,
+        "long-number": '{"a": {"dtype": "F32", "shape": ['
+        + "9" * 5000
+        + '], "data_offsets": [0, 4]}}',
+        "named-twice": '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+        '"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+    }
+    for name, text in raw.items():
+        path = folder / f"{name}.safetensors"
+        path.write_bytes(struct.pack("<Q", len(text)) + text.encode() + b"\0" * 4)
+        paths.append(path)
+    return paths
+
+
+def split_safetensors(raw: bytes) -> tuple[dict, bytes]:
+    """(header, data section) of a safetensors file's bytes."""
+    (length,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + length]), raw[8 + length :]
+
+
+def join_safetensors(path: Path, header: object, data: bytes) -> Path:
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path

@@ -13,7 +13,7 @@ from bot.cli import embedding, lora
 from bot.settings import load_settings
 from pipeline.errors import UserError
 from tests.bot.cli_helpers import Outcome
-from tests.bot.library_files import write_embedding, write_lora
+from tests.bot.library_files import write_crafted_loras, write_embedding, write_lora
 from tests.pipeline.lora import make_files as mf
 
 
@@ -110,3 +110,15 @@ def test_every_change_from_the_cli_is_in_the_audit_log(dreamcord, tmp_path) -> N
         ("lora.remove", "vixen", None, None),
     ]
     database.close()
+
+
+def test_crafted_files_are_refused_in_one_line_naming_what_is_wrong(dreamcord, tmp_path) -> None:
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    for path in write_crafted_loras(crafted):
+        outcome = dreamcord("lora", "add", str(path))
+        if path.stem == "nested-tags":  # hostile training metadata is only ignored
+            assert outcome.code == 0, outcome
+            continue
+        assert outcome.code == 2, (path.name, outcome)
+        assert f"{path.name} cannot be added: " in outcome.err and outcome.err.count("\n") == 1

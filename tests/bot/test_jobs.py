@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -273,3 +274,19 @@ async def test_a_dead_worker_refuses_new_jobs_and_says_so_everywhere(tmp_path: P
         assert len(await services.repos.jobs.list_queued()) == 1  # the refused one is not stored
     finally:
         await services.close()
+
+
+async def test_a_full_disk_fails_the_job_with_an_answer(running, monkeypatch) -> None:
+    """ENOSPC at the one write call (a full disk cannot be made here without root)."""
+    services, delivery, _ = running
+
+    def no_space(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("data.images.os.fsync", no_space)
+    ticket = await services.app.jobs.submit(REQUEST, ALICE)
+    job = await asyncio.wait_for(services.app.jobs.wait(ticket.job_id), 10)
+    expected = f"the disk is full: free space on {services.images.root}"
+    assert job.state is JobState.FAILED and job.error == expected
+    assert delivery.failures == [(job.id, expected)]
+    assert job.delivered_at is not None

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.library import (
     AlreadyRegistered,
@@ -191,6 +193,28 @@ async def test_scan_moves_accepted_files_and_explains_the_rest(loras, tmp_path) 
     assert sorted(loras.names()) == ["dup", "good"]
 
 
+async def test_a_bug_met_on_one_file_does_not_stop_the_scan(loras, monkeypatch) -> None:
+    """A bug cannot be made on purpose, so the inspector fails for one file as a bug would."""
+    incoming = loras.drop_folder
+    incoming.mkdir(parents=True)
+    write_lora(incoming / "a-broken.safetensors", seed=1, output_name=None)
+    write_lora(incoming / "b-good.safetensors", seed=2, output_name=None)
+    inspect = loras._inspect
+
+    def buggy_for_one(path: Path):
+        if path.name == "a-broken.safetensors":
+            raise RuntimeError("a bug\nover two lines")
+        return inspect(path)
+
+    monkeypatch.setattr(loras, "_inspect", buggy_for_one)
+    outcomes = {o.file: o for o in await loras.scan()}
+    broken = outcomes["a-broken.safetensors"]
+    assert broken.refused and "\n" not in broken.message
+    assert "could not be checked (RuntimeError: a bug over two lines)" in broken.message
+    assert outcomes["b-good.safetensors"].added == "b-good"
+    assert (incoming / "a-broken.safetensors").exists()
+
+
 async def test_an_embedding_is_added_under_a_name_prompts_can_use(embeddings, tmp_path) -> None:
     entry = await embeddings.add(write_embedding(tmp_path / "EasyNegative.safetensors", 3))
     assert (entry.name, entry.vectors, entry.path) == (
@@ -208,3 +232,33 @@ async def test_an_embedding_is_added_under_a_name_prompts_can_use(embeddings, tm
 async def test_a_default_weight_out_of_range_is_refused(loras, tmp_path) -> None:
     with pytest.raises(UserError, match="default weight 9 is out of range"):
         await loras.add(write_lora(tmp_path / "a.safetensors"), weight=9)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    garbage=st.lists(st.binary(max_size=512), max_size=3),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3),
+)
+async def test_a_scan_answers_for_every_file_whatever_it_holds(
+    loras, tmp_path, garbage: list[bytes], flips: list[tuple[int, int]]
+) -> None:
+    """Arbitrary bytes and kohya LoRAs with a damaged byte: the scan never raises, and each file
+    is added or left in place with its reason."""
+    incoming = loras.drop_folder
+    incoming.mkdir(parents=True, exist_ok=True)
+    valid = write_lora(tmp_path / "valid.safetensors", output_name=None).read_bytes()
+    for index, data in enumerate(garbage):
+        (incoming / f"garbage-{index}.safetensors").write_bytes(data)
+    for index, (at, value) in enumerate(flips):
+        damaged = bytearray(valid)
+        damaged[at % len(damaged)] = value
+        (incoming / f"flipped-{index}.safetensors").write_bytes(bytes(damaged))
+    outcomes = await loras.scan()
+    assert len(outcomes) == len(garbage) + len(flips)
+    for outcome in outcomes:
+        assert outcome.message
+        assert outcome.refused == (incoming / outcome.file).exists()
+    for path in incoming.iterdir():
+        path.unlink()

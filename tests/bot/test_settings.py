@@ -107,3 +107,14 @@ def test_admin_role_by_name_is_ignored_with_a_warning() -> None:
     assert load_settings(None).warnings() == []
     (warning,) = load_settings(None, admin_role="Mods").warnings()
     assert "ADMIN_ROLE_ID" in warning
+
+
+def test_download_hosts_are_host_names(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DOWNLOAD_HOSTS=Civitai.com, cdn.example.org\nDOWNLOAD_TIMEOUT_S=120\n")
+    settings = load_settings(env)
+    assert settings.download_hosts == ["civitai.com", "cdn.example.org"]
+    assert settings.download_timeout_s == 120
+    env.write_text("DOWNLOAD_HOSTS=https://civitai.com\n")
+    with pytest.raises(UserError, match="DOWNLOAD_HOSTS"):
+        load_settings(env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from data.disk import DiskFull
 from data.images import PNG_SIGNATURE, TEMP_PREFIX, ImageStore
 
 PNG = PNG_SIGNATURE + b"pretend image data"
@@ -41,14 +43,15 @@ def test_put_refuses_bytes_that_are_not_png(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_failed_write_leaves_no_file_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_write_on_a_full_disk_is_told_so_and_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
     def disk_full(_fd: int) -> None:
-        raise OSError(28, "No space left on device")
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr("data.images.os.fsync", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(DiskFull, match=f"^the disk is full: free space on {tmp_path}$"):
         ImageStore(tmp_path).put(PNG)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 

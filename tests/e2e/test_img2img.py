@@ -37,3 +37,17 @@ async def test_a_file_that_is_not_a_picture_is_refused_privately(discord: Discor
     ix = await discord.slash("imagine", prompt="a fox", image=upload)
     reply = await ephemeral_reply(ix)
     assert "not a picture Dreamcord can read" in reply.content
+
+
+async def test_a_refused_request_keeps_no_picture(discord: DiscordHarness, settings) -> None:
+    upload = Upload("photo.jpg", picture((160, 96)), "image/jpeg")
+    ix = await discord.slash("imagine", prompt="a fox", image=upload, lora="no-such-lora")
+    reply = await ephemeral_reply(ix)
+    assert "no-such-lora" in reply.content
+    assert not list((settings.data_dir / "uploads").rglob("*.png"))
+
+
+async def test_a_queued_request_keeps_its_picture(discord: DiscordHarness, settings) -> None:
+    upload = Upload("photo.jpg", picture((160, 96)), "image/jpeg")
+    await imagine(discord, "a fox", image=upload, strength=0.5, count=1)
+    assert len(list((settings.data_dir / "uploads").rglob("*.png"))) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cogs.texts import escape
+from cogs.fitting import escape
 from tests.e2e.conftest import ephemeral_reply, generation_id_of, is_result
 from tests.fakediscord import DiscordHarness
 

@@ -16,7 +16,7 @@ from .errors import UNKNOWN_MESSAGE, DiscordError
 from .payloads import FLAG_EPHEMERAL, FLAG_LOADING, Payload, SnowflakeFactory
 from .records import InteractionRecord, StoredMessage, UploadedFile
 from .scene import Scene
-from .validation import check_content, check_message
+from .validation import check_limits, check_message
 
 MessageEvent = Callable[[str, StoredMessage], None]
 
@@ -88,13 +88,18 @@ class MessageStore:
     def edit(self, stored: StoredMessage, body: Payload, files: list[UploadedFile]) -> None:
         """Apply an edit; an edit also ends a deferred response's "thinking" state."""
         payload = stored.payload
+        check_limits(
+            {
+                key: body.get(key, payload.get(key))
+                for key in ("content", "embeds", "components", "flags")
+            }
+        )
         if "content" in body:
             payload["content"] = body["content"] or ""
         if "embeds" in body:
             payload["embeds"] = [dict(e) for e in body["embeds"] or []]
         if "components" in body:
             payload["components"] = list(body["components"] or [])
-        check_content(payload["content"])
         self.cdn.apply(stored, body, files)
         _resolve_embed_urls(stored)
         payload["flags"] &= ~FLAG_LOADING

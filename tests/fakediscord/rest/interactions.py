@@ -28,7 +28,7 @@ from ..messages import MessageStore
 from ..payloads import FLAG_EPHEMERAL, FLAG_LOADING, Payload
 from ..records import CallbackRecord, InteractionRecord, StoredMessage, UploadedFile
 from ..scene import Scene
-from ..validation import check_message
+from ..validation import check_choices, check_message, check_modal
 from .front_door import API_PREFIX, BODY, FILES, json_response
 
 if TYPE_CHECKING:
@@ -148,10 +148,9 @@ class InteractionRegistry:
                 self.messages.edit(target, data, files)
                 message = target
         elif callback_type == 9:
-            if not data.get("custom_id") or not data.get("title") or not data.get("components"):
-                raise invalid_form_body("modal")
-        elif callback_type == 8 and len(data.get("choices") or []) > 25:
-            raise invalid_form_body("more than 25 choices")
+            check_modal(data)
+        elif callback_type == 8:
+            check_choices(data.get("choices") or [])
         return payloads.interaction_callback(
             interaction_id=record.id,
             interaction_type=record.type,
