@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.gallery import Gallery, Reach, Viewer, reach
-from data.db import Database
 from data.generations import Generation
 from data.images import ImageStore
 from data.repositories import Repositories
@@ -18,13 +16,6 @@ from tests.data.conftest import new_images
 
 ALICE, BOB = 1, 2
 GUILD, OTHER_GUILD = 10, 11
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = await Database.open(tmp_path / "dreamcord.db")
-    yield Repositories.over(db)
-    await db.close()
 
 
 @pytest.fixture

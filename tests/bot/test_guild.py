@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from bot.guild import Actor, GuildRules, GuildSettings, parse_words, policy_changes
 from cogs.admin import describe_policy
-from data.db import Database
 from data.repositories import Repositories
 from pipeline.errors import UserError
 
@@ -60,13 +56,6 @@ def test_describe_policy_reads_defaults_in_words() -> None:
     assert rows["channels"] == "<#1>, <#2>"
     assert rows["cooldown"] == "10 s"
     assert rows["max_steps"] == "bot limit"
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = await Database.open(tmp_path / "dreamcord.db")
-    yield Repositories.over(db)
-    await db.close()
 
 
 async def test_a_change_is_stored_under_its_key_and_audited_once_per_changed_field(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,6 @@ from data.repositories import Repositories
 from pipeline.errors import UserError
 from tests.bot.library_files import WIDTH, write_embedding, write_lora
 from tests.pipeline.lora.hypernet_files import write_hypernetwork
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = await Database.open(tmp_path / "dreamcord.db")
-    yield Repositories.over(db)
-    await db.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,12 @@ from bot.library import (
     LoraLibrary,
     safe_name,
 )
-from data.db import Database
 from data.files import FileStore
 from data.registry import LoraKind, Source
 from data.repositories import Repositories
 from pipeline.errors import UserError
 from tests.bot.library_files import WIDTH, write_embedding, write_lora
 from tests.pipeline.lora import make_files as mf
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = await Database.open(tmp_path / "dreamcord.db")
-    yield Repositories.over(db)
-    await db.close()
 
 
 @pytest.fixture

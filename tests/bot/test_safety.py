@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from bot.models import build_engine
 from bot.safety import SafetyMode, SafetyRules, Screening, screen
 from bot.settings import load_settings
 from cogs.admin import describe_policy
-from data.db import Database
 from data.generations import Image
 from data.repositories import Repositories
 from pipeline.errors import UserError
@@ -63,13 +61,6 @@ def test_nothing_flagged_or_never_checked_is_posted_as_it_is(mode: SafetyMode) -
 def test_off_posts_flagged_images_as_they_are() -> None:
     screening = screen(MIXED, SafetyMode.OFF, channel_is_nsfw=False)
     assert screening == Screening((0, 1, 2, 3)) and screening.note is None
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = await Database.open(tmp_path / "dreamcord.db")
-    yield Repositories.over(db)
-    await db.close()
 
 
 async def test_a_server_chooses_its_own_mode_over_the_deployments(repos: Repositories) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import Settings, load_settings
+from bot.settings import Settings
 from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine
 from tests.e2e.test_library import write_tiny_lora
 from tests.fakediscord import DiscordHarness, InteractionRecord, StoredMessage, Upload
@@ -28,17 +28,13 @@ def flags_everything(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, flags_everything: Path) -> Settings:
-    return load_settings(
-        None,
-        model="tiny",
-        data_dir=tmp_path / "data",
-        device="cpu",
-        default_size="64x64",
-        default_steps=3,
-        default_count=1,
-        safety_checker="spoiler",
-        safety_checker_model=str(flags_everything),
+def settings(settings: Settings, flags_everything: Path) -> Settings:
+    return settings.model_copy(
+        update={
+            "default_count": 1,
+            "safety_checker": "spoiler",
+            "safety_checker_model": str(flags_everything),
+        }
     )
 
 
