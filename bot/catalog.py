@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from bot.guild import Actor, GuildRules
-from bot.models import model_sources, upscaler_catalog
+from bot.models import companion_of, model_sources, upscaler_catalog
 from bot.settings import Settings
 from pipeline.errors import UserError
 
@@ -74,6 +74,14 @@ class ModelCatalog:
         if refusal is not None:
             raise UserError(refusal)
         return known
+
+    def companion_of(self, name: str) -> str | None:
+        """The inpainting model edits on `name` use (its sidecar's or `<name>-inpainting`),
+        or None: the edit runs on `name` itself. An inpainting model is its own companion."""
+        known = self.known(name) or name
+        if any(model.name == known and model.refusal for model in self.models):
+            return None
+        return companion_of(self.settings, known, self.names)
 
     async def server_default(self, guild_id: int | None) -> str | None:
         """The server's default model, if it is still configured (else MODEL is used)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,15 +91,7 @@ def model_defaults(settings: Settings, name: str) -> dict[str, Any]:
     "default" is the MODEL setting; other names are looked up in MODELS_DIR. A model without
     a sidecar has none; a sidecar that is not valid is a UserError naming the file.
     """
-    sidecar = _sidecar_of(settings, name)
-    if sidecar is None or not sidecar.is_file():
-        return {}
-    try:
-        raw = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{sidecar} is not readable JSON ({error}): fix or remove it") from None
-    if not isinstance(raw, dict):
-        raise UserError(f'{sidecar} must hold a JSON object such as {{"clip_skip": 2}}')
+    sidecar, raw = _read_sidecar(settings, name)
     defaults = {}
     for key, (low, high) in MODEL_DEFAULT_KEYS.items():
         value = raw.get(key)
@@ -108,6 +101,44 @@ def model_defaults(settings: Settings, name: str) -> dict[str, Any]:
             raise UserError(f"{sidecar}: {key} is {value!r}; use a whole number {low} to {high}")
         defaults[key] = value
     return defaults
+
+
+INPAINTING_SUFFIX = "-inpainting"
+
+
+def companion_of(settings: Settings, name: str, configured: Collection[str]) -> str | None:
+    """The inpainting model that edits on model `name` run on, or None (use `name` itself).
+
+    The model's sidecar may name it (`{"inpainting": "dreamshaper-inpainting"}`); otherwise
+    `<name>-inpainting`, when `configured` (the names of MODEL and MODELS_DIR's models) has it.
+    A sidecar naming a model that is not configured is a UserError naming the file.
+    """
+    sidecar, raw = _read_sidecar(settings, name)
+    named = raw.get("inpainting")
+    if named is not None:
+        if not isinstance(named, str) or named not in configured:
+            raise UserError(
+                f"{sidecar}: inpainting is {named!r}, which is not a configured model; "
+                "put that checkpoint in MODELS_DIR or remove the key"
+            )
+        return named
+    base = resolve_model(settings.model).name if name == "default" else name
+    conventional = f"{base}{INPAINTING_SUFFIX}"
+    return conventional if conventional in configured and conventional != base else None
+
+
+def _read_sidecar(settings: Settings, name: str) -> tuple[Path | None, dict[str, Any]]:
+    """A model's sidecar file and its JSON object ({} without one), or a UserError."""
+    sidecar = _sidecar_of(settings, name)
+    if sidecar is None or not sidecar.is_file():
+        return sidecar, {}
+    try:
+        raw = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{sidecar} is not readable JSON ({error}): fix or remove it") from None
+    if not isinstance(raw, dict):
+        raise UserError(f'{sidecar} must hold a JSON object such as {{"clip_skip": 2}}')
+    return sidecar, raw
 
 
 def _sidecar_of(settings: Settings, name: str) -> Path | None:

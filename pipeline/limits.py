@@ -7,7 +7,17 @@ import re
 from dataclasses import dataclass, field, replace
 
 from pipeline.errors import UserError
-from pipeline.request import MAX_SEED, RNG_SOURCES, GenerationRequest, HiresSpec, Mode
+from pipeline.request import (
+    EDIT_MODES,
+    INPAINT_AREAS,
+    INPAINT_FILLS,
+    MAX_SEED,
+    RNG_SOURCES,
+    GenerationRequest,
+    HiresSpec,
+    InpaintSpec,
+    Mode,
+)
 from pipeline.samplers import resolve_sampler
 from pipeline.sizes import check_size
 from pipeline.upscalers import UpscalerCatalog
@@ -17,6 +27,9 @@ MIN_HIRES_SCALE = 1.0
 MAX_HIRES_SCALE = 2.0
 MAX_ENSD = MAX_SEED
 """So that seed + ENSD stays a valid seed for every noise source."""
+MAX_MASK_BLUR = 64
+MAX_PADDING = 256
+"""A1111's sliders stop at 64 (mask blur) and 256 (masked area padding)."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +68,14 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
             f"variation strength {request.variation_strength:g} is out of range: use 0 to 1"
         )
     hires = request.hires and check_hires(request, limits)
+    inpaint = check_edit(request) if request.mode in EDIT_MODES else request.inpaint
     sampler, schedule = resolve_sampler(request.sampler, request.schedule)
     checked = replace(
         request,
         sampler=sampler.name,
         schedule=schedule,
         hires=hires,
+        inpaint=inpaint,
         rng=find_rng(request.rng),
         ensd=parse_ensd(request.ensd),
     )
@@ -91,6 +106,33 @@ def parse_ensd(value: object) -> int:
     if not 0 <= ensd <= MAX_ENSD:
         raise UserError(f"ENSD {ensd} is out of range: use 0 to {MAX_ENSD}")
     return ensd
+
+
+def check_edit(request: GenerationRequest) -> InpaintSpec:
+    """An edit's mask treatment with its names normalised (defaults when unset), or a
+    UserError: an edit needs its picture and mask, and takes no highres fix."""
+    if request.init_image is None or request.mask_image is None:
+        raise UserError(f"an {request.mode} edit needs a picture and a mask: give both")
+    if request.hires is not None:
+        raise UserError("highres fix does not apply to edits: upscale the result afterwards")
+    spec = request.inpaint_spec
+    if not 0 <= spec.mask_blur <= MAX_MASK_BLUR:
+        raise UserError(f"mask blur {spec.mask_blur} is out of range: use 0 to {MAX_MASK_BLUR}")
+    if not 0 <= spec.padding <= MAX_PADDING:
+        raise UserError(f"padding {spec.padding} is out of range: use 0 to {MAX_PADDING} pixels")
+    return replace(
+        spec,
+        area=_one_of("inpaint area", spec.area, INPAINT_AREAS),
+        fill=_one_of("fill", spec.fill, INPAINT_FILLS),
+    )
+
+
+def _one_of(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` as one of `choices`, in any letter case, or a UserError listing them."""
+    for choice in choices:
+        if value.strip().lower() == choice:
+            return choice
+    raise UserError(f"unknown {what} {value!r}: use {' or '.join(choices)}")
 
 
 def check_hires(request: GenerationRequest, limits: Limits) -> HiresSpec:

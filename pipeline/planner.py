@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.backend import ImageTask
-from pipeline.request import GenerationRequest
+from pipeline.request import EDIT_MODES, GenerationRequest
 
 BatchKey = tuple[Hashable, ...]
 
@@ -28,7 +28,12 @@ def batch_key(request: GenerationRequest) -> BatchKey:
     since each one transforms the previous one's output. The RNG and ENSD are in, since the
     engine routes a whole batch's library noise through one source. Prompts, seeds and
     variation seeds are per image and stay out.
+
+    An edit's pictures (init image and mask) are per job, and each task's own are loaded, so
+    they stay out too; its mask treatment changes the pass and is in. The model is in, so an
+    edit on an inpainting (9-channel) model never meets one on a normal model.
     """
+    edit = request.mode in EDIT_MODES
     loras = tuple(sorted((ref.name, ref.te_weight, ref.unet_weight) for ref in request.loras))
     hypernets = tuple((ref.name, ref.strength) for ref in request.hypernets)
     return (
@@ -47,7 +52,8 @@ def batch_key(request: GenerationRequest) -> BatchKey:
         request.hires,
         request.mode,
         request.strength,
-        request.init_image,
+        None if edit else request.init_image,
+        request.inpaint_spec if edit else None,
     )
 
 

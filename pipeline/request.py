@@ -23,6 +23,21 @@ class Mode(StrEnum):
     UPSCALE = "upscale"
     VARIATION = "variation"
     REROLL = "reroll"
+    INPAINT = "inpaint"
+    """Repaint the white part of `mask_image` over `init_image`."""
+    OUTPAINT = "outpaint"
+    """Paint a canvas grown around `init_image` (zoom out, pan, make square, free outpaint): the
+    exact operation is lineage, kept by the bot; for the engine it is a masked pass."""
+
+
+EDIT_MODES = frozenset({Mode.INPAINT, Mode.OUTPAINT})
+"""The masked passes: they need `init_image` and `mask_image`, and may use `inpaint`."""
+
+INPAINT_AREAS = ("whole", "masked")
+"""A1111's "Inpaint area": the whole picture, or only the masked part (cropped, then pasted)."""
+
+INPAINT_FILLS = ("original", "latent noise", "latent nothing")
+"""A1111's "Masked content" that Dreamcord offers: what the masked latents start from."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,21 @@ class HiresSpec:
     steps: int = 15
     denoise: float = 0.5
     upscaler: str = "Latent"
+
+
+@dataclass(frozen=True)
+class InpaintSpec:
+    """How a masked pass treats its mask, as A1111's inpaint settings.
+
+    `mask_blur` is the Gaussian radius of the mask's edge in pixels; `area` "masked" works on
+    the mask's bounding box grown by `padding` pixels at the model's native size, then pastes
+    it back; `fill` is what the masked part starts from (see INPAINT_FILLS).
+    """
+
+    mask_blur: int = 4
+    area: str = "whole"
+    padding: int = 32
+    fill: str = "original"
 
 
 @dataclass(frozen=True)
@@ -85,6 +115,10 @@ class GenerationRequest:
     variation_seed: int | None = None
     variation_strength: float = 0.0
     init_image: str | None = None
+    mask_image: str | None = None
+    """A stored PNG mask the size of `init_image` (white repaints), for the edit modes."""
+    inpaint: InpaintSpec | None = None
+    """The mask's treatment for the edit modes; None means InpaintSpec's defaults."""
     parent_image_id: int | None = None
     extras: tuple[tuple[str, str], ...] = field(default=())
 
@@ -93,6 +127,11 @@ class GenerationRequest:
         if self.variation_seed is not None and self.variation_strength > 0:
             return self.seed, self.variation_seed + index
         return self.seed + index, None
+
+    @property
+    def inpaint_spec(self) -> InpaintSpec:
+        """The mask treatment of an edit: `inpaint`, or the defaults when it is unset."""
+        return self.inpaint or InpaintSpec()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -103,6 +142,7 @@ class GenerationRequest:
         raw["loras"] = tuple(LoraRef(**ref) for ref in raw.get("loras", ()))
         raw["hypernets"] = tuple(HypernetRef(**ref) for ref in raw.get("hypernets", ()))
         raw["hires"] = HiresSpec(**raw["hires"]) if raw.get("hires") else None
+        raw["inpaint"] = InpaintSpec(**raw["inpaint"]) if raw.get("inpaint") else None
         raw["mode"] = Mode(raw.get("mode", Mode.TXT2IMG))
         raw["extras"] = tuple(tuple(pair) for pair in raw.get("extras", ()))
         return cls(**raw)

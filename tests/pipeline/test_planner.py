@@ -4,7 +4,14 @@ import pytest
 
 from pipeline.planner import Candidate, batch_key, choose_head, plan_batch
 from pipeline.queue import JobQueue, Priority
-from pipeline.request import GenerationRequest, HiresSpec, HypernetRef, LoraRef, Mode
+from pipeline.request import (
+    GenerationRequest,
+    HiresSpec,
+    HypernetRef,
+    InpaintSpec,
+    LoraRef,
+    Mode,
+)
 
 BASE = GenerationRequest(prompt="a fox")
 
@@ -181,3 +188,37 @@ def test_starvation_bound_counts_only_older_overdue_jobs_ahead() -> None:
 
     # Both become overdue after 2 batches; "old" leads batch 3, "young" batch 4 = 2 + 1 older.
     assert run_batches_until_started(queue, "young", newcomer) == 2 + 1 + 1
+
+
+EDIT = dataclasses.replace(
+    BASE, mode=Mode.INPAINT, strength=0.75, init_image="a.png", mask_image="a-mask.png"
+)
+
+
+def test_edits_with_different_pictures_and_masks_share_a_batch_key() -> None:
+    other = dataclasses.replace(EDIT, init_image="b.png", mask_image="b-mask.png", seed=5)
+    assert batch_key(other) == batch_key(EDIT)
+    assert batch_key(dataclasses.replace(EDIT, inpaint=InpaintSpec())) == batch_key(EDIT)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"inpaint": InpaintSpec(mask_blur=8)},
+        {"inpaint": InpaintSpec(area="masked")},
+        {"inpaint": InpaintSpec(padding=64)},
+        {"inpaint": InpaintSpec(fill="latent noise")},
+        {"mode": Mode.OUTPAINT},
+        {"model": "tiny-inpainting"},
+    ],
+)
+def test_edit_batch_key_differs_for_what_changes_the_masked_pass(change: dict) -> None:
+    assert batch_key(dataclasses.replace(EDIT, **change)) != batch_key(EDIT)
+
+
+def test_an_edit_request_survives_its_json_round_trip_and_old_rows_still_load() -> None:
+    request = dataclasses.replace(EDIT, inpaint=InpaintSpec(6, "masked", 48, "latent nothing"))
+    assert GenerationRequest.from_json(request.to_json()) == request
+    old = '{"prompt": "a fox", "mode": "img2img", "init_image": "a.png", "strength": 0.5}'
+    loaded = GenerationRequest.from_json(old)
+    assert (loaded.mask_image, loaded.inpaint, loaded.inpaint_spec) == (None, None, InpaintSpec())
