@@ -19,8 +19,15 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.infotext import parse_parameters
-from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE, Limits
-from pipeline.request import MAX_SEED, RNG_SOURCES
+from pipeline.limits import (
+    MAX_CLIP_SKIP,
+    MAX_HIRES_SCALE,
+    MAX_MASK_BLUR,
+    MAX_PADDING,
+    MIN_HIRES_SCALE,
+    Limits,
+)
+from pipeline.request import INPAINT_FILLS, MAX_SEED, RNG_SOURCES, InpaintSpec
 from pipeline.samplers import AUTOMATIC, find_schedule, split_sampler_name
 
 MAX_CHARS = 32_000
@@ -66,6 +73,10 @@ UNSUPPORTED = {
 }
 """Fields Dreamcord cannot honour, with what runs instead; other fields get a generic note."""
 HIRES_FIELDS = ("Hires upscale", "Hires resize", "Hires upscaler", "Hires steps")
+INPAINT_FIELDS = ("Mask blur", "Inpaint area", "Masked area padding", "Masked content")
+INPAINT_AREAS = {"whole picture": "whole", "only masked": "masked"}
+"""A1111's `Inpaint area` values, as Dreamcord names them."""
+INPAINT_NOTE = "applies when the recipe repaints a mask (generate --init --mask, /edit)"
 _OPTION_OF = {
     "Steps": "steps",
     "Sampler": "sampler",
@@ -108,6 +119,8 @@ class Recipe:
     negative: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
     strength: float | None = None
+    inpaint: InpaintSpec | None = None
+    """An inpaint recipe's mask treatment, for a caller with a mask; None without those fields."""
     model: FileRef | None = None
     lora_hashes: tuple[FileRef, ...] = ()
     ti_hashes: tuple[FileRef, ...] = ()
@@ -155,6 +168,7 @@ class _Reader:
         self._sampler()
         self._noise()
         strength = self._denoising()
+        inpaint = self._inpaint()
         model = self._model()
         vae = self._vae()
         prompt = self._old_hypernet(prompt)
@@ -166,6 +180,7 @@ class _Reader:
             negative=None if "negative" in self.given else negative,
             options=self.options,
             strength=strength,
+            inpaint=inpaint,
             model=model,
             lora_hashes=() if "prompt" in self.given else loras,
             ti_hashes=embeddings,
@@ -286,6 +301,33 @@ class _Reader:
         if (upscaler := self._take("Hires upscaler")) is not None:
             self.options["hires_upscaler"] = self._upscaler(upscaler)
         return None if in_recipe else denoise
+
+    def _inpaint(self) -> InpaintSpec | None:
+        """A1111's inpaint fields, each noted: a prompt alone has no mask to use them on."""
+        present = {name: self.fields[name] for name in INPAINT_FIELDS if name in self.fields}
+        if not present:
+            return None
+        values: dict[str, Any] = {}
+        if (blur := self._number("Mask blur", int, low=0)) is not None:
+            values["mask_blur"] = self._at_most("Mask blur", blur, MAX_MASK_BLUR)
+        if (padding := self._number("Masked area padding", int, low=0)) is not None:
+            values["padding"] = self._at_most("Masked area padding", padding, MAX_PADDING)
+        area = (self._take("Inpaint area") or "").strip().lower()
+        content = (self._take("Masked content") or "").strip().lower()
+        notes = {name: INPAINT_NOTE for name in present}
+        if area:
+            if area in INPAINT_AREAS:
+                values["area"] = INPAINT_AREAS[area]
+            else:
+                notes["Inpaint area"] = "not an A1111 value: the whole picture is used"
+        if content:
+            if content in INPAINT_FILLS:
+                values["fill"] = content
+            else:
+                notes["Masked content"] = "not offered here: original is used"
+        for name, reason in notes.items():
+            self.notes.append(f"{name}: {_shown(present[name])}: {reason}")
+        return InpaintSpec(**values)
 
     def _hires_scale(self) -> None:
         scale = self._number("Hires upscale", float)

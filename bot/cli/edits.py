@@ -123,9 +123,13 @@ def apply_edit(
     args: argparse.Namespace,
     settings: Settings,
     scratch: Path,
+    pasted: InpaintSpec | None = None,
 ) -> GenerationRequest:
     """The request turned into `edit`, its canvas and mask written into `scratch`, on the
-    model's inpainting companion when it has one (and no --model chose the model)."""
+    model's inpainting companion when it has one (and no --model chose the model).
+
+    The mask options given win over a pasted recipe's (`pasted`), which win over the defaults.
+    """
     image_path, mask_path = scratch / "canvas.png", scratch / "mask.png"
     edit.canvas.image.save(image_path)
     edit.canvas.mask.save(mask_path)
@@ -136,7 +140,8 @@ def apply_edit(
         "padding": args.padding,
         "fill": FILLS[args.fill] if args.fill else None,
     }
-    spec = InpaintSpec(**{key: value for key, value in given.items() if value is not None})
+    chosen = {key: value for key, value in given.items() if value is not None}
+    spec = replace(pasted or InpaintSpec(), **chosen)
     model = request.model
     if args.model is None:
         companion = companion_of(settings, model, tuple(model_sources(settings)[0]))

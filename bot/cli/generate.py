@@ -265,7 +265,8 @@ def request_from_args(
         return _with_source(args, settings, request, recipe), notes
     assert picture is not None  # chosen_edit asks for --init
     built = edits.build_edit(args, edit, picture, settings.max_pixels)
-    request = edits.apply_edit(request, built, args, settings, scratch)
+    pasted_spec = recipe.inpaint if recipe else None
+    request = edits.apply_edit(request, built, args, settings, scratch, pasted_spec)
     pasted = recipe.strength if recipe else None
     strength = _number_strength(args.strength, pasted or edits.default_strength(built))
     return replace(request, strength=strength), notes + built.notes

@@ -197,3 +197,32 @@ def test_an_edit_runs_on_the_models_inpainting_companion(tmp_path: Path) -> None
         tmp_path,
     )
     assert chosen.model == "dreamshaper"
+
+
+def test_a_pasted_inpaint_recipe_sets_the_mask_treatment_under_the_flags(
+    capsys, tmp_path: Path
+) -> None:
+    write_picture(tmp_path / "in.png")
+    write_mask(tmp_path / "mask.png", (16, 16, 48, 48))
+    (tmp_path / "recipe.txt").write_text(
+        "a fox\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64, "
+        "Denoising strength: 0.5, Mask blur: 6, Masked content: latent nothing"
+    )
+    _, parameters, report = edit(
+        capsys,
+        "--init",
+        "in.png",
+        "--mask",
+        "mask.png",
+        "--parameters",
+        "recipe.txt",
+        "--mask-blur",
+        "2",
+    )
+    assert report["params"]["inpaint"] == {
+        "mask_blur": 2,
+        "area": "whole",
+        "padding": 32,
+        "fill": "latent nothing",
+    }
+    assert "Denoising strength: 0.5, Mask blur: 2, Masked content: latent nothing" in parameters

@@ -47,3 +47,19 @@ def test_a_sidecar_naming_an_unknown_companion_names_the_file_and_the_fix(
     (models.models_dir / "anything-v5.json").write_text(f'{{"inpainting": {value}}}')
     with pytest.raises(UserError, match=r"anything-v5\.json: inpainting is .* not a configured"):
         companion_of(models, "anything-v5", CONFIGURED)
+
+
+def test_the_catalog_finds_a_companion_by_any_letter_case_and_none_for_an_inpainting_model(
+    models: Settings,
+) -> None:
+    from bot.catalog import ModelCatalog, ModelInfo
+
+    refusal = "dreamshaper-inpainting is an SD1.5 inpainting checkpoint"
+    infos = tuple(
+        ModelInfo(name, "checkpoint file", refusal if name.endswith("-inpainting") else None)
+        for name in CONFIGURED
+    )
+    catalog = ModelCatalog(models, guild=None, models=infos, configured="tiny")  # type: ignore[arg-type]
+    assert catalog.companion_of("DreamShaper") == "dreamshaper-inpainting"
+    assert catalog.companion_of("dreamshaper-inpainting") is None
+    assert catalog.companion_of("anything-v5") is None

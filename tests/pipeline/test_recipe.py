@@ -12,6 +12,7 @@ import pytest
 from pipeline.errors import UserError
 from pipeline.limits import Limits
 from pipeline.recipe import FileRef, read_recipe
+from pipeline.request import InpaintSpec
 
 CIVITAI = (
     "masterpiece, best quality, 1girl, <lora:add_detail:0.5>\n"
@@ -268,3 +269,30 @@ def test_a_timestep_sampler_runs_its_own_timesteps_with_a_note() -> None:
 def test_seed_like_fields_stay_in_the_seed_range(field: str) -> None:
     with pytest.raises(UserError, match=f"{field}: 9007199254740993 is out of range"):
         read(f"{BASE}, {field}: 9007199254740993, Variation seed strength: 0.5")
+
+
+def test_an_inpaint_recipe_gives_its_mask_treatment_with_a_note_for_each_field() -> None:
+    # As A1111 1.10 writes an "Only masked" inpaint: processing.py's extra_generation_params.
+    text = (
+        f"{BASE}, Denoising strength: 0.6, Mask blur: 8, Inpaint area: Only masked, "
+        "Masked area padding: 48, Masked content: latent noise"
+    )
+    recipe = read(text)
+    assert recipe.inpaint == InpaintSpec(8, "masked", 48, "latent noise")
+    assert recipe.strength == 0.6
+    assert [note.split(":")[0] for note in recipe.notes] == [
+        "Mask blur",
+        "Inpaint area",
+        "Masked area padding",
+        "Masked content",
+    ]
+    assert read(BASE).inpaint is None
+
+
+def test_an_inpaint_value_dreamcord_does_not_offer_is_noted_with_what_runs() -> None:
+    recipe = read(f"{BASE}, Masked content: fill, Mask blur: 99")
+    assert recipe.inpaint == InpaintSpec(mask_blur=64)
+    assert "Masked content: 'fill': not offered here: original is used" in recipe.notes
+    assert any(
+        note.startswith("Mask blur: 99 is over this server's limit") for note in recipe.notes
+    )
