@@ -211,3 +211,83 @@ def test_a_mask_painted_on_a_transparent_layer_repaints_only_the_paint() -> None
     expected = np.zeros((16, 16), np.uint8)
     expected[:, :8] = 255
     assert np.array_equal(pixels(mask), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(8, 96),
+    height=st.integers(8, 96),
+    sides=st.tuples(*[st.integers(0, 40)] * 4).filter(any),
+)
+def test_outpaint_keeps_every_input_pixel_and_grows_by_sides_rounded_up(
+    width: int, height: int, sides: tuple[int, int, int, int]
+) -> None:
+    source = picture(width, height, seed=width * height)
+    canvas = outpaint(source, *sides)
+    left, right, top, bottom = (-(-side // 8) * 8 for side in sides)
+    assert canvas.size[0] - width - left - right in range(8)
+    assert canvas.size[1] - height - top - bottom in range(8)
+    for grown, side in ((left or right, canvas.size[0]), (top or bottom, canvas.size[1])):
+        assert side % 8 == 0 or not grown
+    # Where a side of the picture is not a multiple of 8, the growing end takes the rest.
+    ys, xs = np.nonzero(pixels(canvas.mask) == 0)
+    x0, y0 = int(xs.min()), int(ys.min())
+    assert x0 - left in range(8) and y0 - top in range(8)
+    assert (xs.max() - x0 + 1, ys.max() - y0 + 1, len(xs)) == (width, height, width * height)
+    assert np.array_equal(pixels(canvas.image)[y0 : y0 + height, x0 : x0 + width], pixels(source))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(16, 120),
+    height=st.integers(16, 120),
+    box=st.tuples(st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.05, 1), st.floats(0.05, 1)),
+    padding=st.integers(0, 40),
+    aspect=st.sampled_from([(512, 512), (768, 512), (512, 768)]),
+)
+def test_the_only_masked_crop_holds_the_mask_and_its_padding_inside_the_picture(
+    width: int, height: int, box: tuple[float, ...], padding: int, aspect: tuple[int, int]
+) -> None:
+    from pipeline.inpaint import crop_box
+
+    x, y, w, h = box
+    left, top = int(x * width), int(y * height)
+    right = min(width, left + max(1, int(w * width)))
+    bottom = min(height, top + max(1, int(h * height)))
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (left, top, right, bottom))
+    x1, y1, x2, y2 = crop_box(mask, padding, aspect)
+    assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    # The mask's box grown by the padding (within the picture) is all inside the crop.
+    assert x1 <= max(0, left - padding) and x2 >= min(width, right + padding)
+    assert y1 <= max(0, top - padding) and y2 >= min(height, bottom + padding)
+    crop_width, crop_height, ratio = x2 - x1, y2 - y1, aspect[0] / aspect[1]
+    if crop_width < width and crop_height < height:  # not clamped: the pass's aspect, to a pixel
+        assert (
+            min(abs(crop_width - crop_height * ratio), abs(crop_height - crop_width / ratio)) <= 1
+        )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 255), min_size=16, max_size=16),
+    alpha=st.one_of(st.none(), st.lists(st.integers(0, 255), min_size=16, max_size=16)),
+)
+def test_any_mask_becomes_binary_or_is_refused_as_empty(
+    values: list[int], alpha: list[int] | None
+) -> None:
+    grey = np.array(values, np.uint8).reshape(4, 4)
+    if alpha is None:
+        mask, brightness = Image.fromarray(grey, "L"), grey.astype(int)
+    else:
+        opacity = np.array(alpha, np.uint8).reshape(4, 4)
+        mask = Image.fromarray(np.stack([grey, opacity], axis=-1), "LA")
+        brightness = grey.astype(int) * opacity // 255  # over black, as PIL's multiply rounds down
+    expected = np.where(brightness >= 128, 255, 0)
+    if not expected.any():
+        with pytest.raises(UserError, match="the mask is empty"):
+            prepare_mask(mask, (4, 4))
+        return
+    binary, notes = prepare_mask(mask, (4, 4))
+    assert np.array_equal(pixels(binary), expected)
+    assert bool(notes) == bool(expected.all())
