@@ -157,7 +157,7 @@ class Imagine(commands.Cog):
         picture = None
         if image is not None:
             app.requests.check_picture(image.size)
-            picture = await _picture_bytes(image)
+            picture = await read_picture(image)
         async with app.requests.hold_picture(picture) as init:  # not kept if refused
             if init is not None:
                 options["init"] = init
@@ -176,8 +176,8 @@ class Imagine(commands.Cog):
             )
 
 
-async def _picture_bytes(image: discord.Attachment) -> bytes:
-    """Download the picture now: its link expires."""
+async def read_picture(image: discord.Attachment) -> bytes:
+    """Download a picture now: its link expires."""
     try:
         return await image.read()
     except discord.HTTPException:
