@@ -12,6 +12,9 @@ from data.clock import utc_now
 from pipeline.errors import UserError
 
 _FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+REBUILDS = "-- rebuilds tables"
+"""A line that marks a migration rebuilding a table (the only way SQLite changes a CHECK):
+it runs with foreign keys off, and commits only if `PRAGMA foreign_key_check` finds nothing."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,10 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def rebuilds(self) -> bool:
+        return REBUILDS in self.sql.splitlines()
 
 
 def available_migrations() -> list[Migration]:
@@ -83,11 +90,27 @@ async def _apply(conn: aiosqlite.Connection, migration: Migration) -> None:
         f"{migration.sql}\n;\n"
         "INSERT INTO schema_migrations (version, name, applied_at) "
         f"VALUES ({migration.version}, '{migration.name}', '{utc_now()}');\n"
-        "COMMIT;"
     )
+    # foreign_keys cannot change inside a transaction: off before, back as it was after.
+    async with conn.execute("PRAGMA foreign_keys") as cursor:
+        row = await cursor.fetchone()
+    keys_on = bool(row and row[0])
+    if migration.rebuilds:
+        await conn.execute("PRAGMA foreign_keys = OFF")
     try:
         await conn.executescript(script)
+        if migration.rebuilds:
+            async with conn.execute("PRAGMA foreign_key_check") as cursor:
+                broken = list(await cursor.fetchall())
+            if broken:
+                raise RuntimeError(
+                    f"migration {migration.version} would break foreign keys: {broken[:5]}"
+                )
+        await conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             await conn.execute("ROLLBACK")
         raise
+    finally:
+        if migration.rebuilds and keys_on:
+            await conn.execute("PRAGMA foreign_keys = ON")

@@ -86,3 +86,63 @@ async def test_v4_jobs_get_no_delivery_attempts_and_are_still_delivered(tmp_path
         assert await repos.jobs.undelivered() == []
     finally:
         await database.close()
+
+
+async def test_v7_generations_upgrade_to_take_edit_operations_keeping_ids_and_keys(
+    tmp_path: Path,
+) -> None:
+    """v8 rebuilds `generations` for 'inpaint' and 'outpaint'; rows, ids, the id counter and
+    the foreign keys of images survive."""
+    path = tmp_path / "dreamcord.db"
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        await conn.execute("PRAGMA foreign_keys = ON")
+        assert await apply_migrations(conn, up_to=7) == list(range(1, 8))
+        for job in ("a", "b"):
+            await conn.execute(
+                "INSERT INTO jobs (id, user_id, request_json, created_at, state)"
+                " VALUES (?, 7, '{}', '2024', 'done')",
+                (job * 32,),
+            )
+        for job in ("a", "b"):
+            await conn.execute(
+                "INSERT INTO generations (job_id, user_id, operation, request_json, created_at)"
+                " VALUES (?, 7, 'txt2img', '{\"prompt\": \"a fox\"}', '2024')",
+                (job * 32,),
+            )
+        await conn.execute(
+            "INSERT INTO images (generation_id, idx, seed, width, height, path, sha256,"
+            " size_bytes, parameters) VALUES (1, 0, 1, 64, 64, 'p', ?, 5, 'x')",
+            ("b" * 64,),
+        )
+        # The newest generation is gone for good: its id must still never come back.
+        await conn.execute("DELETE FROM generations WHERE id = 2")
+        assert await apply_migrations(conn) == [8]
+        await conn.execute(
+            "INSERT INTO jobs (id, user_id, request_json, created_at, state)"
+            " VALUES (?, 7, '{}', '2024', 'done')",
+            ("c" * 32,),
+        )
+        cursor = await conn.execute(
+            "INSERT INTO generations (job_id, user_id, operation, parent_image_id,"
+            " request_json, created_at) VALUES (?, 7, 'outpaint', 1, '{}', '2024')",
+            ("c" * 32,),
+        )
+        assert cursor.lastrowid == 3, "id 2 was handed out once: never again"
+        async with conn.execute("PRAGMA foreign_keys") as keys:
+            assert (await keys.fetchone())[0] == 1, "foreign keys are on again"
+        try:
+            await conn.execute(
+                "INSERT INTO images (generation_id, idx, seed, width, height, path, sha256,"
+                " size_bytes, parameters) VALUES (99, 0, 1, 64, 64, 'p', ?, 5, 'x')",
+                ("c" * 64,),
+            )
+        except aiosqlite.IntegrityError:
+            pass
+        else:
+            raise AssertionError("an image of a missing generation was accepted")
+    database = await Database.open(path)
+    try:
+        generation = await Repositories.over(database).generations.get(1)
+        assert generation is not None and generation.images[0].path == "p"
+    finally:
+        await database.close()
