@@ -218,6 +218,7 @@ def _prompt_input(default: str) -> discord.ui.TextInput[Any]:
     """The prompt, prefilled with the result's (cut to what a text input holds)."""
     return discord.ui.TextInput(
         label="Prompt",
+        custom_id="prompt",
         style=discord.TextStyle.paragraph,
         max_length=INPUT_VALUE,
         default=fit(default, INPUT_VALUE, marker=""),
@@ -249,7 +250,10 @@ class ZoomModal(discord.ui.Modal):
         self.generation_id, self.index = generation.id, index
         self.prompt = _prompt_input(generation.request.prompt)
         self.factor: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Zoom out by (more than 1, up to 2)", default="1.5", max_length=10
+            label="Zoom out by (more than 1, up to 2)",
+            custom_id="factor",
+            default="1.5",
+            max_length=10,
         )
         self.add_item(self.prompt)
         self.add_item(self.factor)
