@@ -286,18 +286,18 @@ def _page(kind: str, owner_id: int, listing: Listing, hide_flagged: bool = False
     entries = []
     for item in listing.items:
         generation = item.generation
+        if kind == FAVOURITES:
+            title = f"Image {item.indexes[0] + 1} of generation {generation.id}"
+        else:
+            title = f"Generation {generation.id}"
+        if item.hidden:  # no thumbnails, prompt or link: nothing of it may be posted here
+            entries.append(_hidden_entry(item, title))
+            continue
         paths = tuple(
             path
             for index, path in zip(item.indexes, item.image_paths, strict=True)
             if not (hide_flagged and generation.images[index].flagged)
         )
-        if kind == FAVOURITES:
-            title = f"Image {item.indexes[0] + 1} of generation {generation.id}"
-        else:
-            title = f"Generation {generation.id}"
-        if item.hidden:
-            entries.append(_hidden_entry(item, title))
-            continue
         entries.append(
             Entry(
                 generation_id=generation.id,
