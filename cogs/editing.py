@@ -28,11 +28,11 @@ from bot.app import (
     Reach,
     parse_factor,
 )
+from cogs.attachments import read_picture
 from cogs.checks import ServedItem, viewer_of
 from cogs.client import DreamcordClient
 from cogs.errors import answer_error, guarded, think_in_public
 from cogs.fitting import INPUT_VALUE, MESSAGE, escape, fit, fit_lines
-from cogs.imagine import read_picture
 from cogs.status import queue_job
 
 Interaction = discord.Interaction[DreamcordClient]

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.app import style_names
 from cogs import texts
+from cogs.attachments import read_picture
 from cogs.client import DreamcordClient
 from cogs.errors import think_in_public
 from cogs.options import SAMPLER_CHOICES, SCHEDULE_CHOICES, filter_names, size_choices
@@ -174,11 +175,3 @@ class Imagine(commands.Cog):
                 ephemeral=True,
                 allowed_mentions=discord.AllowedMentions.none(),
             )
-
-
-async def read_picture(image: discord.Attachment) -> bytes:
-    """Download a picture now: its link expires."""
-    try:
-        return await image.read()
-    except discord.HTTPException:
-        raise UserError("Discord did not hand over the picture: attach it again") from None
