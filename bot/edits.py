@@ -31,6 +31,7 @@ from typing import Any
 
 from PIL import Image
 
+from bot.followups import EDIT_FIELD, without_edit
 from bot.gallery import Gallery
 from bot.request_builder import RequestBuilder
 from bot.uploads import Uploads, check_picture_size, decode_picture
@@ -50,8 +51,6 @@ from pipeline.errors import UserError
 from pipeline.request import GenerationRequest, InpaintSpec, Mode
 from pipeline.sizes import fit_size
 
-EDIT_FIELD = "Edit"
-"""The `extras` key (also in the PNG's parameters) that says which edit made an image."""
 REGION_STRENGTH = 0.75
 MASK_STRENGTH = REGION_STRENGTH
 OUTPAINT_STRENGTH = 1.0
@@ -195,12 +194,12 @@ class EditService:
                 prompt, {**options, "init": init, "count": 1}, user_id, guild_id, base=base
             )
             request = replace(
-                request,
+                without_edit(request),
                 hires=None,
                 variation_seed=None,
                 variation_strength=0.0,
-                extras=(*request.extras, (EDIT_FIELD, edit.label)),
             )
+            request = replace(request, extras=(*request.extras, (EDIT_FIELD, edit.label)))
             if _covers_all(canvas.mask):
                 # Nothing is kept: a new picture at the canvas's size (the upload is let go).
                 txt2img = replace(request, mode=Mode.TXT2IMG, init_image=None, strength=None)

@@ -307,3 +307,22 @@ async def test_a_finished_edit_keeps_its_operation_and_lineage(services: Service
     assert ("Edit", "square") in edited.request.extras
     lineage = await services.app.gallery.lineage(edited.images[0])
     assert [image.id for image in lineage] == [edited.images[0].id, generation.images[0].id]
+
+
+async def test_upscale_and_variations_of_an_edit_start_from_its_result_not_its_mask(
+    services: Services,
+) -> None:
+    generation = await made(services, 128, 128)
+    zoom = Edit(Operation.ZOOM_OUT, factor=2.0)
+    async with services.app.edits.of_result(generation, 0, zoom, 1, 5) as prepared:
+        ticket = await services.app.jobs.submit(prepared.request, ALICE)
+    await services.app.jobs.wait(ticket.job_id)
+    edited = await services.repos.generations.for_job(ticket.job_id)
+    assert edited is not None
+    builder = services.app.requests
+    for followup in (builder.upscale(edited, 0), builder.vary(edited, 0)):
+        assert followup.mask_image is None and followup.inpaint is None
+        assert "Edit" not in dict(followup.extras), "an upscale is not a zoom-out"
+    again = builder.reroll(edited)
+    assert again.mask_image == prepared.request.mask_image, "Reroll redoes the edit"
+    assert dict(again.extras)["Edit"] == "zoom-out 2"
