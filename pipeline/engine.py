@@ -32,13 +32,29 @@ from pipeline.conditioning import encode_together, split_into_chunks
 from pipeline.errors import UserError
 from pipeline.guidance import Encodings, Guidance, ImageConditioning, condition_image
 from pipeline.infotext import ImageIdentity, build_parameters
+from pipeline.inpaint import (
+    EditPicture,
+    MaskedLatents,
+    call_sigma,
+    encode_edits,
+    paste_back,
+    prepare_edit,
+    work_size,
+)
 from pipeline.limits import find_rng
 from pipeline.models import LoadedModel, ModelManager
 from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
 from pipeline.prompt.editing import Schedule
 from pipeline.prompt.schedule import plan_conditioning
-from pipeline.request import GenerationRequest, HypernetRef, LoraRef, Mode
+from pipeline.request import (
+    DEFAULT_STRENGTH,
+    EDIT_MODES,
+    GenerationRequest,
+    HypernetRef,
+    LoraRef,
+    Mode,
+)
 from pipeline.samplers import effective_schedule, resolve_sampler
 from pipeline.sizes import round_to
 from pipeline.upscalers import Upscaler, UpscalerCatalog
@@ -142,6 +158,8 @@ class Engine:
     ) -> list[ImageResult]:
         request = tasks[0].request
         resolve_sampler(request.sampler, request.schedule)
+        if request.mode not in EDIT_MODES:  # before loading: the file's header says it
+            self.models.source(request.model).require_txt2img()
         model = self.models.get(request.model)
         started = time.perf_counter()
         passes = plan_passes(request)
@@ -252,9 +270,11 @@ class Engine:
         progress: _Progress,
         should_stop: Callable[[], bool],
     ) -> list[Image.Image]:
-        """Every pass for one group of tasks, then the decode, image by image."""
+        """Every pass for one group of tasks, then the decode, image by image; an edit's
+        results go back over its picture."""
         request = group.tasks[0].request
-        latents = self._initial_latents(model, group)
+        edits, masked = self._prepare_edits(model, group, passes[0])
+        latents = masked.init if masked is not None else self._initial_latents(model, group)
         for index, denoise in enumerate(passes):
             if index > 0 and request.hires is not None:
                 assert latents is not None  # the first pass's result
@@ -262,13 +282,27 @@ class Engine:
                 latents = self._upscale_latents(model, latents, denoise, upscaler)
             conditioning = [passes[index] for passes in group.conditioning]
             latents = self._denoise(
-                model, group, latents, denoise, conditioning, progress.step, should_stop
+                model, group, latents, denoise, conditioning, progress.step, should_stop, masked
             )
             progress.finish_pass()
         if should_stop():
             raise BatchInterrupted
         assert latents is not None  # there is always a first pass
-        return [decode_latent(model.pipe.vae, latent) for latent in latents]
+        images = [decode_latent(model.pipe.vae, latent) for latent in latents]
+        if not edits:
+            return images
+        return [paste_back(edit, image) for edit, image in zip(edits, images, strict=True)]
+
+    def _prepare_edits(
+        self, model: LoadedModel, group: _Group, denoise: _Pass
+    ) -> tuple[list[EditPicture], MaskedLatents | None]:
+        """Each task's own picture and mask, and their latents; none for a job without a mask."""
+        if group.tasks[0].request.mode not in EDIT_MODES:
+            return [], None
+        size = (denoise.width, denoise.height)
+        edits = [prepare_edit(task.request, size) for task in group.tasks]
+        encode = functools.partial(encode_pixels, model.pipe.vae)
+        return edits, encode_edits(edits, encode, model.source.inpainting)
 
     def _results(
         self,
@@ -429,8 +463,12 @@ class Engine:
         conditioning: Sequence[ImageConditioning],
         on_step: Callable[[int, torch.Tensor], None],
         should_stop: Callable[[], bool],
+        masked: MaskedLatents | None = None,
     ) -> torch.Tensor:
-        """One sampling loop with classifier-free guidance; returns the final latents."""
+        """One sampling loop with classifier-free guidance; returns the final latents.
+
+        A masked pass keeps the picture's latents where its mask does not repaint.
+        """
 
         from pipeline.noise import ImageNoise, routed_noise
         from pipeline.schedules import brownian_step_noise
@@ -445,6 +483,9 @@ class Engine:
         shape = (4, denoise.height // LATENT_FACTOR, denoise.width // LATENT_FACTOR)
         images = ImageNoise(noise_source(model, request), group.tasks, shape, request.ensd)
         noise = images.initial().to(device, dtype)
+        if masked is not None:
+            masked = masked.filled(request.inpaint_spec.fill, noise)
+            init = masked.init
         if init is None and sampler.timestep_sampler:
             latents = noise * scheduler.init_noise_sigma
         else:
@@ -466,7 +507,11 @@ class Engine:
                     raise BatchInterrupted
                 model_input = scheduler.scale_model_input(latents, timestep)
                 # A1111 counts denoiser calls, so the prompt schedule moves twice a Heun step.
-                guided = guidance.predict(unet, model_input, timestep, call=index - 1)
+                extra = masked.unet_extra if masked is not None else None
+                guided = guidance.predict(unet, model_input, timestep, index - 1, extra)
+                if masked is not None:
+                    sigma = call_sigma(scheduler, timestep, model_sigmas(scheduler, request))
+                    guided = masked.blend(guided, model_input, sigma)
                 step_kwargs = step_noise(index - 1) if step_noise is not None else {}
                 latents = scheduler.step(guided, timestep, latents, **step_kwargs).prev_sample
                 on_step(index, latents)
@@ -490,11 +535,12 @@ def plan_passes(request: GenerationRequest) -> list[_Pass]:
     exactly its N hires steps (0: the base steps) of a schedule of int(N / denoise) steps.
     """
     steps = request.steps
+    width, height = work_size(request)
     if request.init_image is None:
-        passes = [_Pass(request.width, request.height, steps, steps)]
+        passes = [_Pass(width, height, steps, steps)]
     else:
-        strength = min(request.strength or 0.75, MAX_STRENGTH)
-        passes = [_Pass(request.width, request.height, steps, int(strength * steps) + 1)]
+        strength = min(request.strength or DEFAULT_STRENGTH, MAX_STRENGTH)
+        passes = [_Pass(width, height, steps, int(strength * steps) + 1)]
     if request.hires is not None:
         hires = request.hires
         run = hires.steps or steps
@@ -581,7 +627,12 @@ def encode_image(vae: Any, image: Image.Image) -> torch.Tensor:
     import numpy as np
 
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1)
-    batch = pixels.permute(2, 0, 1).unsqueeze(0).to(vae.device, vae.dtype)
+    return encode_pixels(vae, pixels.permute(2, 0, 1).unsqueeze(0))
+
+
+def encode_pixels(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """VAE-encode pixels (n, 3, h, w) in -1..1 to scaled latents, by the distribution's mean."""
+    batch = pixels.to(vae.device, vae.dtype)
     return vae.encode(batch).latent_dist.mean * vae.config.scaling_factor
 
 

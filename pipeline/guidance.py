@@ -90,11 +90,24 @@ class Guidance:
         ]
         self._owners = torch.tensor([owner for owner, _ in self._scales], device=device)
 
-    def predict(self, unet: Any, latents: torch.Tensor, timestep: Any, call: int) -> torch.Tensor:
-        """The guided noise prediction for scaled `latents` at denoiser call `call`."""
+    def predict(
+        self,
+        unet: Any,
+        latents: torch.Tensor,
+        timestep: Any,
+        call: int,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The guided noise prediction for scaled `latents` at denoiser call `call`.
+
+        `extra` (one row per image) is concatenated to each row's channels, for both the prompt
+        and the negative: an inpainting UNet's mask and masked-picture latents.
+        """
 
         uncond = torch.cat([at_call(encodings, call) for encodings in self._unconds])
         cond = torch.cat([at_call(encodings, call) for encodings in self._parts])
+        if extra is not None:
+            latents = torch.cat([latents, extra.to(latents.dtype)], dim=1)
         inputs = latents.index_select(0, self._owners)
         most = 2 * len(latents)
         if uncond.shape[1] == cond.shape[1]:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from pipeline.limits import find_rng
-from pipeline.request import GenerationRequest, Mode
+from pipeline.request import DEFAULT_STRENGTH, EDIT_MODES, GenerationRequest, Mode
 from pipeline.samplers import resolve_sampler, schedule_label
 
 _FIELD = re.compile(r'\s*(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -90,6 +90,8 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["RNG"] = rng
     if request.mode in (Mode.IMG2IMG, Mode.UPSCALE) and request.strength is not None:
         fields["Denoising strength"] = _number(request.strength)
+    if request.mode in EDIT_MODES:
+        fields.update(_edit_fields(request))
     if request.hires is not None:
         fields["Denoising strength"] = _number(request.hires.denoise)
         fields["Hires upscale"] = _number(request.hires.scale)
@@ -103,6 +105,26 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
     line = ", ".join(f"{key}: {quote(value)}" for key, value in fields.items())
     negative = f"\nNegative prompt: {request.negative}" if request.negative else ""
     return f"{request.prompt}{negative}\n{line}"
+
+
+INPAINT_AREA_LABEL = "Only masked"
+"""A1111's `Inpaint area` value for "only masked"; it writes no field for the whole picture."""
+
+
+def _edit_fields(request: GenerationRequest) -> dict[str, object]:
+    """A1111's inpaint fields, written where A1111 writes them: blur when there is one, area
+    and padding only for "only masked", the fill unless it is "original"."""
+    spec = request.inpaint_spec
+    fields: dict[str, object] = {}
+    if spec.mask_blur:
+        fields["Mask blur"] = spec.mask_blur
+    if spec.fill != "original":  # Dreamcord's fill names are A1111's `Masked content` values
+        fields["Masked content"] = spec.fill
+    if spec.area == "masked":
+        fields["Inpaint area"] = INPAINT_AREA_LABEL
+        fields["Masked area padding"] = spec.padding
+    fields["Denoising strength"] = _number(request.strength or DEFAULT_STRENGTH)
+    return fields
 
 
 def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:

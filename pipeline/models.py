@@ -42,6 +42,7 @@ SDXL_TEXT_ENCODER = "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c
 
 class ModelKind(StrEnum):
     TINY = "tiny"
+    TINY_INPAINTING = "tiny-inpainting"
     RANDOM_SD15 = "sd15-random"
     FOLDER = "diffusers folder"
     HUB = "hub id"
@@ -79,12 +80,13 @@ class ModelSource:
             return None
         return (
             f"{self.name} is an SD1.5 inpainting checkpoint ({INPAINTING_IN_CHANNELS} input "
-            "channels); it serves image edits, which come in a later version; pick a normal "
+            "channels); it serves image edits (a mask or a grown canvas); pick a normal "
             "checkpoint for /imagine"
         )
 
     def require_txt2img(self) -> None:
-        """Refuse an inpainting model for generation: its UNet also wants a mask and an image."""
+        """Refuse an inpainting model for a job without a mask: it draws weaker pictures from a
+        prompt alone (its UNet learnt mostly to fill holes), so a normal checkpoint should."""
         if self.txt2img_refusal is not None:
             raise UserError(self.txt2img_refusal)
 
@@ -92,8 +94,9 @@ class ModelSource:
 def resolve_model(spec: str, name: str | None = None) -> ModelSource:
     """Classify a MODEL value, refusing pickles, missing paths and unreadable checkpoints."""
     spec = spec.strip()
-    if spec in (ModelKind.TINY, ModelKind.RANDOM_SD15):
-        return ModelSource(name or spec, spec, ModelKind(spec))
+    if spec in (ModelKind.TINY, ModelKind.TINY_INPAINTING, ModelKind.RANDOM_SD15):
+        channels = INPAINTING_IN_CHANNELS if spec == ModelKind.TINY_INPAINTING else None
+        return ModelSource(name or spec, spec, ModelKind(spec), unet_in_channels=channels)
     path = Path(spec).expanduser()
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UserError(
@@ -299,20 +302,18 @@ def load_model(
 
     pipeline_class: Any = _Pipeline  # untyped; what comes out is a DiffusionPipeline
 
-    source.require_txt2img()
     common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     configs = configs or source.configs
     model_hash = ""
     try:
-        if source.kind in (ModelKind.TINY, ModelKind.RANDOM_SD15):
+        if source.kind in (ModelKind.TINY, ModelKind.TINY_INPAINTING, ModelKind.RANDOM_SD15):
             from pipeline.tiny import build_sd15_random_components, build_tiny_components
 
-            build = (
-                build_tiny_components
-                if source.kind is ModelKind.TINY
-                else build_sd15_random_components
-            )
-            pipe: DiffusionPipeline = pipeline_class(**build(), feature_extractor=None, **common)
+            if source.kind is ModelKind.RANDOM_SD15:
+                parts = build_sd15_random_components()
+            else:
+                parts = build_tiny_components(in_channels=source.unet_in_channels or 4)
+            pipe: DiffusionPipeline = pipeline_class(**parts, feature_extractor=None, **common)
             if placement.dtype != pipe.unet.dtype:
                 pipe.to(dtype=placement.dtype)
         elif source.kind is ModelKind.SINGLE_FILE:

@@ -11,6 +11,9 @@ from typing import Any
 MAX_SEED = 2**53 - 1
 """Seeds stay below 2**53 so Discord integer options, JSON and SQLite all hold them exactly."""
 
+DEFAULT_STRENGTH = 0.75
+"""A1111's img2img denoising strength, which a pass from a picture without one runs at."""
+
 RNG_SOURCES = ("CPU", "GPU", "NV")
 """A1111's `RNG` settings, where the noise numbers come from (pipeline/noise.py)."""
 

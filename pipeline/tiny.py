@@ -1,4 +1,5 @@
-"""Built-in random-weight models: `tiny` for tests and first tries, `sd15-random` for benchmarks.
+"""Built-in random-weight models: `tiny` (and `tiny-inpainting`) for tests and first tries,
+`sd15-random` for benchmarks.
 
 `tiny` has the same block types as SD1.5 (cross-attention down/up blocks, a KL VAE with 8x
 downsampling and 4 latent channels, a CLIP text transformer with the real tokenizer), but widths
@@ -67,8 +68,12 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def build_tiny_components(seed: int = 0) -> dict[str, Any]:
-    """Build the tiny UNet, VAE, text encoder, tokenizer and scheduler, the same every time."""
+def build_tiny_components(seed: int = 0, in_channels: int = 4) -> dict[str, Any]:
+    """Build the tiny UNet, VAE, text encoder, tokenizer and scheduler, the same every time.
+
+    `in_channels` 9 makes `tiny-inpainting`: its UNet also reads the mask and the masked
+    picture's latents, as SD1.5 inpainting checkpoints do.
+    """
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -77,7 +82,7 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # Any: diffusers' models are untyped (mypy does not see them as nn.Modules).
-        unet: Any = UNet2DConditionModel(**UNET_CONFIG)
+        unet: Any = UNet2DConditionModel(**UNET_CONFIG | {"in_channels": in_channels})
         vae: Any = AutoencoderKL(**VAE_CONFIG)
         text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
     return {

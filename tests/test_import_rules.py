@@ -19,6 +19,7 @@ FORBIDDEN = {
 }
 ENGINE_SIDE = (
     "pipeline.engine",
+    "pipeline.inpaint",
     "pipeline.schedules",
     "pipeline.k_samplers",
     "pipeline.noise",

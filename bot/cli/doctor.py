@@ -168,7 +168,7 @@ def check_device(settings: Settings) -> str:
 def check_models(settings: Settings) -> str:
     """MODEL and MODELS_DIR by kind, from file headers only; inpainting ones named as such.
 
-    An inpainting checkpoint cannot make /imagine images yet, so it cannot be the default.
+    An inpainting checkpoint makes no /imagine images (only edits), so it cannot be the default.
     """
     from bot.models import model_sources
 
@@ -180,7 +180,7 @@ def check_models(settings: Settings) -> str:
     detail = f"{len(sources)} configured, default {default} ({sources[default].description})"
     inpainting = [name for name, source in sources.items() if source.inpainting]
     if inpainting:
-        detail += f"; inpainting, for image edits in a later version: {', '.join(inpainting)}"
+        detail += f"; inpainting, for image edits: {', '.join(inpainting)}"
     return detail
 
 

@@ -126,7 +126,7 @@ def test_an_inpainting_checkpoint_is_refused_with_the_reason(capsys, tmp_path: P
     assert outcome.code != 0
     assert (
         "sd-v1-5-inpainting is an SD1.5 inpainting checkpoint (9 input channels); it serves "
-        "image edits, which come in a later version"
+        "image edits (a mask or a grown canvas); pick a normal checkpoint for /imagine"
     ) in outcome.err
 
 

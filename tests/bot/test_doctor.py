@@ -93,7 +93,7 @@ def test_inpainting_checkpoints_are_named_and_cannot_be_the_default(
     line = next(line for line in capsys.readouterr().out.splitlines() if " models:" in line)
     assert line == (
         "OK    models: 2 configured, default dreamshaper_8 (checkpoint file); inpainting, "
-        "for image edits in a later version: sd-v1-5-inpainting"
+        "for image edits: sd-v1-5-inpainting"
     )
 
     monkeypatch.setenv("MODEL", str(models / "sd-v1-5-inpainting.safetensors"))

@@ -108,7 +108,7 @@ async def test_inpainting_checkpoints_are_listed_as_such_and_refused_for_imagine
     ) in listed.embeds[0]["description"]
     says = (
         f"{INPAINTING} is an SD1.5 inpainting checkpoint (9 input channels); it serves image "
-        "edits, which come in a later version; pick a normal checkpoint for /imagine"
+        "edits (a mask or a grown canvas); pick a normal checkpoint for /imagine"
     )
     refused = await ephemeral_reply(
         await discord.slash("imagine", prompt="a fox", model=INPAINTING, user=discord.alice)

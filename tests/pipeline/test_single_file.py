@@ -293,10 +293,16 @@ def test_a_file_without_vae_weights_is_refused_as_a_vae(files: Files, tmp_path: 
 
 
 @pytest.fixture(scope="module")
-def inpainting_file(tiny: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inpainting_parts(tiny: dict[str, Any]) -> dict[str, Any]:
+    return ldm_checkpoint.with_inpainting_unet(tiny)
+
+
+@pytest.fixture(scope="module")
+def inpainting_file(
+    inpainting_parts: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     folder = tmp_path_factory.mktemp("inpainting")
-    parts = ldm_checkpoint.with_inpainting_unet(tiny)
-    return ldm_checkpoint.write_checkpoint(folder / "tiny-inpainting.safetensors", parts)
+    return ldm_checkpoint.write_checkpoint(folder / "tiny-inpainting.safetensors", inpainting_parts)
 
 
 def test_an_inpainting_checkpoint_is_recognised_as_diffusers_does(
@@ -326,16 +332,20 @@ def test_an_inpainting_checkpoint_is_recognised_as_diffusers_does(
     )
 
 
-def test_an_inpainting_checkpoint_is_refused_for_txt2img_before_loading(
-    inpainting_file: Path, files: Files
+def test_an_inpainting_checkpoint_loads_offline_and_refuses_a_job_without_a_mask(
+    inpainting_parts: dict[str, Any], inpainting_file: Path, tmp_path: Path, no_network: None
 ) -> None:
-    source = replace(resolve_model(str(inpainting_file)), configs=files.configs)
+    parts = inpainting_parts
+    configs = ldm_checkpoint.write_configs(tmp_path / "configs", parts)
+    source = replace(resolve_model(str(inpainting_file)), configs=configs)
+    model = load_model(source, choose_placement("cpu"))
+    assert model.pipe.unet.config.in_channels == 9
+    for name, tensor in parts["unet"].state_dict().items():
+        assert torch.equal(model.pipe.unet.state_dict()[name], tensor), name
     manager = ModelManager({source.name: source}, source.name, choose_placement("cpu"))
     says = (
         r"tiny-inpainting is an SD1\.5 inpainting checkpoint \(9 input channels\); it serves "
-        r"image edits, which come in a later version; pick a normal checkpoint for /imagine"
+        r"image edits \(a mask or a grown canvas\); pick a normal checkpoint for /imagine"
     )
     with pytest.raises(UserError, match=says):
-        manager.get(source.name)
-    with pytest.raises(UserError, match=says):
-        load_model(source, choose_placement("cpu"))
+        run(Engine(manager), replace(SMALL, model=source.name))
