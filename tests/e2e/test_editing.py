@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from bot.settings import Settings
 from tests.e2e.conftest import (
@@ -60,6 +60,13 @@ async def test_upscale_then_zoom_out_2x_posts_a_new_result_with_its_own_edit_but
     assert "(zoom-out 2)" in zoomed.content
     # The 256x256 canvas (2x 128) is drawn at the picture's own pixel count.
     assert size_of(zoomed) == (128, 128)
+    before = Image.open(io.BytesIO(big.attachment_data(0))).convert("RGB")
+    after = Image.open(io.BytesIO(zoomed.attachment_data(0))).convert("RGB")
+    shrunk = before.resize((64, 64), Image.Resampling.LANCZOS)
+    # The kept middle, 16 pixels in (past the reach of the mask's blur of 4), is the input
+    # shrunk by half, exactly.
+    kept = ImageChops.difference(after.crop((48, 48, 80, 80)), shrunk.crop((16, 16, 48, 48)))
+    assert kept.getbbox() is None
     repos = discord.client.services.repos.generations
     edited = await repos.get(generation_id_of(zoomed))
     parent = await repos.get(generation_id_of(big))
@@ -86,6 +93,11 @@ async def test_vary_region_repaints_two_chosen_cells_with_a_new_prompt(
     mask = Image.open(request.mask_image).convert("L")
     assert mask.getpixel((16, 16)) == 255 and mask.getpixel((80, 80)) == 255, "the two corners"
     assert mask.getpixel((48, 48)) == 0 and mask.getpixel((80, 16)) == 0, "nothing else"
+    before = Image.open(io.BytesIO(single.attachment_data(0))).convert("RGB")
+    after = Image.open(io.BytesIO(done.attachment_data(0))).convert("RGB")
+    far = (72, 0, 96, 24)  # the top-right cell, out of the blur's reach of both corners
+    assert ImageChops.difference(after.crop(far), before.crop(far)).getbbox() is None
+    assert ImageChops.difference(after.crop((0, 0, 24, 24)), before.crop((0, 0, 24, 24))).getbbox()
 
 
 async def test_custom_zoom_takes_a_factor_and_refuses_one_out_of_range(
