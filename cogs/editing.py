@@ -114,8 +114,10 @@ async def send_notes(interaction: Interaction, prepared: PreparedEdit) -> None:
     """What the edit did differently from what was asked (a mask resized ...), privately."""
     if not prepared.notes:
         return
+    header = "ℹ️ About this edit:"
     lines = [f"- {escape(note)}" for note in prepared.notes]
-    text = "ℹ️ About this edit:\n" + fit_lines(lines, MESSAGE - 30, more=lambda n: f"- {n} more")
+    room = MESSAGE - len(header) - 1
+    text = f"{header}\n{fit_lines(lines, room, more=lambda left: f'- and {left} more')}"
     await interaction.followup.send(
         text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
     )
