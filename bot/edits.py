@@ -31,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.followups import EDIT_FIELD, without_edit
+from bot.followups import EDIT_FIELD
 from bot.gallery import Gallery
 from bot.request_builder import RequestBuilder
 from bot.uploads import Uploads, check_picture_size, decode_picture
@@ -194,12 +194,12 @@ class EditService:
                 prompt, {**options, "init": init, "count": 1}, user_id, guild_id, base=base
             )
             request = replace(
-                without_edit(request),
+                request,
                 hires=None,
                 variation_seed=None,
                 variation_strength=0.0,
+                extras=(*request.extras, (EDIT_FIELD, edit.label)),
             )
-            request = replace(request, extras=(*request.extras, (EDIT_FIELD, edit.label)))
             if _covers_all(canvas.mask):
                 # Nothing is kept: a new picture at the canvas's size (the upload is let go).
                 txt2img = replace(request, mode=Mode.TXT2IMG, init_image=None, strength=None)
@@ -207,7 +207,7 @@ class EditService:
                 return
             yield (
                 replace(
-                    request,
+                    self._requests.companion(request),
                     mode=Mode.INPAINT if _repaints(edit) else Mode.OUTPAINT,
                     mask_image=str(stored_mask.path),
                     inpaint=spec or _spec_of(edit),

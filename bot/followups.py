@@ -40,7 +40,7 @@ def upscale(
     """`factor` 2 (the U button) or 4 (the CLI, when memory allows: an out-of-memory fails
     only this job, with a message)."""
     return replace(
-        without_edit(request),
+        request,
         mode=Mode.UPSCALE,
         init_image=str(image_path),
         width=round_to(request.width * factor, 8),
@@ -63,7 +63,7 @@ def variations(
     count: int = 4,
 ) -> GenerationRequest:
     return replace(
-        without_edit(request),
+        request,
         mode=Mode.VARIATION,
         seed=seed,
         count=count,

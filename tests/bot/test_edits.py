@@ -326,3 +326,48 @@ async def test_upscale_and_variations_of_an_edit_start_from_its_result_not_its_m
     again = builder.reroll(edited)
     assert again.mask_image == prepared.request.mask_image, "Reroll redoes the edit"
     assert dict(again.extras)["Edit"] == "zoom-out 2"
+
+
+CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+"""An SD1.5 LDM checkpoint's first UNet convolution: 9 input channels mark an inpainting one."""
+
+
+def checkpoint(path: Path, in_channels: int) -> None:
+    """A checkpoint file whose header is all the catalog reads (never loaded here)."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({CONV_IN: torch.zeros((320, in_channels, 3, 3))}, str(path))
+
+
+async def test_edits_run_on_the_models_inpainting_companion_and_results_continue_on_the_model(
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    checkpoint(models / "dreamshaper.safetensors", 4)
+    checkpoint(models / "dreamshaper-inpainting.safetensors", 9)
+    settings = load_settings(None, data_dir=tmp_path / "data", models_dir=models)
+    started = await open_services(settings, _Silent(), backend=DrawingBackend())
+    try:
+        request = GenerationRequest("a fox", width=96, height=96, steps=2, model="dreamshaper")
+        ticket = await started.app.jobs.submit(request, ALICE)
+        await started.app.jobs.wait(ticket.job_id)
+        generation = await started.repos.generations.for_job(ticket.job_id)
+        assert generation is not None
+        region = Edit(Operation.VARY_REGION, prompt="a cat", regions=("centre",))
+        async with started.app.edits.of_result(generation, 0, region, 1, 5) as prepared:
+            assert prepared.request.model == "dreamshaper-inpainting"
+            ticket = await started.app.jobs.submit(prepared.request, ALICE)
+        await started.app.jobs.wait(ticket.job_id)
+        edited = await started.repos.generations.for_job(ticket.job_id)
+        assert edited is not None
+        builder = started.app.requests
+        assert builder.upscale(edited, 0).model == "dreamshaper", "U draws on the user's model"
+        assert builder.vary(edited, 0).model == "dreamshaper"
+        remix = await builder.compose("a dog", {}, 1, 5, base=edited.request)
+        assert remix.model == "dreamshaper" and remix.mode is Mode.TXT2IMG
+        async with started.app.edits.of_result(edited, 0, region, 1, 5) as again:
+            assert again.request.model == "dreamshaper-inpainting", "an edit of an edit too"
+    finally:
+        await started.close()
