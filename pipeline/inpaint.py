@@ -51,11 +51,11 @@ class EditPicture:
 def prepare_edit(request: GenerationRequest, size: tuple[int, int]) -> EditPicture:
     """The request's picture and mask, ready for a pass of `size` (width, height)."""
     from pipeline.engine import load_init_image
-    from pipeline.png import read_png
+    from pipeline.png import open_image
 
     assert request.mask_image is not None
     picture = load_init_image(request)
-    mask, _ = prepare_mask(read_png(Path(request.mask_image))[0], picture.size)
+    mask, _ = prepare_mask(open_image(Path(request.mask_image)), picture.size)
     spec = request.inpaint_spec
     blurred = blur_mask(mask, spec.mask_blur)
     overlay = blurred.point(lambda value: min(REPAINT, 2 * value))

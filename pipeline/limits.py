@@ -110,7 +110,8 @@ def parse_ensd(value: object) -> int:
 
 def check_edit(request: GenerationRequest) -> InpaintSpec:
     """An edit's mask treatment with its names normalised (defaults when unset), or a
-    UserError: an edit needs its picture and mask, and takes no highres fix."""
+    UserError: an edit needs its picture and mask, and takes no highres fix. An outpaint's
+    mask is not blurred, so the picture it grows from stays exactly as it was."""
     if request.init_image is None or request.mask_image is None:
         raise UserError(f"an {request.mode} edit needs a picture and a mask: give both")
     if request.hires is not None:
@@ -122,6 +123,8 @@ def check_edit(request: GenerationRequest) -> InpaintSpec:
         raise UserError(f"padding {spec.padding} is out of range: use 0 to {MAX_PADDING} pixels")
     return replace(
         spec,
+        # An outpaint keeps its picture's pixels exactly: a blur would reach into them.
+        mask_blur=0 if request.mode is Mode.OUTPAINT else spec.mask_blur,
         area=_one_of("inpaint area", spec.area, INPAINT_AREAS),
         fill=_one_of("fill", spec.fill, INPAINT_FILLS),
     )

@@ -20,12 +20,17 @@ def png_bytes(image: Image.Image, parameters: str) -> bytes:
 
 
 def read_png(path: Path) -> tuple[Image.Image, str | None]:
-    """Load an image and its `parameters` text (None when it has none)."""
+    """Load an image as RGB and its `parameters` text (None when it has none)."""
+    image = open_image(path)
+    return image.convert("RGB"), image.info.get("parameters")
+
+
+def open_image(path: Path) -> Image.Image:
+    """Load an image in its own mode (a mask's transparency matters), or a UserError."""
     try:
         with Image.open(path) as image:
             image.load()
-            parameters = image.info.get("parameters")
-            return image.convert("RGB"), parameters
+            return image.copy()
     except FileNotFoundError:
         raise UserError(f"image {path} does not exist: check the path") from None
     except (OSError, SyntaxError, ValueError) as error:

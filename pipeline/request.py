@@ -74,7 +74,8 @@ class HiresSpec:
 class InpaintSpec:
     """How a masked pass treats its mask, as A1111's inpaint settings.
 
-    `mask_blur` is the Gaussian radius of the mask's edge in pixels; `area` "masked" works on
+    `mask_blur` is the Gaussian radius of the mask's edge in pixels (0 for an outpaint, whose
+    picture stays exactly as it was: see `pipeline.limits.check_edit`); `area` "masked" works on
     the mask's bounding box grown by `padding` pixels at the model's native size, then pastes
     it back; `fill` is what the masked part starts from (see INPAINT_FILLS).
     """

@@ -10,12 +10,16 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from PIL.Image import Resampling
+
 from bot import followups
+from bot.cli import edits
 from bot.cli.progress import ProgressBar
 from bot.container import open_database, open_services, read_libraries
 from bot.jobs import Origin
@@ -101,8 +105,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     more.add_argument("--vary", type=Path, metavar="IMAGE", help="variations of IMAGE")
     more.add_argument("--init", type=Path, metavar="IMAGE", help="image to image from IMAGE")
     more.add_argument(
-        "--strength", help="--vary: subtle or strong (default); --init: 0-1 (default 0.6)"
+        "--strength",
+        help="--vary: subtle or strong (default); --init: 0-1 (default 0.6; --mask 0.75; "
+        "--outpaint, --zoom-out, --pan, --square 1)",
     )
+    edits.add_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (./out)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=generate)
@@ -136,10 +143,14 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError("use --parameters or --upscale / --vary: those read the image's own")
     if not args.prompt and not (args.upscale or args.vary or args.parameters):
         raise UserError('give a prompt, for example: dreamcord generate "a red fox"')
+    edits.chosen_edit(args)  # flags that do not fit together stop here
     started = time.perf_counter()
-    with ProgressBar("generating") as bar:
+    with (
+        tempfile.TemporaryDirectory(prefix="dreamcord-edit-") as scratch,
+        ProgressBar("generating") as bar,
+    ):
         delivery = CliDelivery(bar)
-        request, notes = asyncio.run(_generate(args, settings, delivery))
+        request, notes = asyncio.run(_generate(args, settings, delivery, Path(scratch)))
     if delivery.failure is not None or delivery.generation is None:
         raise UserError(f"generation failed: {delivery.failure or 'no result'}")
     images = _write_outputs(delivery.generation, settings, args)
@@ -161,15 +172,18 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _generate(
-    args: argparse.Namespace, settings: Settings, delivery: CliDelivery
+    args: argparse.Namespace, settings: Settings, delivery: CliDelivery, scratch: Path
 ) -> tuple[GenerationRequest, tuple[str, ...]]:
-    """Build the request (a mistake stops here, before the model loads), then run it."""
+    """Build the request (a mistake stops here, before the model loads), then run it.
+
+    An edit's canvas and mask are written into `scratch`, which outlives the job.
+    """
     db, repos = await open_database(settings)
     try:
         libraries = await read_libraries(settings, repos, args.model)
     finally:
         await db.close()
-    request, notes = request_from_args(args, settings, libraries)
+    request, notes = request_from_args(args, settings, libraries, scratch)
     request = check_request(request, limits_of(settings))
     if not args.json:
         for note in notes:
@@ -189,11 +203,14 @@ def request_from_args(
     args: argparse.Namespace,
     settings: Settings,
     libraries: tuple[FileSource, FileSource, FileSource],
+    scratch: Path,
 ) -> tuple[GenerationRequest, tuple[str, ...]]:
-    """Options over a pasted recipe over the defaults, and the recipe's notes.
+    """Options over a pasted recipe over the defaults, and the recipe's and the edit's notes.
 
     The recipe is `--parameters`, or the earlier image's parameters for --upscale and --vary.
     """
+    edit = edits.chosen_edit(args)
+    picture = None
     explicit: dict[str, Any] = {
         "count": args.count,
         "seed": args.seed,
@@ -218,6 +235,8 @@ def request_from_args(
             explicit["width"], explicit["height"] = fit_size(
                 image.width, image.height, settings.max_pixels
             )
+        size = (explicit["width"], explicit["height"])
+        picture = image if image.size == size else image.resize(size, Resampling.LANCZOS)
     if args.model:  # the engine's default model is then --model, with its own defaults
         settings = settings.model_copy(update={"model": args.model})
     recipe = _recipe(args, settings, libraries, explicit)
@@ -242,7 +261,14 @@ def request_from_args(
         known_hypernets=hypernets.names(),
         pasted=recipe.options if recipe else None,
     ).request
-    return _with_source(args, settings, request, recipe), notes
+    if edit is None:
+        return _with_source(args, settings, request, recipe), notes
+    assert picture is not None  # chosen_edit asks for --init
+    built = edits.build_edit(args, edit, picture, settings.max_pixels)
+    request = edits.apply_edit(request, built, args, settings, scratch)
+    pasted = recipe.strength if recipe else None
+    strength = _number_strength(args.strength, pasted or edits.default_strength(built))
+    return replace(request, strength=strength), notes + built.notes
 
 
 def _recipe(
@@ -295,7 +321,7 @@ def _with_source(
             request,
             mode=Mode.IMG2IMG,
             init_image=str(args.init.resolve()),
-            strength=_number_strength(args.strength, pasted),
+            strength=_number_strength(args.strength, pasted or DEFAULT_IMG2IMG_STRENGTH),
         )
     return request
 
@@ -327,9 +353,9 @@ def read_parameters(path: Path) -> str:
         ) from None
 
 
-def _number_strength(text: str | None, pasted: float | None = None) -> float:
+def _number_strength(text: str | None, default: float) -> float:
     if text is None:
-        return DEFAULT_IMG2IMG_STRENGTH if pasted is None else pasted
+        return default
     try:
         return float(text)
     except ValueError:

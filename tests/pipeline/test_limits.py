@@ -58,3 +58,9 @@ def test_an_edit_gets_the_default_mask_treatment_and_its_names_normalised() -> N
 def test_a_bad_edit_says_what_to_fix(changes: dict, says: str) -> None:
     with pytest.raises(UserError, match=says):
         check_request(replace(EDIT, **changes), Limits())
+
+
+def test_an_outpaint_is_not_blurred_so_its_picture_stays_exact() -> None:
+    outpaint = replace(EDIT, mode=Mode.OUTPAINT, inpaint=InpaintSpec(mask_blur=8))
+    assert check_request(outpaint, Limits()).inpaint == InpaintSpec(mask_blur=0)
+    assert check_request(replace(outpaint, mode=Mode.INPAINT), Limits()).inpaint_spec.mask_blur == 8
