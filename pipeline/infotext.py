@@ -112,18 +112,20 @@ INPAINT_AREA_LABEL = "Only masked"
 
 
 def _edit_fields(request: GenerationRequest) -> dict[str, object]:
-    """A1111's inpaint fields, written where A1111 writes them: blur when there is one, area
-    and padding only for "only masked", the fill unless it is "original"."""
+    """A1111's inpaint fields where and in the order A1111 writes them: the strength, the blur
+    when there is one, area and padding only for "only masked"; then the fill unless it is
+    "original" (Dreamcord's fill names are A1111's `Masked content` values)."""
     spec = request.inpaint_spec
-    fields: dict[str, object] = {}
+    fields: dict[str, object] = {
+        "Denoising strength": _number(request.strength or DEFAULT_STRENGTH)
+    }
     if spec.mask_blur:
         fields["Mask blur"] = spec.mask_blur
-    if spec.fill != "original":  # Dreamcord's fill names are A1111's `Masked content` values
-        fields["Masked content"] = spec.fill
     if spec.area == "masked":
         fields["Inpaint area"] = INPAINT_AREA_LABEL
         fields["Masked area padding"] = spec.padding
-    fields["Denoising strength"] = _number(request.strength or DEFAULT_STRENGTH)
+    if spec.fill != "original":
+        fields["Masked content"] = spec.fill
     return fields
 
 

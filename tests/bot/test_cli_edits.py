@@ -71,7 +71,7 @@ def test_the_default_blur_and_a_fill_reach_the_parameters(capsys, tmp_path: Path
     _, parameters, report = edit(
         capsys, "--init", "in.png", "--mask", "mask.png", "--fill", "nothing", "--strength", "0.5"
     )
-    assert "Mask blur: 4, Masked content: latent nothing, Denoising strength: 0.5" in parameters
+    assert "Denoising strength: 0.5, Mask blur: 4, Masked content: latent nothing" in parameters
     assert report["params"]["inpaint"]["fill"] == "latent nothing"
 
 

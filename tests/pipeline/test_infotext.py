@@ -7,7 +7,7 @@ import pytest
 from pipeline.infotext import ImageIdentity, build_parameters, looks_like_infotext, parse_parameters
 from pipeline.limits import Limits, find_rng
 from pipeline.recipe import read_recipe
-from pipeline.request import GenerationRequest
+from pipeline.request import GenerationRequest, InpaintSpec, Mode
 
 
 @pytest.mark.parametrize(("rng", "written"), [("CPU", "CPU"), ("nv", "NV"), ("GPU", None)])
@@ -81,3 +81,26 @@ def test_a_prompt_is_told_apart_from_a_pasted_infotext() -> None:
     assert looks_like_infotext(f"a girl {FIELDS}")
     assert not looks_like_infotext("a girl, steps: high, (detailed:1.2), 8k")
     assert not looks_like_infotext("Steps: 20 of a staircase")
+
+
+@pytest.mark.parametrize(
+    ("spec", "written"),
+    [
+        # A1111 1.10 img2img: Mask blur when blurred; Inpaint area and Masked area padding only
+        # for "Only masked" (processing.py, StableDiffusionProcessingImg2Img.init).
+        (InpaintSpec(), "Denoising strength: 0.75, Mask blur: 4, Version"),
+        (
+            InpaintSpec(mask_blur=0, area="masked", padding=48),
+            "Denoising strength: 0.75, Inpaint area: Only masked, Masked area padding: 48, Version",
+        ),
+        (
+            InpaintSpec(fill="latent noise"),
+            "Denoising strength: 0.75, Mask blur: 4, Masked content: latent noise, Version",
+        ),
+    ],
+)
+def test_an_edit_writes_a1111s_inpaint_fields(spec: InpaintSpec, written: str) -> None:
+    request = GenerationRequest(
+        "a fox", mode=Mode.INPAINT, init_image="a.png", mask_image="m.png", inpaint=spec
+    )
+    assert written in build_parameters(request, ImageIdentity(seed=1))
