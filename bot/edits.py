@@ -34,7 +34,7 @@ from PIL import Image
 from bot.followups import EDIT_FIELD
 from bot.gallery import Gallery
 from bot.request_builder import RequestBuilder
-from bot.uploads import Uploads, check_picture_size, decode_picture
+from bot.uploads import Uploads, decode_picture
 from data.generations import Generation
 from pipeline.canvas import (
     MASK_THRESHOLD,
@@ -156,7 +156,6 @@ class EditService:
     ) -> AsyncIterator[PreparedEdit]:
         """`/edit`: repaint the white part of `mask` over `picture`, both checked as image to
         image uploads are. `options` are /imagine's (`strength`, `mask_blur`, `inpaint_area`)."""
-        check_picture_size(len(mask))
         canvas, notes = await asyncio.to_thread(_canvas_of_upload, picture, mask)
         chosen = {key: value for key, value in options.items() if value is not None}
         spec = InpaintSpec(
