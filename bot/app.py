@@ -14,6 +14,14 @@ from dataclasses import dataclass
 
 from bot.catalog import ModelCatalog, ModelInfo
 from bot.defaults import SavedDefaults, UserDefaults
+from bot.edits import (
+    Edit,
+    EditService,
+    Operation,
+    PreparedEdit,
+    edit_label,
+    parse_factor,
+)
 from bot.gallery import GONE, Gallery, Listed, Listing, Reach, Viewer
 from bot.guild import SAFETY_DEFAULT, Actor, GuildRules, GuildSettings
 from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
@@ -32,14 +40,17 @@ from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation, Image
 from data.images import ImageStore
 from data.repositories import Repositories
+from pipeline.canvas import REGIONS
 
 __all__ = [
     "GONE",
     "PREVIEW_WEIGHTS",
+    "REGIONS",
     "SAFETY_DEFAULT",
     "Actor",
     "App",
     "AuditedLibrary",
+    "Edit",
     "Generation",
     "GuildSettings",
     "Image",
@@ -48,8 +59,10 @@ __all__ = [
     "Listing",
     "ModelInfo",
     "NotAdded",
+    "Operation",
     "Origin",
     "Place",
+    "PreparedEdit",
     "Preview",
     "QueuedJob",
     "Reach",
@@ -64,6 +77,8 @@ __all__ = [
     "Ticket",
     "Viewer",
     "build_app",
+    "edit_label",
+    "parse_factor",
     "preview_grid",
     "screened",
     "size_text",
@@ -94,6 +109,8 @@ class App:
     """A new LoRA's preview at weights 0, 0.5 and 1."""
     safety: SafetyRules
     """Which images of a result may be posted where (the safety checker's verdicts)."""
+    edits: EditService
+    """Vary (Region), Zoom Out, Pan, Make Square and painted masks: canvas, mask, request."""
 
 
 async def build_app(
@@ -110,22 +127,25 @@ async def build_app(
     names.attach(loras, embeddings, hypernetworks)
     catalog = await ModelCatalog.load(settings, guild)
     defaults = UserDefaults(repos.settings, guild, settings)
+    uploads = Uploads(settings.data_dir / UPLOADS_FOLDER, repos.jobs, settings.max_pixels)
+    requests = RequestBuilder(
+        settings,
+        guild,
+        defaults,
+        catalog,
+        names,
+        loras,
+        images,
+        RecipeReader(settings, (loras, embeddings, hypernetworks)),
+        uploads,
+    )
+    gallery = Gallery(repos.generations, repos.favourites, images)
     return App(
         settings=settings,
         jobs=jobs,
-        requests=RequestBuilder(
-            settings,
-            guild,
-            defaults,
-            catalog,
-            names,
-            loras,
-            images,
-            RecipeReader(settings, (loras, embeddings, hypernetworks)),
-            Uploads(settings.data_dir / UPLOADS_FOLDER, repos.jobs, settings.max_pixels),
-        ),
+        requests=requests,
         guild=guild,
-        gallery=Gallery(repos.generations, repos.favourites, images),
+        gallery=gallery,
         libraries=Libraries(
             loras, embeddings, hypernetworks, repos.audit, download_rules(settings)
         ),
@@ -133,4 +153,5 @@ async def build_app(
         defaults=defaults,
         previews=LoraPreviews(jobs, settings),
         safety=SafetyRules(guild, SafetyMode(settings.safety_checker)),
+        edits=EditService(requests, gallery, uploads, settings.max_pixels),
     )

@@ -83,6 +83,14 @@ class ModelCatalog:
             return None
         return companion_of(self.settings, known, self.names)
 
+    def base_of(self, name: str) -> str:
+        """The model whose edits run on `name` (`name` being its inpainting companion), for
+        what starts from an edit's result (U, V, Edit); `name` itself when it is no one's."""
+        for model in self.models:
+            if model.name != name and not model.refusal and self.companion_of(model.name) == name:
+                return model.name
+        return name
+
     async def server_default(self, guild_id: int | None) -> str | None:
         """The server's default model, if it is still configured (else MODEL is used)."""
         chosen = (await self.guild.settings(guild_id)).model

@@ -18,6 +18,7 @@ from cogs.admin import Admin
 from cogs.buttons import RESULT_BUTTONS
 from cogs.checks import DreamcordTree
 from cogs.client import DreamcordClient
+from cogs.editing import Editing
 from cogs.errors import answer_error
 from cogs.imagine import Imagine
 from cogs.info import Info
@@ -86,7 +87,7 @@ class DreamcordBot(DreamcordClient):
         self._heartbeat = Heartbeat(beat_file, self._services.app.jobs.worker.health)
         self._heartbeat.start()
         cog: commands.Cog
-        for cog in (Imagine(self), Account(self), Info(self), Admin(self)):
+        for cog in (Imagine(self), Editing(self), Account(self), Info(self), Admin(self)):
             await self.add_cog(cog)
         for cog in (LoraCommands(self), EmbeddingCommands(self), HypernetworkCommands(self)):
             await self.add_cog(cog)

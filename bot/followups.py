@@ -17,6 +17,17 @@ UPSCALE_FACTOR = 2
 UPSCALE_DENOISE = 0.3
 """A pixel upscale is refined at low denoise: enough to add detail, too little to redraw."""
 VARIATION_STRENGTH = {"subtle": 0.12, "strong": 0.35}
+EDIT_FIELD = "Edit"
+"""The `extras` key (also in the PNG's parameters) that says which edit made an image
+(`bot.edits`); Reroll keeps it (it redoes the edit), U and V do not (they start from its
+result)."""
+
+
+def without_edit(request: GenerationRequest) -> GenerationRequest:
+    """`request` with no mask, mask settings or edit label: for what starts from an edit's
+    result rather than redoing the edit."""
+    extras = tuple((key, value) for key, value in request.extras if key != EDIT_FIELD)
+    return replace(request, mask_image=None, inpaint=None, extras=extras)
 
 
 def upscale(

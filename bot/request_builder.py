@@ -31,7 +31,7 @@ from pipeline.errors import UserError
 from pipeline.prompt.suggestions import index_of
 from pipeline.prompt.tags import extract_tags
 from pipeline.recipe import Recipe
-from pipeline.request import GenerationRequest, LoraRef, Mode
+from pipeline.request import EDIT_MODES, GenerationRequest, LoraRef, Mode
 from pipeline.sizes import parse_size
 
 DEFAULT_STRENGTH = 0.6
@@ -124,7 +124,7 @@ class RequestBuilder:
                 options = {**options, "strength": recipe.strength}
         explicit = {key: value for key, value in options.items() if value is not None}
         if base is not None:
-            explicit = {**kept_options(base), **explicit}
+            explicit = {**kept_options(self.continued(base)), **explicit}
         negative = explicit.pop("negative", None)
         init: InitImage | None = explicit.pop("init", None)
         strength = explicit.pop("strength", None)
@@ -183,17 +183,30 @@ class RequestBuilder:
         Without `data` (no picture) the block gets None."""
         return self.uploads.held(data)
 
+    def continued(self, request: GenerationRequest) -> GenerationRequest:
+        """`request` as what starts from its result continues it: an edit's mask and label
+        left behind (`followups.without_edit`), and its model the one the user chose, not the
+        inpainting companion the edit ran on (which draws nothing without a mask)."""
+        if request.mode not in EDIT_MODES:
+            return request
+        return replace(followups.without_edit(request), model=self._catalog.base_of(request.model))
+
+    def companion(self, request: GenerationRequest) -> GenerationRequest:
+        """An edit's `request` on its model's inpainting companion, when it has one."""
+        return replace(request, model=self._catalog.companion_of(request.model) or request.model)
+
     def upscale(self, generation: Generation, index: int) -> GenerationRequest:
         """The U button: image `index` at twice the size, refined at low denoise."""
         image = generation.images[index]
         path = self._images.path_of(image.path)
-        return followups.upscale(generation.request, path, image.seed, image.id)
+        return followups.upscale(self.continued(generation.request), path, image.seed, image.id)
 
     def vary(self, generation: Generation, index: int) -> GenerationRequest:
         """The V button: variations around image `index`'s seed."""
         image = generation.images[index]
         count = min(4, self.settings.max_images)
-        return followups.variations(generation.request, image.seed, image.id, count=count)
+        request = self.continued(generation.request)
+        return followups.variations(request, image.seed, image.id, count=count)
 
     def reroll(self, generation: Generation) -> GenerationRequest:
         """The Reroll button: the same request with new seeds."""

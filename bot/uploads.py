@@ -61,8 +61,7 @@ def check_picture_size(size: int) -> None:
 
 def store_init_image(data: bytes, folder: Path, max_pixels: int) -> InitImage:
     """Check and keep an uploaded picture under `folder` (blocking: call it in a thread)."""
-    check_picture_size(len(data))
-    picture = _decode(data)
+    picture = decode_picture(data)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     store = ImageStore(folder)
@@ -71,8 +70,10 @@ def store_init_image(data: bytes, folder: Path, max_pixels: int) -> InitImage:
     return InitImage(store.path_of(stored.path), width, height)
 
 
-def _decode(data: bytes) -> Image.Image:
-    """The picture as RGB, decoded only once its header passed `_check_header`."""
+def decode_picture(data: bytes, keep_alpha: bool = False) -> Image.Image:
+    """The picture as RGB (RGBA with `keep_alpha`, for a mask painted on a transparent layer),
+    decoded only once its size and header passed the checks (blocking: call it in a thread)."""
+    check_picture_size(len(data))
     try:
         with warnings.catch_warnings():
             # Pillow warns of bombs and corrupt tags, which the checks here refuse or survive.
@@ -80,7 +81,7 @@ def _decode(data: bytes) -> Image.Image:
             with Image.open(io.BytesIO(data)) as image:
                 _check_header(image)
                 image.load()
-                return image.convert("RGB")
+                return image.convert("RGBA" if keep_alpha else "RGB")
     except Image.DecompressionBombError:
         raise UserError(
             f"the picture declares more pixels than can be opened safely: send one of at most "

@@ -1,5 +1,5 @@
 """The buttons under a result and what each click does: upscale, vary, reroll, edit,
-favourite, info, delete.
+favourite, info, delete (the image edits, Zoom Out and the rest, are `cogs.editing`'s).
 
 Each is a `DynamicItem` whose custom_id carries the action and the ids
 (`dc:<action>:<generation id>[:<image index>]`, well under Discord's 100 characters). A click
@@ -20,6 +20,7 @@ from bot.app import Generation, Reach
 from cogs import texts
 from cogs.checks import ServedItem, is_admin, viewer_of
 from cogs.client import DreamcordClient
+from cogs.editing import EDIT_ITEMS, edit_buttons
 from cogs.errors import answer_error, guarded, think_in_public
 from cogs.fitting import COMPONENTS, INPUT_VALUE, fit
 from cogs.status import CancelButton, queue_job
@@ -233,7 +234,7 @@ PER_IMAGE_BUTTONS = (COMPONENTS - len(TOOLS)) // 2
 
 def result_view(generation: Generation) -> discord.ui.View:
     """U1-U4 and V1-V4 (one pair per image, for the first ten), then Reroll, Edit, Favourite,
-    Info, Delete."""
+    Info, Delete; under one image, the edit buttons too (rows 3 and 4)."""
     view = discord.ui.View(timeout=None)
     count = len(generation.images)
     for action in (Action.UPSCALE, Action.VARY):
@@ -242,6 +243,9 @@ def result_view(generation: Generation) -> discord.ui.View:
             view.add_item(ResultButton(action, generation.id, index, label=label))
     for action, label, emoji in TOOLS:
         view.add_item(ResultButton(action, generation.id, label=label, emoji=emoji))
+    if count == 1:
+        for button in edit_buttons(generation):
+            view.add_item(button)
     return view
 
 
@@ -262,5 +266,5 @@ def favourite_view(generation: Generation, favourite_ids: set[int]) -> discord.u
     return view
 
 
-RESULT_BUTTONS = (ResultButton, CancelButton)
+RESULT_BUTTONS = (ResultButton, CancelButton, *EDIT_ITEMS)
 """Every persistent button of a result or a status message, for `add_dynamic_items`."""

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.app import style_names
 from cogs import texts
+from cogs.attachments import read_picture
 from cogs.client import DreamcordClient
 from cogs.errors import think_in_public
 from cogs.options import SAMPLER_CHOICES, SCHEDULE_CHOICES, filter_names, size_choices
@@ -157,7 +158,7 @@ class Imagine(commands.Cog):
         picture = None
         if image is not None:
             app.requests.check_picture(image.size)
-            picture = await _picture_bytes(image)
+            picture = await read_picture(image)
         async with app.requests.hold_picture(picture) as init:  # not kept if refused
             if init is not None:
                 options["init"] = init
@@ -174,11 +175,3 @@ class Imagine(commands.Cog):
                 ephemeral=True,
                 allowed_mentions=discord.AllowedMentions.none(),
             )
-
-
-async def _picture_bytes(image: discord.Attachment) -> bytes:
-    """Download the picture now: its link expires."""
-    try:
-        return await image.read()
-    except discord.HTTPException:
-        raise UserError("Discord did not hand over the picture: attach it again") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.app import edit_label
 from cogs.fitting import MESSAGE, escape, fit, fit_escaped, fit_lines
 from pipeline.request import GenerationRequest, Mode
 
@@ -18,6 +19,8 @@ OPERATION_NAMES = {
     Mode.UPSCALE: "Upscale",
     Mode.VARIATION: "Variations",
     Mode.REROLL: "Reroll",
+    Mode.INPAINT: "Inpaint",
+    Mode.OUTPAINT: "Outpaint",
 }
 
 
@@ -27,8 +30,9 @@ def shown_prompt(request: GenerationRequest) -> str:
 
 
 def headline(request: GenerationRequest, user_id: int) -> str:
-    """`**prompt** - <@user> (Upscale)`: the first line of every job message."""
-    operation = OPERATION_NAMES.get(request.mode, "")
+    """`**prompt** - <@user> (Upscale)`: the first line of every job message; an edit says
+    which (`zoom-out 2`)."""
+    operation = edit_label(request) or OPERATION_NAMES.get(request.mode, "")
     suffix = f" ({operation})" if operation else ""
     return f"{shown_prompt(request)} - <@{user_id}>{suffix}"
 

@@ -140,17 +140,22 @@ class JobRepository:
             return await _load(conn, job_id)
 
     async def uses_init_image(self, path: str) -> bool:
-        """Whether any job starts from the picture at `path` (as its request stores it)."""
+        """Whether any job starts from the picture at `path` (as its request stores it), as its
+        init image or its mask."""
         row = await self._db.fetch_one(
-            "SELECT 1 FROM jobs WHERE json_extract(request_json, '$.init_image') = ? LIMIT 1",
-            (path,),
+            "SELECT 1 FROM jobs WHERE json_extract(request_json, '$.init_image') = ?"
+            " OR json_extract(request_json, '$.mask_image') = ? LIMIT 1",
+            (path, path),
         )
         return row is not None
 
     async def init_images(self) -> set[str]:
-        """The pictures jobs start from, for the sweep of the uploads folder."""
+        """The pictures (init images and masks) jobs start from, for the sweep of the uploads
+        folder."""
         rows = await self._db.fetch_all(
-            "SELECT DISTINCT json_extract(request_json, '$.init_image') AS path FROM jobs"
+            "SELECT json_extract(request_json, '$.init_image') AS path FROM jobs"
+            " WHERE path IS NOT NULL"
+            " UNION SELECT json_extract(request_json, '$.mask_image') AS path FROM jobs"
             " WHERE path IS NOT NULL"
         )
         return {row["path"] for row in rows}
