@@ -45,6 +45,7 @@ MAX_ATTEMPTS = 2
 """A job interrupted by a crash runs once more; a second interruption fails it."""
 
 RESTART_FAILURE = "this job was interrupted twice by a restart; please submit it again"
+STORE_FAILED = "the images were made but could not be saved; it has been logged: try again"
 
 MAX_DELIVERY_ATTEMPTS = 3
 """Tries at posting a job's outcome (one per start, at most) before it is given up on."""
@@ -330,6 +331,10 @@ class JobService(WorkerHooks):
             return
         except InvalidTransition:
             log.info("job %s finished after it was cancelled; dropping its images", job.job_id)
+            return
+        except Exception:  # a bug storing them: the job is answered, not left running
+            log.exception("storing the images of job %s failed", job.job_id)
+            await self.on_job_failed(job, STORE_FAILED)
             return
         stored = await self.repos.jobs.get(job.job_id)
         assert stored is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import settings as settings_for_fuzz
 from hypothesis import strategies as st
 
 from bot.container import Services, open_services
-from bot.jobs import MAX_DELIVERY_ATTEMPTS, RESTART_FAILURE, Origin
+from bot.jobs import MAX_DELIVERY_ATTEMPTS, RESTART_FAILURE, STORE_FAILED, Origin
 from bot.settings import Settings, load_settings
 from data.jobs import JobState
 from pipeline.errors import UserError
@@ -274,6 +275,20 @@ async def test_a_dead_worker_refuses_new_jobs_and_says_so_everywhere(tmp_path: P
         assert len(await services.repos.jobs.list_queued()) == 1  # the refused one is not stored
     finally:
         await services.close()
+
+
+async def test_a_bug_storing_the_images_fails_the_job_with_an_answer(running, monkeypatch) -> None:
+    """A row the database refuses (as edits were, before their operation was allowed)."""
+    services, delivery, _ = running
+
+    async def refused(*_args: object, **_kwargs: object) -> None:
+        raise sqlite3.IntegrityError("CHECK constraint failed: operation")
+
+    monkeypatch.setattr(services.repos.generations, "create", refused)
+    ticket = await services.app.jobs.submit(REQUEST, ALICE)
+    job = await asyncio.wait_for(services.app.jobs.wait(ticket.job_id), 10)
+    assert job.state is JobState.FAILED and job.error == STORE_FAILED
+    assert delivery.failures == [(job.id, STORE_FAILED)]
 
 
 async def test_a_full_disk_fails_the_job_with_an_answer(running, monkeypatch) -> None:

@@ -76,6 +76,19 @@ def run_batch(engine: Engine, *requests: GenerationRequest) -> list[np.ndarray]:
     return [np.asarray(result.image) for result in results]
 
 
+def run_recording_unet_inputs(
+    engine: Engine, model: str, request: GenerationRequest
+) -> tuple[np.ndarray, set[tuple[int, ...]]]:
+    """The one image of `request`, and the shapes of every UNet input that made it."""
+    unet = engine.models.get(model).pipe.unet
+    shapes: set[tuple[int, ...]] = set()
+    handle = unet.register_forward_pre_hook(lambda _m, args: shapes.add(tuple(args[0].shape)))
+    try:
+        return run_batch(engine, request)[0], shapes
+    finally:
+        handle.remove()
+
+
 def test_pixels_outside_the_mask_keep_their_exact_bytes(engine: Engine, tmp_path: Path) -> None:
     source = picture(1)
     request = edit_request(tmp_path, "fox", source, box_mask((16, 16, 48, 48)))
@@ -143,14 +156,8 @@ def test_an_inpainting_unet_reads_nine_channels_and_keeps_the_outside(
     request = edit_request(
         tmp_path, "nine", source, box_mask((0, 32, SIZE, SIZE)), model="tiny-inpainting"
     )
-    unet = engine.models.get("tiny-inpainting").pipe.unet
-    shapes: list[tuple[int, ...]] = []
-    handle = unet.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
-    try:
-        result = run_batch(engine, request)[0]
-    finally:
-        handle.remove()
-    assert shapes and set(shapes) == {(2, 9, SIZE // 8, SIZE // 8)}  # prompt and negative
+    result, shapes = run_recording_unet_inputs(engine, "tiny-inpainting", request)
+    assert shapes == {(2, 9, SIZE // 8, SIZE // 8)}  # prompt and negative
     assert np.array_equal(result[:32], np.asarray(source)[:32])
 
 
@@ -242,14 +249,8 @@ def test_only_masked_works_on_the_crop_at_the_models_size_and_pastes_it_back(
     source = picture(11)
     spec = InpaintSpec(mask_blur=0, area="masked", padding=8)
     request = edit_request(tmp_path, "crop", source, box_mask((40, 40, 56, 56)), inpaint=spec)
-    unet = engine.models.get("tiny").pipe.unet
-    shapes: list[tuple[int, ...]] = []
-    handle = unet.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
-    try:
-        result = run_batch(engine, request)[0]
-    finally:
-        handle.remove()
-    assert set(shapes) == {(2, 4, 64, 64)}  # 512x512, SD1.5's own size, at the 1:1 aspect
+    result, shapes = run_recording_unet_inputs(engine, "tiny", request)
+    assert shapes == {(2, 4, 64, 64)}  # 512x512, SD1.5's own size, at the 1:1 aspect
     outside = np.ones((SIZE, SIZE), bool)
     outside[40:56, 40:56] = False
     assert result.shape == (SIZE, SIZE, 3)
