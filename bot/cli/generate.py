@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--negative", help="the negative prompt (default: DEFAULT_NEGATIVE)")
     parser.add_argument("--size", help="WxH such as 512x768, or an aspect ratio such as 2:3")
     parser.add_argument(
-        "--count", type=int, default=1, help="how many images (image i uses seed + i)"
+        "--count", type=int, help="how many images (image i uses seed + i; default 1, --vary 4)"
     )
     parser.add_argument("--seed", type=int, help="seed of the first image (default: random)")
     parser.add_argument("--steps", type=int, help="sampling steps")
@@ -212,7 +212,7 @@ def request_from_args(
     edit = edits.chosen_edit(args)
     picture = None
     explicit: dict[str, Any] = {
-        "count": args.count,
+        "count": 1 if args.count is None else args.count,
         "seed": args.seed,
         "steps": args.steps,
         "cfg": args.cfg,
@@ -314,7 +314,7 @@ def _with_source(
         strength = args.strength or "strong"
         if strength not in followups.VARIATION_STRENGTH:
             raise UserError(f"--strength {strength!r} with --vary: use subtle or strong")
-        count = min(4, settings.max_images) if args.count == 1 else args.count
+        count = min(4, settings.max_images) if args.count is None else args.count
         return followups.variations(request, request.seed, None, strength, count)
     if args.init is not None:
         pasted = recipe.strength if recipe else None

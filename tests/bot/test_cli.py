@@ -168,6 +168,8 @@ def test_upscale_and_vary_start_from_a_png_with_parameters(capsys) -> None:
         "Variation seed strength: 0.12"
         in Image.open(varied["images"][0]["path"]).info["parameters"]
     )
+    one = _one_png(capsys, "--vary", source["path"], "--count", "1", "--out", "v1")
+    assert len(one["images"]) == 1
 
 
 @pytest.mark.parametrize(
