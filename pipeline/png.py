@@ -1,4 +1,4 @@
-"""PNG files that carry their own A1111 parameters."""
+"""Pictures that carry their own A1111 parameters: PNG text chunks, and JPEG and WebP EXIF."""
 
 from __future__ import annotations
 
@@ -19,10 +19,46 @@ def png_bytes(image: Image.Image, parameters: str) -> bytes:
     return buffer.getvalue()
 
 
+EXIF_IFD = 0x8769
+USER_COMMENT = 0x9286
+"""Where A1111 writes the parameters of a JPEG or WebP: the Exif IFD's UserComment."""
+
+UNICODE_PREFIX = b"UNICODE\0"
+TEXT_PREFIXES = (b"ASCII\0\0\0", b"\0" * 8)
+"""EXIF's character-code headers (CIPA DC-008, table 9) that Dreamcord reads; JIS is not."""
+
+
 def read_png(path: Path) -> tuple[Image.Image, str | None]:
     """Load an image as RGB and its `parameters` text (None when it has none)."""
     image = open_image(path)
-    return image.convert("RGB"), image.info.get("parameters")
+    return image.convert("RGB"), parameters_of(image)
+
+
+def parameters_of(image: Image.Image) -> str | None:
+    """The PNG `parameters` text, else the EXIF UserComment A1111 writes into JPEG and WebP."""
+    text = image.info.get("parameters")
+    if isinstance(text, str):
+        return text
+    comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
+    return user_comment_text(comment) if isinstance(comment, bytes) else None
+
+
+def user_comment_text(comment: bytes) -> str | None:
+    """An EXIF UserComment as text, None when empty or in a code Dreamcord does not read.
+
+    The standard's UNICODE is UTF-16 in the file's byte order; A1111 (through piexif) writes
+    big-endian whatever the file says, and some tools write little-endian, so the order is
+    read from the text itself: ASCII characters have their zero byte first in big-endian.
+    """
+    prefix, body = comment[:8], comment[8:]
+    if prefix == UNICODE_PREFIX:
+        big_endian = body[:1] == b"\0" or body[1:2] != b"\0"
+        text = body.decode("utf-16-be" if big_endian else "utf-16-le", errors="replace")
+    elif prefix in TEXT_PREFIXES:
+        text = body.decode("utf-8", errors="replace")
+    else:
+        return None
+    return text.rstrip("\0") or None
 
 
 def open_image(path: Path) -> Image.Image:

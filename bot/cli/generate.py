@@ -328,28 +328,27 @@ def _with_source(
 
 
 def read_parameters(path: Path) -> str:
-    """The A1111 infotext in a PNG's `parameters` chunk, or in a text file."""
+    """The A1111 infotext of a PNG, JPEG or WebP (as A1111 keeps it), or of a text file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path} does not exist: check the path") from None
     except OSError as error:
         raise UserError(f"cannot read {path}: {error.strerror}") from None
-    if data.startswith(PNG_SIGNATURE):
+    if data.startswith((PNG_SIGNATURE, JPEG_SIGNATURE)) or data[8:12] == b"WEBP":
         _, text = read_png(path)
         if not text:
-            raise UserError(f"{path} has no parameters: its maker did not keep them in the PNG")
+            raise UserError(
+                f"{path} has no parameters: its maker did not keep them (copy them from "
+                "Civitai or A1111's PNG Info tab into a text file and pass that)"
+            )
         return text
-    if data.startswith(JPEG_SIGNATURE) or data[8:12] == b"WEBP":
-        raise UserError(
-            f"{path} is a JPEG or WebP: copy its parameters from A1111's PNG Info tab or "
-            "Civitai into a text file and pass that"
-        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(
-            f"{path} is neither a PNG nor a UTF-8 text file: pass a PNG with parameters or "
+            f"{path} is neither a picture nor a UTF-8 text file: pass a PNG, JPEG or WebP with "
+            "parameters or "
             "a text file holding A1111's PNG info"
         ) from None
 

@@ -117,21 +117,37 @@ def test_options_given_with_the_recipe_override_it_and_notes_go_to_stderr(
     assert not any("add_detail" in note for note in notes), "the recipe's prompt is not used"
 
 
+@pytest.mark.parametrize("kind", ["JPEG", "WEBP"])
+def test_a_civitai_jpeg_or_webp_is_read_as_a1111_keeps_it(
+    capsys, tmp_path: Path, kind: str
+) -> None:
+    """A1111 writes a JPEG's or WebP's infotext as EXIF UserComment: UNICODE, UTF-16BE."""
+    exif = Image.Exif()
+    comment = civitai_recipe("0123456789ab").encode("utf-16-be")
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + comment
+    path = tmp_path / f"civitai.{kind.lower()}"
+    Image.new("RGB", (64, 96), "teal").save(path, format=kind, exif=exif.tobytes())
+    params = generate(capsys, "--parameters", str(path))["params"]
+    assert (params["seed"], params["width"], params["height"]) == (1234567890, 64, 96)
+    assert params["negative"] == "(worst quality, low quality:1.4), easynegative"
+
+
 @pytest.mark.parametrize(
     ("content", "extra", "says"),
     [
         (None, (), "does not exist"),
         ("a red fox", (), "this is not A1111 parameters"),
         ("a\nSteps: many, Sampler: Euler, Seed: 1", (), "Steps: 'many' is not a whole number"),
-        (b"\x00\xff\xfe binary", (), "neither a PNG nor a UTF-8 text file"),
+        (b"\x00\xff\xfe binary", (), "neither a picture nor a UTF-8 text file"),
+        ("jpeg", (), "has no parameters"),
         ("png", (), "has no parameters"),
         ("a\nSteps: 2, Seed: 1, Size: 64x64", ("--upscale", "x.png"), "use --parameters or"),
     ],
 )
 def test_a_bad_recipe_is_one_line_on_stderr(capsys, tmp_path: Path, content, extra, says) -> None:
     path = tmp_path / "recipe.txt"
-    if content == "png":
-        Image.new("RGB", (8, 8)).save(path, format="PNG")
+    if content in ("png", "jpeg"):
+        Image.new("RGB", (8, 8)).save(path, format=content.upper())
     elif isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None:
