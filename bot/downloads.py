@@ -27,7 +27,6 @@ from pipeline.errors import UserError
 
 DEFAULT_HOSTS = (
     "civitai.com",
-    "civitai.red",
     "huggingface.co",
     "hf.co",
     "r2.cloudflarestorage.com",
