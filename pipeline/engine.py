@@ -62,7 +62,7 @@ from pipeline.upscalers import Upscaler, UpscalerCatalog
 if TYPE_CHECKING:
     from PIL import Image
 
-    from pipeline.lora.source import AdapterSource
+    from pipeline.lora.source import AdapterSource, FileSource
     from pipeline.noise import NoiseSource
     from pipeline.pixel_upscalers import PixelModelCache
     from pipeline.safety import SafetyChecker
@@ -127,6 +127,7 @@ class Engine:
     `upscalers` adds installed ESRGAN-family models to the built-in upscalers; the upscale mode
     enlarges its init image with the catalog's upscale model when there is one.
     `safety` gives every result its verdict, checked over the whole batch at once.
+    `controlnets` finds ControlNet model files by name, for requests with control units.
     """
 
     def __init__(
@@ -135,9 +136,11 @@ class Engine:
         adapters: AdapterSource | None = None,
         upscalers: UpscalerCatalog | None = None,
         safety: SafetyChecker | None = None,
+        controlnets: FileSource | None = None,
     ) -> None:
         self.models = models
         self.adapters = adapters
+        self.controlnets = controlnets
         self.upscalers = upscalers or UpscalerCatalog()
         self.safety = safety
         self._pixel_models: PixelModelCache | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -66,11 +66,33 @@ def at_call(encodings: Encodings, call: int) -> torch.Tensor:
     return next((encoding for last, encoding in encodings if call <= last), encodings[0][1])
 
 
+class UnetAddition(Protocol):
+    """More that the UNet takes at a call, row by row: ControlNet residuals, image prompts."""
+
+    def unet_kwargs(
+        self,
+        sample: torch.Tensor,
+        timestep: Any,
+        context: torch.Tensor,
+        owners: torch.Tensor,
+        call: int,
+    ) -> dict[str, Any]:
+        """Keyword arguments for the UNet call on these rows (empty: nothing at this call).
+
+        `sample` is the UNet's input (an inpainting model's extra channels included), `context`
+        each row's text encoding, `owners[i]` the group's image that row i belongs to (the
+        prompt's and the negative's rows of one image share an owner), `call` the denoiser
+        call counted from 0 in the pass.
+        """
+        ...
+
+
 class Guidance:
     """A group's conditioning over one pass: the guided noise prediction at each denoiser call.
 
     The UNet sees at most twice the group's size at once, as without AND parts, so the memory a
-    batch needs stays what the planner expects.
+    batch needs stays what the planner expects. `additions` add their keyword arguments to
+    every UNet call.
     """
 
     def __init__(
@@ -79,6 +101,7 @@ class Guidance:
         cfg: float,
         device: torch.device,
         dtype: torch.dtype,
+        additions: Sequence[UnetAddition] = (),
     ) -> None:
         def moved(encodings: Encodings) -> Encodings:
             return tuple((last, e.to(device=device, dtype=dtype)) for last, e in encodings)
@@ -89,6 +112,7 @@ class Guidance:
             (i, weight * cfg) for i, image in enumerate(images) for weight, _ in image.parts
         ]
         self._owners = torch.tensor([owner for owner, _ in self._scales], device=device)
+        self._additions = tuple(additions)
 
     def predict(
         self,
@@ -109,33 +133,42 @@ class Guidance:
         if extra is not None:
             latents = torch.cat([latents, extra.to(latents.dtype)], dim=1)
         inputs = latents.index_select(0, self._owners)
+        images = torch.arange(len(latents), device=self._owners.device)
         most = 2 * len(latents)
         if uncond.shape[1] == cond.shape[1]:
-            both = _unet(
-                unet, torch.cat([latents, inputs]), timestep, torch.cat([uncond, cond]), most
-            )
+            rows = torch.cat([latents, inputs])
+            owners = torch.cat([images, self._owners])
+            both = self._unet(unet, rows, timestep, torch.cat([uncond, cond]), owners, call, most)
             on_uncond, on_cond = both[: len(latents)], both[len(latents) :]
         else:
-            on_uncond = _unet(unet, latents, timestep, uncond, most)
-            on_cond = _unet(unet, inputs, timestep, cond, most)
+            on_uncond = self._unet(unet, latents, timestep, uncond, images, call, most)
+            on_cond = self._unet(unet, inputs, timestep, cond, self._owners, call, most)
         guided = on_uncond.clone()
         for row, (owner, scale) in enumerate(self._scales):
             guided[owner] += (on_cond[row] - on_uncond[owner]) * scale
         return guided
 
+    def _unet(
+        self,
+        unet: Any,
+        latents: torch.Tensor,
+        timestep: Any,
+        context: torch.Tensor,
+        owners: torch.Tensor,
+        call: int,
+        most: int,
+    ) -> torch.Tensor:
+        """The UNet's noise prediction for each row, at most `most` rows a call."""
 
-def _unet(
-    unet: Any, latents: torch.Tensor, timestep: Any, context: torch.Tensor, most: int
-) -> torch.Tensor:
-    """The UNet's noise prediction for each row, at most `most` rows a call."""
-
-    return torch.cat(
-        [
-            unet(
-                latents[start : start + most],
-                timestep,
-                encoder_hidden_states=context[start : start + most],
-            ).sample
-            for start in range(0, len(latents), most)
-        ]
-    )
+        predictions = []
+        for start in range(0, len(latents), most):
+            rows = slice(start, start + most)
+            kwargs: dict[str, Any] = {}
+            for addition in self._additions:
+                kwargs |= addition.unet_kwargs(
+                    latents[rows], timestep, context[rows], owners[rows], call
+                )
+            predictions.append(
+                unet(latents[rows], timestep, encoder_hidden_states=context[rows], **kwargs).sample
+            )
+        return torch.cat(predictions)

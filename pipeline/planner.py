@@ -32,6 +32,10 @@ def batch_key(request: GenerationRequest) -> BatchKey:
     An edit's pictures (init image and mask) are per job, and each task's own are loaded, so
     they stay out too; its mask treatment changes the pass and is in. The model is in, so an
     edit on an inpainting (9-channel) model never meets one on a normal model.
+
+    ControlNet units and image prompts are in by their models and settings, not their
+    pictures: each task's own maps and pictures are loaded, so jobs guided by different
+    pictures still share a batch.
     """
     edit = request.mode in EDIT_MODES
     loras = tuple(sorted((ref.name, ref.te_weight, ref.unet_weight) for ref in request.loras))
@@ -54,6 +58,8 @@ def batch_key(request: GenerationRequest) -> BatchKey:
         request.strength,
         None if edit else request.init_image,
         request.inpaint_spec if edit else None,
+        tuple((u.model, u.weight, u.start, u.end) for u in request.controls),
+        tuple((one.weight, one.style) for one in request.image_prompts),
     )
 
 

@@ -42,6 +42,14 @@ INPAINT_AREAS = ("whole", "masked")
 INPAINT_FILLS = ("original", "latent noise", "latent nothing")
 """A1111's "Masked content" that Dreamcord offers: what the masked latents start from."""
 
+MAX_CONTROL_UNITS = 3
+"""ControlNet units one request may use, as A1111's ControlNet extension offers by default."""
+
+CONTROL_PREPROCESSORS = ("none", "canny", "invert")
+"""Preprocessors built in: `none` takes the picture as a ready map (a pose skeleton, a depth
+map, a scribble), `invert` turns black lines on white into the white-on-black maps ControlNet
+reads, `canny` draws the picture's edges (pipeline/control/preprocess.py)."""
+
 
 @dataclass(frozen=True)
 class LoraRef:
@@ -58,6 +66,37 @@ class HypernetRef:
 
     name: str
     strength: float = 1.0
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet unit: a library model guiding the picture by a control map.
+
+    `image` is the stored map the engine reads, already preprocessed at the request's size
+    when the request was built (so Reroll, V and U reuse it and Info can show it);
+    `preprocessor` is what made it, kept for the infotext. `start` and `end` are fractions of
+    each pass's steps, as A1111's "Guidance Start/End"; `weight` scales the model's residuals.
+    """
+
+    model: str
+    image: str
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocessor: str = "none"
+
+
+@dataclass(frozen=True)
+class ImagePrompt:
+    """One picture for the IP-Adapter: a stored image and its weight.
+
+    A `style` prompt (`--sref`) feeds only the adapter's style layers, so it lends its look and
+    not its content.
+    """
+
+    image: str
+    weight: float = 1.0
+    style: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +162,10 @@ class GenerationRequest:
     """A stored PNG mask the size of `init_image` (white repaints), for the edit modes."""
     inpaint: InpaintSpec | None = None
     """The mask's treatment for the edit modes; None means InpaintSpec's defaults."""
+    controls: tuple[ControlUnit, ...] = ()
+    """ControlNet units, at most MAX_CONTROL_UNITS, in the order A1111 numbers them."""
+    image_prompts: tuple[ImagePrompt, ...] = ()
+    """IP-Adapter pictures (`/blend`, `--iw`, `--sref`)."""
     parent_image_id: int | None = None
     extras: tuple[tuple[str, str], ...] = field(default=())
 
@@ -147,6 +190,8 @@ class GenerationRequest:
         raw["hypernets"] = tuple(HypernetRef(**ref) for ref in raw.get("hypernets", ()))
         raw["hires"] = HiresSpec(**raw["hires"]) if raw.get("hires") else None
         raw["inpaint"] = InpaintSpec(**raw["inpaint"]) if raw.get("inpaint") else None
+        raw["controls"] = tuple(ControlUnit(**unit) for unit in raw.get("controls", ()))
+        raw["image_prompts"] = tuple(ImagePrompt(**one) for one in raw.get("image_prompts", ()))
         raw["mode"] = Mode(raw.get("mode", Mode.TXT2IMG))
         raw["extras"] = tuple(tuple(pair) for pair in raw.get("extras", ()))
         return cls(**raw)

@@ -1,0 +1,1 @@
+"""ControlNet: control maps, the model files and their units in the engine's UNet calls."""
