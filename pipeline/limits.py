@@ -8,9 +8,12 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.errors import UserError
 from pipeline.request import (
+    CONTROL_PREPROCESSORS,
     EDIT_MODES,
     INPAINT_AREAS,
     INPAINT_FILLS,
+    MAX_CONTROL_UNITS,
+    MAX_IMAGE_PROMPTS,
     MAX_SEED,
     RNG_SOURCES,
     GenerationRequest,
@@ -30,6 +33,8 @@ MAX_ENSD = MAX_SEED
 MAX_MASK_BLUR = 64
 MAX_PADDING = 256
 """A1111's sliders stop at 64 (mask blur) and 256 (masked area padding)."""
+MAX_GUIDE_WEIGHT = 2.0
+"""A1111's ControlNet weight slider stops at 2; image prompt weights share the bound."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
         raise UserError(
             f"variation strength {request.variation_strength:g} is out of range: use 0 to 1"
         )
+    check_controls(request)
+    check_image_prompts(request)
     hires = request.hires and check_hires(request, limits)
     inpaint = check_edit(request) if request.mode in EDIT_MODES else request.inpaint
     sampler, schedule = resolve_sampler(request.sampler, request.schedule)
@@ -84,6 +91,42 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
 
     plan_conditioning(checked)  # AND parts and edit schedules within their limits
     return checked
+
+
+def check_controls(request: GenerationRequest) -> None:
+    """ControlNet units within A1111's bounds, or a UserError naming the unit to fix."""
+    if len(request.controls) > MAX_CONTROL_UNITS:
+        raise UserError(
+            f"{len(request.controls)} ControlNet units asked for: use at most {MAX_CONTROL_UNITS}"
+        )
+    for number, unit in enumerate(request.controls, start=1):
+        which = f"ControlNet unit {number} ({unit.model})"
+        _check_weight(unit.weight, which)
+        if not (0 <= unit.start < 1 and 0 < unit.end <= 1 and unit.start < unit.end):
+            raise UserError(
+                f"{which}: start {unit.start:g} and end {unit.end:g} must be fractions of the "
+                "steps from 0 to 1, the start before the end (say 0 and 1: every step)"
+            )
+        if unit.preprocessor not in CONTROL_PREPROCESSORS:
+            choices = ", ".join(CONTROL_PREPROCESSORS)
+            raise UserError(f"{which}: unknown preprocessor {unit.preprocessor!r}: use {choices}")
+
+
+def check_image_prompts(request: GenerationRequest) -> None:
+    """Image prompts within bounds, or a UserError saying which to fix."""
+    if len(request.image_prompts) > MAX_IMAGE_PROMPTS:
+        raise UserError(
+            f"{len(request.image_prompts)} image prompts given: use at most {MAX_IMAGE_PROMPTS}"
+        )
+    for number, prompt in enumerate(request.image_prompts, start=1):
+        _check_weight(prompt.weight, f"image prompt {number}")
+
+
+def _check_weight(weight: float, which: str) -> None:
+    if not (math.isfinite(weight) and 0 <= weight <= MAX_GUIDE_WEIGHT):
+        raise UserError(
+            f"{which}: weight {weight:g} is out of range: use 0 to {MAX_GUIDE_WEIGHT:g}"
+        )
 
 
 def find_rng(name: str) -> str:

@@ -45,6 +45,9 @@ INPAINT_FILLS = ("original", "latent noise", "latent nothing")
 MAX_CONTROL_UNITS = 3
 """ControlNet units one request may use, as A1111's ControlNet extension offers by default."""
 
+MAX_IMAGE_PROMPTS = 5
+"""Pictures one request may take as image prompts: Midjourney's /blend takes 2 to 5."""
+
 CONTROL_PREPROCESSORS = ("none", "canny", "invert")
 """Preprocessors built in: `none` takes the picture as a ready map (a pose skeleton, a depth
 map, a scribble), `invert` turns black lines on white into the white-on-black maps ControlNet
