@@ -33,6 +33,17 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+_JOB_PICTURES = (
+    "SELECT json_extract(request_json, '$.init_image') AS path FROM jobs"
+    " UNION ALL SELECT json_extract(request_json, '$.mask_image') FROM jobs"
+    " UNION ALL SELECT json_extract(unit.value, '$.image')"
+    " FROM jobs, json_each(jobs.request_json, '$.controls') AS unit"
+    " UNION ALL SELECT json_extract(one.value, '$.image')"
+    " FROM jobs, json_each(jobs.request_json, '$.image_prompts') AS one"
+)
+"""Every stored picture path a job's request names, one row each."""
+
+
 class InvalidTransition(Exception):
     """A job was asked to move to a state its current state does not allow.
 
@@ -140,23 +151,18 @@ class JobRepository:
             return await _load(conn, job_id)
 
     async def uses_init_image(self, path: str) -> bool:
-        """Whether any job starts from the picture at `path` (as its request stores it), as its
-        init image or its mask."""
+        """Whether any job reads the picture at `path` (as its request stores it): as its init
+        image, its mask, a ControlNet unit's map or an image prompt."""
         row = await self._db.fetch_one(
-            "SELECT 1 FROM jobs WHERE json_extract(request_json, '$.init_image') = ?"
-            " OR json_extract(request_json, '$.mask_image') = ? LIMIT 1",
-            (path, path),
+            f"SELECT 1 FROM ({_JOB_PICTURES}) WHERE path = ? LIMIT 1", (path,)
         )
         return row is not None
 
     async def init_images(self) -> set[str]:
-        """The pictures (init images and masks) jobs start from, for the sweep of the uploads
-        folder."""
+        """The pictures jobs read (init images, masks, control maps, image prompts), for the
+        sweep of the uploads folder."""
         rows = await self._db.fetch_all(
-            "SELECT json_extract(request_json, '$.init_image') AS path FROM jobs"
-            " WHERE path IS NOT NULL"
-            " UNION SELECT json_extract(request_json, '$.mask_image') AS path FROM jobs"
-            " WHERE path IS NOT NULL"
+            f"SELECT DISTINCT path FROM ({_JOB_PICTURES}) WHERE path IS NOT NULL"
         )
         return {row["path"] for row in rows}
 

@@ -122,3 +122,26 @@ async def _call(repos: Repositories, method: str, job_id: str) -> object:
     if method == "mark_failed":
         return await repos.jobs.mark_failed(job_id, "error")
     return await getattr(repos.jobs, method)(job_id)
+
+
+async def test_every_picture_a_request_names_is_in_use(repos: Repositories) -> None:
+    """Init images, masks, control maps and image prompts all keep their upload."""
+    from pipeline.request import ControlUnit, ImagePrompt, Mode
+
+    request = GenerationRequest(
+        prompt="a fox",
+        mode=Mode.INPAINT,
+        init_image="/up/init.png",
+        mask_image="/up/mask.png",
+        controls=(ControlUnit("canny", "/up/map1.png"), ControlUnit("depth", "/up/map2.png")),
+        image_prompts=(ImagePrompt("/up/look.png", style=True),),
+    )
+    await repos.jobs.create(request, user_id=1, guild_id=None, channel_id=None)
+    await repos.jobs.create(
+        GenerationRequest(prompt="plain"), user_id=1, guild_id=None, channel_id=None
+    )
+    named = {"/up/init.png", "/up/mask.png", "/up/map1.png", "/up/map2.png", "/up/look.png"}
+    assert await repos.jobs.init_images() == named
+    for path in named:
+        assert await repos.jobs.uses_init_image(path)
+    assert not await repos.jobs.uses_init_image("/up/other.png")
