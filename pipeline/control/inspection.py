@@ -24,20 +24,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.control.model_types import METADATA_KEYS
 from pipeline.errors import UserError
+from pipeline.lora.bases import BASE_NAMES, BASES_BY_WIDTH, FLOAT_DTYPES, SD1_WIDTH
 from pipeline.lora.embeddings import find_vectors
 from pipeline.lora.header import Header, TensorEntry, read_header
 from pipeline.lora.hypernet_layout import looks_like_hypernetwork
-from pipeline.lora.inspection import (
-    BASE_NAMES,
-    BASES_BY_WIDTH,
-    FLOAT_DTYPES,
-    SD1_WIDTH,
-    kept_metadata,
-)
 from pipeline.lora.keys import parse_key
 
 ORIGINAL_PREFIX = "control_model."
+MAX_METADATA_CHARS = 200
 EXAMPLE = "control_v11p_sd15_canny"
 """The SD1.5 ControlNet messages suggest: the most used one."""
 
@@ -125,7 +121,7 @@ def inspect_controlnet(path: Path, model_width: int = SD1_WIDTH) -> ControlInspe
     except UserError as error:
         return ControlInspection(False, str(error), size, 0)
     found = ControlInspection(
-        False, None, size, len(header.tensors), metadata=kept_metadata(header.metadata)
+        False, None, size, len(header.tensors), metadata=_kept_metadata(header.metadata)
     )
     if reason := _not_a_controlnet(header):
         return replace(found, reason=reason)
@@ -287,3 +283,8 @@ def _dtype_problem(tensors: Mapping[str, TensorEntry]) -> str | None:
                 f"tensor {key[:80]} holds {entry.dtype} values, a ControlNet's are floating point"
             )
     return None
+
+
+def _kept_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The names a file gives itself, cut short: untrusted text, shown and used for its type."""
+    return {key: metadata[key][:MAX_METADATA_CHARS] for key in METADATA_KEYS if key in metadata}
