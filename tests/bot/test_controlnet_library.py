@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot import container
 from bot.guild import Actor
 from bot.libraries import Libraries
 from bot.library import (
@@ -19,6 +21,8 @@ from bot.library import (
     LoraLibrary,
     attention_widths,
 )
+from bot.models import build_engine
+from bot.settings import load_settings
 from data.db import Database
 from data.registry import ControlLayout, ModelBase, Source
 from data.repositories import Repositories
@@ -26,8 +30,10 @@ from pipeline.control.model_types import ControlType
 from pipeline.errors import UserError
 from pipeline.tiny import TINY_WIDTH
 from tests.bot.library_files import write_lora
+from tests.bot.test_jobs import RecordingDelivery
 from tests.control_files import tiny_controlnet, write_diffusers_layout, write_original_layout
 from tests.pipeline.control.controlnet_files import diffusers_shapes, write_header_only
+from tests.pipeline.fakes import FakeBackend
 
 ADMIN = Actor(guild_id=7, user_id=42)
 
@@ -214,3 +220,38 @@ def test_uploads_are_capped_at_one_and_a_half_gib(libraries) -> None:
         controlnets.check_upload("big.safetensors", 1537 * 1024**2)
     with pytest.raises(UserError, match=r"only \.safetensors is accepted"):
         controlnets.check_upload("control_v11p_sd15_canny.pth", 1000)
+
+
+async def test_the_start_adds_dropped_controlnets_and_gives_them_to_the_engine(
+    tmp_path, tiny, monkeypatch, caplog
+) -> None:
+    settings = load_settings(None, model="tiny", data_dir=tmp_path / "data")
+    incoming = settings.data_dir / "controlnets" / "incoming"
+    incoming.mkdir(parents=True)
+    write_original_layout(incoming / "control_v11p_sd15_canny.safetensors", tiny)
+    write_lora(incoming / "a_lora.safetensors")
+    built: dict[str, Any] = {}
+
+    def recording_build(settings, model_override, libraries, controlnets) -> FakeBackend:
+        built["controlnets"] = controlnets  # the real engine is built in the next test
+        return FakeBackend()
+
+    monkeypatch.setattr(container, "build_engine", recording_build)
+    with caplog.at_level(logging.INFO, logger="bot.container"):
+        services = await container.open_services(settings, RecordingDelivery())
+    try:
+        assert built["controlnets"].names() == ["control_v11p_sd15_canny"]
+        assert services.app.libraries.controlnets.library is built["controlnets"]
+    finally:
+        await services.close()
+    assert sorted(path.name for path in incoming.iterdir()) == ["a_lora.safetensors"]
+    refused = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert refused == [
+        "drop folder: a_lora.safetensors: left in place: a_lora.safetensors cannot be added: "
+        "it is a LoRA, not a ControlNet: add it with `lora add`"
+    ]
+
+
+def test_the_engine_finds_controlnets_by_name(library) -> None:
+    engine = build_engine(load_settings(None, model="tiny"), controlnets=library)
+    assert engine.controlnets is library
