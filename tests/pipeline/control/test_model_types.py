@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.control.model_types import (
     CONTROL_TYPES,
@@ -75,3 +77,16 @@ def test_a_typed_type_is_read_in_any_case_and_a_wrong_one_lists_the_types() -> N
 def test_a_canny_model_reads_canny_maps_and_the_others_ready_maps() -> None:
     assert default_preprocessor("canny") == "canny"
     assert {default_preprocessor(kind) for kind in CONTROL_TYPES if kind != "canny"} == {"none"}
+
+
+@given(filename=st.text(max_size=300), title=st.text(max_size=300))
+def test_any_name_gives_a_type(filename: str, title: str) -> None:
+    assert guess_control_type(filename, {"modelspec.title": title}) in CONTROL_TYPES
+
+
+@given(text=st.text(max_size=100))
+def test_any_typed_text_is_a_type_or_a_user_error(text: str) -> None:
+    try:
+        assert parse_control_type(text) in CONTROL_TYPES
+    except UserError as error:
+        assert "is not a ControlNet type" in str(error)
