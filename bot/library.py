@@ -392,7 +392,7 @@ class LoraLibrary(AdapterLibrary[LoraEntry]):
         return await self._add(source_path, name, filename, move, register)
 
     def _refusal(self, inspection: Inspection) -> str | None:
-        if inspection.kind in ("embedding", "hypernetwork"):
+        if inspection.kind in ("embedding", "hypernetwork", "controlnet"):
             return _elsewhere(inspection.kind, "a LoRA")
         return None if inspection.ok else inspection.reason
 
@@ -570,6 +570,7 @@ class ControlNetLibrary(Library[ControlNetEntry, "ControlInspection"]):
 _KIND_LABELS = {
     "embedding": ("a textual-inversion embedding", "an embedding"),
     "hypernetwork": ("a hypernetwork", "a hypernetwork (`hypernetwork add`)"),
+    "controlnet": ("a ControlNet", "a ControlNet (`controlnet add`)"),
 }
 
 

@@ -165,7 +165,7 @@ def _not_a_controlnet(header: Header) -> str | None:
         return "it is a textual-inversion embedding, not a ControlNet: add it as an embedding"
     if any(parse_key(key) is not None for key in keys):
         return "it is a LoRA, not a ControlNet: add it with `lora add`"
-    if _is_controlnet(header.tensors):
+    if is_controlnet(header.tensors):
         return None
     if any(key.startswith(("up_blocks.", "output_blocks.")) for key in keys):
         return "it is a UNet (it has output blocks), not a ControlNet"
@@ -181,8 +181,9 @@ def _not_a_controlnet(header: Header) -> str | None:
     )
 
 
-def _is_controlnet(tensors: Collection[str]) -> bool:
-    """Whether the names are of either layout (its hint encoder or its zero convolutions)."""
+def is_controlnet(tensors: Collection[str]) -> bool:
+    """Whether the names are of either layout (its hint encoder or its zero convolutions): the
+    other libraries send such a file here."""
     return any(
         key.removeprefix(ORIGINAL_PREFIX).startswith(
             (

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.control.inspection import is_controlnet
 from pipeline.errors import UserError
 from pipeline.lora.bases import BASE_NAMES, BASES_BY_WIDTH, FLOAT_DTYPES, SD1_WIDTH
 from pipeline.lora.embeddings import SDXL_KEYS, embedding_problem, find_vectors, vector_count
@@ -150,6 +151,11 @@ def inspect_file(
     found = find_vectors(header)
     if found is not None:
         return _inspect_embedding(path, found, model_width, base_fields)
+    if is_controlnet(header.tensors):
+        return Inspection(
+            False, "controlnet", "unknown", None, None, 0, **base_fields,
+            reason="it is a ControlNet: add it with `controlnet add`",
+        )  # fmt: skip
     return _inspect_adapter(path, header, model_width, base_fields)
 
 

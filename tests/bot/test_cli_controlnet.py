@@ -110,7 +110,10 @@ def test_mistakes_are_one_line_and_exit_2(capsys, tiny, tmp_path) -> None:
             ("controlnet", "add", str(write_lora(tmp_path / "l.safetensors"))),
             "l.safetensors cannot be added: it is a LoRA, not a ControlNet: add it with `lora add`",
         ),
-        (("lora", "add", str(controlnet)), "control_v11p_sd15_canny.safetensors cannot be added"),
+        (
+            ("lora", "add", str(controlnet)),
+            "it is a ControlNet, not a LoRA: add it as a ControlNet",
+        ),
         (("controlnet", "set-type", "ghost", "pose"), "'pose' is not a ControlNet type: use one"),
         (("controlnet", "add", str(controlnet), "--type", "pose"), "invalid choice: 'pose'"),
     ]

@@ -160,14 +160,23 @@ async def test_the_same_file_twice_names_the_entry_it_is(library, tiny, tmp_path
         await library.add(source, name="b")
 
 
-async def test_the_lora_library_refuses_a_controlnet(repos, tiny, tmp_path) -> None:
-    loras = LoraLibrary(repos.loras, tmp_path / "data", TINY_WIDTH)
-    await loras.refresh()
-    with pytest.raises(UserError, match="cannot be added"):
-        await loras.add(
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("loras", "it is a ControlNet, not a LoRA: add it as a ControlNet (`controlnet add`)"),
+        ("embeddings", "it is a ControlNet, not a textual-inversion embedding: add it as a "),
+        ("hypernetworks", "it is a ControlNet, not a hypernetwork: add it as a ControlNet"),
+    ],
+)
+async def test_the_other_libraries_send_a_controlnet_here(
+    libraries, tiny, tmp_path, kind, message
+) -> None:
+    other = getattr(libraries, kind).library
+    with pytest.raises(UserError, match=re.escape(message)):
+        await other.add(
             write_original_layout(tmp_path / "control_v11p_sd15_canny.safetensors", tiny)
         )
-    assert await loras.list() == []
+    assert await other.list() == []
 
 
 async def test_scan_adds_the_drop_folder_and_leaves_refusals(library, tiny, tmp_path) -> None:
