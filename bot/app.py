@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.catalog import ModelCatalog, ModelInfo
+from bot.controls import READY_MAPS, ControlAsk, ControlService, ShownUnit
 from bot.defaults import SavedDefaults, UserDefaults
 from bot.edits import (
     Edit,
@@ -45,11 +46,13 @@ from pipeline.canvas import REGIONS
 __all__ = [
     "GONE",
     "PREVIEW_WEIGHTS",
+    "READY_MAPS",
     "REGIONS",
     "SAFETY_DEFAULT",
     "Actor",
     "App",
     "AuditedLibrary",
+    "ControlAsk",
     "Edit",
     "Generation",
     "GuildSettings",
@@ -72,6 +75,7 @@ __all__ = [
     "Screening",
     "ServiceStatus",
     "Settings",
+    "ShownUnit",
     "StoredJob",
     "Style",
     "Ticket",
@@ -111,6 +115,8 @@ class App:
     """Which images of a result may be posted where (the safety checker's verdicts)."""
     edits: EditService
     """Vary (Region), Zoom Out, Pan, Make Square and painted masks: canvas, mask, request."""
+    controls: ControlService
+    """ControlNet units: the model, the preprocessor, the map made and held for the job."""
 
 
 async def build_app(
@@ -140,18 +146,18 @@ async def build_app(
         uploads,
     )
     gallery = Gallery(repos.generations, repos.favourites, images)
+    audited = Libraries(loras, embeddings, hypernetworks, repos.audit, download_rules(settings))
     return App(
         settings=settings,
         jobs=jobs,
         requests=requests,
         guild=guild,
         gallery=gallery,
-        libraries=Libraries(
-            loras, embeddings, hypernetworks, repos.audit, download_rules(settings)
-        ),
+        libraries=audited,
         catalog=catalog,
         defaults=defaults,
         previews=LoraPreviews(jobs, settings),
         safety=SafetyRules(guild, SafetyMode(settings.safety_checker)),
         edits=EditService(requests, gallery, uploads, settings.max_pixels),
+        controls=ControlService(audited.controlnets, uploads),
     )
