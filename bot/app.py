@@ -27,7 +27,13 @@ from bot.gallery import GONE, Gallery, Listed, Listing, Reach, Viewer
 from bot.guild import SAFETY_DEFAULT, Actor, GuildRules, GuildSettings
 from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
 from bot.libraries import AuditedLibrary, Libraries, NotAdded, download_rules, size_text
-from bot.library import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary, ScanOutcome
+from bot.library import (
+    ControlNetLibrary,
+    EmbeddingLibrary,
+    HypernetworkLibrary,
+    LoraLibrary,
+    ScanOutcome,
+)
 from bot.library_kinds import LibraryKind
 from bot.names import KnownNames
 from bot.policy import Place
@@ -104,7 +110,8 @@ class App:
     gallery: Gallery
     """History, favourites, showing again, deleting with ownership, lineage."""
     libraries: Libraries
-    """LoRAs, embeddings and hypernetworks: add, rename, enable, remove, scan; audited."""
+    """LoRAs, embeddings, hypernetworks and ControlNets: add, rename, enable, remove, scan;
+    audited."""
     catalog: ModelCatalog
     """The configured models and a server's default."""
     defaults: UserDefaults
@@ -124,6 +131,7 @@ async def build_app(
     repos: Repositories,
     images: ImageStore,
     libraries: tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary],
+    controlnets: ControlNetLibrary,
     jobs: JobService,
     guild: GuildRules,
 ) -> App:
@@ -146,7 +154,9 @@ async def build_app(
         uploads,
     )
     gallery = Gallery(repos.generations, repos.favourites, images)
-    audited = Libraries(loras, embeddings, hypernetworks, repos.audit, download_rules(settings))
+    audited = Libraries(
+        loras, embeddings, hypernetworks, controlnets, repos.audit, download_rules(settings)
+    )
     return App(
         settings=settings,
         jobs=jobs,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.uploads import Uploads, check_picture_size, decode_picture
+from pipeline.control.model_types import default_preprocessor
 from pipeline.control.preprocess import control_map
 from pipeline.errors import UserError
 from pipeline.limits import check_controls
@@ -36,6 +37,7 @@ READY_MAPS = {
     "depth": "a depth map",
     "openpose": "a pose skeleton",
     "lineart": "a line drawing, white on black (invert turns black on white around)",
+    "lineart_anime": "a line drawing, white on black (invert turns black on white around)",
     "softedge": "a soft edge map",
     "scribble": "a scribble, white on black (invert turns black on white around)",
     "normal": "a normal map",
@@ -93,12 +95,6 @@ class ShownUnit:
     unit: ControlUnit
     control_type: str | None
     map_path: Path | None
-
-
-def default_preprocessor(control_type: str) -> str:
-    """What makes a map for a model of this type when the user names no preprocessor: the
-    canny edges for a canny model; every other type reads the picture as a ready map."""
-    return "canny" if control_type == "canny" else "none"
 
 
 def choose_model(name: str | None, models: Sequence[ControlModel]) -> ControlModel:

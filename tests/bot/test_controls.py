@@ -20,13 +20,13 @@ from bot.controls import (
     ControlAsk,
     ControlService,
     choose_model,
-    default_preprocessor,
     make_map,
     plan_units,
 )
 from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation
 from data.repositories import Repositories
+from pipeline.control.model_types import default_preprocessor
 from pipeline.control.preprocess import crop_and_resize
 from pipeline.errors import UserError
 from pipeline.request import ControlUnit, GenerationRequest, Mode
@@ -232,6 +232,14 @@ class Listed:
         return self.entries
 
 
+def stored(path: str) -> np.ndarray | None:
+    """The stored map's pixels, None when there is no such file."""
+    if not Path(path).is_file():
+        return None
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 @pytest.fixture
 def uploads(tmp_path: Path, repos: Repositories) -> Uploads:
     return Uploads(tmp_path / UPLOADS_FOLDER, repos.jobs, 512 * 512)
@@ -244,19 +252,18 @@ async def test_a_map_is_stored_at_the_request_size_and_dropped_when_nothing_is_q
     data = photo((200, 100))
     async with service.held(REQUEST, [ControlAsk(data, "canny-v11", weight=0.7)]) as request:
         (unit,) = request.controls
-        path = Path(unit.image)
-        assert path.is_file() and path.is_relative_to(uploads.folder)
-        stored = np.asarray(Image.open(path).convert("RGB"))
-        assert np.array_equal(stored[..., 0], canny_reference(data, 96, 64))
+        assert Path(unit.image).is_relative_to(uploads.folder)
+        kept = stored(unit.image)
+        assert kept is not None and np.array_equal(kept[..., 0], canny_reference(data, 96, 64))
         assert (unit.model, unit.weight, unit.preprocessor) == ("canny-v11", 0.7, "canny")
-    assert not path.exists()
+    assert stored(unit.image) is None
 
 
 async def test_a_queued_job_keeps_its_map(uploads: Uploads, repos: Repositories) -> None:
     service = ControlService(Listed(MODELS), uploads)
     async with service.held(REQUEST, [ControlAsk(photo(), "canny-v11")]) as request:
         await repos.jobs.create(request, user_id=1)
-    assert Path(request.controls[0].image).is_file()
+    assert stored(request.controls[0].image) is not None
 
 
 async def test_a_refused_unit_stores_nothing(uploads: Uploads) -> None:
