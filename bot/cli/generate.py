@@ -22,7 +22,7 @@ from PIL.Image import Resampling
 from bot import followups
 from bot.cli import controls, edits
 from bot.cli.progress import ProgressBar
-from bot.container import open_database, open_services, read_libraries
+from bot.container import open_database, open_services, read_controlnets, read_libraries
 from bot.controls import ControlAsk
 from bot.jobs import Origin
 from bot.models import limits_of
@@ -200,10 +200,11 @@ async def _generate(
     db, repos = await open_database(settings)
     try:
         libraries = await read_libraries(settings, repos, args.model)
-        control_models = await libraries[3].list() if asks else []
+        controlnets = await read_controlnets(settings, repos, args.model) if asks else None
+        control_models = await controlnets.list() if controlnets else []
     finally:
         await db.close()
-    request, notes = request_from_args(args, settings, libraries[:3], scratch)
+    request, notes = request_from_args(args, settings, libraries, scratch)
     request = controls.with_controls(request, asks, control_models, scratch)
     request = check_request(request, limits_of(settings))
     if not args.json:
