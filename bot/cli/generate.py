@@ -389,6 +389,7 @@ def _write_maps(request: GenerationRequest, args: argparse.Namespace) -> list[st
     if args.control_map_out is None:
         return [None] * len(request.controls)
     targets = controls.map_out_paths(args.control_map_out, len(request.controls))
+    args.control_map_out.parent.mkdir(parents=True, exist_ok=True)
     for unit, target in zip(request.controls, targets, strict=True):
         write_atomically(target, Path(unit.image).read_bytes())
     return [str(target) for target in targets]
