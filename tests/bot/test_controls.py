@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from bot.app import Edit, Operation
+from bot.container import Services, open_services
 from bot.controls import (
     ControlAsk,
     ControlService,
@@ -23,6 +26,9 @@ from bot.controls import (
     make_map,
     plan_units,
 )
+from bot.guild import Actor
+from bot.jobs import Origin
+from bot.settings import load_settings
 from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation
 from data.repositories import Repositories
@@ -31,6 +37,8 @@ from pipeline.control.preprocess import crop_and_resize
 from pipeline.errors import UserError
 from pipeline.request import ControlUnit, GenerationRequest, Mode
 from tests.bot import picture_files
+from tests.bot.test_edits import DrawingBackend
+from tests.control_files import tiny_controlnet, write_diffusers_layout
 
 REQUEST = GenerationRequest(prompt="a house", width=96, height=64)
 FUZZ = settings(
@@ -312,3 +320,53 @@ def _generation(request: GenerationRequest, controls: tuple[ControlUnit, ...]) -
         deleted_at=None,
         images=(),
     )
+
+
+# What grows out of a result: Reroll, V and U keep the units, Remix too; an image edit drops them
+
+ALICE = Origin(user_id=1, guild_id=5, channel_id=10)
+
+
+class _Silent:
+    def progress(self, job, step, total, preview) -> None:
+        pass
+
+    async def deliver(self, job, generation) -> None:
+        pass
+
+    async def report_failure(self, job, message: str) -> None:
+        pass
+
+
+@pytest.fixture
+async def services(tmp_path: Path) -> AsyncIterator[Services]:
+    settings = load_settings(None, model="tiny", data_dir=tmp_path / "data")
+    started = await open_services(
+        settings, _Silent(), backend=DrawingBackend()
+    )  # pictures an edit can grow
+    path = write_diffusers_layout(tmp_path / "tiny_canny.safetensors", tiny_controlnet())
+    await started.app.libraries.controlnets.add_file(path, Actor(None, None), name="tiny-canny")
+    yield started
+    await started.close()
+
+
+async def test_reroll_variations_upscale_and_remix_keep_the_units_an_image_edit_drops_them(
+    services: Services,
+) -> None:
+    app = services.app
+    base = GenerationRequest("a house", width=64, height=64, steps=2, seed=7)
+    async with app.controls.held(base, [ControlAsk(photo(), weight=0.5)]) as request:
+        ticket = await app.jobs.submit(request, ALICE)
+    await app.jobs.wait(ticket.job_id)
+    generation = await services.repos.generations.for_job(ticket.job_id)
+    assert generation is not None
+    (unit,) = generation.request.controls
+    assert (unit.model, unit.weight, unit.preprocessor) == ("tiny-canny", 0.5, "canny")
+    upscale = app.requests.upscale(generation, 0)
+    assert (upscale.width, upscale.controls) == (128, (unit,))  # the engine resizes the map
+    assert app.requests.vary(generation, 0).controls == (unit,)
+    assert app.requests.reroll(generation).controls == (unit,)
+    remix = await app.requests.compose("a barn", {}, 1, 5, base=generation.request)
+    assert remix.controls == (unit,)
+    async with app.edits.of_result(generation, 0, Edit(Operation.ZOOM_OUT), 1, 5) as edit:
+        assert edit.request.mode is Mode.OUTPAINT and edit.request.controls == ()
