@@ -69,7 +69,7 @@ Subscripted `Register[Found, Entry]`, in the order the type variables appear."""
 
 def text_width(model: str) -> int:
     """The text width files must match: the tiny model's for MODEL=tiny, else SD1.5's."""
-    from pipeline.lora.inspection import SD1_WIDTH
+    from pipeline.lora.bases import SD1_WIDTH
 
     if model == "tiny":
         from pipeline.tiny import TINY_WIDTH

@@ -24,20 +24,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.control.model_types import METADATA_KEYS
 from pipeline.errors import UserError
+from pipeline.lora.bases import BASE_NAMES, BASES_BY_WIDTH, FLOAT_DTYPES, SD1_WIDTH
 from pipeline.lora.embeddings import find_vectors
 from pipeline.lora.header import Header, TensorEntry, read_header
 from pipeline.lora.hypernet_layout import looks_like_hypernetwork
-from pipeline.lora.inspection import (
-    BASE_NAMES,
-    BASES_BY_WIDTH,
-    FLOAT_DTYPES,
-    SD1_WIDTH,
-    kept_metadata,
-)
 from pipeline.lora.keys import parse_key
 
 ORIGINAL_PREFIX = "control_model."
+HINT_CHANNELS = 3
+MAX_METADATA_CHARS = 200
 EXAMPLE = "control_v11p_sd15_canny"
 """The SD1.5 ControlNet messages suggest: the most used one."""
 
@@ -125,7 +122,7 @@ def inspect_controlnet(path: Path, model_width: int = SD1_WIDTH) -> ControlInspe
     except UserError as error:
         return ControlInspection(False, str(error), size, 0)
     found = ControlInspection(
-        False, None, size, len(header.tensors), metadata=kept_metadata(header.metadata)
+        False, None, size, len(header.tensors), metadata=_kept_metadata(header.metadata)
     )
     if reason := _not_a_controlnet(header):
         return replace(found, reason=reason)
@@ -263,13 +260,19 @@ def _structure_problem(
             f"it has no hint encoder ({names.hint_in}): a ControlNet reads its control map "
             "through one, even a tile or shuffle one"
         )
+    if hint.shape[1] != HINT_CHANNELS:
+        return (
+            f"its hint encoder reads {hint.shape[1]}-channel maps; control maps are RGB "
+            f"({HINT_CHANNELS} channels), as every ControlNet 1.1 model reads them"
+        )
     if not zero_convs or zero_convs != list(range(len(zero_convs))):
         return "its zero convolutions are missing or not numbered 0..n: the file is incomplete"
     if names.mid_out not in tensors:
         return f"it has no middle-block output ({names.mid_out}): the file is incomplete"
     hint_out = tensors.get(names.hint_out or _hint_out(tensors))
     first = tensors[names.zero_conv.format(0)]
-    if hint_out is None or len(first.shape) != 4 or hint_out.shape[0] != first.shape[1]:
+    convs = [entry.shape for entry in (hint_out, first) if entry is not None]
+    if len(convs) != 2 or any(len(shape) != 4 for shape in convs) or convs[0][0] != convs[1][1]:
         return "its hint encoder's output does not match the first block's channels"
     return None
 
@@ -287,3 +290,8 @@ def _dtype_problem(tensors: Mapping[str, TensorEntry]) -> str | None:
                 f"tensor {key[:80]} holds {entry.dtype} values, a ControlNet's are floating point"
             )
     return None
+
+
+def _kept_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The names a file gives itself, cut short: untrusted text, shown and used for its type."""
+    return {key: metadata[key][:MAX_METADATA_CHARS] for key in METADATA_KEYS if key in metadata}
