@@ -121,12 +121,11 @@ class ControlNetCache:
         key = (sha256, _architecture(unet))
         controlnet = self._entries.pop(key, None)
         if controlnet is None:
-            try:
-                controlnet = load_controlnet(path, unet)
-            except FileNotFoundError:
+            if not path.is_file():
                 raise UserError(
                     f"the file of ControlNet {path.name} is gone from the library: add it again"
-                ) from None
+                )
+            controlnet = load_controlnet(path, unet)
         self._entries[key] = controlnet
         while len(self._entries) > self.keep:
             self._entries.popitem(last=False)
