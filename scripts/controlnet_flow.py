@@ -4,8 +4,9 @@ Run `.venv/bin/python scripts/controlnet_flow.py` from the repository root. It t
 user's command takes: a tiny ControlNet (random weights, built from the tiny model's config by
 tests/control_files.py) is added with `dreamcord controlnet add`, then `dreamcord generate
 --control ... --control-map-out` makes the map and two results of one seed, without and with
-the unit, on the built-in `tiny` model. Both models have random weights, so the results are
-noise: the picture shows the flow and that the unit changes the result, not a good image.
+the unit, on the built-in `tiny` model, and their difference. Both models have random weights,
+so the results are noise: the picture shows the flow and that the unit changes the result, not
+a good image.
 No network is needed; everything happens in a temporary DATA_DIR.
 """
 
@@ -18,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from bot.cli import main as dreamcord
 
@@ -28,6 +29,8 @@ SIZE = (192, 128)
 PANEL = 192
 CAPTION = 40
 GAP = 14
+AMPLIFY = 4
+"""The difference panel's gain: the tiny ControlNet's change is small by eye."""
 GENERATE = ("--model", "tiny", "--size", f"{SIZE[0]}x{SIZE[1]}", "--steps", "8", "--seed", "3")
 
 
@@ -73,6 +76,11 @@ def panel(image: Image.Image, caption: str, font: ImageFont.ImageFont) -> Image.
     return out
 
 
+def changed(plain: Image.Image, guided: Image.Image) -> Image.Image:
+    """|guided - plain| per pixel, brightened so the change can be seen."""
+    return ImageChops.difference(plain, guided).point(lambda value: min(255, value * AMPLIFY))
+
+
 def main() -> None:
     from tests.control_files import tiny_controlnet, write_diffusers_layout
 
@@ -100,6 +108,7 @@ def main() -> None:
         panel(canny, "canny map (100/200)\nat the request's size", font),
         panel(results[0], "tiny model, no control\n(random weights: noise)", font),
         panel(results[1], "same seed, tiny ControlNet\n(random weights too)", font),
+        panel(changed(*results), f"what the unit changed\n(difference x{AMPLIFY})", font),
     ]
     width = len(panels) * (PANEL + GAP) + GAP
     sheet = Image.new("RGB", (width, panels[0].height + GAP), "white")

@@ -1,5 +1,5 @@
 """/imagine with ControlNet, through the fake Discord server: a tiny ControlNet in the library,
-a control image and its model, the stored unit and map, Info, Reroll, and the refusals.
+a control image and its model, the stored unit and map, Info, Reroll, U, and the refusals.
 
 The canny reference is OpenCV's `Canny(100, 200)` applied directly (as A1111's annotator does)
 to the picture fitted by A1111's "Crop and Resize".
@@ -63,7 +63,7 @@ def pixels(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-async def test_a_control_image_and_model_queue_a_unit_whose_map_info_shows_and_reroll_keeps(
+async def test_a_control_image_and_model_queue_a_unit_whose_map_info_shows_and_reroll_u_keep(
     discord: DiscordHarness, tmp_path: Path, settings
 ) -> None:
     await add_controlnets(discord, tmp_path, "control_tiny_canny", "control_tiny_depth")
@@ -103,6 +103,12 @@ async def test_a_control_image_and_model_queue_a_unit_whose_map_info_shows_and_r
     again = await (await discord.click(done, "Reroll")).wait_for_original(is_result, timeout=60)
     rerolled = await request_of(discord, again)
     assert rerolled.controls == request.controls and rerolled.seed != request.seed
+
+    # The engine resizes the stored map to the upscale's size.
+    bigger = await (await discord.click(done, "U")).wait_for_original(is_result, timeout=60)
+    upscaled = await request_of(discord, bigger)
+    assert upscaled.controls == request.controls
+    assert (upscaled.width, upscaled.height) == (2 * request.width, 2 * request.height)
 
 
 async def test_the_only_enabled_model_is_used_and_its_type_decides_the_preprocessor(
