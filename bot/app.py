@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.catalog import ModelCatalog, ModelInfo
-from bot.controls import READY_MAPS, ControlAsk, ControlService, ShownUnit
+from bot.controls import ControlAsk, ControlService, ShownUnit
 from bot.defaults import SavedDefaults, UserDefaults
 from bot.edits import (
     Edit,
@@ -52,7 +52,6 @@ from pipeline.canvas import REGIONS
 __all__ = [
     "GONE",
     "PREVIEW_WEIGHTS",
-    "READY_MAPS",
     "REGIONS",
     "SAFETY_DEFAULT",
     "Actor",

@@ -33,19 +33,6 @@ if TYPE_CHECKING:
 
     from data.generations import Generation
 
-READY_MAPS = {
-    "depth": "a depth map",
-    "openpose": "a pose skeleton",
-    "lineart": "a line drawing, white on black (invert turns black on white around)",
-    "lineart_anime": "a line drawing, white on black (invert turns black on white around)",
-    "softedge": "a soft edge map",
-    "scribble": "a scribble, white on black (invert turns black on white around)",
-    "normal": "a normal map",
-    "seg": "a segmentation map",
-    "mlsd": "a straight-line map",
-}
-"""Model types whose annotators need weights of their own: their users send the map ready."""
-
 
 class ControlModel(Protocol):
     """A ControlNet library entry, as far as the units need it."""

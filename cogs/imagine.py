@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import READY_MAPS, App, ControlAsk, style_names
+from bot.app import App, ControlAsk, style_names
 from cogs import texts
 from cogs.attachments import read_picture
 from cogs.client import DreamcordClient
@@ -93,8 +93,8 @@ class Imagine(commands.Cog):
         style="a style preset of this server (/style list)",
         image="a picture to start from (image to image): PNG, JPEG or WebP",
         strength="how far to move away from the picture: 0.05 to 1 (default 0.6)",
-        control_image="ControlNet: a picture to follow (its edges), or a ready map: "
-        + ", ".join(list(READY_MAPS.values())[:2]),
+        control_image="ControlNet: a picture to follow (its edges), "
+        "or a ready map: depth map, pose...",
         control="ControlNet: the model (default: the only one installed)",
         control_weight="ControlNet: how strongly the control image guides, 0 to 2 (default 1)",
         preprocess="ControlNet: how the picture becomes a map (default: canny for canny models)",

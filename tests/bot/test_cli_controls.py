@@ -170,7 +170,7 @@ def test_three_units_write_three_maps_and_a_fourth_is_refused(
     ],
 )  # fmt: skip
 def test_bad_control_input_is_one_line_on_stderr_and_a_failure(
-    capsys, tmp_path: Path, controlnets, flags: tuple[str, ...], says: str
+    capsys, tmp_path: Path, controlnets, isolated: Path, flags: tuple[str, ...], says: str
 ) -> None:
     write_photo(tmp_path / "house.png")
     (tmp_path / "notes.png").write_text("not a picture")
@@ -178,3 +178,4 @@ def test_bad_control_input_is_one_line_on_stderr_and_a_failure(
     assert outcome.code != 0
     assert outcome.err.count("\n") == 1 and says in outcome.err, outcome.err
     assert not (tmp_path / "map.png").exists() and not (tmp_path / "out").exists()
+    assert not list(isolated.glob("dreamcord-*")), "no scratch folder stays"
