@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.catalog import ModelCatalog, ModelInfo
+from bot.controls import ControlAsk, ControlService, ShownUnit
 from bot.defaults import SavedDefaults, UserDefaults
 from bot.edits import (
     Edit,
@@ -56,6 +57,7 @@ __all__ = [
     "Actor",
     "App",
     "AuditedLibrary",
+    "ControlAsk",
     "Edit",
     "Generation",
     "GuildSettings",
@@ -78,6 +80,7 @@ __all__ = [
     "Screening",
     "ServiceStatus",
     "Settings",
+    "ShownUnit",
     "StoredJob",
     "Style",
     "Ticket",
@@ -118,6 +121,8 @@ class App:
     """Which images of a result may be posted where (the safety checker's verdicts)."""
     edits: EditService
     """Vary (Region), Zoom Out, Pan, Make Square and painted masks: canvas, mask, request."""
+    controls: ControlService
+    """ControlNet units: the model, the preprocessor, the map made and held for the job."""
 
 
 async def build_app(
@@ -148,18 +153,20 @@ async def build_app(
         uploads,
     )
     gallery = Gallery(repos.generations, repos.favourites, images)
+    audited = Libraries(
+        loras, embeddings, hypernetworks, controlnets, repos.audit, download_rules(settings)
+    )
     return App(
         settings=settings,
         jobs=jobs,
         requests=requests,
         guild=guild,
         gallery=gallery,
-        libraries=Libraries(
-            loras, embeddings, hypernetworks, controlnets, repos.audit, download_rules(settings)
-        ),
+        libraries=audited,
         catalog=catalog,
         defaults=defaults,
         previews=LoraPreviews(jobs, settings),
         safety=SafetyRules(guild, SafetyMode(settings.safety_checker)),
         edits=EditService(requests, gallery, uploads, settings.max_pixels),
+        controls=ControlService(audited.controlnets, uploads),
     )
