@@ -35,6 +35,8 @@ class ImageIdentity:
     ti_hashes: tuple[tuple[str, str], ...] = ()
     vae: tuple[str, str] | None = None
     """A replacement VAE's (file name, short hash); None for the checkpoint's own."""
+    image_prompt_model: tuple[str, str] | None = None
+    """The IP-Adapter's (file name, short hash) when the request has image prompts."""
 
 
 def quote(value: object) -> str:
@@ -100,11 +102,44 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
     for field, hashes in (("Lora hashes", identity.lora_hashes), ("TI hashes", identity.ti_hashes)):
         if hashes:
             fields[field] = ", ".join(f"{name}: {digest}" for name, digest in hashes)
+    fields.update(_image_prompt_fields(request, identity))
     fields.update(dict(request.extras))
     fields["Version"] = f"dreamcord {_version()}"
     line = ", ".join(f"{key}: {quote(value)}" for key, value in fields.items())
     negative = f"\nNegative prompt: {request.negative}" if request.negative else ""
     return f"{request.prompt}{negative}\n{line}"
+
+
+IP_ADAPTER_MODULE = "ip-adapter_clip_sd15"
+"""The preprocessor A1111's ControlNet extension names for SD1.5 IP-Adapters (CLIP ViT-H)."""
+
+
+def _image_prompt_fields(request: GenerationRequest, identity: ImageIdentity) -> dict[str, str]:
+    """Each image prompt as A1111's ControlNet extension writes an ip-adapter unit, numbered
+    after the ControlNet units; style references are listed in Dreamcord's `Style reference`
+    field, since A1111 records its style weighting nowhere in the unit."""
+    if not request.image_prompts or identity.image_prompt_model is None:
+        return {}
+    name, digest = identity.image_prompt_model
+    fields = {}
+    styles = []
+    for number, prompt in enumerate(request.image_prompts, start=len(request.controls)):
+        unit = {
+            "Module": IP_ADAPTER_MODULE,
+            "Model": f"{name} [{digest}]",
+            "Weight": _number(prompt.weight),
+            "Resize Mode": "Crop and Resize",
+            "Guidance Start": "0",
+            "Guidance End": "1",
+            "Pixel Perfect": "False",
+            "Control Mode": "Balanced",
+        }
+        fields[f"ControlNet {number}"] = ", ".join(f"{k}: {v}" for k, v in unit.items())
+        if prompt.style:
+            styles.append(f"ControlNet {number}")
+    if styles:
+        fields["Style reference"] = ", ".join(styles)
+    return fields
 
 
 INPAINT_AREA_LABEL = "Only masked"
