@@ -9,7 +9,8 @@ precedence rules hold for all of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,11 +18,12 @@ from typing import Any
 from bot import followups
 from bot.catalog import ModelCatalog
 from bot.defaults import UserDefaults
+from bot.gallery import Gallery, Reach, Viewer
 from bot.guild import GuildRules
 from bot.library import LoraLibrary
 from bot.names import KnownNames
 from bot.recipes import RecipeReader
-from bot.requests import build_request, prompt_limits
+from bot.requests import build_request, prompt_limits, with_image_prompts
 from bot.settings import Settings
 from bot.styles import apply_style, find_style
 from bot.uploads import InitImage, Uploads, check_picture_size
@@ -49,6 +51,8 @@ KEPT_FIELDS = (
     "ensd",
 )
 """What an Edit keeps of the request it edits, besides the model and highres fix."""
+BLEND_DIMENSIONS = {"square": "512x512", "portrait": "512x768", "landscape": "768x512"}
+"""Midjourney's /blend dimensions (1:1, 2:3, 3:2) at SD1.5's trained sizes."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,10 @@ class RequestBuilder:
         images: ImageStore,
         recipes: RecipeReader,
         uploads: Uploads,
+        gallery: Gallery | None = None,
     ) -> None:
         self.settings = settings
+        self._gallery = gallery
         self.uploads = uploads
         self.names = names
         self._recipes = recipes
@@ -113,8 +119,9 @@ class RequestBuilder:
         """The request for `text` with `options` (slash-command options; None: not given).
 
         `base` is the request an Edit starts from: its options are kept unless given again.
-        `options` may carry an `init` picture (`hold_picture`) and its `strength`. A pasted
-        `recipe` (`read_recipe`) lies under the options and prompt flags.
+        `options` may carry an `init` picture (`hold_picture`) and its `strength`, and held
+        `image_prompts` and `style_references` (lists of pictures). A pasted `recipe`
+        (`read_recipe`) lies under the options and prompt flags.
         """
         if recipe is not None:
             text = text if recipe.prompt is None else recipe.prompt
@@ -127,6 +134,8 @@ class RequestBuilder:
             explicit = {**kept_options(self.continued(base)), **explicit}
         negative = explicit.pop("negative", None)
         init: InitImage | None = explicit.pop("init", None)
+        pictures: list[InitImage] = explicit.pop("image_prompts", [])
+        styles: list[InitImage] = explicit.pop("style_references", [])
         strength = explicit.pop("strength", None)
         size = explicit.pop("size", None)
         if size:
@@ -140,7 +149,7 @@ class RequestBuilder:
         if "model" in server and self._catalog.known(server["model"]) is None:
             del server["model"]  # no longer configured: the bot's default is used
         choices = await self._apply_choices(text, negative, explicit, user, server, guild_id)
-        request = build_request(
+        built = build_request(
             choices.prompt,
             self.settings,
             negative=choices.negative,
@@ -152,7 +161,13 @@ class RequestBuilder:
             known_hypernets=self.names.hypernets,
             extra_loras=choices.loras,
             pasted=recipe.options if recipe else None,
-        ).request
+        )
+        style_paths = [str(style.path) for style in styles]
+        if built.sref is not None:
+            style_paths.append(await self._find_sref(built.sref, user_id, guild_id))
+        request = with_image_prompts(
+            built, [(str(picture.path), None) for picture in pictures], style_paths
+        )
         if init is None:
             return request
         return replace(
@@ -161,6 +176,22 @@ class RequestBuilder:
             init_image=str(init.path),
             strength=strength or DEFAULT_STRENGTH,
         )
+
+    async def _find_sref(self, value: str, user_id: int, guild_id: int | None) -> str:
+        """The stored image `--sref ID[:N]` names (image N of generation ID, 1 by default),
+        when the user may see it: their own, or one made on this server in a safe channel."""
+        ident, _, number = value.partition(":")
+        if not ident.isdigit() or not (number or "1").isdigit() or int(number or 1) < 1:
+            raise UserError(
+                f"--sref {value[:40]}: name an earlier image by its id from /history, such as "
+                "--sref 12 (or --sref 12:3 for its third image), or attach a style_reference"
+            )
+        if self._gallery is None:
+            raise UserError("--sref needs the gallery, which only the Discord bot has")
+        index = int(number or 1) - 1
+        viewer = Viewer(user_id, guild_id, channel_is_nsfw=False)
+        generation = await self._gallery.result(int(ident), index, viewer, Reach.PRIVATE)
+        return str(self._gallery.image_path(generation.images[index]))
 
     async def read_recipe(
         self, parameters: str, text: str | None, options: Mapping[str, Any]
@@ -182,6 +213,13 @@ class RequestBuilder:
         request composed and queued in the `async with` block; kept after it only if queued.
         Without `data` (no picture) the block gets None."""
         return self.uploads.held(data)
+
+    @contextlib.asynccontextmanager
+    async def hold_pictures(self, pictures: Sequence[bytes]) -> AsyncIterator[list[InitImage]]:
+        """`hold_picture` for several pictures (image prompts, style references) at once."""
+        async with contextlib.AsyncExitStack() as stack:
+            held = [await stack.enter_async_context(self.uploads.held(data)) for data in pictures]
+            yield [picture for picture in held if picture is not None]
 
     def continued(self, request: GenerationRequest) -> GenerationRequest:
         """`request` as what starts from its result continues it: an edit's mask and label

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import style_names
+from bot.app import BLEND_DIMENSIONS, style_names
 from cogs import texts
 from cogs.attachments import read_picture
 from cogs.client import DreamcordClient
@@ -22,6 +24,22 @@ from pipeline.prompt.limits import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 from pipeline.request import MAX_SEED
 
 Interaction = discord.Interaction[DreamcordClient]
+
+
+@dataclass(frozen=True)
+class ImageGuides:
+    """The pictures a command gives the IP-Adapter: image prompts and style references."""
+
+    prompts: Sequence[discord.Attachment] = ()
+    styles: Sequence[discord.Attachment] = ()
+
+    async def read(self, check: Callable[[int], None]) -> tuple[list[bytes], list[bytes]]:
+        """Their bytes now (the links expire), each size checked before it is downloaded."""
+        for one in (*self.prompts, *self.styles):
+            check(one.size)
+        return [await read_picture(one) for one in self.prompts], [
+            await read_picture(one) for one in self.styles
+        ]
 
 
 class Imagine(commands.Cog):
@@ -54,6 +72,8 @@ class Imagine(commands.Cog):
         style="a style preset of this server (/style list)",
         image="a picture to start from (image to image): PNG, JPEG or WebP",
         strength="how far to move away from the picture: 0.05 to 1 (default 0.6)",
+        image_prompt="a picture to draw from, as a prompt (IP-Adapter; --iw 0-3 sets its weight)",
+        style_reference="a picture whose style to borrow (like --sref)",
     )
     @app_commands.choices(sampler=SAMPLER_CHOICES, schedule=SCHEDULE_CHOICES)
     async def imagine(
@@ -81,6 +101,8 @@ class Imagine(commands.Cog):
         style: app_commands.Range[str, 1, 32] | None = None,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, 0.05, 1.0] | None = None,
+        image_prompt: discord.Attachment | None = None,
+        style_reference: discord.Attachment | None = None,
     ) -> None:
         options: dict[str, Any] = {
             "negative": negative,
@@ -105,7 +127,40 @@ class Imagine(commands.Cog):
         }
         if parameters is None and prompt is not None and looks_like_infotext(prompt):
             parameters, prompt = prompt, None
-        await self.start_job(interaction, prompt, options, image, parameters)
+        guides = ImageGuides(
+            [image_prompt] if image_prompt else [], [style_reference] if style_reference else []
+        )
+        await self.start_job(interaction, prompt, options, image, parameters, guides)
+
+    @app_commands.command(description="Blend 2 to 5 pictures into new images (IP-Adapter)")
+    @app_commands.describe(
+        image1="the first picture",
+        image2="the second picture",
+        image3="a third picture",
+        image4="a fourth picture",
+        image5="a fifth picture",
+        prompt="what to draw besides the pictures (optional; flags such as --no work)",
+        dimensions="square (1:1), portrait (2:3) or landscape (3:2); default square",
+    )
+    @app_commands.choices(
+        dimensions=[app_commands.Choice(name=name, value=name) for name in BLEND_DIMENSIONS]
+    )
+    async def blend(
+        self,
+        interaction: Interaction,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        image5: discord.Attachment | None = None,
+        prompt: app_commands.Range[str, 1, 6000] | None = None,
+        dimensions: app_commands.Choice[str] | None = None,
+    ) -> None:
+        pictures = [one for one in (image1, image2, image3, image4, image5) if one is not None]
+        size = BLEND_DIMENSIONS[dimensions.value if dimensions else "square"]
+        await self.start_job(
+            interaction, prompt or "", {"size": size}, None, None, ImageGuides(pictures)
+        )
 
     @imagine.autocomplete("size")
     async def _sizes(self, interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
@@ -140,6 +195,7 @@ class Imagine(commands.Cog):
         options: dict[str, Any],
         image: discord.Attachment | None = None,
         parameters: str | None = None,
+        guides: ImageGuides | None = None,
     ) -> None:
         """Acknowledge at once, then build, store and queue the job, then show its status.
 
@@ -159,9 +215,16 @@ class Imagine(commands.Cog):
         if image is not None:
             app.requests.check_picture(image.size)
             picture = await read_picture(image)
-        async with app.requests.hold_picture(picture) as init:  # not kept if refused
+        guides = guides or ImageGuides()
+        prompts, styles = await guides.read(app.requests.check_picture)
+        async with (
+            app.requests.hold_picture(picture) as init,  # not kept if refused
+            app.requests.hold_pictures(prompts) as image_prompts,
+            app.requests.hold_pictures(styles) as style_references,
+        ):
             if init is not None:
                 options["init"] = init
+            options.update(image_prompts=image_prompts, style_references=style_references)
             request = await app.requests.compose(
                 prompt or "", options, interaction.user.id, interaction.guild_id, recipe=recipe
             )

@@ -29,6 +29,11 @@ GIB = 2**30
 SD15_WEIGHTS_BYTES = 2.1e9
 SD15_IMAGE_BYTES_512 = (4.4e9 - 3.1e9) / 3
 SD15_DECODE_BYTES_512 = 1.0 * GIB
+IMAGE_PROMPT_BYTES = 2 * (22.3e6 + 632e6)
+"""ip-adapter_sd15 (22.3M parameters: the projection and 16 key/value pairs) and its ViT-H/14
+image encoder (632M), in fp16: about 1.3 GB while a batch with image prompts runs. The image
+tokens themselves add 4 context tokens per slot to the 77 of the text in each cross-attention
+layer: a few MB per image at 512x512, inside the per-image term's margin."""
 
 
 def sampled_pixels(width: int, height: int, hires: HiresSpec | None) -> int:
@@ -45,6 +50,12 @@ class MemoryModel:
     fixed_bytes: float = SD15_WEIGHTS_BYTES
     image_bytes_per_pixel: float = SD15_IMAGE_BYTES_512 / REFERENCE_PIXELS
     decode_bytes_per_pixel: float = SD15_DECODE_BYTES_512 / REFERENCE_PIXELS
+    image_prompt_bytes: float = IMAGE_PROMPT_BYTES
+    """The adapter and image encoder, in the fixed term of a batch with image prompts."""
+
+    def guide_bytes(self, request: GenerationRequest) -> float:
+        """What a request's guides (image prompts) add to the fixed term."""
+        return self.image_prompt_bytes if request.image_prompts else 0.0
 
     def batch_bytes(
         self, width: int, height: int, batch_size: int, hires: HiresSpec | None = None
@@ -124,9 +135,8 @@ class Capacity:
     def max_batch(self, request: GenerationRequest) -> int:
         """How many images of `request`'s size one batch may hold now (at least 1)."""
         pixels = sampled_pixels(request.width, request.height, request.hires)
-        modelled = self.model.max_batch(
-            request.width, request.height, request.hires, self._budget()
-        )
+        budget = self._budget() - self.model.guide_bytes(request)
+        modelled = self.model.max_batch(request.width, request.height, request.hires, round(budget))
         if math.isinf(self._load_ceiling):
             return modelled
         return max(1, min(modelled, math.floor(self._load_ceiling / pixels)))

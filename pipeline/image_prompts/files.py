@@ -2,15 +2,16 @@
 
 Each is a local path or a hub id already in the cache (nothing is downloaded): IP_ADAPTER a
 `.safetensors` file or `owner/repo/path/to/file.safetensors`, IMAGE_ENCODER a transformers
-`CLIPVisionModelWithProjection` folder or `owner/repo/subfolder` (h94/IP-Adapter/models/image_encoder).
+`CLIPVisionModelWithProjection` folder or `owner/repo/subfolder`
+(h94/IP-Adapter/models/image_encoder).
 The adapter's header and the encoder's config.json say whether they fit each other, so a wrong
 pair is refused at start, not at the first request.
 """
 
 from __future__ import annotations
 
-import math
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def locate_image_prompt_files(
         )
     if not adapter_spec:
         raise UserError(
-            f"IMAGE_ENCODER is set but IP_ADAPTER is not: set IP_ADAPTER too, or unset both ({HELP})"
+            "IMAGE_ENCODER is set but IP_ADAPTER is not: set IP_ADAPTER too, or unset both "
+            f"({HELP})"
         )
     adapter = _adapter_file(adapter_spec)
     layout = read_adapter_layout(adapter)

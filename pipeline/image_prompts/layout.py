@@ -54,7 +54,7 @@ def adapter_layout(header: Header, name: str) -> AdapterLayout:
             "which Dreamcord does not run yet: use ip-adapter_sd15.safetensors or "
             "ip-adapter_sd15_light.safetensors"
         )
-    if not _PROJECTION | _NORM <= set(tensors):
+    if not set(tensors) >= _PROJECTION | _NORM:
         raise UserError(
             f"{name} is not an SD1.5 IP-Adapter: it lacks image_proj.proj and image_proj.norm "
             "(use ip-adapter_sd15.safetensors from h94/IP-Adapter; Face ID files are not supported)"

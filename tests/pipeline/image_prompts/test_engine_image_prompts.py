@@ -171,7 +171,7 @@ def reference(folder: Path) -> Any:
     from pipeline.tiny import build_tiny_components
 
     encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "encoder")
-    pipe = StableDiffusionPipeline(
+    pipe: Any = StableDiffusionPipeline(
         **build_tiny_components(),
         safety_checker=None,
         feature_extractor=CLIPImageProcessor(
