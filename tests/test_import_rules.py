@@ -32,6 +32,7 @@ ENGINE_SIDE = (
     "pipeline.convert.child",
     "pipeline.convert.layouts",
     "pipeline.convert.hypernetwork",
+    "pipeline.image_prompts.adapter",
 )
 ENGINE_PACKAGES = ("pipeline.lora", "pipeline.embeddings", "bench")
 """Modules that exist to run a model may import torch at the top. Everything else must import

@@ -51,7 +51,7 @@ def test_an_adapter_without_its_encoder_is_refused(pair) -> None:
 
 def test_an_encoder_of_another_width_is_refused(pair, tmp_path: Path) -> None:
     other = write_encoder(tmp_path / "wide", projection_dim=48)
-    with pytest.raises(UserError, match="projects images to 48 values but .* reads 32"):
+    with pytest.raises(UserError, match=r"projects images to 48 values but .* reads 32"):
         locate_image_prompt_files(str(pair[0]), str(other))
 
 
@@ -61,13 +61,13 @@ def test_settings_refuse_a_lone_adapter_at_start_naming_the_fix(pair) -> None:
 
 
 def test_pickled_weights_are_refused(pair, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="only .safetensors"):
+    with pytest.raises(UserError, match=r"only \.safetensors"):
         locate_image_prompt_files(str(tmp_path / "ip-adapter_sd15.bin"), str(pair[1]))
     folder = tmp_path / "pickled"
     folder.mkdir()
     (folder / "config.json").write_text((pair[1] / "config.json").read_text())
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04")
-    with pytest.raises(UserError, match="no model.safetensors"):
+    with pytest.raises(UserError, match=r"no model\.safetensors"):
         locate_image_prompt_files(str(pair[0]), str(folder))
 
 
