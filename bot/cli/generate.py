@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from PIL.Image import Resampling
 
 from bot import followups
-from bot.cli import edits
+from bot.cli import edits, image_prompts
 from bot.cli.progress import ProgressBar
 from bot.container import open_database, open_services, read_libraries
 from bot.jobs import Origin
@@ -110,6 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--outpaint, --zoom-out, --pan, --square 1)",
     )
     edits.add_arguments(parser)
+    image_prompts.add_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (./out)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=generate)
@@ -251,7 +252,7 @@ def request_from_args(
     if args.upscale or args.vary:
         explicit["count"] = 1
     loras, embeddings, hypernets = libraries
-    request = build_request(
+    built = build_request(
         prompt or "",
         settings,
         negative=negative,
@@ -260,7 +261,8 @@ def request_from_args(
         known_embeddings=embeddings.names(),
         known_hypernets=hypernets.names(),
         pasted=recipe.options if recipe else None,
-    ).request
+    )
+    request = image_prompts.with_cli_image_prompts(built, args)
     if edit is None:
         return _with_source(args, settings, request, recipe), notes
     assert picture is not None  # chosen_edit asks for --init
