@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.settings import Settings, load_settings
 from pipeline.infotext import parse_parameters
-from tests.e2e.conftest import generation_id_of, is_result, labels
+from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine, is_result, labels
 from tests.fakediscord import DiscordHarness, Upload
 from tests.ip_adapter_files import write_adapter, write_encoder
 
@@ -34,7 +34,7 @@ def settings(tmp_path: Path) -> Settings:
         device="cpu",
         default_size="64x64",
         default_steps=2,
-        default_count=4,
+        default_count=2,
         ip_adapter=str(adapter),
         image_encoder=str(encoder),
     )
@@ -55,6 +55,14 @@ async def test_blend_of_two_pictures_gives_a_grid_with_buttons(discord: DiscordH
     _, _, fields = parse_parameters(generation.images[0].parameters)
     assert fields["ControlNet 1"].startswith("Module: ip-adapter_clip_sd15, Model: ip-adapter_sd15")
 
+    click = await discord.click(done, "Reroll")
+    again = await click.wait_for_original(is_result, timeout=120)
+    rerolled = await discord.client.services.repos.generations.get(generation_id_of(again))
+    assert rerolled is not None and rerolled.request.image_prompts == prompts
+    info = await discord.click(again, "Info")
+    shown = await ephemeral_reply(info)
+    assert "ControlNet 0: " in shown.content and "Weight: 1" in shown.content
+
 
 async def test_imagine_takes_an_image_prompt_at_its_iw_and_a_style_reference(
     discord: DiscordHarness,
@@ -72,3 +80,26 @@ async def test_imagine_takes_an_image_prompt_at_its_iw_and_a_style_reference(
     prompts = generation.request.image_prompts
     # Midjourney's --iw 2 of its 0-3 is 1.5 of Dreamcord's 0-2.
     assert [(p.weight, p.style) for p in prompts] == [(1.5, False), (1.0, True)]
+
+
+async def test_sref_names_an_earlier_image_the_user_may_see(discord: DiscordHarness) -> None:
+    made = await imagine(discord, "a watercolour sky", count=2)
+    generation_id = generation_id_of(made)
+    source = await discord.client.services.repos.generations.get(generation_id)
+    assert source is not None
+    styled = await imagine(discord, f"a fox --sref {generation_id}:2", count=1, timeout=120)
+    generation = await discord.client.services.repos.generations.get(generation_id_of(styled))
+    assert generation is not None
+    (reference,) = generation.request.image_prompts
+    assert reference.style and reference.image.endswith(source.images[1].path)
+
+    db = discord.client.services.db
+    async with db.transaction() as conn:  # as if alice had made it in a DM
+        await conn.execute(
+            "UPDATE generations SET guild_id = NULL, channel_id = 1 WHERE id = ?",
+            (generation_id,),
+        )
+    by_bob = await discord.slash(
+        "imagine", prompt=f"a fox --sref {generation_id}", user=discord.bob
+    )
+    assert "made in DMs or on another server" in (await ephemeral_reply(by_bob)).content
