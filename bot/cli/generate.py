@@ -252,7 +252,7 @@ def request_from_args(
     if args.upscale or args.vary:
         explicit["count"] = 1
     loras, embeddings, hypernets = libraries
-    built = build_request(
+    parsed = build_request(
         prompt or "",
         settings,
         negative=negative,
@@ -262,7 +262,7 @@ def request_from_args(
         known_hypernets=hypernets.names(),
         pasted=recipe.options if recipe else None,
     )
-    request = image_prompts.with_cli_image_prompts(built, args)
+    request = image_prompts.with_cli_image_prompts(parsed, args)
     if edit is None:
         return _with_source(args, settings, request, recipe), notes
     assert picture is not None  # chosen_edit asks for --init

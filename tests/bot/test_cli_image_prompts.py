@@ -72,3 +72,9 @@ def test_sref_in_the_prompt_asks_for_style_ref(capsys, adapter) -> None:
 
 def test_image_prompts_without_an_adapter_are_refused(capsys) -> None:
     assert NOT_CONFIGURED in _refusal(capsys, "--image-prompt", "look.png")
+
+
+def test_doctor_names_the_adapter_and_its_encoder(capsys, adapter) -> None:
+    result = dreamcord(capsys, "doctor", "--quick")
+    line = next(line for line in result.out.splitlines() if "image prompts" in line)
+    assert line.startswith("OK    image prompts: ip-adapter_sd15.safetensors (7 layers")
