@@ -19,7 +19,7 @@ from pipeline.errors import UserError
 from pipeline.image_prompts.layout import AdapterLayout, read_adapter_layout
 from pipeline.lora.header import read_header
 
-HELP = "docs/controlnet.md#image-prompts-ip-adapter"
+HELP = "docs/image-prompts.md"
 NOT_CONFIGURED = f"image prompts need an IP-Adapter: set IP_ADAPTER and IMAGE_ENCODER ({HELP})"
 ENCODER_WEIGHTS = "model.safetensors"
 ENCODER_CLASS = "CLIPVisionModelWithProjection"
