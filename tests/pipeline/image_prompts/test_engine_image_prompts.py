@@ -29,9 +29,10 @@ from pipeline.infotext import parse_parameters
 from pipeline.lora.cache import AdapterCache
 from pipeline.lora.source import AdapterSource
 from pipeline.planner import batch_key
-from pipeline.request import HypernetRef, ImagePrompt
+from pipeline.request import HypernetRef, ImagePrompt, LoraRef
 from tests.ip_adapter_files import ADAPTER_FILE, write_adapter, write_encoder
 from tests.pipeline.engine_helpers import SMALL, pixels, run, tiny_engine
+from tests.pipeline.lora import make_files as mf
 from tests.pipeline.lora.hypernet_files import write_hypernetwork
 from tests.pipeline.test_engine_loras import Files
 
@@ -67,8 +68,12 @@ def engine(models: ImagePromptModels, folder: Path):
     engine = tiny_engine()
     engine.image_prompts = models
     hypernets = {"anime": write_hypernetwork(folder / "anime.safetensors", seed=1)}
+    pipe = engine.models.get("tiny").pipe
+    texts = mf.text_targets(pipe.text_encoder)
+    tensors = mf.kohya_tensors(mf.unet_targets(pipe.unet), texts, mf.lora_parts, 4, 4.0)
+    loras = {"lora": mf.write(folder / "lora.safetensors", tensors)}
     engine.adapters = AdapterSource(
-        Files({}), Files({}), AdapterCache(64 * 1024**2), hypernetworks=Files(hypernets)
+        Files(loras), Files({}), AdapterCache(64 * 1024**2), hypernetworks=Files(hypernets)
     )
     return engine
 
@@ -137,6 +142,15 @@ def test_a_hypernetwork_still_works_with_an_image_prompt(engine, folder) -> None
     assert not np.array_equal(both, pixels(run(engine, SMALL, hypernets=hypernet)[0]))
     unet = engine.models.get("tiny").pipe.unet
     assert not any(module._forward_pre_hooks for module in unet.modules())
+
+
+def test_a_lora_still_works_with_an_image_prompt_and_leaves_no_trace(engine, folder, base) -> None:
+    lora = (LoraRef("lora", 1.0, 1.0),)
+    alone = image_with(engine, folder, (0, 1.0, False))
+    both = image_with(engine, folder, (0, 1.0, False), loras=lora)
+    assert not np.array_equal(alone, both)
+    assert not np.array_equal(both, pixels(run(engine, SMALL, loras=lora)[0]))
+    assert np.array_equal(pixels(run(engine, SMALL)[0]), base)
 
 
 def test_the_infotext_names_the_adapter_as_a1111s_controlnet_extension_does(engine, folder) -> None:
