@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
@@ -51,6 +52,10 @@ KEPT_FIELDS = (
     "ensd",
 )
 """What an Edit keeps of the request it edits, besides the model and highres fix."""
+_MESSAGE_LINK = re.compile(
+    r"<?https://(?:ptb\.|canary\.)?discord(?:app)?\.com/channels/(?:\d+|@me)/\d+/(\d+)>?"
+)
+"""A message link as Discord's Copy Message Link gives it; the last number is the message."""
 BLEND_DIMENSIONS = {"square": "512x512", "portrait": "512x768", "landscape": "768x512"}
 """Midjourney's /blend dimensions (1:1, 2:3, 3:2) at SD1.5's trained sizes."""
 
@@ -178,19 +183,31 @@ class RequestBuilder:
         )
 
     async def _find_sref(self, value: str, user_id: int, guild_id: int | None) -> str:
-        """The stored image `--sref ID[:N]` names (image N of generation ID, 1 by default),
-        when the user may see it: their own, or one made on this server in a safe channel."""
-        ident, _, number = value.partition(":")
-        if not ident.isdigit() or not (number or "1").isdigit() or int(number or 1) < 1:
-            raise UserError(
-                f"--sref {value[:40]}: name an earlier image by its id from /history, such as "
-                "--sref 12 (or --sref 12:3 for its third image), or attach a style_reference"
-            )
+        """The stored image `--sref` names, when the user may see it: their own, or one made
+        on this server in a channel that is not NSFW (the gallery's rule, as for /show).
+
+        `ID` is image 1 of generation ID, `ID:N` its image N; a link to a result message
+        (Copy Message Link) is its image 1.
+        """
         if self._gallery is None:
             raise UserError("--sref needs the gallery, which only the Discord bot has")
-        index = int(number or 1) - 1
+        link = _MESSAGE_LINK.fullmatch(value)
+        ident, _, number = value.partition(":")
+        if link is not None:
+            found = await self._gallery.id_for_message(int(link[1]))
+            if found is None:
+                raise UserError(f"--sref {value[:80]}: that message is no Dreamcord result")
+            generation_id, index = found, 0
+        elif ident.isdigit() and (number or "1").isdigit() and int(number or 1) >= 1:
+            generation_id, index = int(ident), int(number or 1) - 1
+        else:
+            raise UserError(
+                f"--sref {value[:40]}: name an earlier image by its id from /history, such as "
+                "--sref 12 (or --sref 12:3 for its third image), or a result's message link, "
+                "or attach a style_reference"
+            )
         viewer = Viewer(user_id, guild_id, channel_is_nsfw=False)
-        generation = await self._gallery.result(int(ident), index, viewer, Reach.PRIVATE)
+        generation = await self._gallery.result(generation_id, index, viewer, Reach.PRIVATE)
         return str(self._gallery.image_path(generation.images[index]))
 
     async def read_recipe(

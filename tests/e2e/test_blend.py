@@ -93,6 +93,12 @@ async def test_sref_names_an_earlier_image_the_user_may_see(discord: DiscordHarn
     (reference,) = generation.request.image_prompts
     assert reference.style and reference.image.endswith(source.images[1].path)
 
+    link = f"https://discord.com/channels/{discord.scene.guild_id}/1/{made.id}"
+    linked = await imagine(discord, f"a fox --sref {link}", count=1, timeout=120)
+    generation = await discord.client.services.repos.generations.get(generation_id_of(linked))
+    assert generation is not None
+    assert generation.request.image_prompts[0].image.endswith(source.images[0].path)
+
     db = discord.client.services.db
     async with db.transaction() as conn:  # as if alice had made it in a DM
         await conn.execute(
