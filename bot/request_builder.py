@@ -167,12 +167,17 @@ class RequestBuilder:
             extra_loras=choices.loras,
             pasted=recipe.options if recipe else None,
         )
+        content: list[tuple[str, float | None]] = [(str(p.path), None) for p in pictures]
         style_paths = [str(style.path) for style in styles]
+        if base is not None and not (pictures or styles):
+            # An Edit (Remix) keeps the pictures it started from; a new --iw reweights them.
+            reweighted = built.image_weight is not None
+            kept = base.image_prompts
+            content += [(p.image, None if reweighted else p.weight) for p in kept if not p.style]
+            style_paths += [p.image for p in kept if p.style]
         if built.sref is not None:
             style_paths.append(await self._find_sref(built.sref, user_id, guild_id))
-        request = with_image_prompts(
-            built, [(str(picture.path), None) for picture in pictures], style_paths
-        )
+        request = with_image_prompts(built, content, style_paths)
         if init is None:
             return request
         return replace(

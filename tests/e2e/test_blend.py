@@ -11,6 +11,7 @@ from PIL import Image
 from bot.settings import Settings, load_settings
 from pipeline.infotext import parse_parameters
 from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine, is_result, labels
+from tests.e2e.test_buttons import edit_prompt
 from tests.fakediscord import DiscordHarness, Upload
 from tests.ip_adapter_files import write_adapter, write_encoder
 
@@ -59,6 +60,9 @@ async def test_blend_of_two_pictures_gives_a_grid_with_buttons(discord: DiscordH
     again = await click.wait_for_original(is_result, timeout=120)
     rerolled = await discord.client.services.repos.generations.get(generation_id_of(again))
     assert rerolled is not None and rerolled.request.image_prompts == prompts
+    edited = await edit_prompt(discord, again, "a fox", "a fox in the snow")
+    remixed = await discord.client.services.repos.generations.get(generation_id_of(edited))
+    assert remixed is not None and remixed.request.image_prompts == prompts
     info = await discord.click(again, "Info")
     shown = await ephemeral_reply(info)
     assert "ControlNet 0: " in shown.content and "Weight: 1" in shown.content
