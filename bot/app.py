@@ -39,7 +39,7 @@ from bot.names import KnownNames
 from bot.policy import Place
 from bot.previews import PREVIEW_WEIGHTS, LoraPreviews, Preview, preview_grid, screened
 from bot.recipes import RecipeReader
-from bot.request_builder import RequestBuilder
+from bot.request_builder import BLEND_DIMENSIONS, RequestBuilder
 from bot.safety import SafetyMode, SafetyRules, Screening
 from bot.settings import Settings
 from bot.styles import Style, style_names
@@ -50,6 +50,7 @@ from data.repositories import Repositories
 from pipeline.canvas import REGIONS
 
 __all__ = [
+    "BLEND_DIMENSIONS",
     "GONE",
     "PREVIEW_WEIGHTS",
     "REGIONS",
@@ -141,6 +142,7 @@ async def build_app(
     catalog = await ModelCatalog.load(settings, guild)
     defaults = UserDefaults(repos.settings, guild, settings)
     uploads = Uploads(settings.data_dir / UPLOADS_FOLDER, repos.jobs, settings.max_pixels)
+    gallery = Gallery(repos.generations, repos.favourites, images)
     requests = RequestBuilder(
         settings,
         guild,
@@ -151,8 +153,8 @@ async def build_app(
         images,
         RecipeReader(settings, (loras, embeddings, hypernetworks)),
         uploads,
+        gallery,
     )
-    gallery = Gallery(repos.generations, repos.favourites, images)
     audited = Libraries(
         loras, embeddings, hypernetworks, controlnets, repos.audit, download_rules(settings)
     )

@@ -26,7 +26,7 @@ from bot.library import (
     text_width,
 )
 from bot.metrics import serve_metrics
-from bot.models import build_engine, limits_of
+from bot.models import build_engine, limits_of, memory_model
 from bot.policy import Policy
 from bot.settings import Settings
 from bot.uploads import UPLOADS_FOLDER, sweep_uploads
@@ -35,7 +35,7 @@ from data.images import ImageStore
 from data.repositories import Repositories
 from pipeline.backend import Backend
 from pipeline.errors import UserError
-from pipeline.memory import Capacity, MemoryModel, cuda_budget, fixed_budget
+from pipeline.memory import Capacity, cuda_budget, fixed_budget
 from pipeline.queue import JobQueue
 from pipeline.worker import Worker
 
@@ -168,7 +168,7 @@ async def open_services(
             if on_cuda
             else fixed_budget(settings.memory_limit_mb * 1024**2)
         )
-        capacity = Capacity(MemoryModel(), budget)
+        capacity = Capacity(memory_model(settings), budget)
         queue = JobQueue(
             max_queued_per_user=settings.max_queued_per_user,
             max_running_per_user=settings.max_running_per_user,

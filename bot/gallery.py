@@ -133,6 +133,10 @@ class Gallery:
         self.check_delete(generation, viewer, is_admin)
         await self._generations.mark_deleted(generation.id)
 
+    async def id_for_message(self, message_id: int) -> int | None:
+        """The generation posted as message `message_id`, if any (the rules apply after)."""
+        return await self._generations.id_for_message(message_id)
+
     async def set_message(self, generation_id: int, message_id: int) -> None:
         """Remember where a result was posted, so Delete can remove that message."""
         await self._generations.set_message(generation_id, message_id)

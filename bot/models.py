@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from bot.settings import Settings
 from pipeline.errors import UserError
 from pipeline.limits import MAX_CLIP_SKIP, Limits
+from pipeline.memory import MemoryModel
 from pipeline.models import ModelSource, resolve_model
 from pipeline.upscalers import UpscalerCatalog
 
@@ -78,7 +79,20 @@ def build_engine(
         from pipeline.safety import load_safety_checker
 
         safety = load_safety_checker(settings.safety_checker_model, placement)
-    return Engine(models, adapters, upscaler_catalog(settings), safety, controlnets=controlnets)
+    files = settings.image_prompt_files()
+    image_prompts = None
+    if files is not None:
+        from pipeline.image_prompts.adapter import ImagePromptModels
+
+        image_prompts = ImagePromptModels(files)
+    return Engine(
+        models,
+        adapters,
+        upscaler_catalog(settings),
+        safety,
+        controlnets=controlnets,
+        image_prompts=image_prompts,
+    )
 
 
 MODEL_DEFAULT_KEYS = {"clip_skip": (1, MAX_CLIP_SKIP)}
@@ -163,10 +177,21 @@ def upscaler_catalog(settings: Settings) -> UpscalerCatalog:
     return UpscalerCatalog(settings.data_dir / "upscalers")
 
 
+def memory_model(settings: Settings) -> MemoryModel:
+    """The memory model; with image prompts configured, their term from the files' own
+    parameter counts, at 2 bytes each (fp16, as on the card)."""
+    files = settings.image_prompt_files()
+    if files is None:
+        return MemoryModel()
+    parameters = files.layout.parameters + files.encoder_parameters
+    return MemoryModel(image_prompt_bytes=2.0 * parameters)
+
+
 def limits_of(settings: Settings) -> Limits:
     return Limits(
         max_steps=settings.max_steps,
         max_pixels=settings.max_pixels,
         max_images=settings.max_images,
         upscalers=upscaler_catalog(settings),
+        image_prompts=bool(settings.ip_adapter),
     )

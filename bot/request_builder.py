@@ -9,7 +9,9 @@ precedence rules hold for all of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,11 +19,12 @@ from typing import Any
 from bot import followups
 from bot.catalog import ModelCatalog
 from bot.defaults import UserDefaults
+from bot.gallery import Gallery, Reach, Viewer
 from bot.guild import GuildRules
 from bot.library import LoraLibrary
 from bot.names import KnownNames
 from bot.recipes import RecipeReader
-from bot.requests import build_request, prompt_limits
+from bot.requests import build_request, prompt_limits, with_image_prompts
 from bot.settings import Settings
 from bot.styles import apply_style, find_style
 from bot.uploads import InitImage, Uploads, check_picture_size
@@ -49,6 +52,12 @@ KEPT_FIELDS = (
     "ensd",
 )
 """What an Edit keeps of the request it edits, besides the model and highres fix."""
+_MESSAGE_LINK = re.compile(
+    r"<?https://(?:ptb\.|canary\.)?discord(?:app)?\.com/channels/(?:\d+|@me)/\d+/(\d+)>?"
+)
+"""A message link as Discord's Copy Message Link gives it; the last number is the message."""
+BLEND_DIMENSIONS = {"square": "512x512", "portrait": "512x768", "landscape": "768x512"}
+"""Midjourney's /blend dimensions (1:1, 2:3, 3:2) at SD1.5's trained sizes."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +99,10 @@ class RequestBuilder:
         images: ImageStore,
         recipes: RecipeReader,
         uploads: Uploads,
+        gallery: Gallery | None = None,
     ) -> None:
         self.settings = settings
+        self._gallery = gallery
         self.uploads = uploads
         self.names = names
         self._recipes = recipes
@@ -115,8 +126,8 @@ class RequestBuilder:
         `base` is the request an Edit starts from: its options are kept unless given again,
         and its ControlNet units too unless an `init` picture is given (an image edit's canvas
         no longer matches their maps). `options` may carry an `init` picture (`hold_picture`)
-        and its `strength`. A pasted `recipe` (`read_recipe`) lies under the options and
-        prompt flags.
+        and its `strength`, and held `image_prompts` and `style_references` (lists of
+        pictures). A pasted `recipe` (`read_recipe`) lies under the options and prompt flags.
         """
         if recipe is not None:
             text = text if recipe.prompt is None else recipe.prompt
@@ -129,6 +140,8 @@ class RequestBuilder:
             explicit = {**kept_options(self.continued(base)), **explicit}
         negative = explicit.pop("negative", None)
         init: InitImage | None = explicit.pop("init", None)
+        pictures: list[InitImage] = explicit.pop("image_prompts", [])
+        styles: list[InitImage] = explicit.pop("style_references", [])
         strength = explicit.pop("strength", None)
         size = explicit.pop("size", None)
         if size:
@@ -142,7 +155,7 @@ class RequestBuilder:
         if "model" in server and self._catalog.known(server["model"]) is None:
             del server["model"]  # no longer configured: the bot's default is used
         choices = await self._apply_choices(text, negative, explicit, user, server, guild_id)
-        request = build_request(
+        built = build_request(
             choices.prompt,
             self.settings,
             negative=choices.negative,
@@ -154,7 +167,18 @@ class RequestBuilder:
             known_hypernets=self.names.hypernets,
             extra_loras=choices.loras,
             pasted=recipe.options if recipe else None,
-        ).request
+        )
+        content: list[tuple[str, float | None]] = [(str(p.path), None) for p in pictures]
+        style_paths = [str(style.path) for style in styles]
+        if base is not None and not (pictures or styles):
+            # An Edit (Remix) keeps the pictures it started from; a new --iw reweights them.
+            reweighted = built.image_weight is not None
+            kept = base.image_prompts
+            content += [(p.image, None if reweighted else p.weight) for p in kept if not p.style]
+            style_paths += [p.image for p in kept if p.style]
+        if built.sref is not None:
+            style_paths.append(await self._find_sref(built.sref, user_id, guild_id))
+        request = with_image_prompts(built, content, style_paths)
         if init is None:
             return request if base is None else replace(request, controls=base.controls)
         return replace(
@@ -163,6 +187,34 @@ class RequestBuilder:
             init_image=str(init.path),
             strength=strength or DEFAULT_STRENGTH,
         )
+
+    async def _find_sref(self, value: str, user_id: int, guild_id: int | None) -> str:
+        """The stored image `--sref` names, when the user may see it: their own, or one made
+        on this server in a channel that is not NSFW (the gallery's rule, as for /show).
+
+        `ID` is image 1 of generation ID, `ID:N` its image N; a link to a result message
+        (Copy Message Link) is its image 1.
+        """
+        if self._gallery is None:
+            raise UserError("--sref needs the gallery, which only the Discord bot has")
+        link = _MESSAGE_LINK.fullmatch(value)
+        ident, _, number = value.partition(":")
+        if link is not None:
+            found = await self._gallery.id_for_message(int(link[1]))
+            if found is None:
+                raise UserError(f"--sref {value[:80]}: that message is no Dreamcord result")
+            generation_id, index = found, 0
+        elif ident.isdigit() and (number or "1").isdigit() and int(number or 1) >= 1:
+            generation_id, index = int(ident), int(number or 1) - 1
+        else:
+            raise UserError(
+                f"--sref {value[:40]}: name an earlier image by its id from /history, such as "
+                "--sref 12 (or --sref 12:3 for its third image), or a result's message link, "
+                "or attach a style_reference"
+            )
+        viewer = Viewer(user_id, guild_id, channel_is_nsfw=False)
+        generation = await self._gallery.result(generation_id, index, viewer, Reach.PRIVATE)
+        return str(self._gallery.image_path(generation.images[index]))
 
     async def read_recipe(
         self, parameters: str, text: str | None, options: Mapping[str, Any]
@@ -184,6 +236,13 @@ class RequestBuilder:
         request composed and queued in the `async with` block; kept after it only if queued.
         Without `data` (no picture) the block gets None."""
         return self.uploads.held(data)
+
+    @contextlib.asynccontextmanager
+    async def hold_pictures(self, pictures: Sequence[bytes]) -> AsyncIterator[list[InitImage]]:
+        """`hold_picture` for several pictures (image prompts, style references) at once."""
+        async with contextlib.AsyncExitStack() as stack:
+            held = [await stack.enter_async_context(self.uploads.held(data)) for data in pictures]
+            yield [picture for picture in held if picture is not None]
 
     def continued(self, request: GenerationRequest) -> GenerationRequest:
         """`request` as what starts from its result continues it: an edit's mask and label

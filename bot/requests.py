@@ -8,17 +8,18 @@ model's own (`bot.models.model_defaults`), the server's defaults, then `.env`.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.models import model_defaults, upscaler_catalog
 from bot.settings import Settings
+from pipeline.errors import UserError
 from pipeline.limits import parse_ensd
 from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.options import merge_options
 from pipeline.prompt.parse import parse_prompt
-from pipeline.request import GenerationRequest, HiresSpec, LoraRef
+from pipeline.request import GenerationRequest, HiresSpec, ImagePrompt, LoraRef
 from pipeline.samplers import AUTOMATIC
 from pipeline.sizes import parse_size
 from pipeline.upscalers import UpscalerCatalog
@@ -46,6 +47,34 @@ HIRES_FIELDS = ("hires_scale", "hires_steps", "hires_denoise", "hires_upscaler")
 class Built:
     request: GenerationRequest
     warnings: tuple[str, ...]
+    image_weight: float | None = None
+    """The prompt's `--iw`, as Dreamcord's image prompt weight; None when not given."""
+    sref: str | None = None
+    """The prompt's `--sref` value (an earlier image), for the bot to find."""
+
+
+NO_IMAGE_FOR_IW = (
+    "--iw sets an image prompt's weight: give an image prompt too (the image_prompt option, "
+    "or /blend)"
+)
+
+
+def with_image_prompts(
+    built: Built,
+    pictures: Sequence[tuple[str, float | None]],
+    styles: Sequence[str] = (),
+) -> GenerationRequest:
+    """The built request with its image prompts: `pictures` are (stored path, weight) content
+    pictures, a weight of None taking the prompt's `--iw` (else 1); `styles` are style
+    references at weight 1."""
+    if built.image_weight is not None and not pictures:
+        raise UserError(NO_IMAGE_FOR_IW)
+    default = 1.0 if built.image_weight is None else built.image_weight
+    prompts = [
+        ImagePrompt(path, default if weight is None else weight) for path, weight in pictures
+    ]
+    prompts += [ImagePrompt(path, 1.0, style=True) for path in styles]
+    return replace(built.request, image_prompts=tuple(prompts))
 
 
 def prompt_limits(settings: Settings) -> PromptLimits:
@@ -146,7 +175,12 @@ def build_request(
         hypernets=parsed.hypernets,
         hires=hires,
     )
-    return Built(request, parsed.warnings)
+    return Built(
+        request,
+        parsed.warnings,
+        parsed.flags.get("image_weight"),
+        parsed.flags.get("sref"),
+    )
 
 
 def hires_spec(

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.downloads import DEFAULT_HOSTS
 from pipeline.errors import UserError
+from pipeline.image_prompts.files import ImagePromptFiles, locate_image_prompt_files
 from pipeline.limits import find_rng, parse_ensd
 from pipeline.samplers import find_sampler
 from pipeline.sizes import parse_size
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     safety_checker: Literal["off", "spoiler", "block"] = "off"
     """What a flagged image gets outside NSFW channels by default (servers may choose)."""
     safety_checker_model: str = DEFAULT_SAFETY_MODEL
+    ip_adapter: str | None = None
+    """The SD1.5 IP-Adapter for image prompts: a .safetensors path or an offline hub file."""
+    image_encoder: str | None = None
+    """The adapter's CLIP image encoder: a transformers folder or an offline hub folder."""
 
     default_steps: int = Field(25, ge=1)
     default_cfg: float = Field(7.0, ge=1, le=30)
@@ -151,7 +156,15 @@ class Settings(BaseSettings):
         """DEFAULT_SIZE as (width, height); checked at start-up."""
         return parse_size(self.default_size, self.max_pixels)
 
+    def image_prompt_files(self) -> ImagePromptFiles | None:
+        """IP_ADAPTER and IMAGE_ENCODER located and checked; None when image prompts are off."""
+        return locate_image_prompt_files(self.ip_adapter, self.image_encoder)
+
     def model_post_init(self, _context: object) -> None:
+        try:
+            self.image_prompt_files()
+        except UserError as error:
+            raise ValueError(str(error)) from None
         try:
             parse_size(self.default_size, self.max_pixels)
         except UserError as error:

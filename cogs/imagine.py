@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import App, ControlAsk, style_names
+from bot.app import BLEND_DIMENSIONS, App, ControlAsk, style_names
 from cogs import texts
 from cogs.attachments import read_picture
 from cogs.client import DreamcordClient
@@ -64,6 +65,22 @@ async def control_choices(app: App, typed: str) -> list[app_commands.Choice[str]
     ]
 
 
+@dataclass(frozen=True)
+class ImageGuides:
+    """The pictures a command gives the IP-Adapter: image prompts and style references."""
+
+    prompts: Sequence[discord.Attachment] = ()
+    styles: Sequence[discord.Attachment] = ()
+
+    async def read(self, check: Callable[[int], None]) -> tuple[list[bytes], list[bytes]]:
+        """Their bytes now (the links expire), each size checked before it is downloaded."""
+        for one in (*self.prompts, *self.styles):
+            check(one.size)
+        return [await read_picture(one) for one in self.prompts], [
+            await read_picture(one) for one in self.styles
+        ]
+
+
 class Imagine(commands.Cog):
     """Slash command `/imagine`; the job's status message and buttons are `cogs.status`'s."""
 
@@ -84,8 +101,6 @@ class Imagine(commands.Cog):
         schedule="schedule type (A1111 name; Automatic: the sampler's own)",
         hires="highres fix: draw at the base size, then refine at 2x",
         hires_scale="highres fix: how much larger, 1 to 2 (default 2; turns highres fix on)",
-        hires_steps="highres fix: steps of the second pass (default 15; 0: the base steps)",
-        hires_denoise="highres fix: denoising strength (default: the upscaler's own)",
         hires_upscaler="highres fix: upscaler, such as Latent or an installed ESRGAN model",
         lora="a LoRA to add (same as <lora:name:weight> in the prompt)",
         lora_weight="the LoRA's weight (default: its own, usually 1)",
@@ -98,6 +113,8 @@ class Imagine(commands.Cog):
         control="ControlNet: the model (default: the only one installed)",
         control_weight="ControlNet: how strongly the control image guides, 0 to 2 (default 1)",
         preprocess="ControlNet: how the picture becomes a map (default: canny for canny models)",
+        image_prompt="a picture to draw from, as a prompt (IP-Adapter; --iw 0-3 sets its weight)",
+        style_reference="a picture whose style to borrow (like --sref)",
     )
     @app_commands.choices(
         sampler=SAMPLER_CHOICES, schedule=SCHEDULE_CHOICES, preprocess=PREPROCESS_CHOICES
@@ -117,8 +134,6 @@ class Imagine(commands.Cog):
         schedule: app_commands.Choice[str] | None = None,
         hires: bool | None = None,
         hires_scale: app_commands.Range[float, MIN_HIRES_SCALE, MAX_HIRES_SCALE] | None = None,
-        hires_steps: app_commands.Range[int, 0, 150] | None = None,
-        hires_denoise: app_commands.Range[float, 0.01, 1.0] | None = None,
         hires_upscaler: app_commands.Range[str, 1, 100] | None = None,
         lora: app_commands.Range[str, 1, 64] | None = None,
         lora_weight: app_commands.Range[float, MIN_LORA_WEIGHT, MAX_LORA_WEIGHT] | None = None,
@@ -130,6 +145,8 @@ class Imagine(commands.Cog):
         control: app_commands.Range[str, 1, 64] | None = None,
         control_weight: app_commands.Range[float, 0.0, MAX_GUIDE_WEIGHT] | None = None,
         preprocess: app_commands.Choice[str] | None = None,
+        image_prompt: discord.Attachment | None = None,
+        style_reference: discord.Attachment | None = None,
     ) -> None:
         options: dict[str, Any] = {
             "negative": negative,
@@ -142,8 +159,6 @@ class Imagine(commands.Cog):
             "schedule": schedule.value if schedule else None,
             "hires": hires,
             "hires_scale": hires_scale,
-            "hires_steps": hires_steps,
-            "hires_denoise": hires_denoise,
             "hires_upscaler": hires_upscaler,
             "lora": lora,
             "lora_weight": lora_weight,
@@ -156,7 +171,40 @@ class Imagine(commands.Cog):
         controls = ControlOptions(
             control_image, control, control_weight, preprocess.value if preprocess else None
         )
-        await self.start_job(interaction, prompt, options, image, parameters, controls)
+        guides = ImageGuides(
+            [image_prompt] if image_prompt else [], [style_reference] if style_reference else []
+        )
+        await self.start_job(interaction, prompt, options, image, parameters, controls, guides)
+
+    @app_commands.command(description="Blend 2 to 5 pictures into new images (IP-Adapter)")
+    @app_commands.describe(
+        image1="the first picture",
+        image2="the second picture",
+        image3="a third picture",
+        image4="a fourth picture",
+        image5="a fifth picture",
+        prompt="what to draw besides the pictures (optional; flags such as --no work)",
+        dimensions="square (1:1), portrait (2:3) or landscape (3:2); default square",
+    )
+    @app_commands.choices(
+        dimensions=[app_commands.Choice(name=name, value=name) for name in BLEND_DIMENSIONS]
+    )
+    async def blend(
+        self,
+        interaction: Interaction,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        image5: discord.Attachment | None = None,
+        prompt: app_commands.Range[str, 1, 6000] | None = None,
+        dimensions: app_commands.Choice[str] | None = None,
+    ) -> None:
+        pictures = [one for one in (image1, image2, image3, image4, image5) if one is not None]
+        size = BLEND_DIMENSIONS[dimensions.value if dimensions else "square"]
+        await self.start_job(
+            interaction, prompt or "", {"size": size}, guides=ImageGuides(pictures)
+        )
 
     @imagine.autocomplete("size")
     async def _sizes(self, interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
@@ -198,6 +246,7 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
         parameters: str | None = None,
         controls: ControlOptions | None = None,
+        guides: ImageGuides | None = None,
     ) -> None:
         """Acknowledge at once, then build, store and queue the job, then show its status.
 
@@ -218,9 +267,16 @@ class Imagine(commands.Cog):
             app.requests.check_picture(image.size)
             picture = await read_picture(image)
         control_asks = await (controls or ControlOptions()).asks(app)
-        async with app.requests.hold_picture(picture) as init:  # not kept if refused
+        guides = guides or ImageGuides()
+        prompts, styles = await guides.read(app.requests.check_picture)
+        async with (
+            app.requests.hold_picture(picture) as init,  # not kept if refused
+            app.requests.hold_pictures(prompts) as image_prompts,
+            app.requests.hold_pictures(styles) as style_references,
+        ):
             if init is not None:
                 options["init"] = init
+            options.update(image_prompts=image_prompts, style_references=style_references)
             request = await app.requests.compose(
                 prompt or "", options, interaction.user.id, interaction.guild_id, recipe=recipe
             )

@@ -32,10 +32,11 @@ HELP = f"""\
 `/imagine prompt:portrait <lora:ghibli:0.8>` - a LoRA your admins added
 Options: negative, size (`512x768` or `2:3`), count, seed, steps, cfg, sampler, schedule, hires.
 `control_image` + `control` - follow a picture's edges, or a ready depth map or pose (ControlNet)
+`/blend image1: image2:` - mix 2 to 5 pictures (`/imagine image_prompt:` one, `--iw 0-3`)
 
 **Prompt language** (A1111): `(word:1.2)` stronger, `[word]` weaker, `BREAK` starts a new \
 chunk, `<lora:name:weight>`, flags `--ar 3:2`, `--size 512x768`, `--no text`, `--seed N`, \
-`--steps N`, `--cfg N`, `--count N`, `--hires`.
+`--steps N`, `--cfg N`, `--count N`, `--hires`, `--sref ID` (an earlier image's style).
 
 **Under a result**: U1-U4 upscale one image, V1-V4 make variations, 🔄 Reroll new seeds, \
 ✏️ Edit the prompt, ⭐ Favourite, ℹ️ Info (parameters, seed, lineage), 🗑️ Delete.

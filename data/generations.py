@@ -216,6 +216,13 @@ class GenerationRepository:
             by_generation[image_row["generation_id"]].append(Image.from_row(image_row))
         return [_generation(row, tuple(by_generation[row["id"]])) for row in rows]
 
+    async def id_for_message(self, message_id: int) -> int | None:
+        """The generation whose result message is `message_id` (a link a user pasted)."""
+        row = await self._db.fetch_one(
+            "SELECT id FROM generations WHERE message_id = ?", (message_id,)
+        )
+        return None if row is None else int(row["id"])
+
     async def set_message(self, generation_id: int, message_id: int) -> None:
         """Remember the result message, so Delete can remove it later."""
         async with self._db.transaction() as conn:

@@ -30,7 +30,13 @@ from pipeline.backend import (
 )
 from pipeline.conditioning import encode_together, split_into_chunks
 from pipeline.errors import UserError
-from pipeline.guidance import Encodings, Guidance, ImageConditioning, condition_image
+from pipeline.guidance import (
+    Encodings,
+    Guidance,
+    ImageConditioning,
+    UnetAddition,
+    condition_image,
+)
 from pipeline.infotext import ImageIdentity, build_parameters
 from pipeline.inpaint import (
     EditPicture,
@@ -64,6 +70,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from pipeline.control.loading import ControlNetCache
+    from pipeline.image_prompts.adapter import ImagePromptModels
     from pipeline.lora.source import AdapterSource, FileSource
     from pipeline.noise import NoiseSource
     from pipeline.pixel_upscalers import PixelModelCache
@@ -88,6 +95,8 @@ class _Group:
     """Per task: its encodings for each pass."""
     ti_hashes: list[tuple[tuple[str, str], ...]]
     """Per task: the library embeddings its prompt and negative use, with their short hashes."""
+    additions: tuple[UnetAddition, ...] = ()
+    """What the group's UNet calls take beyond the text: its tasks' image prompts."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class Engine:
     enlarges its init image with the catalog's upscale model when there is one.
     `safety` gives every result its verdict, checked over the whole batch at once.
     `controlnets` finds ControlNet model files by name, for requests with control units.
+    `image_prompts` is the IP-Adapter and its image encoder, for requests with image prompts.
     """
 
     def __init__(
@@ -141,10 +151,12 @@ class Engine:
         upscalers: UpscalerCatalog | None = None,
         safety: SafetyChecker | None = None,
         controlnets: FileSource | None = None,
+        image_prompts: ImagePromptModels | None = None,
     ) -> None:
         self.models = models
         self.adapters = adapters
         self.controlnets = controlnets
+        self.image_prompts = image_prompts
         self.upscalers = upscalers or UpscalerCatalog()
         self.safety = safety
         self._pixel_models: PixelModelCache | None = None
@@ -209,9 +221,12 @@ class Engine:
             self._loras_applied(model, request.loras) as (lora_hashes, bundled),
             self._hypernets_applied(model, request.hypernets),
             self._controlnets_placed(model, request.controls) as (controlnets, control_hashes),
+            self._image_prompts_applied(model, request) as image_prompted,
             torch.inference_mode(),
         ):
             groups = self._encode(model, tasks, bundled)
+            for group in groups:
+                group.additions += image_prompted(group.tasks)
             encoded = time.perf_counter()
             steps_per_group = sum(self._step_count(model, request, p) for p in passes)
             progress = _Progress(on_step, len(groups) * steps_per_group)
@@ -300,6 +315,43 @@ class Engine:
         with placed(list(found.values()), device):
             yield found, tuple(hashes)
 
+    @contextlib.contextmanager
+    def _image_prompts_applied(
+        self, model: LoadedModel, request: GenerationRequest
+    ) -> Iterator[Callable[[Sequence[ImageTask]], tuple[UnetAddition, ...]]]:
+        """Install the IP-Adapter for the body when the batch has weighted image prompts.
+
+        Yields what gives a group of tasks its addition: each task's own pictures, encoded.
+        A batch without image prompts (or with weight 0 on all) leaves the UNet untouched.
+        """
+        from pipeline.image_prompts.files import NOT_CONFIGURED
+        from pipeline.image_prompts.plan import plan_slots
+
+        slots = plan_slots(request.image_prompts)
+        if request.image_prompts and self.image_prompts is None:
+            raise UserError(NOT_CONFIGURED)
+        if not slots or self.image_prompts is None:
+            yield lambda _: ()
+            return
+        from pipeline.image_prompts.adapter import (
+            ImagePromptAddition,
+            apply_adapter,
+            check_unet,
+            mixed_embeds,
+        )
+
+        models, unet = self.image_prompts, model.pipe.unet
+        check_unet(models, unet)
+        device = getattr(model.pipe, "_execution_device", model.pipe.device)
+
+        def additions(tasks: Sequence[ImageTask]) -> tuple[UnetAddition, ...]:
+            pictures = [[Path(p.image) for p in task.request.image_prompts] for task in tasks]
+            embeds = mixed_embeds(models, pictures, slots, device, unet.dtype)
+            return (ImagePromptAddition(embeds),)
+
+        with apply_adapter(unet, models.weights(device, unet.dtype), slots):
+            yield additions
+
     def _run_group(
         self,
         model: LoadedModel,
@@ -370,9 +422,16 @@ class Engine:
                 ti_hashes=ti_hashes,
                 control_hashes=control_hashes,
                 vae=model.vae,
+                image_prompt_model=self._image_prompt_model(task.request),
             )
             results.append(ImageResult(task, image, build_parameters(task.request, identity)))
         return results
+
+    def _image_prompt_model(self, request: GenerationRequest) -> tuple[str, str] | None:
+        """The adapter's (name, A1111 short hash) for the infotext of a request that used it."""
+        if not request.image_prompts or self.image_prompts is None:
+            return None
+        return self.image_prompts.name, self.image_prompts.short_hash
 
     def _checked(self, results: list[ImageResult]) -> list[ImageResult]:
         """The results with the safety checker's verdicts, when there is a checker."""
@@ -555,7 +614,9 @@ class Engine:
             device,
             dtype,
         )
-        guidance = Guidance(conditioning, request.cfg, device, dtype, additions)
+        guidance = Guidance(
+            conditioning, request.cfg, device, dtype, (*additions, *group.additions)
+        )
         with routed_noise(scheduler, images):
             step_noise: Callable[[int], dict[str, torch.Tensor]] | None = None
             if sampler.brownian_step_noise:

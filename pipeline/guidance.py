@@ -76,13 +76,15 @@ class UnetAddition(Protocol):
         context: torch.Tensor,
         owners: torch.Tensor,
         call: int,
+        negative: torch.Tensor,
     ) -> dict[str, Any]:
         """Keyword arguments for the UNet call on these rows (empty: nothing at this call).
 
         `sample` is the UNet's input (an inpainting model's extra channels included), `context`
         each row's text encoding, `owners[i]` the group's image that row i belongs to (the
         prompt's and the negative's rows of one image share an owner), `call` the denoiser
-        call counted from 0 in the pass.
+        call counted from 0 in the pass, `negative[i]` whether row i is the negative prompt's
+        (an image prompt gives those rows its "no image" embedding).
         """
         ...
 
@@ -138,11 +140,15 @@ class Guidance:
         if uncond.shape[1] == cond.shape[1]:
             rows = torch.cat([latents, inputs])
             owners = torch.cat([images, self._owners])
-            both = self._unet(unet, rows, timestep, torch.cat([uncond, cond]), owners, call, most)
+            negative = torch.arange(len(rows), device=owners.device) < len(latents)
+            context = torch.cat([uncond, cond])
+            both = self._unet(unet, rows, timestep, context, owners, negative, call, most)
             on_uncond, on_cond = both[: len(latents)], both[len(latents) :]
         else:
-            on_uncond = self._unet(unet, latents, timestep, uncond, images, call, most)
-            on_cond = self._unet(unet, inputs, timestep, cond, self._owners, call, most)
+            yes = torch.ones_like(images, dtype=torch.bool)
+            no = torch.zeros_like(self._owners, dtype=torch.bool)
+            on_uncond = self._unet(unet, latents, timestep, uncond, images, yes, call, most)
+            on_cond = self._unet(unet, inputs, timestep, cond, self._owners, no, call, most)
         guided = on_uncond.clone()
         for row, (owner, scale) in enumerate(self._scales):
             guided[owner] += (on_cond[row] - on_uncond[owner]) * scale
@@ -155,6 +161,7 @@ class Guidance:
         timestep: Any,
         context: torch.Tensor,
         owners: torch.Tensor,
+        negative: torch.Tensor,
         call: int,
         most: int,
     ) -> torch.Tensor:
@@ -166,7 +173,7 @@ class Guidance:
             kwargs: dict[str, Any] = {}
             for addition in self._additions:
                 kwargs |= addition.unet_kwargs(
-                    latents[rows], timestep, context[rows], owners[rows], call
+                    latents[rows], timestep, context[rows], owners[rows], call, negative[rows]
                 )
             predictions.append(
                 unet(latents[rows], timestep, encoder_hidden_states=context[rows], **kwargs).sample

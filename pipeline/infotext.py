@@ -37,6 +37,8 @@ class ImageIdentity:
     """A replacement VAE's (file name, short hash); None for the checkpoint's own."""
     control_hashes: tuple[tuple[str, str], ...] = ()
     """Each ControlNet unit's (model name, A1111's 8-digit legacy hash), in unit order."""
+    image_prompt_model: tuple[str, str] | None = None
+    """The IP-Adapter's (file name, short hash) when the request has image prompts."""
 
 
 def quote(value: object) -> str:
@@ -100,6 +102,7 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Hires steps"] = request.hires.steps
         fields["Hires upscaler"] = request.hires.upscaler
     fields.update(_control_fields(request, identity.control_hashes))
+    fields.update(_image_prompt_fields(request, identity))
     for field, hashes in (("Lora hashes", identity.lora_hashes), ("TI hashes", identity.ti_hashes)):
         if hashes:
             fields[field] = ", ".join(f"{name}: {digest}" for name, digest in hashes)
@@ -120,28 +123,67 @@ unit left at its defaults: each preprocessor's slider values (a hidden slider's 
 def _control_fields(
     request: GenerationRequest, hashes: tuple[tuple[str, str], ...]
 ) -> dict[str, object]:
-    """sd-webui-controlnet's `ControlNet N` fields, numbered from 0: each unit serialised as
-    `ControlNetUnit.serialize` does (its `infotext_fields`, Python's str of each value)."""
+    """sd-webui-controlnet's `ControlNet N` fields of the ControlNet units, numbered from 0."""
     fields: dict[str, object] = {}
     for index, (unit, (name, digest)) in enumerate(zip(request.controls, hashes, strict=True)):
-        resolution, low, high = CONTROL_SLIDERS[unit.preprocessor]
-        values = {
-            "Module": CONTROL_MODULES.get(unit.preprocessor, unit.preprocessor),
-            # The extension writes nothing for a unit whose values hold "," or ":".
-            "Model": f"{name.replace(',', '').replace(':', '')} [{digest}]",
-            "Weight": float(unit.weight),
-            "Resize Mode": "Crop and Resize",
-            "Processor Res": resolution,
-            "Threshold A": low,
-            "Threshold B": high,
-            "Guidance Start": float(unit.start),
-            "Guidance End": float(unit.end),
-            "Pixel Perfect": False,
-            "Control Mode": "Balanced",
-        }
-        fields[f"ControlNet {index}"] = ", ".join(
-            f"{key}: {value}" for key, value in values.items()
+        module = CONTROL_MODULES.get(unit.preprocessor, unit.preprocessor)
+        sliders = CONTROL_SLIDERS[unit.preprocessor]
+        fields[f"ControlNet {index}"] = _unit_text(
+            module, name, digest, unit.weight, (unit.start, unit.end), sliders
         )
+    return fields
+
+
+def _unit_text(
+    module: str,
+    name: str,
+    digest: str,
+    weight: float,
+    steps: tuple[float, float],
+    sliders: tuple[float, float, float],
+) -> str:
+    """One unit serialised as `ControlNetUnit.serialize` does (its `infotext_fields`, Python's
+    str of each value)."""
+    resolution, low, high = sliders
+    values = {
+        "Module": module,
+        # The extension writes nothing for a unit whose values hold "," or ":".
+        "Model": f"{name.replace(',', '').replace(':', '')} [{digest}]",
+        "Weight": float(weight),
+        "Resize Mode": "Crop and Resize",
+        "Processor Res": resolution,
+        "Threshold A": low,
+        "Threshold B": high,
+        "Guidance Start": float(steps[0]),
+        "Guidance End": float(steps[1]),
+        "Pixel Perfect": False,
+        "Control Mode": "Balanced",
+    }
+    return ", ".join(f"{key}: {value}" for key, value in values.items())
+
+
+IP_ADAPTER_MODULE = "ip-adapter_clip_sd15"
+"""The preprocessor A1111's ControlNet extension names for SD1.5 IP-Adapters (CLIP ViT-H); it
+has no sliders, so each reads the hidden 0.5."""
+
+
+def _image_prompt_fields(request: GenerationRequest, identity: ImageIdentity) -> dict[str, str]:
+    """Each image prompt as A1111's ControlNet extension writes an ip-adapter unit, numbered
+    after the ControlNet units; style references are listed in Dreamcord's `Style reference`
+    field, since A1111 records its style weighting nowhere in the unit."""
+    if not request.image_prompts or identity.image_prompt_model is None:
+        return {}
+    name, digest = identity.image_prompt_model
+    fields = {}
+    styles = []
+    for number, prompt in enumerate(request.image_prompts, start=len(request.controls)):
+        fields[f"ControlNet {number}"] = _unit_text(
+            IP_ADAPTER_MODULE, name, digest, prompt.weight, (0.0, 1.0), (0.5, 0.5, 0.5)
+        )
+        if prompt.style:
+            styles.append(f"ControlNet {number}")
+    if styles:
+        fields["Style reference"] = ", ".join(styles)
     return fields
 
 

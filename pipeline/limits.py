@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from pipeline.errors import UserError
+from pipeline.image_prompts.files import NOT_CONFIGURED
 from pipeline.request import (
     CONTROL_PREPROCESSORS,
     EDIT_MODES,
@@ -46,6 +47,8 @@ class Limits:
     max_cfg: float = 30.0
     upscalers: UpscalerCatalog = field(default_factory=UpscalerCatalog)
     """The highres-fix upscalers a request may name: the built-ins and the installed models."""
+    image_prompts: bool = False
+    """Whether an IP-Adapter is configured, so requests may carry image prompts."""
 
 
 def check_request(request: GenerationRequest, limits: Limits) -> GenerationRequest:
@@ -74,6 +77,8 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
         )
     check_controls(request)
     check_image_prompts(request)
+    if request.image_prompts and not limits.image_prompts:
+        raise UserError(NOT_CONFIGURED)
     hires = request.hires and check_hires(request, limits)
     inpaint = check_edit(request) if request.mode in EDIT_MODES else request.inpaint
     sampler, schedule = resolve_sampler(request.sampler, request.schedule)

@@ -41,6 +41,11 @@ SD15_DECODE_BYTES_512 = 1.0 * GIB
 CONTROLNET_WEIGHTS_BYTES = 361e6 * 2
 CONTROLNET_IMAGE_SHARE = 0.28
 """Per unit, of the per-image term: the measured 27.6%, rounded up."""
+IMAGE_PROMPT_BYTES = 2 * (22.3e6 + 632e6)
+"""ip-adapter_sd15 (22.3M parameters: the projection and 16 key/value pairs) and its ViT-H/14
+image encoder (632M), in fp16: about 1.3 GB while a batch with image prompts runs. The image
+tokens themselves add 4 context tokens per slot to the 77 of the text in each cross-attention
+layer: a few MB per image at 512x512, inside the per-image term's margin."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,12 @@ class MemoryModel:
     decode_bytes_per_pixel: float = SD15_DECODE_BYTES_512 / REFERENCE_PIXELS
     control_weights_bytes: float = CONTROLNET_WEIGHTS_BYTES
     control_image_share: float = CONTROLNET_IMAGE_SHARE
+    image_prompt_bytes: float = IMAGE_PROMPT_BYTES
+    """The adapter and image encoder, in the fixed term of a batch with image prompts."""
+
+    def guide_bytes(self, request: GenerationRequest) -> float:
+        """What a request's guides (image prompts) add to the fixed term."""
+        return self.image_prompt_bytes if request.image_prompts else 0.0
 
     def batch_bytes(
         self,
@@ -171,8 +182,9 @@ class Capacity:
     def max_batch(self, request: GenerationRequest) -> int:
         """How many images of `request`'s size one batch may hold now (at least 1)."""
         control = ControlLoad.of(request.controls)
+        budget = round(self._budget() - self.model.guide_bytes(request))
         modelled = self.model.max_batch(
-            request.width, request.height, request.hires, self._budget(), control
+            request.width, request.height, request.hires, budget, control
         )
         if math.isinf(self._load_ceiling):
             return modelled

@@ -188,6 +188,18 @@ def check_models(settings: Settings) -> str:
     return detail
 
 
+def check_image_prompts(settings: Settings) -> str:
+    """IP_ADAPTER and IMAGE_ENCODER, from the adapter's header and the encoder's config."""
+    files = settings.image_prompt_files()
+    if files is None:
+        raise Skipped("image prompts are off (IP_ADAPTER and IMAGE_ENCODER unset)")
+    layout = files.layout
+    return (
+        f"{files.adapter.name} ({len(layout.layer_widths)} layers, reads {layout.embed_width}-wide "
+        f"embeddings) with the encoder in {files.encoder}"
+    )
+
+
 def check_worker(settings: Settings) -> str:
     """The running bot's worker, from the heartbeat file it rewrites every few seconds."""
     import time
@@ -232,6 +244,7 @@ CHECKS = (
     Check("library", check_library),
     Check("device", check_device),
     Check("models", check_models),
+    Check("image prompts", check_image_prompts),
     Check("worker", check_worker),
     Check("model", check_model, quick=False),
 )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from PIL.Image import Resampling
 
 from bot import followups
-from bot.cli import controls, edits
+from bot.cli import controls, edits, image_prompts
 from bot.cli.progress import ProgressBar
 from bot.container import open_database, open_services, read_controlnets, read_libraries
 from bot.controls import ControlAsk
@@ -113,6 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     edits.add_arguments(parser)
     controls.add_arguments(parser)
+    image_prompts.add_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (./out)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=generate)
@@ -273,7 +274,7 @@ def request_from_args(
     if args.upscale or args.vary:
         explicit["count"] = 1
     loras, embeddings, hypernets = libraries
-    request = build_request(
+    parsed = build_request(
         prompt or "",
         settings,
         negative=negative,
@@ -282,7 +283,8 @@ def request_from_args(
         known_embeddings=embeddings.names(),
         known_hypernets=hypernets.names(),
         pasted=recipe.options if recipe else None,
-    ).request
+    )
+    request = image_prompts.with_cli_image_prompts(parsed, args)
     if edit is None:
         return _with_source(args, settings, request, recipe), notes
     assert picture is not None  # chosen_edit asks for --init

@@ -90,6 +90,7 @@ class ControlAddition:
         context: torch.Tensor,
         owners: torch.Tensor,
         call: int,
+        negative: torch.Tensor,
     ) -> dict[str, Any]:
         step = call // self._calls_per_step
         down: list[torch.Tensor] | None = None

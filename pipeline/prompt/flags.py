@@ -4,7 +4,8 @@ Each flag takes one word as its value, except `--no`, which takes everything up 
 (it is added to the negative prompt), and `--hires`, which takes none. Words after a value stay
 in the prompt. An em dash counts as `--`, because phones turn `--` into `—`. Values are checked
 against the limits and become request fields: width, height, seed, steps, cfg, count, clip skip,
-hires.
+hires. `--iw` (the image prompt's weight) and `--sref` (an earlier image as a style reference)
+are read here and applied by the bot, which holds the pictures.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pipeline.prompt.limits import PromptLimits
 from pipeline.request import MAX_SEED
 from pipeline.sizes import parse_size
 
-FLAGS = ("ar", "size", "no", "seed", "steps", "cfg", "count", "clip-skip", "hires")
+FLAGS = ("ar", "size", "no", "seed", "steps", "cfg", "count", "clip-skip", "hires", "iw", "sref")
 _ALIASES = {"aspect": "ar"}
 _EXAMPLES = {
     "ar": "--ar 3:2",
@@ -31,7 +32,12 @@ _EXAMPLES = {
     "cfg": "--cfg 7",
     "count": "--count 2",
     "clip-skip": "--clip-skip 2",
+    "iw": "--iw 1.5",
+    "sref": "--sref 123 (an image id from /history)",
 }
+MAX_MIDJOURNEY_IW = 3.0
+"""Midjourney's --iw runs from 0 to 3 (V6 and V7), 1 by default; Dreamcord's image weights run
+from 0 to 2 (A1111's ControlNet slider), so 0-1 is kept and 1-3 is halved onto 1-2."""
 _FLAG = re.compile(r"(?<!\S)(?:--|—)([A-Za-z][\w-]*)")
 _WHOLE = re.compile(r"[0-9]{1,20}")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,20}\.?[0-9]{0,20}|\.[0-9]{1,20})")
@@ -99,6 +105,15 @@ def _read_value(name: str, value: str, limits: PromptLimits) -> dict[str, Any]:
         except UserError as error:
             raise UserError(f"--{name}: {error}") from None
         return {"width": width, "height": height}
+    if name == "iw":
+        iw = float(value) if _DECIMAL.fullmatch(value) else math.nan
+        if not 0 <= iw <= MAX_MIDJOURNEY_IW:
+            raise UserError(
+                f"--iw {value}: use a number from 0 to {MAX_MIDJOURNEY_IW:g} (1: default)"
+            )
+        return {"image_weight": image_weight(iw)}
+    if name == "sref":
+        return {"sref": value}
     if name == "cfg":
         cfg = float(value) if _DECIMAL.fullmatch(value) else math.nan
         if not limits.min_cfg <= cfg <= limits.max_cfg:
@@ -119,6 +134,11 @@ def _read_value(name: str, value: str, limits: PromptLimits) -> dict[str, Any]:
         }.get(name, "")
         raise UserError(f"--{name} {value}: use a whole number from {low} to {high}{hint}")
     return {name.replace("-", "_"): int(value)}
+
+
+def image_weight(iw: float) -> float:
+    """Midjourney's --iw (0 to 3) as Dreamcord's image prompt weight (0 to 2), 1 staying 1."""
+    return iw if iw <= 1 else 1 + (iw - 1) / 2
 
 
 def _unknown_flag(flag: str) -> str:

@@ -134,7 +134,16 @@ def test_doctor_quick_reports_each_check(capsys) -> None:
     outcome = dreamcord(capsys, "doctor", "--quick")
     lines = outcome.out.strip().splitlines()
     names = [line[6:].split(":")[0] for line in lines]
-    assert names == ["token", "data dir", "database", "library", "device", "models", "worker"]
+    assert names == [
+        "token",
+        "data dir",
+        "database",
+        "library",
+        "device",
+        "models",
+        "image prompts",
+        "worker",
+    ]
     assert lines[0].startswith("FIX   token: DISCORD_TOKEN is not set")
     assert lines[2].startswith("OK    database: integrity ok")
     assert outcome.code == 1
