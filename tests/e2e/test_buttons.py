@@ -180,14 +180,10 @@ async def test_buttons_of_an_old_message_work_after_a_restart(
 async def test_edit_keeps_the_model_clip_skip_and_highres_fix_of_the_result(
     discord: DiscordHarness,
 ) -> None:
+    saved = await discord.slash("settings", hires_steps=2, hires_denoise=0.4)
+    await saved.wait_for_response()
     grid = await imagine(
-        discord,
-        "a blue teapot --clip-skip 2",
-        count=1,
-        model="tiny",
-        hires_scale=1.5,
-        hires_steps=2,
-        hires_denoise=0.4,
+        discord, "a blue teapot --clip-skip 2", count=1, model="tiny", hires_scale=1.5
     )
     edited = await edit_prompt(discord, grid, "a blue teapot", "a green teapot")
     repos = discord.client.services.repos.generations

@@ -71,7 +71,10 @@ async def test_hires_options_and_saved_hires_settings_reach_the_image(
         keys = ("Hires upscale", "Hires steps", "Hires upscaler", "Denoising strength")
         return png.size, {key: fields[key] for key in keys if key in fields}
 
-    options = {"count": 1, "steps": 2, "hires_scale": 1.5, "hires_steps": 1}
+    # /imagine has no hires_steps option (Discord's 25): the saved default gives it.
+    steps = await discord.slash("settings", hires_steps=1, user=discord.alice)
+    await steps.wait_for_response()
+    options = {"count": 1, "steps": 2, "hires_scale": 1.5}
     size, fields = await hires_of(
         await imagine(discord, "a fox", user=discord.alice, hires_upscaler="Lanczos", **options)
     )
@@ -83,11 +86,11 @@ async def test_hires_options_and_saved_hires_settings_reach_the_image(
         "Denoising strength": "0.35",
     }
     saved = await discord.slash(
-        "settings", hires=True, hires_scale=1.25, hires_denoise=0.7, user=discord.bob
+        "settings", hires=True, hires_scale=1.25, hires_denoise=0.7, hires_steps=1, user=discord.bob
     )
     await saved.wait_for_response()
     size, fields = await hires_of(
-        await imagine(discord, "a fox", user=discord.bob, count=1, steps=2, hires_steps=1)
+        await imagine(discord, "a fox", user=discord.bob, count=1, steps=2)
     )
     assert size == (80, 80)
     assert fields["Hires upscale"] == "1.25" and fields["Denoising strength"] == "0.7"

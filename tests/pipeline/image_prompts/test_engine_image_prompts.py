@@ -154,13 +154,15 @@ def test_a_lora_still_works_with_an_image_prompt_and_leaves_no_trace(engine, fol
 
 
 def test_the_infotext_names_the_adapter_as_a1111s_controlnet_extension_does(engine, folder) -> None:
+    """ip-adapter_clip_sd15 has no resolution or threshold sliders (the extension's
+    preprocessor table), so each reads the hidden slider's 0.5; values are Python's str."""
     results = run(engine, SMALL, image_prompts=prompted(folder, (0, 0.8, False), (1, 1.0, True)))
     _, _, fields = parse_parameters(results[0].parameters)
     digest = engine.image_prompts.short_hash
     assert fields["ControlNet 0"] == (
         f"Module: ip-adapter_clip_sd15, Model: ip-adapter_sd15 [{digest}], Weight: 0.8, "
-        "Resize Mode: Crop and Resize, Guidance Start: 0, Guidance End: 1, "
-        "Pixel Perfect: False, Control Mode: Balanced"
+        "Resize Mode: Crop and Resize, Processor Res: 0.5, Threshold A: 0.5, Threshold B: 0.5, "
+        "Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced"
     )
     assert fields["ControlNet 1"].startswith("Module: ip-adapter_clip_sd15")
     assert fields["Style reference"] == "ControlNet 1"
