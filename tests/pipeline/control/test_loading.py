@@ -85,7 +85,7 @@ def test_a_file_for_another_model_width_is_refused_with_what_differs(unet, tmp_p
 def test_a_file_that_is_no_controlnet_is_refused(unet, tmp_path) -> None:
     path = tmp_path / "lora.safetensors"
     save_file({"lora_unet_down.lora_down.weight": torch.zeros(4, 8)}, str(path))
-    with pytest.raises(UserError, match="does not fit this model: .* weights missing"):
+    with pytest.raises(UserError, match=r"does not fit this model: .* weights missing"):
         load_controlnet(path, unet)
 
 
