@@ -1,4 +1,4 @@
-"""Benchmarks (not tests): `python -m bench throughput ...` and `python -m bench hires ...`."""
+"""Benchmarks (not tests): `python -m bench throughput|hires|controlnet ...`."""
 
 from __future__ import annotations
 
@@ -32,9 +32,21 @@ def main(argv: list[str] | None = None) -> int:
     hires.add_argument("--upscaler", default="Latent", help="upscaler (Latent)")
     hires.add_argument("--repeats", type=int, default=3, help="timed runs of each (3)")
     hires.add_argument("--json", action="store_true", help="print one JSON object")
+    control = benches.add_parser("controlnet", help="ControlNet units' cost per step and memory")
+    control.add_argument("--model", default="tiny", help="a MODEL spec (default: tiny)")
+    control.add_argument("--size", default="256x256", help="WxH (256x256)")
+    control.add_argument("--steps", type=int, default=3, help="sampling steps (3)")
+    control.add_argument("--units", default="0,1,2", help="unit counts to compare (0,1,2)")
+    control.add_argument("--repeats", type=int, default=2, help="timed runs of each (2)")
+    control.add_argument(
+        "--activations", action="store_true", help="the per-image memory share of one unit"
+    )
+    control.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     if args.bench == "hires":
         return _hires(args, parser)
+    if args.bench == "controlnet":
+        return _controlnet(args, parser)
     try:
         width, height = parse_size(args.size, max_pixels=2048 * 2048)
     except UserError as error:
@@ -73,6 +85,23 @@ def _hires(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"base {report['size']}: {report['base_s']} s; with hires ({report['hires']}): "
             f"{report['hires_s']} s; ratio {report['ratio']}x"
         )
+    return 0
+
+
+def _controlnet(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bench.controlnet import ControlPlan, activation_share, bench_controlnet
+
+    try:
+        width, height = parse_size(args.size, max_pixels=2048 * 2048)
+        units = tuple(int(count) for count in args.units.split(","))
+    except (UserError, ValueError) as error:
+        parser.error(str(error))
+    if args.activations:
+        report = activation_share(args.model, width, height)
+    else:
+        plan = ControlPlan(args.model, width, height, args.steps, units, args.repeats)
+        report = bench_controlnet(plan)
+    print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
 
