@@ -58,7 +58,8 @@ from pipeline.request import (
 )
 from pipeline.samplers import effective_schedule, resolve_sampler
 from pipeline.sizes import round_to
-from pipeline.tiled import GuideFactory, TiledPass, configure_vae_tiles, tile_count
+from pipeline.tiled import GuideFactory, TiledPass, configure_vae_tiles
+from pipeline.tiles import tile_count
 from pipeline.upscalers import Upscaler, UpscalerCatalog
 
 if TYPE_CHECKING:

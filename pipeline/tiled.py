@@ -13,7 +13,6 @@ and decodes in tiles too (diffusers' tiled VAE, set to the request's tile size).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,9 +21,9 @@ import torch
 
 from pipeline.backend import BatchInterrupted
 from pipeline.guidance import Guidance, ImageConditioning
-from pipeline.request import GenerationRequest, TileSpec
+from pipeline.request import TileSpec
+from pipeline.tiles import Tile, tile_layout
 
-LATENT_FACTOR = 8
 WEIGHT_VARIANCE = 0.01
 """Mixture of Diffusers' Gaussian tile weights: a standard deviation of a tenth of the tile."""
 
@@ -42,54 +41,9 @@ class Predictor(Protocol):
     ) -> torch.Tensor: ...
 
 
-GuideFactory = Callable[
-    [Sequence[ImageConditioning], float, torch.device, torch.dtype], Predictor
-]
+GuideFactory = Callable[[Sequence[ImageConditioning], float, torch.device, torch.dtype], Predictor]
 """Builds a pass's predictor from its conditioning, CFG, device and dtype: `Guidance` itself,
 or `TiledPass.guide` for a tiled pass."""
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile of the canvas, in latent cells."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-
-    @property
-    def area(self) -> tuple[slice, slice]:
-        """The (rows, columns) slices of the canvas this tile covers."""
-        return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Where tiles of `tile` cells start along a side of `length`, overlapping by at least
-    `overlap`, spread evenly so the last one ends at the edge; one tile when the side fits."""
-    if length <= tile:
-        return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    return [round(index * (length - tile) / (count - 1)) for index in range(count)]
-
-
-def tile_layout(width: int, height: int, spec: TileSpec) -> list[Tile]:
-    """The tiles of a `width` x `height` pixel image, row by row, all of one shape."""
-    size, overlap = spec.size // LATENT_FACTOR, spec.overlap // LATENT_FACTOR
-    rows, columns = height // LATENT_FACTOR, width // LATENT_FACTOR
-    tile_height, tile_width = min(size, rows), min(size, columns)
-    return [
-        Tile(top, left, tile_height, tile_width)
-        for top in tile_starts(rows, size, overlap)
-        for left in tile_starts(columns, size, overlap)
-    ]
-
-
-def tile_count(request: GenerationRequest) -> int:
-    """Tiles of the request's pass: each denoiser call runs the UNet over every one."""
-    if request.tiles is None:
-        return 1
-    return len(tile_layout(request.width, request.height, request.tiles))
 
 
 def tile_weights(height: int, width: int) -> torch.Tensor:
