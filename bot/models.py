@@ -168,4 +168,5 @@ def limits_of(settings: Settings) -> Limits:
         max_pixels=settings.max_pixels,
         max_images=settings.max_images,
         upscalers=upscaler_catalog(settings),
+        max_upscale_pixels=settings.max_upscale_pixels,
     )
