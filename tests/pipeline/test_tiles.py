@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -42,11 +43,12 @@ def test_tiles_cover_every_cell_overlap_at_least_as_asked_and_share_one_shape(
                 covered[row][column] += 1
     assert all(all(cells) for cells in covered)
     lefts = sorted({tile.left for tile in tiles})
-    for left, right in zip(lefts, lefts[1:], strict=False):
+    for left, right in itertools.pairwise(lefts):
         assert left + tiles[0].width - right >= spec.overlap // 8
     # No more tiles than needed: one fewer per side would leave a gap or too little overlap.
-    side = min(size // 8, columns)
-    assert len(lefts) == (1 if columns <= side else math.ceil((columns - spec.overlap // 8) / (side - spec.overlap // 8)))
+    side, shared = min(size // 8, columns), spec.overlap // 8
+    needed = 1 if columns <= side else math.ceil((columns - shared) / (side - shared))
+    assert len(lefts) == needed
 
 
 def test_a_4x_upscale_of_256_in_512_tiles_overlapping_by_64_takes_three_by_three() -> None:
@@ -91,7 +93,8 @@ def test_bad_tiles_are_refused_with_how_to_fix_them(spec: TileSpec, message: str
 def test_an_upscale_over_the_server_limit_is_refused_with_the_largest_allowed() -> None:
     limits = Limits(max_upscale_pixels=2048 * 2048)
     big = replace(UPSCALE, width=4096, height=2048, tiles=TileSpec())
-    with pytest.raises(UserError, match="limit of 4,194,304 pixels: the largest allowed is 2896x1448"):
+    largest = "limit of 4,194,304 pixels: the largest allowed is 2896x1448"
+    with pytest.raises(UserError, match=largest):
         check_request(big, limits)
     assert check_request(replace(big, width=2048), limits).tiles == TileSpec()
 
