@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.catalog import ModelCatalog, ModelInfo
+from bot.controls import ControlAsk, ControlService, ShownUnit
 from bot.defaults import SavedDefaults, UserDefaults
 from bot.edits import (
     Edit,
@@ -26,7 +27,13 @@ from bot.gallery import GONE, Gallery, Listed, Listing, Reach, Viewer
 from bot.guild import SAFETY_DEFAULT, Actor, GuildRules, GuildSettings
 from bot.jobs import JobService, Origin, QueuedJob, ServiceStatus, StoredJob, Ticket
 from bot.libraries import AuditedLibrary, Libraries, NotAdded, download_rules, size_text
-from bot.library import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary, ScanOutcome
+from bot.library import (
+    ControlNetLibrary,
+    EmbeddingLibrary,
+    HypernetworkLibrary,
+    LoraLibrary,
+    ScanOutcome,
+)
 from bot.library_kinds import LibraryKind
 from bot.names import KnownNames
 from bot.policy import Place
@@ -50,6 +57,7 @@ __all__ = [
     "Actor",
     "App",
     "AuditedLibrary",
+    "ControlAsk",
     "Edit",
     "Generation",
     "GuildSettings",
@@ -72,6 +80,7 @@ __all__ = [
     "Screening",
     "ServiceStatus",
     "Settings",
+    "ShownUnit",
     "StoredJob",
     "Style",
     "Ticket",
@@ -100,7 +109,8 @@ class App:
     gallery: Gallery
     """History, favourites, showing again, deleting with ownership, lineage."""
     libraries: Libraries
-    """LoRAs, embeddings and hypernetworks: add, rename, enable, remove, scan; audited."""
+    """LoRAs, embeddings, hypernetworks and ControlNets: add, rename, enable, remove, scan;
+    audited."""
     catalog: ModelCatalog
     """The configured models and a server's default."""
     defaults: UserDefaults
@@ -111,6 +121,8 @@ class App:
     """Which images of a result may be posted where (the safety checker's verdicts)."""
     edits: EditService
     """Vary (Region), Zoom Out, Pan, Make Square and painted masks: canvas, mask, request."""
+    controls: ControlService
+    """ControlNet units: the model, the preprocessor, the map made and held for the job."""
 
 
 async def build_app(
@@ -118,6 +130,7 @@ async def build_app(
     repos: Repositories,
     images: ImageStore,
     libraries: tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary],
+    controlnets: ControlNetLibrary,
     jobs: JobService,
     guild: GuildRules,
 ) -> App:
@@ -140,18 +153,20 @@ async def build_app(
         uploads,
     )
     gallery = Gallery(repos.generations, repos.favourites, images)
+    audited = Libraries(
+        loras, embeddings, hypernetworks, controlnets, repos.audit, download_rules(settings)
+    )
     return App(
         settings=settings,
         jobs=jobs,
         requests=requests,
         guild=guild,
         gallery=gallery,
-        libraries=Libraries(
-            loras, embeddings, hypernetworks, repos.audit, download_rules(settings)
-        ),
+        libraries=audited,
         catalog=catalog,
         defaults=defaults,
         previews=LoraPreviews(jobs, settings),
         safety=SafetyRules(guild, SafetyMode(settings.safety_checker)),
         edits=EditService(requests, gallery, uploads, settings.max_pixels),
+        controls=ControlService(audited.controlnets, uploads),
     )

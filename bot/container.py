@@ -17,6 +17,7 @@ from bot.guild import GuildRules
 from bot.jobs import Delivery, JobService
 from bot.libraries import Libraries, download_rules
 from bot.library import (
+    ControlNetLibrary,
     EmbeddingLibrary,
     HypernetworkLibrary,
     Library,
@@ -93,13 +94,23 @@ def make_libraries(
     )
 
 
+async def read_controlnets(
+    settings: Settings, repos: Repositories, model_override: str | None = None
+) -> ControlNetLibrary:
+    """The ControlNet library as registered, for the model's cross-attention width."""
+    controlnets = ControlNetLibrary(
+        repos.controlnets, settings.data_dir, text_width(model_override or settings.model)
+    )
+    await controlnets.refresh()
+    return controlnets
+
+
 async def open_library_verbs(settings: Settings) -> tuple[Database, Libraries]:
     """The audited libraries alone, for the CLI's library verbs (no engine, no drop scan)."""
     db, repos = await open_database(settings)
-    libraries = make_libraries(settings, repos)
-    for library in libraries:
-        await library.refresh()
-    return db, Libraries(*libraries, repos.audit, download_rules(settings))
+    libraries = await read_libraries(settings, repos)
+    controlnets = await read_controlnets(settings, repos)
+    return db, Libraries(*libraries, controlnets, repos.audit, download_rules(settings))
 
 
 async def read_libraries(
@@ -107,13 +118,13 @@ async def read_libraries(
 ) -> tuple[LoraLibrary, EmbeddingLibrary, HypernetworkLibrary]:
     """The libraries as registered, drop folders untouched (the App's `libraries` scans them)."""
     libraries = make_libraries(settings, repos, model_override)
-    library: Library[Any]
+    library: Library[Any, Any]
     for library in libraries:
         await library.refresh()
     return libraries
 
 
-async def scan_drop_folders(libraries: Sequence[Library[Any]]) -> None:
+async def scan_drop_folders(libraries: Sequence[Library[Any, Any]]) -> None:
     """Add what the drop folders hold, as at every start; refusals are logged, not raised."""
     for library in libraries:
         for outcome in await library.scan():
@@ -141,10 +152,15 @@ async def open_services(
     db, repos = await open_database(settings)
     try:
         loras, embeddings, hypernetworks = await read_libraries(settings, repos, model_override)
-        await scan_drop_folders((loras, embeddings, hypernetworks))
+        controlnets = await read_controlnets(settings, repos, model_override)
+        await scan_drop_folders((loras, embeddings, hypernetworks, controlnets))
         if backend is None:
             backend = await asyncio.to_thread(
-                build_engine, settings, model_override, (loras, embeddings, hypernetworks)
+                build_engine,
+                settings,
+                model_override,
+                (loras, embeddings, hypernetworks),
+                controlnets,
             )
         on_cuda = backend.device == "cuda"
         budget = (
@@ -193,7 +209,7 @@ async def open_services(
         if on_cuda:
             await calibrate(jobs, capacity, backend)
         app = await build_app(
-            settings, repos, images, (loras, embeddings, hypernetworks), jobs, guild
+            settings, repos, images, (loras, embeddings, hypernetworks), controlnets, jobs, guild
         )
         services = Services(settings, db, repos, images, app)
         if settings.metrics_port:

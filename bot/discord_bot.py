@@ -22,7 +22,12 @@ from cogs.editing import Editing
 from cogs.errors import answer_error
 from cogs.imagine import Imagine
 from cogs.info import Info
-from cogs.library.commands import EmbeddingCommands, HypernetworkCommands, LoraCommands
+from cogs.library.commands import (
+    ControlNetCommands,
+    EmbeddingCommands,
+    HypernetworkCommands,
+    LoraCommands,
+)
 from cogs.models import Models, Styles
 from cogs.pages import PageButton
 from cogs.presenter import DiscordPresenter
@@ -89,7 +94,12 @@ class DreamcordBot(DreamcordClient):
         cog: commands.Cog
         for cog in (Imagine(self), Editing(self), Account(self), Info(self), Admin(self)):
             await self.add_cog(cog)
-        for cog in (LoraCommands(self), EmbeddingCommands(self), HypernetworkCommands(self)):
+        for cog in (
+            LoraCommands(self),
+            EmbeddingCommands(self),
+            HypernetworkCommands(self),
+            ControlNetCommands(self),
+        ):
             await self.add_cog(cog)
         for cog in (Models(self), Styles(self)):
             await self.add_cog(cog)

@@ -1,7 +1,8 @@
 """Requests that grow out of an earlier image: upscale, variations, reroll, edit.
 
 Everything but the changed fields is kept from the stored generation, so the follow-up uses
-the same prompt, LoRAs, sampler and model.
+the same prompt, LoRAs, sampler and model, and the same ControlNet units with their stored maps
+(made at the request's size; the engine resizes a map to an upscale's).
 """
 
 from __future__ import annotations

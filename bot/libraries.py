@@ -17,6 +17,7 @@ from typing import Any
 from bot.downloads import DEFAULT_DEADLINE_S, DEFAULT_HOSTS, download
 from bot.guild import Actor
 from bot.library import (
+    ControlNetLibrary,
     EmbeddingLibrary,
     HypernetworkLibrary,
     Library,
@@ -24,11 +25,19 @@ from bot.library import (
     ScanOutcome,
     safe_filename,
 )
-from bot.library_kinds import EMBEDDINGS, HYPERNETWORKS, LORAS, MIB, LibraryKind
+from bot.library_kinds import (
+    CONTROLNETS,
+    EMBEDDINGS,
+    HYPERNETWORKS,
+    LORAS,
+    MIB,
+    LibraryKind,
+)
 from bot.settings import Settings
 from data.audit import AuditEntry, AuditRepository
 from data.files import SUFFIX
-from data.registry import Source
+from data.registry import ControlNetEntry, Source
+from pipeline.control.model_types import parse_control_type
 from pipeline.errors import UserError
 
 HISTORY_SHOWN = 15
@@ -75,7 +84,11 @@ class AuditedLibrary:
     """One library's verbs for people: add (path, bytes, link), rename, enable, remove, scan."""
 
     def __init__(
-        self, kind: LibraryKind, library: Library[Any], audit: AuditRepository, rules: Libraries
+        self,
+        kind: LibraryKind,
+        library: Library[Any, Any],
+        audit: AuditRepository,
+        rules: Libraries,
     ) -> None:
         self.kind = kind
         self.library = library
@@ -185,6 +198,15 @@ class AuditedLibrary:
         await self._record(actor, "remove", entry.name, {"sha256": entry.sha256})
         return entry
 
+    async def set_control_type(self, name: str, control_type: str, actor: Actor) -> ControlNetEntry:
+        """Set a ControlNet's type (`canny`, `depth`, ...), when its name misled the guess."""
+        library = self.library
+        if not isinstance(library, ControlNetLibrary):
+            raise UserError(f"a {self.kind.what} has no type; only ControlNets do")
+        entry = await library.set_control_type(name, parse_control_type(control_type))
+        await self._record(actor, "type", entry.name, {"type": str(entry.control_type)})
+        return entry
+
     async def scan(self, actor: Actor, folder: Path | None = None) -> builtins.list[ScanOutcome]:
         """Add what the drop folder (or `folder`) holds; audited when there was anything."""
         outcomes = await self.library.scan(folder)
@@ -220,13 +242,14 @@ class AuditedLibrary:
 
 
 class Libraries:
-    """The three libraries, and the download rules they share."""
+    """The four libraries, and the download rules they share."""
 
     def __init__(
         self,
         loras: LoraLibrary,
         embeddings: EmbeddingLibrary,
         hypernetworks: HypernetworkLibrary,
+        controlnets: ControlNetLibrary,
         audit: AuditRepository,
         downloads: DownloadRules | None = None,
     ) -> None:
@@ -234,11 +257,14 @@ class Libraries:
         self.loras = AuditedLibrary(LORAS, loras, audit, self)
         self.embeddings = AuditedLibrary(EMBEDDINGS, embeddings, audit, self)
         self.hypernetworks = AuditedLibrary(HYPERNETWORKS, hypernetworks, audit, self)
+        self.controlnets = AuditedLibrary(CONTROLNETS, controlnets, audit, self)
+        """ControlNet models; `info(name).control_type` picks a unit's default preprocessor."""
 
     def of(self, command: str) -> AuditedLibrary:
-        """The library a command names: "lora", "embedding" or "hypernetwork"."""
+        """The library a command names: "lora", "embedding", "hypernetwork" or "controlnet"."""
         return {
             LORAS.command: self.loras,
             EMBEDDINGS.command: self.embeddings,
             HYPERNETWORKS.command: self.hypernetworks,
+            CONTROLNETS.command: self.controlnets,
         }[command]

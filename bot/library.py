@@ -1,4 +1,5 @@
-"""The adapter libraries (LoRAs, embeddings, hypernetworks): checked files, names in SQLite.
+"""The model-file libraries (LoRAs, embeddings, hypernetworks, ControlNets): checked files,
+names in SQLite.
 
 A file is copied into the store (`data.files.FileStore`, hashed on the way), inspected there, and
 only then renamed to `<folder>/<sha256>.safetensors` and registered. So no half-written or
@@ -16,10 +17,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from data.files import SUFFIX, FileStore, Staged
 from data.registry import (
+    ControlLayout,
+    ControlNetEntry,
+    ControlNetRepository,
     EmbeddingEntry,
     EmbeddingRepository,
     HypernetworkEntry,
@@ -32,10 +36,12 @@ from data.registry import (
     Source,
     name_key,
 )
+from pipeline.control.model_types import ControlType, guess_control_type
 from pipeline.errors import UserError
 from pipeline.prompt.limits import PromptLimits
 
 if TYPE_CHECKING:
+    from pipeline.control.inspection import ControlInspection
     from pipeline.lora.inspection import Inspection
 
 DROP_FOLDER = "incoming"
@@ -46,14 +52,24 @@ MAX_TRIGGER_CHARS = 100
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _WEIGHTS = PromptLimits()
 
-Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry, HypernetworkEntry)
-Register = Callable[[str, "Staged", "Inspection"], Awaitable[Entry]]
-"""Writes the registry row of a checked, placed file: (name, staged copy, inspection)."""
+
+class Inspected(Protocol):
+    """What `Library` reads of any inspection: the file's free-text metadata."""
+
+    @property
+    def metadata(self) -> dict[str, str]: ...
+
+
+Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry, HypernetworkEntry, ControlNetEntry)
+Found = TypeVar("Found", bound=Inspected)
+Register = Callable[[str, "Staged", Found], Awaitable[Entry]]
+"""Writes the registry row of a checked, placed file: (name, staged copy, inspection).
+Subscripted `Register[Found, Entry]`, in the order the type variables appear."""
 
 
 def text_width(model: str) -> int:
     """The text width files must match: the tiny model's for MODEL=tiny, else SD1.5's."""
-    from pipeline.lora.inspection import SD1_WIDTH
+    from pipeline.lora.bases import SD1_WIDTH
 
     if model == "tiny":
         from pipeline.tiny import TINY_WIDTH
@@ -104,8 +120,9 @@ class AlreadyRegistered(UserError):
         self.name = name
 
 
-class Library(ABC, Generic[Entry]):
-    """One kind of file: add, scan, list, rename, enable, remove, resolve.
+class Library(ABC, Generic[Entry, Found]):
+    """One kind of file (`Entry` rows, checked into a `Found` inspection): add, scan, list,
+    rename, enable, remove, resolve.
 
     Changes are serialised by a lock, so two adds of one file cannot race between the file
     and the row. Call `refresh` once after construction to load the snapshot.
@@ -198,7 +215,7 @@ class Library(ABC, Generic[Entry]):
         name: str | None,
         filename: str | None,
         move: bool,
-        register: Register[Entry],
+        register: Register[Found, Entry],
     ) -> Entry:
         """Stage, inspect, name, place and `register` one file, as `add` describes."""
         if not await asyncio.to_thread(source_path.is_file):
@@ -228,7 +245,7 @@ class Library(ABC, Generic[Entry]):
         return entry
 
     async def _admit(
-        self, staged: Staged, label: str, name: str | None, register: Register[Entry]
+        self, staged: Staged, label: str, name: str | None, register: Register[Found, Entry]
     ) -> Entry:
         inspection = await asyncio.to_thread(self._inspect, staged.temp)
         if reason := self._refusal(inspection):
@@ -293,13 +310,12 @@ class Library(ABC, Generic[Entry]):
         """Refuse a name the registry or prompts cannot use (blocking for embeddings)."""
         name_key(name, self.what)
 
-    def _inspect(self, path: Path) -> Inspection:
-        from pipeline.lora.inspection import inspect_file
-
-        return inspect_file(path, self.model_width)
+    @abstractmethod
+    def _inspect(self, path: Path) -> Found:
+        """What the staged file at `path` is (blocking: runs in a thread)."""
 
     @abstractmethod
-    def _refusal(self, inspection: Inspection) -> str | None:
+    def _refusal(self, inspection: Found) -> str | None:
         """Why an inspected file does not belong in this library, or None."""
 
     async def list(self, search: str | None = None) -> list[Entry]:
@@ -310,7 +326,16 @@ class Library(ABC, Generic[Entry]):
         return await self.registry.list(search=search)
 
 
-class LoraLibrary(Library[LoraEntry]):
+class AdapterLibrary(Library[Entry, "Inspection"]):
+    """The libraries of files that change the model's weights or words, inspected alike."""
+
+    def _inspect(self, path: Path) -> Inspection:
+        from pipeline.lora.inspection import inspect_file
+
+        return inspect_file(path, self.model_width)
+
+
+class LoraLibrary(AdapterLibrary[LoraEntry]):
     folder = "loras"
     what = "LoRA"
     registry: LoraRepository
@@ -367,12 +392,12 @@ class LoraLibrary(Library[LoraEntry]):
         return await self._add(source_path, name, filename, move, register)
 
     def _refusal(self, inspection: Inspection) -> str | None:
-        if inspection.kind in ("embedding", "hypernetwork"):
+        if inspection.kind in ("embedding", "hypernetwork", "controlnet"):
             return _elsewhere(inspection.kind, "a LoRA")
         return None if inspection.ok else inspection.reason
 
 
-class EmbeddingLibrary(Library[EmbeddingEntry]):
+class EmbeddingLibrary(AdapterLibrary[EmbeddingEntry]):
     folder = "embeddings"
     what = "embedding"
     registry: EmbeddingRepository
@@ -420,7 +445,7 @@ class EmbeddingLibrary(Library[EmbeddingEntry]):
         return None if inspection.ok else inspection.reason
 
 
-class HypernetworkLibrary(Library[HypernetworkEntry]):
+class HypernetworkLibrary(AdapterLibrary[HypernetworkEntry]):
     folder = "hypernetworks"
     what = "hypernetwork"
     registry: HypernetworkRepository
@@ -480,9 +505,72 @@ class HypernetworkLibrary(Library[HypernetworkEntry]):
         return _elsewhere(inspection.kind, "a hypernetwork")
 
 
+class ControlNetLibrary(Library[ControlNetEntry, "ControlInspection"]):
+    """SD1.5 ControlNet models, in either layout; the engine loads them by name."""
+
+    folder = "controlnets"
+    what = "ControlNet"
+    registry: ControlNetRepository
+
+    def __init__(self, registry: ControlNetRepository, data_dir: Path, model_width: int) -> None:
+        super().__init__(data_dir, model_width)
+        self.registry = registry
+
+    async def add(
+        self,
+        source_path: Path,
+        *,
+        name: str | None = None,
+        filename: str | None = None,
+        control_type: ControlType | None = None,
+        added_by: int | None = None,
+        source: Source = Source.CLI,
+        move: bool = False,
+    ) -> ControlNetEntry:
+        """`Library.add`, with the model's type (default: guessed from the file's name)."""
+
+        async def register(
+            name: str, staged: Staged, inspection: ControlInspection
+        ) -> ControlNetEntry:
+            assert inspection.layout is not None  # an accepted file has a layout
+            guessed = guess_control_type(staged.temp.name, inspection.metadata)
+            if guessed is ControlType.OTHER:
+                guessed = guess_control_type(name)
+            return await self.registry.add(
+                name=name,
+                sha256=staged.sha256,
+                path=f"{self.folder}/{staged.sha256}{SUFFIX}",
+                control_type=control_type or guessed,
+                layout=ControlLayout(inspection.layout),
+                base=ModelBase(inspection.base),
+                hint_channels=inspection.hint_channels,
+                parameters=inspection.parameters,
+                size_bytes=staged.size,
+                added_by=added_by,
+                source=source,
+            )
+
+        return await self._add(source_path, name, filename, move, register)
+
+    async def set_control_type(self, name: str, control_type: ControlType) -> ControlNetEntry:
+        async with self._lock:
+            entry = await self.registry.set_control_type(name, control_type)
+            await self.refresh()
+        return entry
+
+    def _inspect(self, path: Path) -> ControlInspection:
+        from pipeline.control.inspection import inspect_controlnet
+
+        return inspect_controlnet(path, self.model_width)
+
+    def _refusal(self, inspection: ControlInspection) -> str | None:
+        return None if inspection.ok else inspection.reason
+
+
 _KIND_LABELS = {
     "embedding": ("a textual-inversion embedding", "an embedding"),
     "hypernetwork": ("a hypernetwork", "a hypernetwork (`hypernetwork add`)"),
+    "controlnet": ("a ControlNet", "a ControlNet (`controlnet add`)"),
 }
 
 

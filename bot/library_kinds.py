@@ -1,4 +1,5 @@
-"""What differs between the LoRA, embedding and hypernetwork libraries, for any front end.
+"""What differs between the LoRA, embedding, hypernetwork and ControlNet libraries, for any
+front end.
 
 The CLI prints a `LibraryKind`'s columns as a table and its details as `info` lines; Discord
 shows the same values in embeds.
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from data.registry import EmbeddingEntry, HypernetworkEntry, LoraEntry
+from data.registry import ControlNetEntry, EmbeddingEntry, HypernetworkEntry, LoraEntry
 
 MIB = 1024**2
 
@@ -106,3 +107,32 @@ HYPERNETWORKS = LibraryKind(
     row=_hypernetwork_row,
     details=_hypernetwork_details,
 )
+
+
+def parameters_text(count: int) -> str:
+    """A parameter count as model cards write it: `361M`."""
+    return f"{count / 1e6:.0f}M" if count >= 1e6 else f"{count:,}"
+
+
+def _controlnet_row(entry: ControlNetEntry) -> tuple[str, ...]:
+    return (entry.name, entry.control_type, entry.layout)
+
+
+def _controlnet_details(entry: ControlNetEntry) -> list[tuple[str, str]]:
+    return [
+        ("type", entry.control_type),
+        ("layout", entry.layout),
+        ("hint", f"{entry.hint_channels} channels"),
+        ("parameters", parameters_text(entry.parameters)),
+    ]
+
+
+CONTROLNETS = LibraryKind(
+    command="controlnet",
+    what="ControlNet",
+    max_download_bytes=1536 * MIB,
+    columns=("NAME", "TYPE", "LAYOUT"),
+    row=_controlnet_row,
+    details=_controlnet_details,
+)
+"""1.5 GiB: a ControlNet 1.1 fp32 file is 1.45 GB, its fp16 conversion 723 MB."""

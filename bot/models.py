@@ -51,11 +51,12 @@ def build_engine(
     settings: Settings,
     model_override: str | None = None,
     libraries: tuple[FileSource, FileSource, FileSource] | None = None,
+    controlnets: FileSource | None = None,
 ) -> Engine:
     """The engine for these settings (imports torch and diffusers: call it off the event loop).
 
-    `libraries` are the (LoRA, embedding, hypernetwork) libraries prompts may use; without
-    them, none.
+    `libraries` are the (LoRA, embedding, hypernetwork) libraries prompts may use, and
+    `controlnets` the ControlNet library control units name; without them, none.
     """
     from pipeline.engine import Engine
     from pipeline.lora.cache import AdapterCache
@@ -77,7 +78,7 @@ def build_engine(
         from pipeline.safety import load_safety_checker
 
         safety = load_safety_checker(settings.safety_checker_model, placement)
-    return Engine(models, adapters, upscaler_catalog(settings), safety)
+    return Engine(models, adapters, upscaler_catalog(settings), safety, controlnets=controlnets)
 
 
 MODEL_DEFAULT_KEYS = {"clip_skip": (1, MAX_CLIP_SKIP)}

@@ -112,9 +112,11 @@ class RequestBuilder:
     ) -> GenerationRequest:
         """The request for `text` with `options` (slash-command options; None: not given).
 
-        `base` is the request an Edit starts from: its options are kept unless given again.
-        `options` may carry an `init` picture (`hold_picture`) and its `strength`. A pasted
-        `recipe` (`read_recipe`) lies under the options and prompt flags.
+        `base` is the request an Edit starts from: its options are kept unless given again,
+        and its ControlNet units too unless an `init` picture is given (an image edit's canvas
+        no longer matches their maps). `options` may carry an `init` picture (`hold_picture`)
+        and its `strength`. A pasted `recipe` (`read_recipe`) lies under the options and
+        prompt flags.
         """
         if recipe is not None:
             text = text if recipe.prompt is None else recipe.prompt
@@ -154,7 +156,7 @@ class RequestBuilder:
             pasted=recipe.options if recipe else None,
         ).request
         if init is None:
-            return request
+            return request if base is None else replace(request, controls=base.controls)
         return replace(
             request,
             mode=Mode.IMG2IMG,

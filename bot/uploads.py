@@ -61,7 +61,12 @@ def check_picture_size(size: int) -> None:
 
 def store_init_image(data: bytes, folder: Path, max_pixels: int) -> InitImage:
     """Check and keep an uploaded picture under `folder` (blocking: call it in a thread)."""
-    picture = decode_picture(data)
+    return store_picture(decode_picture(data), folder, max_pixels)
+
+
+def store_picture(picture: Image.Image, folder: Path, max_pixels: int) -> InitImage:
+    """Keep a decoded picture (an upload, a control map made of one) under `folder` as PNG
+    (blocking: call it in a thread)."""
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     store = ImageStore(folder)
@@ -123,9 +128,21 @@ class Uploads:
             yield None
             return
         init = await asyncio.to_thread(store_init_image, data, self.folder, self._max_pixels)
+        async with self._holding(init):
+            yield init
+
+    @contextlib.asynccontextmanager
+    async def held_picture(self, picture: Image.Image) -> AsyncIterator[InitImage]:
+        """`held` for a picture Dreamcord made itself (a control map), already decoded."""
+        init = await asyncio.to_thread(store_picture, picture, self.folder, self._max_pixels)
+        async with self._holding(init):
+            yield init
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, init: InitImage) -> AsyncIterator[None]:
         self._holds[init.path] += 1
         try:
-            yield init
+            yield
         finally:
             self._holds[init.path] -= 1
             if self._holds[init.path] <= 0:

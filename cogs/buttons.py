@@ -146,13 +146,22 @@ async def _favourite(interaction: Interaction, generation: Generation, index: in
 
 
 async def _info(interaction: Interaction, generation: Generation, index: int) -> None:
+    """Privately (`Gallery.result` let the clicker see this result): the parameters, lineage,
+    and each ControlNet unit with its map attached."""
     await interaction.response.defer(ephemeral=True, thinking=True)
+    app = interaction.client.app
     image = generation.images[0]
-    lineage = await interaction.client.app.gallery.lineage(image)
+    lineage = await app.gallery.lineage(image)
+    controls = await app.controls.shown(generation)
     seeds = [i.seed for i in generation.images]
-    text = texts.info(generation.id, seeds, image.parameters, [a.id for a in lineage])
+    text = texts.info(generation.id, seeds, image.parameters, [a.id for a in lineage], controls)
+    maps = [
+        discord.File(shown.map_path, f"control-{shown.number}.png")
+        for shown in controls
+        if shown.map_path is not None
+    ]
     await interaction.followup.send(
-        text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        text, files=maps, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import style_names
+from bot.app import App, ControlAsk, style_names
 from cogs import texts
 from cogs.attachments import read_picture
 from cogs.client import DreamcordClient
@@ -17,11 +18,50 @@ from cogs.options import SAMPLER_CHOICES, SCHEDULE_CHOICES, filter_names, size_c
 from cogs.status import queue_job
 from pipeline.errors import UserError
 from pipeline.infotext import looks_like_infotext
-from pipeline.limits import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MIN_HIRES_SCALE
+from pipeline.limits import MAX_GUIDE_WEIGHT, MAX_HIRES_SCALE, MIN_HIRES_SCALE
 from pipeline.prompt.limits import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 from pipeline.request import MAX_SEED
 
 Interaction = discord.Interaction[DreamcordClient]
+
+PREPROCESS_CHOICES = [
+    app_commands.Choice(
+        name="none: the picture is the map (depth map, pose skeleton...)", value="none"
+    ),
+    app_commands.Choice(name="canny: the picture's edges", value="canny"),
+    app_commands.Choice(name="invert: black lines on white become white on black", value="invert"),
+]
+"""The built-in preprocessors (pipeline.request.CONTROL_PREPROCESSORS), told apart."""
+
+
+@dataclass(frozen=True)
+class ControlOptions:
+    """/imagine's ControlNet options as given: one unit from Discord."""
+
+    image: discord.Attachment | None = None
+    model: str | None = None
+    weight: float | None = None
+    preprocessor: str | None = None
+
+    async def asks(self, app: App) -> list[ControlAsk]:
+        """The unit asked for (none when no option was given), its picture downloaded once its
+        size passed (attachment links expire)."""
+        if self == ControlOptions():
+            return []
+        picture = None
+        if self.image is not None:
+            app.controls.check_picture(self.image.size)
+            picture = await read_picture(self.image)
+        return [ControlAsk(picture, self.model, self.weight, preprocessor=self.preprocessor)]
+
+
+async def control_choices(app: App, typed: str) -> list[app_commands.Choice[str]]:
+    """The enabled ControlNet models containing `typed`, each shown with its type."""
+    types = dict(await app.controls.choices())
+    return [
+        app_commands.Choice(name=f"{choice.value} ({types[choice.value]})", value=choice.value)
+        for choice in filter_names(sorted(types, key=str.lower), typed)
+    ]
 
 
 class Imagine(commands.Cog):
@@ -42,7 +82,6 @@ class Imagine(commands.Cog):
         cfg="how closely to follow the prompt",
         sampler="sampler (A1111 name)",
         schedule="schedule type (A1111 name; Automatic: the sampler's own)",
-        clip_skip="text-encoder layers to skip: 1 (default), 2 for most anime models",
         hires="highres fix: draw at the base size, then refine at 2x",
         hires_scale="highres fix: how much larger, 1 to 2 (default 2; turns highres fix on)",
         hires_steps="highres fix: steps of the second pass (default 15; 0: the base steps)",
@@ -54,8 +93,15 @@ class Imagine(commands.Cog):
         style="a style preset of this server (/style list)",
         image="a picture to start from (image to image): PNG, JPEG or WebP",
         strength="how far to move away from the picture: 0.05 to 1 (default 0.6)",
+        control_image="ControlNet: a picture to follow (its edges), "
+        "or a ready map: depth map, pose...",
+        control="ControlNet: the model (default: the only one installed)",
+        control_weight="ControlNet: how strongly the control image guides, 0 to 2 (default 1)",
+        preprocess="ControlNet: how the picture becomes a map (default: canny for canny models)",
     )
-    @app_commands.choices(sampler=SAMPLER_CHOICES, schedule=SCHEDULE_CHOICES)
+    @app_commands.choices(
+        sampler=SAMPLER_CHOICES, schedule=SCHEDULE_CHOICES, preprocess=PREPROCESS_CHOICES
+    )
     async def imagine(
         self,
         interaction: Interaction,
@@ -69,7 +115,6 @@ class Imagine(commands.Cog):
         cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
         sampler: app_commands.Choice[str] | None = None,
         schedule: app_commands.Choice[str] | None = None,
-        clip_skip: app_commands.Range[int, 1, MAX_CLIP_SKIP] | None = None,
         hires: bool | None = None,
         hires_scale: app_commands.Range[float, MIN_HIRES_SCALE, MAX_HIRES_SCALE] | None = None,
         hires_steps: app_commands.Range[int, 0, 150] | None = None,
@@ -81,6 +126,10 @@ class Imagine(commands.Cog):
         style: app_commands.Range[str, 1, 32] | None = None,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, 0.05, 1.0] | None = None,
+        control_image: discord.Attachment | None = None,
+        control: app_commands.Range[str, 1, 64] | None = None,
+        control_weight: app_commands.Range[float, 0.0, MAX_GUIDE_WEIGHT] | None = None,
+        preprocess: app_commands.Choice[str] | None = None,
     ) -> None:
         options: dict[str, Any] = {
             "negative": negative,
@@ -91,7 +140,6 @@ class Imagine(commands.Cog):
             "cfg": cfg,
             "sampler": sampler.value if sampler else None,
             "schedule": schedule.value if schedule else None,
-            "clip_skip": clip_skip,
             "hires": hires,
             "hires_scale": hires_scale,
             "hires_steps": hires_steps,
@@ -105,7 +153,10 @@ class Imagine(commands.Cog):
         }
         if parameters is None and prompt is not None and looks_like_infotext(prompt):
             parameters, prompt = prompt, None
-        await self.start_job(interaction, prompt, options, image, parameters)
+        controls = ControlOptions(
+            control_image, control, control_weight, preprocess.value if preprocess else None
+        )
+        await self.start_job(interaction, prompt, options, image, parameters, controls)
 
     @imagine.autocomplete("size")
     async def _sizes(self, interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
@@ -126,6 +177,12 @@ class Imagine(commands.Cog):
     async def _models(self, interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
         return filter_names(interaction.client.app.catalog.names, typed)
 
+    @imagine.autocomplete("control")
+    async def _controls(
+        self, interaction: Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        return await control_choices(interaction.client.app, typed)
+
     @imagine.autocomplete("style")
     async def _styles(self, interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
         if interaction.guild_id is None:
@@ -140,6 +197,7 @@ class Imagine(commands.Cog):
         options: dict[str, Any],
         image: discord.Attachment | None = None,
         parameters: str | None = None,
+        controls: ControlOptions | None = None,
     ) -> None:
         """Acknowledge at once, then build, store and queue the job, then show its status.
 
@@ -159,13 +217,16 @@ class Imagine(commands.Cog):
         if image is not None:
             app.requests.check_picture(image.size)
             picture = await read_picture(image)
+        control_asks = await (controls or ControlOptions()).asks(app)
         async with app.requests.hold_picture(picture) as init:  # not kept if refused
             if init is not None:
                 options["init"] = init
             request = await app.requests.compose(
                 prompt or "", options, interaction.user.id, interaction.guild_id, recipe=recipe
             )
-            await queue_job(interaction, request)
+            # The maps are made at the composed size, and kept only if the job is queued.
+            async with app.controls.held(request, control_asks) as request:
+                await queue_job(interaction, request)
         notes = list(recipe.notes if recipe else ())
         if recipe is not None and recipe.strength is not None and image is None:
             notes.append(texts.unused_strength(recipe.strength))

@@ -31,6 +31,7 @@ HELP = f"""\
 `/imagine prompt:a castle (at dusk:1.3) --ar 3:2 --no people` - weights and flags
 `/imagine prompt:portrait <lora:ghibli:0.8>` - a LoRA your admins added
 Options: negative, size (`512x768` or `2:3`), count, seed, steps, cfg, sampler, schedule, hires.
+`control_image` + `control` - follow a picture's edges, or a ready depth map or pose (ControlNet)
 
 **Prompt language** (A1111): `(word:1.2)` stronger, `[word]` weaker, `BREAK` starts a new \
 chunk, `<lora:name:weight>`, flags `--ar 3:2`, `--size 512x768`, `--no text`, `--seed N`, \

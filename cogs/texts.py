@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.app import edit_label
+from bot.app import ShownUnit, edit_label
 from cogs.fitting import MESSAGE, escape, fit, fit_escaped, fit_lines
 from pipeline.request import GenerationRequest, Mode
 
@@ -103,12 +103,32 @@ INFO_LINE_SHOWN = 300
 """Characters of the seeds line and of the lineage line of Info; the parameters get the rest."""
 
 
-def info(generation_id: int, seeds: Sequence[int], parameters: str, lineage: Sequence[int]) -> str:
-    """Info under a result: the seeds, the PNG parameters in a code block, and the lineage."""
+def info(
+    generation_id: int,
+    seeds: Sequence[int],
+    parameters: str,
+    lineage: Sequence[int],
+    controls: Sequence[ShownUnit] = (),
+) -> str:
+    """Info under a result: the seeds, the PNG parameters in a code block, the lineage and
+    the ControlNet units (their maps are attached)."""
     head = fit(f"Generation {generation_id} · seeds {', '.join(map(str, seeds))}", INFO_LINE_SHOWN)
     chain = " ← ".join(f"image {image_id}" for image_id in lineage)
     tail = f"\nLineage: {fit(chain, INFO_LINE_SHOWN)}" if len(lineage) > 1 else ""
+    tail += "".join(f"\n{fit(control_line(shown), INFO_LINE_SHOWN)}" for shown in controls)
     # A zero-width space between backticks keeps the parameters from closing the code block.
     code = parameters.replace("`", "`\u200b")
     room = MESSAGE - len(head) - len(tail) - len("\n```\n\n```")
     return f"{head}\n```\n{fit(code, room)}\n```{tail}"
+
+
+def control_line(shown: ShownUnit) -> str:
+    """`ControlNet 1: canny-v11 (canny) · weight 1 · steps 0-0.8 · preprocessor canny`, and
+    whether its map is attached."""
+    unit = shown.unit
+    kind = shown.control_type or "no longer installed"
+    where = "map attached" if shown.map_path else "map not kept"
+    return (
+        f"ControlNet {shown.number}: {escape(unit.model)} ({kind}) · weight {unit.weight:g} · "
+        f"steps {unit.start:g}-{unit.end:g} · preprocessor {unit.preprocessor} · {where}"
+    )

@@ -1,4 +1,5 @@
-"""The LoRA, embedding and hypernetwork registries: what admins added, named how, enabled or not."""
+"""The LoRA, embedding, hypernetwork and ControlNet registries: what admins added, named how,
+enabled or not."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import aiosqlite
 
 from data.clock import utc_now
 from data.db import Database
+from pipeline.control.model_types import ControlType
 from pipeline.errors import UserError
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -99,6 +101,33 @@ class HypernetworkEntry:
     source: Source
 
 
+class ControlLayout(StrEnum):
+    ORIGINAL = "original"
+    """The ControlNet 1.0/1.1 files' LDM names (`control_model.input_blocks...`)."""
+    DIFFUSERS = "diffusers"
+    """diffusers' `ControlNetModel` state-dict names (`controlnet_down_blocks...`)."""
+
+
+@dataclass(frozen=True)
+class ControlNetEntry:
+    id: int
+    name: str
+    sha256: str
+    path: str
+    control_type: ControlType
+    """What the model follows (canny, depth, ...): guessed from the file's name, settable."""
+    layout: ControlLayout
+    base: ModelBase
+    hint_channels: int
+    """Channels of the control map its hint encoder reads (3: an RGB map)."""
+    parameters: int
+    size_bytes: int
+    enabled: bool
+    added_by: int | None
+    added_at: str
+    source: Source
+
+
 def name_key(name: str, what: str) -> str:
     """The case-insensitive key of a registry name; a UserError if the name is not allowed."""
     if not NAME.fullmatch(name):
@@ -109,7 +138,7 @@ def name_key(name: str, what: str) -> str:
     return name.lower()
 
 
-Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry, HypernetworkEntry)
+Entry = TypeVar("Entry", LoraEntry, EmbeddingEntry, HypernetworkEntry, ControlNetEntry)
 
 
 class Registry(ABC, Generic[Entry]):
@@ -389,6 +418,71 @@ class HypernetworkRepository(Registry[HypernetworkEntry]):
             structure=tuple(json.loads(row["structure"])),
             activation=row["activation"],
             layer_norm=bool(row["layer_norm"]),
+            size_bytes=row["size_bytes"],
+            enabled=bool(row["enabled"]),
+            added_by=row["added_by"],
+            added_at=row["added_at"],
+            source=Source(row["source"]),
+        )
+
+
+class ControlNetRepository(Registry[ControlNetEntry]):
+    table = "controlnets"
+    what = "ControlNet"
+
+    async def add(
+        self,
+        *,
+        name: str,
+        sha256: str,
+        path: str,
+        control_type: ControlType,
+        layout: ControlLayout,
+        base: ModelBase,
+        hint_channels: int,
+        parameters: int,
+        size_bytes: int,
+        source: Source,
+        added_by: int | None = None,
+    ) -> ControlNetEntry:
+        async with self._db.transaction() as conn:
+            return await self._insert(
+                conn,
+                {
+                    "name": name,
+                    "sha256": sha256,
+                    "path": path,
+                    "control_type": ControlType(control_type).value,
+                    "layout": ControlLayout(layout).value,
+                    "base": ModelBase(base).value,
+                    "hint_channels": hint_channels,
+                    "parameters": parameters,
+                    "size_bytes": size_bytes,
+                    "added_by": added_by,
+                    "source": Source(source).value,
+                },
+            )
+
+    async def set_control_type(self, name: str, control_type: ControlType) -> ControlNetEntry:
+        async with self._db.transaction() as conn:
+            entry = await self._require(conn, name)
+            await conn.execute(
+                "UPDATE controlnets SET control_type = ? WHERE id = ?",
+                (ControlType(control_type).value, entry.id),
+            )
+            return await self._require(conn, name)
+
+    def _entry(self, row: sqlite3.Row) -> ControlNetEntry:
+        return ControlNetEntry(
+            id=row["id"],
+            name=row["name"],
+            sha256=row["sha256"],
+            path=row["path"],
+            control_type=ControlType(row["control_type"]),
+            layout=ControlLayout(row["layout"]),
+            base=ModelBase(row["base"]),
+            hint_channels=row["hint_channels"],
+            parameters=row["parameters"],
             size_bytes=row["size_bytes"],
             enabled=bool(row["enabled"]),
             added_by=row["added_by"],

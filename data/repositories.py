@@ -9,7 +9,12 @@ from data.db import Database
 from data.favourites import FavouriteRepository
 from data.generations import GenerationRepository
 from data.jobs import JobRepository
-from data.registry import EmbeddingRepository, HypernetworkRepository, LoraRepository
+from data.registry import (
+    ControlNetRepository,
+    EmbeddingRepository,
+    HypernetworkRepository,
+    LoraRepository,
+)
 from data.settings import SettingsRepository
 
 
@@ -21,6 +26,7 @@ class Repositories:
     loras: LoraRepository
     embeddings: EmbeddingRepository
     hypernetworks: HypernetworkRepository
+    controlnets: ControlNetRepository
     settings: SettingsRepository
     audit: AuditRepository
 
@@ -33,6 +39,7 @@ class Repositories:
             loras=LoraRepository(db),
             embeddings=EmbeddingRepository(db),
             hypernetworks=HypernetworkRepository(db),
+            controlnets=ControlNetRepository(db),
             settings=SettingsRepository(db),
             audit=AuditRepository(db),
         )

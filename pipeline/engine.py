@@ -50,6 +50,7 @@ from pipeline.prompt.schedule import plan_conditioning
 from pipeline.request import (
     DEFAULT_STRENGTH,
     EDIT_MODES,
+    ControlUnit,
     GenerationRequest,
     HypernetRef,
     LoraRef,
@@ -65,6 +66,7 @@ from pipeline.upscalers import Upscaler, UpscalerCatalog
 if TYPE_CHECKING:
     from PIL import Image
 
+    from pipeline.control.loading import ControlNetCache
     from pipeline.lora.source import AdapterSource, FileSource
     from pipeline.noise import NoiseSource
     from pipeline.pixel_upscalers import PixelModelCache
@@ -103,6 +105,8 @@ class _Pass:
     height: int
     steps: int
     run: int
+    hires: bool = False
+    """Highres fix's second pass, where A1111 softens canny ControlNet units."""
 
 
 class _Progress:
@@ -157,6 +161,7 @@ class Engine:
         self.upscalers = upscalers or UpscalerCatalog()
         self.safety = safety
         self._pixel_models: PixelModelCache | None = None
+        self._controlnet_cache: ControlNetCache | None = None
 
     @property
     def device(self) -> str:
@@ -216,6 +221,7 @@ class Engine:
         with (
             self._loras_applied(model, request.loras) as (lora_hashes, bundled),
             self._hypernets_applied(model, request.hypernets),
+            self._controlnets_placed(model, request.controls) as (controlnets, control_hashes),
             torch.inference_mode(),
         ):
             groups = self._encode(model, tasks, bundled)
@@ -225,8 +231,8 @@ class Engine:
             progress = _Progress(on_step, len(groups) * steps_per_group * tiles, tiles)
             results = []
             for group in groups:
-                images = self._run_group(model, group, passes, progress, should_stop)
-                results += self._results(model, group, images, lora_hashes)
+                images = self._run_group(model, group, passes, progress, should_stop, controlnets)
+                results += self._results(model, group, images, lora_hashes, control_hashes)
         return results, encoded
 
     def free_memory(self) -> None:
@@ -279,6 +285,35 @@ class Engine:
         with apply_hypernetworks(unet, uses):
             yield
 
+    @contextlib.contextmanager
+    def _controlnets_placed(
+        self, model: LoadedModel, controls: Sequence[ControlUnit]
+    ) -> Iterator[tuple[dict[str, Any], tuple[tuple[str, str], ...]]]:
+        """The batch's ControlNets by name, on the device for the body (units of weight 0 are
+        not loaded), and each unit's (name, A1111 hash) for the parameters."""
+        if not controls:
+            yield {}, ()
+            return
+        if self.controlnets is None:
+            raise UserError(
+                "ControlNet is not available here: this engine has no ControlNet library"
+            )
+        from pipeline.control.loading import ControlNetCache, placed
+        from pipeline.hashes import legacy_model_hash
+
+        if self._controlnet_cache is None:
+            self._controlnet_cache = ControlNetCache()
+        found, hashes = {}, []
+        for unit in controls:
+            path, sha256 = self.controlnets.resolve(unit.model)
+            if unit.weight > 0 and unit.model not in found:
+                found[unit.model] = self._controlnet_cache.load(path, sha256, model.pipe.unet)
+            hashes.append((unit.model, legacy_model_hash(path)))
+        # With CPU offload the pipeline's modules rest on the CPU but run on the card.
+        device = getattr(model.pipe, "_execution_device", model.pipe.device)
+        with placed(list(found.values()), device):
+            yield found, tuple(hashes)
+
     def _run_group(
         self,
         model: LoadedModel,
@@ -286,6 +321,7 @@ class Engine:
         passes: Sequence[_Pass],
         progress: _Progress,
         should_stop: Callable[[], bool],
+        controlnets: Mapping[str, Any],
     ) -> list[Image.Image]:
         """Every pass for one group of tasks, then the decode, image by image; an edit's
         results go back over its picture."""
@@ -313,6 +349,7 @@ class Engine:
                 progress.step,
                 should_stop,
                 masked,
+                controlnets,
                 guide,
             )
             progress.finish_pass()
@@ -341,6 +378,7 @@ class Engine:
         group: _Group,
         images: Sequence[Image.Image],
         lora_hashes: tuple[tuple[str, str], ...],
+        control_hashes: tuple[tuple[str, str], ...] = (),
     ) -> list[ImageResult]:
         results = []
         for task, image, ti_hashes in zip(group.tasks, images, group.ti_hashes, strict=True):
@@ -351,6 +389,7 @@ class Engine:
                 model_hash=model.hash,
                 lora_hashes=lora_hashes,
                 ti_hashes=ti_hashes,
+                control_hashes=control_hashes,
                 vae=model.vae,
             )
             results.append(ImageResult(task, image, build_parameters(task.request, identity)))
@@ -495,14 +534,16 @@ class Engine:
         on_step: Callable[[int, torch.Tensor], None],
         should_stop: Callable[[], bool],
         masked: MaskedLatents | None = None,
+        controlnets: Mapping[str, Any] | None = None,
         guide: GuideFactory = Guidance,
     ) -> torch.Tensor:
         """One sampling loop with classifier-free guidance; returns the final latents.
 
-        A masked pass keeps the picture's latents where its mask does not repaint. `guide`
-        builds the noise predictor: `Guidance`, or a tiled pass's blend of tiles.
+        A masked pass keeps the picture's latents where its mask does not repaint; the request's
+        ControlNet units (their models in `controlnets`) add their residuals to the UNet calls.
+        `guide` builds the noise predictor: `Guidance`, or a tiled pass's blend of tiles.
         """
-
+        from pipeline.control.units import control_additions
         from pipeline.noise import ImageNoise, routed_noise
         from pipeline.schedules import brownian_step_noise
 
@@ -527,7 +568,17 @@ class Engine:
             start = torch.zeros_like(noise) if init is None else init.to(device, dtype)
             first = timesteps[:1].repeat(len(group.tasks))
             latents = scheduler.add_noise(start, noise, first)
-        guidance = guide(conditioning, request.cfg, device, dtype)
+        additions = control_additions(
+            controlnets or {},
+            [task.request for task in group.tasks],
+            (denoise.width, denoise.height),
+            denoise.run,
+            scheduler.order,
+            denoise.hires,
+            device,
+            dtype,
+        )
+        guidance = guide(conditioning, request.cfg, device, dtype, additions)
         with routed_noise(scheduler, images):
             step_noise: Callable[[int], dict[str, torch.Tensor]] | None = None
             if sampler.brownian_step_noise:
@@ -583,6 +634,7 @@ def plan_passes(request: GenerationRequest) -> list[_Pass]:
                 round_to(request.height * hires.scale, LATENT_FACTOR),
                 int(run / min(hires.denoise, MAX_STRENGTH)),
                 run,
+                hires=True,
             )
         )
     return passes

@@ -35,6 +35,8 @@ class ImageIdentity:
     ti_hashes: tuple[tuple[str, str], ...] = ()
     vae: tuple[str, str] | None = None
     """A replacement VAE's (file name, short hash); None for the checkpoint's own."""
+    control_hashes: tuple[tuple[str, str], ...] = ()
+    """Each ControlNet unit's (model name, A1111's 8-digit legacy hash), in unit order."""
 
 
 def quote(value: object) -> str:
@@ -97,6 +99,7 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Hires upscale"] = _number(request.hires.scale)
         fields["Hires steps"] = request.hires.steps
         fields["Hires upscaler"] = request.hires.upscaler
+    fields.update(_control_fields(request, identity.control_hashes))
     for field, hashes in (("Lora hashes", identity.lora_hashes), ("TI hashes", identity.ti_hashes)):
         if hashes:
             fields[field] = ", ".join(f"{name}: {digest}" for name, digest in hashes)
@@ -105,6 +108,41 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
     line = ", ".join(f"{key}: {quote(value)}" for key, value in fields.items())
     negative = f"\nNegative prompt: {request.negative}" if request.negative else ""
     return f"{request.prompt}{negative}\n{line}"
+
+
+CONTROL_MODULES = {"invert": "invert (from white bg & black line)"}
+"""sd-webui-controlnet's labels for preprocessors whose label is not their name."""
+CONTROL_SLIDERS = {"none": (512, 0.5, 0.5), "canny": (512, 100, 200), "invert": (0.5, 0.5, 0.5)}
+"""(Processor Res, Threshold A, Threshold B) that sd-webui-controlnet's unit validation gives a
+unit left at its defaults: each preprocessor's slider values (a hidden slider's is 0.5)."""
+
+
+def _control_fields(
+    request: GenerationRequest, hashes: tuple[tuple[str, str], ...]
+) -> dict[str, object]:
+    """sd-webui-controlnet's `ControlNet N` fields, numbered from 0: each unit serialised as
+    `ControlNetUnit.serialize` does (its `infotext_fields`, Python's str of each value)."""
+    fields: dict[str, object] = {}
+    for index, (unit, (name, digest)) in enumerate(zip(request.controls, hashes, strict=True)):
+        resolution, low, high = CONTROL_SLIDERS[unit.preprocessor]
+        values = {
+            "Module": CONTROL_MODULES.get(unit.preprocessor, unit.preprocessor),
+            # The extension writes nothing for a unit whose values hold "," or ":".
+            "Model": f"{name.replace(',', '').replace(':', '')} [{digest}]",
+            "Weight": float(unit.weight),
+            "Resize Mode": "Crop and Resize",
+            "Processor Res": resolution,
+            "Threshold A": low,
+            "Threshold B": high,
+            "Guidance Start": float(unit.start),
+            "Guidance End": float(unit.end),
+            "Pixel Perfect": False,
+            "Control Mode": "Balanced",
+        }
+        fields[f"ControlNet {index}"] = ", ".join(
+            f"{key}: {value}" for key, value in values.items()
+        )
+    return fields
 
 
 INPAINT_AREA_LABEL = "Only masked"

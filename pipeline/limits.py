@@ -110,6 +110,11 @@ def check_tiles(request: GenerationRequest, limits: Limits) -> None:
     assert tiles is not None
     if request.mode is not Mode.UPSCALE or request.hires is not None:
         raise UserError("tiles are for upscales of an image, without highres fix: use --upscale")
+    if request.controls or request.image_prompts:
+        raise UserError(
+            "ControlNet units and image prompts do not work with tiled upscales yet: "
+            "upscale without them"
+        )
     if tiles.size < MIN_TILE or tiles.size % TILE_MULTIPLE:
         raise UserError(
             f"tile size {tiles.size} is not allowed: use a multiple of {TILE_MULTIPLE} from "

@@ -13,6 +13,15 @@ The defaults come from the published SD1.5 fp16 figures (shared/sd15.md): 2.1 GB
 whole-batch decode, so it overestimates), and about 1 GiB of VAE decode per 512x512 image. Those
 figures do not fit one line exactly: the defaults predict 3.6 GB at batch 1, erring on the safe
 side until `Capacity.calibrate` fits the per-image term from real peaks on the device.
+
+ControlNet units add to both terms. Each distinct ControlNet model adds its weights to `fixed`
+(an SD1.5 ControlNet is the UNet's encoder and middle block plus the hint encoder and zero
+convolutions: 361M parameters, 0.72 GB in fp16). Each unit adds a share of the per-image term:
+its residuals (one tensor per skip connection of the UNet, held through the UNet's call), its
+map and the hint encoder's activations. The share was measured on the CPU with the sd15-random
+architecture (`python -m bench controlnet --activations` counts the live bytes of every tensor
+torch makes in one UNet call, with and without a unit): 27.6% at 128x128, 256x256 and 512x512
+alike, since everything in both networks scales with the pixels.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from pipeline.request import GenerationRequest, HiresSpec
+from pipeline.request import ControlUnit, GenerationRequest, HiresSpec
 
 REFERENCE_PIXELS = 512 * 512
 GIB = 2**30
@@ -29,6 +38,23 @@ GIB = 2**30
 SD15_WEIGHTS_BYTES = 2.1e9
 SD15_IMAGE_BYTES_512 = (4.4e9 - 3.1e9) / 3
 SD15_DECODE_BYTES_512 = 1.0 * GIB
+CONTROLNET_WEIGHTS_BYTES = 361e6 * 2
+CONTROLNET_IMAGE_SHARE = 0.28
+"""Per unit, of the per-image term: the measured 27.6%, rounded up."""
+
+
+@dataclass(frozen=True)
+class ControlLoad:
+    """What a request's ControlNet units cost: the models loaded and the units run."""
+
+    models: int = 0
+    units: int = 0
+
+    @classmethod
+    def of(cls, controls: Sequence[ControlUnit]) -> ControlLoad:
+        """Units of weight 0 are neither loaded nor run; a model used twice is loaded once."""
+        used = [unit for unit in controls if unit.weight > 0]
+        return cls(len({unit.model for unit in used}), len(used))
 
 
 def sampled_pixels(width: int, height: int, hires: HiresSpec | None) -> int:
@@ -45,24 +71,45 @@ class MemoryModel:
     fixed_bytes: float = SD15_WEIGHTS_BYTES
     image_bytes_per_pixel: float = SD15_IMAGE_BYTES_512 / REFERENCE_PIXELS
     decode_bytes_per_pixel: float = SD15_DECODE_BYTES_512 / REFERENCE_PIXELS
+    control_weights_bytes: float = CONTROLNET_WEIGHTS_BYTES
+    control_image_share: float = CONTROLNET_IMAGE_SHARE
 
     def batch_bytes(
-        self, width: int, height: int, batch_size: int, hires: HiresSpec | None = None
+        self,
+        width: int,
+        height: int,
+        batch_size: int,
+        hires: HiresSpec | None = None,
+        control: ControlLoad = ControlLoad(),
     ) -> int:
         """Predicted peak bytes of a batch of `batch_size` images."""
         pixels = sampled_pixels(width, height, hires)
-        per_batch = batch_size * pixels * self.image_bytes_per_pixel
-        return math.ceil(self.fixed_bytes + per_batch + pixels * self.decode_bytes_per_pixel)
+        per_batch = batch_size * pixels * self._image_bytes_per_pixel(control)
+        decode = pixels * self.decode_bytes_per_pixel
+        return math.ceil(self._fixed(control) + per_batch + decode)
 
-    def max_batch(self, width: int, height: int, hires: HiresSpec | None, budget_bytes: int) -> int:
+    def max_batch(
+        self,
+        width: int,
+        height: int,
+        hires: HiresSpec | None,
+        budget_bytes: int,
+        control: ControlLoad = ControlLoad(),
+    ) -> int:
         """The largest batch predicted to fit in `budget_bytes`, and at least 1.
 
         Never 0: the model is an estimate, so whether one image fits is settled by trying it
         (an `OutOfDeviceMemory` then fails that job with a clear message).
         """
         pixels = sampled_pixels(width, height, hires)
-        room = budget_bytes - self.fixed_bytes - pixels * self.decode_bytes_per_pixel
-        return max(1, math.floor(room / (pixels * self.image_bytes_per_pixel)))
+        room = budget_bytes - self._fixed(control) - pixels * self.decode_bytes_per_pixel
+        return max(1, math.floor(room / (pixels * self._image_bytes_per_pixel(control))))
+
+    def _fixed(self, control: ControlLoad) -> float:
+        return self.fixed_bytes + control.models * self.control_weights_bytes
+
+    def _image_bytes_per_pixel(self, control: ControlLoad) -> float:
+        return self.image_bytes_per_pixel * (1 + control.units * self.control_image_share)
 
     def fitted(self, width: int, height: int, peaks: Sequence[tuple[int, int]]) -> MemoryModel:
         """This model with the per-image term (and the offset) fitted to measured peaks.
@@ -123,19 +170,24 @@ class Capacity:
 
     def max_batch(self, request: GenerationRequest) -> int:
         """How many images of `request`'s size one batch may hold now (at least 1)."""
-        pixels = sampled_pixels(request.width, request.height, request.hires)
+        control = ControlLoad.of(request.controls)
         modelled = self.model.max_batch(
-            request.width, request.height, request.hires, self._budget()
+            request.width, request.height, request.hires, self._budget(), control
         )
         if math.isinf(self._load_ceiling):
             return modelled
-        return max(1, min(modelled, math.floor(self._load_ceiling / pixels)))
+        return max(1, min(modelled, math.floor(self._load_ceiling / self._load(request))))
 
     def record_out_of_memory(self, request: GenerationRequest, batch_size: int) -> None:
         """Lower the capacity after a batch of `batch_size` images of `request` ran out."""
-        pixels = sampled_pixels(request.width, request.height, request.hires)
-        halved = math.ceil(batch_size / 2) * pixels
+        halved = math.ceil(batch_size / 2) * self._load(request)
         self._load_ceiling = min(self._load_ceiling, halved)
+
+    def _load(self, request: GenerationRequest) -> float:
+        """One image's share of a batch's memory, in pixels: ControlNet units weigh more."""
+        pixels = sampled_pixels(request.width, request.height, request.hires)
+        units = ControlLoad.of(request.controls).units
+        return pixels * (1 + units * self.model.control_image_share)
 
     def calibrate(
         self,

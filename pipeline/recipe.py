@@ -77,6 +77,12 @@ INPAINT_FIELDS = ("Mask blur", "Inpaint area", "Masked area padding", "Masked co
 INPAINT_AREAS = {"whole picture": "whole", "only masked": "masked"}
 """A1111's `Inpaint area` values, as Dreamcord names them."""
 INPAINT_NOTE = "applies when the recipe repaints a mask (generate --init --mask, /edit)"
+CONTROL_UNIT = re.compile(r"ControlNet \d{1,2}")
+"""sd-webui-controlnet's field of one unit, numbered from 0."""
+CONTROL_NOTE = (
+    "not taken, as the control picture is not in the text: attach the control picture with "
+    "control_image (CLI: --control-image)"
+)
 _OPTION_OF = {
     "Steps": "steps",
     "Sampler": "sampler",
@@ -174,6 +180,7 @@ class _Reader:
         prompt = self._old_hypernet(prompt)
         loras = self._hash_list("Lora hashes")
         embeddings = self._hash_list("TI hashes")
+        self._controlnet()
         self._leftovers()
         return Recipe(
             prompt=None if "prompt" in self.given else prompt,
@@ -417,6 +424,16 @@ class _Reader:
             self.notes.append(f"{name}: {_shown(text)} is not a hash: the name alone is used")
             return ""
         return digest
+
+    def _controlnet(self) -> None:
+        """sd-webui-controlnet's units, each noted with its model: the map it read is not in
+        the text, so none is taken. Older versions' `ControlNet-0 Model`-style fields too."""
+        for key in [key for key in self.fields if key.startswith("ControlNet")]:
+            value = self.fields.pop(key)
+            if CONTROL_UNIT.fullmatch(key):
+                parts = dict(item.partition(": ")[::2] for item in value.split(", "))
+                value = parts.get("Model", value)
+            self.notes.append(f"{key}: {_shown(value)}: {CONTROL_NOTE}")
 
     def _leftovers(self) -> None:
         """A note for every field still unread, unless it asks for what runs anyway."""

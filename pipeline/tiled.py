@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 
 from pipeline.backend import BatchInterrupted
-from pipeline.guidance import Guidance, ImageConditioning
+from pipeline.guidance import Guidance, ImageConditioning, UnetAddition
 from pipeline.request import TileSpec
 from pipeline.tiles import Tile, tile_layout
 
@@ -41,9 +41,12 @@ class Predictor(Protocol):
     ) -> torch.Tensor: ...
 
 
-GuideFactory = Callable[[Sequence[ImageConditioning], float, torch.device, torch.dtype], Predictor]
-"""Builds a pass's predictor from its conditioning, CFG, device and dtype: `Guidance` itself,
-or `TiledPass.guide` for a tiled pass."""
+GuideFactory = Callable[
+    [Sequence[ImageConditioning], float, torch.device, torch.dtype, Sequence[UnetAddition]],
+    Predictor,
+]
+"""Builds a pass's predictor from its conditioning, CFG, device, dtype and UNet additions:
+`Guidance` itself, or `TiledPass.guide` for a tiled pass."""
 
 
 def tile_weights(height: int, width: int) -> torch.Tensor:
@@ -140,8 +143,14 @@ class TiledPass:
         cfg: float,
         device: torch.device,
         dtype: torch.dtype,
+        additions: Sequence[UnetAddition] = (),
     ) -> TiledGuidance:
-        """The pass's predictor: a `GuideFactory`."""
+        """The pass's predictor: a `GuideFactory`.
+
+        The whole-image additions (ControlNet on the full map) do not fit tiles' rows, so
+        `check_tiles` refuses control units with tiles; a tile-aware addition goes here.
+        """
+        assert not additions
         by_count: dict[int, Guidance] = {}
 
         def guidance_for(tiles: Sequence[Tile]) -> Guidance:

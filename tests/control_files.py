@@ -43,9 +43,17 @@ def tiny_controlnet(seed: int = 0, scale: float = 0.5) -> Any:
 
 
 def random_zero_convs(controlnet: Any, seed: int, scale: float) -> None:
-    """Give the zero convolutions random weights, as training leaves them."""
+    """Give the zero convolutions random weights, as training leaves them.
+
+    The hint encoder's last convolution starts at zero too (diffusers' `zero_module`): left so,
+    the control map would change nothing.
+    """
     generator = torch.Generator().manual_seed(seed + 1)
-    convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    convs = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
     with torch.no_grad():
         for conv in convs:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * scale)

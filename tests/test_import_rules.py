@@ -33,6 +33,7 @@ ENGINE_SIDE = (
     "pipeline.convert.child",
     "pipeline.convert.layouts",
     "pipeline.convert.hypernetwork",
+    "pipeline.control.units",
 )
 ENGINE_PACKAGES = ("pipeline.lora", "pipeline.embeddings", "bench")
 """Modules that exist to run a model may import torch at the top. Everything else must import

@@ -25,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from bot.cli import (
+        controlnet,
         convert,
         doctor,
         embedding,
@@ -43,7 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", required=True, parser_class=_Parser
     )
-    for module in (run, generate, prompt, lora, embedding, hypernetwork, convert, storage, doctor):
+    for module in (
+        run,
+        generate,
+        prompt,
+        lora,
+        embedding,
+        hypernetwork,
+        controlnet,
+        convert,
+        storage,
+        doctor,
+    ):
         module.register(subparsers)
     return parser
 

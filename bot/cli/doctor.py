@@ -22,7 +22,7 @@ from bot.settings import Settings
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
-    from data.registry import EmbeddingEntry, HypernetworkEntry, LoraEntry
+    from data.registry import ControlNetEntry, EmbeddingEntry, HypernetworkEntry, LoraEntry
 
 MIN_FREE_BYTES = 2 * 1024**3
 DISCORD_API = "https://discord.com/api/v10"
@@ -120,16 +120,18 @@ def check_database(settings: Settings) -> str:
 
 
 def check_library(settings: Settings) -> str:
-    """Every registered LoRA, embedding and hypernetwork has its file, of the recorded size."""
+    """Every registered LoRA, embedding, hypernetwork and ControlNet has its file, of the
+    recorded size."""
     from bot.container import open_database
 
     async def inspect() -> str:
         db, repos = await open_database(settings)
         try:
-            entries: list[LoraEntry | EmbeddingEntry | HypernetworkEntry] = [
+            entries: list[LoraEntry | EmbeddingEntry | HypernetworkEntry | ControlNetEntry] = [
                 *await repos.loras.list(),
                 *await repos.embeddings.list(),
                 *await repos.hypernetworks.list(),
+                *await repos.controlnets.list(),
             ]
         finally:
             await db.close()
@@ -142,9 +144,11 @@ def check_library(settings: Settings) -> str:
             raise UserError(
                 f"{len(broken)} library files are missing or changed ({', '.join(broken[:5])}): "
                 "restore DATA_DIR from a backup, or `dreamcord lora remove NAME` (or `embedding`, "
-                "`hypernetwork`) and add them again"
+                "`hypernetwork`, `controlnet`) and add them again"
             )
-        return f"{len(entries)} LoRAs, embeddings and hypernetworks, every file present"
+        return (
+            f"{len(entries)} LoRAs, embeddings, hypernetworks and ControlNets, every file present"
+        )
 
     return asyncio.run(inspect())
 

@@ -12,6 +12,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from PIL.Image import Resampling
 
 from bot import followups
-from bot.cli import edits
+from bot.cli import controls, edits
 from bot.cli.progress import ProgressBar
-from bot.container import open_database, open_services, read_libraries
+from bot.container import open_database, open_services, read_controlnets, read_libraries
+from bot.controls import ControlAsk
 from bot.jobs import Origin
 from bot.models import limits_of
 from bot.recipes import RecipeReader
@@ -114,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--outpaint, --zoom-out, --pan, --square 1)",
     )
     edits.add_arguments(parser)
+    controls.add_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (./out)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=generate)
@@ -148,16 +151,23 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError("use --parameters or --upscale / --vary: those read the image's own")
     if not args.prompt and not (args.upscale or args.vary or args.parameters):
         raise UserError('give a prompt, for example: dreamcord generate "a red fox"')
-    edits.chosen_edit(args)  # flags that do not fit together stop here
+    edit = edits.chosen_edit(args)  # flags that do not fit together stop here
+    if edit is not None and args.controls:
+        raise UserError(
+            f"--control does not go with --{edit.replace('_', '-')}: the edited canvas would not "
+            "match the control map; edit first, then guide a new image from the result"
+        )
+    asks = controls.asks_of(args)
     started = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="dreamcord-edit-") as scratch,
         ProgressBar("generating") as bar,
     ):
         delivery = CliDelivery(bar)
-        request, notes = asyncio.run(_generate(args, settings, delivery, Path(scratch)))
-    if delivery.failure is not None or delivery.generation is None:
-        raise UserError(f"generation failed: {delivery.failure or 'no result'}")
+        request, notes = asyncio.run(_generate(args, settings, delivery, Path(scratch), asks))
+        if delivery.failure is not None or delivery.generation is None:
+            raise UserError(f"generation failed: {delivery.failure or 'no result'}")
+        maps = _write_maps(request, args)  # from the scratch folder, before it goes
     images = _write_outputs(delivery.generation, settings, args)
     if args.json:
         finished = time.perf_counter()
@@ -170,6 +180,10 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
             "params": asdict(request),
             "notes": list(notes),
             "timings": timings,
+            "controls": [
+                {**asdict(unit), "image": None, "map": path}
+                for unit, path in zip(request.controls, maps, strict=True)
+            ],
         }
         json.dump(report, sys.stdout)
         print()
@@ -177,18 +191,26 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _generate(
-    args: argparse.Namespace, settings: Settings, delivery: CliDelivery, scratch: Path
+    args: argparse.Namespace,
+    settings: Settings,
+    delivery: CliDelivery,
+    scratch: Path,
+    asks: Sequence[ControlAsk] = (),
 ) -> tuple[GenerationRequest, tuple[str, ...]]:
     """Build the request (a mistake stops here, before the model loads), then run it.
 
-    An edit's canvas and mask are written into `scratch`, which outlives the job.
+    An edit's canvas and mask, and the control maps of `asks`, are written into `scratch`,
+    which outlives the job.
     """
     db, repos = await open_database(settings)
     try:
         libraries = await read_libraries(settings, repos, args.model)
+        controlnets = await read_controlnets(settings, repos, args.model) if asks else None
+        control_models = await controlnets.list() if controlnets else []
     finally:
         await db.close()
     request, notes = request_from_args(args, settings, libraries, scratch)
+    request = controls.with_controls(request, asks, control_models, scratch)
     request = check_request(request, limits_of(settings))
     if not args.json:
         for note in notes:
@@ -379,6 +401,17 @@ def _number_strength(text: str | None, default: float) -> float:
         return float(text)
     except ValueError:
         raise UserError(f"--strength {text!r} with --init: use a number from 0 to 1") from None
+
+
+def _write_maps(request: GenerationRequest, args: argparse.Namespace) -> list[str | None]:
+    """Copy each unit's map where --control-map-out asks; the paths written, in unit order."""
+    if args.control_map_out is None:
+        return [None] * len(request.controls)
+    targets = controls.map_out_paths(args.control_map_out, len(request.controls))
+    args.control_map_out.parent.mkdir(parents=True, exist_ok=True)
+    for unit, target in zip(request.controls, targets, strict=True):
+        write_atomically(target, Path(unit.image).read_bytes())
+    return [str(target) for target in targets]
 
 
 def _write_outputs(

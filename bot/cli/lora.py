@@ -1,6 +1,6 @@
 """`dreamcord lora ...`: manage the LoRA library (add, list, info, remove, rename, scan, check).
 
-The verbs are shared with `dreamcord embedding ...` and `dreamcord hypernetwork ...`: each
+The verbs are shared with `dreamcord embedding ...`, `hypernetwork ...` and `controlnet ...`: each
 library is described by a `bot.library_kinds.LibraryKind`, and one set of handlers serves them
 all, on the audited libraries the bot uses (`App.libraries`), so the CLI's changes are in the
 audit log too.
@@ -30,7 +30,7 @@ CLI = Actor(guild_id=None, user_id=None)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    add = add_library_commands(subparsers, LORAS)
+    add, _ = add_library_commands(subparsers, LORAS)
     add.add_argument("--weight", type=float, help="default weight when a prompt gives none (1)")
     add.add_argument(
         "--triggers", help="comma-separated trigger words (default: from the file's metadata)"
@@ -44,11 +44,14 @@ def _lora_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_library_commands(
-    subparsers: argparse._SubParsersAction, kind: LibraryKind
-) -> argparse.ArgumentParser:
+    subparsers: argparse._SubParsersAction,
+    kind: LibraryKind,
+    inspect: Callable[[argparse.Namespace, Settings], int] | None = None,
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     """Add `dreamcord <kind> add|list|info|remove|rename|enable|disable|scan|check`.
 
-    Returns the `add` parser, for options only one kind has.
+    `inspect` is `check`'s handler for this kind (default: as an adapter, `check_file`). Returns the
+    `add` parser and the kind's subcommands, for options and verbs only one kind has.
     """
     what = kind.what
     parser = subparsers.add_parser(
@@ -63,11 +66,11 @@ def add_library_commands(
     )
     add.add_argument("source", metavar="FILE|URL", help="a .safetensors file or a https:// link")
     add.add_argument("--name", help="the name prompts use (default: from the file)")
-    add.set_defaults(handler=_handler(kind, _add), add_options=lambda _: {})
+    add.set_defaults(handler=library_handler(kind, _add), add_options=lambda _: {})
 
     listing = commands.add_parser("list", help=f"list the {what}s, as a table")
     listing.add_argument("search", nargs="?", help="only names containing this text")
-    listing.set_defaults(handler=_handler(kind, _list))
+    listing.set_defaults(handler=library_handler(kind, _list))
 
     for verb, action, text in (
         ("info", _info, f"show everything known about a {what}"),
@@ -77,12 +80,12 @@ def add_library_commands(
     ):
         command = commands.add_parser(verb, help=text)
         command.add_argument("name", metavar="NAME")
-        command.set_defaults(handler=_handler(kind, action))
+        command.set_defaults(handler=library_handler(kind, action))
 
     rename = commands.add_parser("rename", help=f"give a {what} a new name")
     rename.add_argument("name", metavar="OLD")
     rename.add_argument("new_name", metavar="NEW")
-    rename.set_defaults(handler=_handler(kind, _rename))
+    rename.set_defaults(handler=library_handler(kind, _rename))
 
     scan = commands.add_parser(
         "scan",
@@ -90,21 +93,21 @@ def add_library_commands(
         "(exit 2 if some were refused)",
     )
     scan.add_argument("folder", type=Path, nargs="?", help="another folder to take files from")
-    scan.set_defaults(handler=_handler(kind, _scan))
+    scan.set_defaults(handler=library_handler(kind, _scan))
 
     check = commands.add_parser(
         "check", help="inspect FILE without loading a model (exit 0 usable, 2 refused)"
     )
     check.add_argument("file", type=Path, metavar="FILE", help="a .safetensors file")
     check.add_argument("--json", action="store_true", help="print one JSON document")
-    check.set_defaults(handler=check_file)
-    return add
+    check.set_defaults(handler=inspect or check_file)
+    return add, commands
 
 
 Verb = Callable[["AuditedLibrary", argparse.Namespace], Awaitable[int]]
 
 
-def _handler(kind: LibraryKind, verb: Verb) -> Callable[[argparse.Namespace, Settings], int]:
+def library_handler(kind: LibraryKind, verb: Verb) -> Callable[[argparse.Namespace, Settings], int]:
     def handle(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_with_library(kind, verb, args, settings))
 

@@ -1,8 +1,10 @@
-"""`/lora`, `/embedding` and `/hypernetwork ...`: admins manage the libraries from Discord.
+"""`/lora`, `/embedding`, `/hypernetwork` and `/controlnet ...`: admins manage the libraries
+from Discord.
 
 The verbs are the CLI's, on the same audited libraries (`App.libraries`): add (an attachment or
 an https link from an allowed host), list, info, rename, enable, disable, remove (after a
-confirmation), scan (the drop folder) and history (this server's audit log). Every verb is for
+confirmation), scan (the drop folder) and history (this server's audit log); a ControlNet also
+has a type (`/controlnet type`). Every verb is for
 admins, checked in code. After a LoRA is added, a preview at weights 0, 0.5 and 1 is queued at
 low priority and posted in the channel when done.
 """
@@ -36,6 +38,7 @@ from cogs.fitting import MESSAGE, fit, fit_escaped
 from cogs.library.embeds import entry_embed, history_embed, refusal_embed, scan_embed
 from cogs.library.views import ConfirmRemove, ListView, removal_question
 from cogs.options import filter_names
+from pipeline.control.model_types import CONTROL_TYPES, ControlType
 from pipeline.errors import UserError
 from pipeline.prompt.limits import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 
@@ -65,7 +68,8 @@ class LibraryCommands(commands.GroupCog):
     """What the library groups share; a subclass names its library and adds `add`."""
 
     command: ClassVar[str]
-    """Which of `App.libraries` this group manages: "lora", "embedding" or "hypernetwork"."""
+    """Which of `App.libraries` this group manages: "lora", "embedding", "hypernetwork" or
+    "controlnet"."""
 
     def __init__(self, bot: DreamcordClient) -> None:
         self.bot = bot
@@ -395,3 +399,58 @@ class HypernetworkCommands(
     """`/hypernetwork ...`: the shared verbs; files are `dreamcord convert`ed A1111 `.pt`s."""
 
     command = "hypernetwork"
+
+
+_TYPE_CHOICES = [app_commands.Choice(name=kind, value=kind) for kind in CONTROL_TYPES]
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class ControlNetCommands(
+    LibraryCommands, group_name="controlnet", group_description="Manage ControlNet models (admins)"
+):
+    """`/controlnet ...`: the shared verbs, `add` with the model's type, and `type` to set it."""
+
+    command = "controlnet"
+
+    @app_commands.command(name="add", description="Add an SD1.5 ControlNet (.safetensors)")
+    @app_commands.describe(
+        file="a .safetensors ControlNet (up to Discord's upload limit)",
+        url="an https link on Civitai or Hugging Face, for larger files (up to 1.5 GiB)",
+        name="the name /imagine's control option uses (default: from the file name)",
+        control_type="what it follows (default: guessed from the file name)",
+    )
+    @app_commands.rename(control_type="type")
+    @app_commands.choices(control_type=_TYPE_CHOICES)
+    async def add(
+        self,
+        interaction: Interaction,
+        file: discord.Attachment | None = None,
+        url: app_commands.Range[str, 1, 2000] | None = None,
+        name: app_commands.Range[str, 1, 64] | None = None,
+        control_type: app_commands.Choice[str] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        chosen = None if control_type is None else ControlType(control_type.value)
+        await self.add_from(interaction, file, url, name=name, control_type=chosen)
+
+    @app_commands.command(name="type", description="Set what a ControlNet follows")
+    @app_commands.describe(name="its name", control_type="canny, depth, openpose, ...")
+    @app_commands.rename(control_type="type")
+    @app_commands.choices(control_type=_TYPE_CHOICES)
+    async def set_type(
+        self, interaction: Interaction, name: str, control_type: app_commands.Choice[str]
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        actor = actor_of(interaction)
+        entry = await self.library.set_control_type(name, control_type.value, actor)
+        await self._say(
+            interaction, f"ControlNet `{entry.name}` is now of type `{entry.control_type}`."
+        )
+
+    @set_type.autocomplete("name")
+    async def _type_names(
+        self, interaction: Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        names = await self.library.names(enabled_only=not is_library_admin(interaction))
+        return filter_names(names, typed)

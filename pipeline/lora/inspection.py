@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.control.inspection import is_controlnet
 from pipeline.errors import UserError
+from pipeline.lora.bases import BASE_NAMES, BASES_BY_WIDTH, FLOAT_DTYPES, SD1_WIDTH
 from pipeline.lora.embeddings import SDXL_KEYS, embedding_problem, find_vectors, vector_count
 from pipeline.lora.header import Header, TensorEntry, read_header
 from pipeline.lora.hypernet_layout import (
@@ -26,10 +28,6 @@ from pipeline.lora.names import flat_name
 from pipeline.lora.targets import Wanted, match_modules, reference_indexes, too_many_skipped
 from pipeline.lora.untrusted_json import parse_json
 
-SD1_WIDTH = 768
-"""Text-encoder width (and cross-attention input) of SD1.x; the tiny model's is 32."""
-BASES_BY_WIDTH = {768: "sd1", 1024: "sd2", 1280: "sdxl", 2048: "sdxl"}
-BASE_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
 KEPT_METADATA = (
     "ss_output_name",
     "ss_base_model_version",
@@ -44,7 +42,6 @@ MAX_METADATA_CHARS = 200
 MAX_TRIGGERS = 20
 MAX_FACTOR_MAGNITUDE = 1e3
 """Trained factors are far below 1; values past this are a broken or hostile file."""
-FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 BUNDLE_VECTOR_PARTS = ("string_to_param.*", "emb_params")
 """How kohya and LyCORIS spell a bundled embedding's vectors after `bundle_emb.<token>.`."""
 # Module name endings whose input width is the text width: the text encoder's attention and the
@@ -154,6 +151,11 @@ def inspect_file(
     found = find_vectors(header)
     if found is not None:
         return _inspect_embedding(path, found, model_width, base_fields)
+    if is_controlnet(header.tensors):
+        return Inspection(
+            False, "controlnet", "unknown", None, None, 0, **base_fields,
+            reason="it is a ControlNet: add it with `controlnet add`",
+        )  # fmt: skip
     return _inspect_adapter(path, header, model_width, base_fields)
 
 

@@ -60,7 +60,8 @@ def test_a_missing_library_file_is_named_with_the_fix(
     lora = write_lora(tmp_path / "ghibli.safetensors", output_name=None)
     assert main(["lora", "add", str(lora)]) == 0
     main(["doctor", "--quick"])
-    assert "OK    library: 1 LoRAs, embeddings and hypernetworks" in capsys.readouterr().out
+    expected = "OK    library: 1 LoRAs, embeddings, hypernetworks and ControlNets"
+    assert expected in capsys.readouterr().out
     for stored in (tmp_path / "data" / "loras").glob("*.safetensors"):
         stored.unlink()
     main(["doctor", "--quick"])

@@ -10,7 +10,7 @@ import discord
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bot.app import GuildSettings, QueuedJob, SavedDefaults, ScanOutcome, Style
+from bot.app import GuildSettings, QueuedJob, SavedDefaults, ScanOutcome, ShownUnit, Style
 from bot.library_kinds import LORAS
 from cogs import texts
 from cogs.account import defaults_embed
@@ -24,7 +24,7 @@ from cogs.pages import Entry, Page, page_embeds, page_header
 from data.audit import AuditEntry
 from data.generations import Generation, Image
 from data.registry import LoraEntry, LoraKind, ModelBase, Source
-from pipeline.request import GenerationRequest, Mode
+from pipeline.request import ControlUnit, GenerationRequest, Mode
 from tests.fakediscord.validation import check_choices, check_limits, check_modal
 
 MAX_PROMPT = 6000
@@ -117,6 +117,22 @@ def test_info_fits_and_keeps_the_parameters_in_one_code_block(
     text = texts.info(2**53, seeds, parameters, list(range(ancestors)))
     fits(text)
     assert text.count("```") == 2
+
+
+@few
+@given(user_text, st.lists(st.text(max_size=64), max_size=3), st.floats(0, 2))
+@example("`" * MAX_PROMPT, ["_" * 64] * 3, 1 / 3)
+def test_info_with_control_units_fits_and_names_each(
+    parameters: str, models: list[str], weight: float
+) -> None:
+    shown = [
+        ShownUnit(n, ControlUnit(model, "map.png", weight, 0.2, 0.8, "canny"), "canny", None)
+        for n, model in enumerate(models, start=1)
+    ]
+    text = texts.info(2**53, [2**53] * 16, parameters, list(range(500)), shown)
+    fits(text)
+    assert text.count("```") == 2
+    assert all(f"ControlNet {n}: " in text for n in range(1, len(models) + 1))
 
 
 @few

@@ -182,10 +182,9 @@ async def test_edit_keeps_the_model_clip_skip_and_highres_fix_of_the_result(
 ) -> None:
     grid = await imagine(
         discord,
-        "a blue teapot",
+        "a blue teapot --clip-skip 2",
         count=1,
         model="tiny",
-        clip_skip=2,
         hires_scale=1.5,
         hires_steps=2,
         hires_denoise=0.4,

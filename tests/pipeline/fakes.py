@@ -1,11 +1,13 @@
-"""Test doubles for the worker: a fake Backend and hooks that record what the worker reports."""
+"""Test doubles: a fake Backend and hooks that record what the worker reports, and a dict-backed
+`FileSource` for the engine's libraries."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 
 from PIL import Image
 
@@ -16,6 +18,8 @@ from pipeline.backend import (
     OutOfDeviceMemory,
     StepCallback,
 )
+from pipeline.errors import UserError
+from pipeline.hashes import file_sha256
 from pipeline.queue import Job
 from pipeline.worker import Progress, WorkerHooks
 
@@ -116,3 +120,20 @@ class RecordingHooks(WorkerHooks):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self.done)} done, {len(self.failed)} failed")
             await asyncio.sleep(0.005)
+
+
+class DictFiles:
+    """A `FileSource` over a dict of name -> path, every entry enabled; `kind` names it in the
+    refusal of an unknown name, as the app's libraries do."""
+
+    def __init__(self, paths: dict[str, Path], kind: str = "file") -> None:
+        self.paths = paths
+        self.kind = kind
+
+    def names(self) -> Collection[str]:
+        return list(self.paths)
+
+    def resolve(self, name: str) -> tuple[Path, str]:
+        if name not in self.paths:
+            raise UserError(f"there is no {self.kind} named {name!r}")
+        return self.paths[name], file_sha256(self.paths[name])

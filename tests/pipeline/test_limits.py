@@ -1,14 +1,24 @@
-"""Request limits: the RNG source and ENSD, named as A1111 names them."""
+"""Request limits: the RNG source and ENSD as A1111 names them, ControlNet units and image
+prompts within A1111's bounds."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.errors import UserError
 from pipeline.limits import MAX_ENSD, Limits, check_request
-from pipeline.request import GenerationRequest, HiresSpec, InpaintSpec, Mode
+from pipeline.request import (
+    ControlUnit,
+    GenerationRequest,
+    HiresSpec,
+    ImagePrompt,
+    InpaintSpec,
+    Mode,
+)
 
 
 @pytest.mark.parametrize(("rng", "normalised"), [("cpu", "CPU"), (" Gpu ", "GPU"), ("nv", "NV")])
@@ -64,3 +74,66 @@ def test_an_outpaint_is_not_blurred_so_its_picture_stays_exact() -> None:
     outpaint = replace(EDIT, mode=Mode.OUTPAINT, inpaint=InpaintSpec(mask_blur=8))
     assert check_request(outpaint, Limits()).inpaint == InpaintSpec(mask_blur=0)
     assert check_request(replace(outpaint, mode=Mode.INPAINT), Limits()).inpaint_spec.mask_blur == 8
+
+
+# --- ControlNet units and image prompts: A1111's bounds (weight 0-2, start before end) ---
+
+
+def _unit(**changes: object) -> ControlUnit:
+    return replace(ControlUnit("control_v11p_sd15_canny", "/uploads/map.png"), **changes)
+
+
+@pytest.mark.parametrize(
+    ("units", "says"),
+    [
+        ((_unit(weight=2.5),), r"ControlNet unit 1 \(control_v11p_sd15_canny\): weight 2.5"),
+        ((_unit(weight=float("nan")),), "weight nan is out of range: use 0 to 2"),
+        ((_unit(start=0.6, end=0.4),), "start 0.6 and end 0.4 must be fractions"),
+        ((_unit(start=0.5, end=0.5),), "the start before the end"),
+        ((_unit(end=1.5),), "start 0 and end 1.5"),
+        ((_unit(), _unit(preprocessor="depth_midas")), "unit 2 .*unknown preprocessor"),
+        ((_unit(),) * 4, "4 ControlNet units asked for: use at most 3"),
+    ],
+)
+def test_a_bad_control_unit_says_which_and_what_to_use(units: tuple, says: str) -> None:
+    with pytest.raises(UserError, match=says):
+        check_request(GenerationRequest("a fox", controls=units), Limits())
+
+
+def test_three_units_within_bounds_pass_unchanged() -> None:
+    units = (_unit(), _unit(weight=0, start=0.2, end=0.8), _unit(weight=2, preprocessor="canny"))
+    assert check_request(GenerationRequest("a fox", controls=units), Limits()).controls == units
+
+
+def test_image_prompts_are_bounded_in_count_and_weight() -> None:
+    six = (ImagePrompt("/uploads/a.png"),) * 6
+    with pytest.raises(UserError, match="6 image prompts given: use at most 5"):
+        check_request(GenerationRequest("a fox", image_prompts=six), Limits())
+    with pytest.raises(UserError, match=r"image prompt 2: weight -0\.5 is out of range"):
+        prompts = (ImagePrompt("/a.png"), ImagePrompt("/b.png", weight=-0.5))
+        check_request(GenerationRequest("a fox", image_prompts=prompts), Limits())
+
+
+@given(
+    weight=st.floats(allow_nan=True, allow_infinity=True),
+    start=st.floats(allow_nan=True, allow_infinity=True),
+    end=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_any_unit_either_passes_within_bounds_or_is_refused(
+    weight: float, start: float, end: float
+) -> None:
+    unit = _unit(weight=weight, start=start, end=end)
+    try:
+        check_request(GenerationRequest("a fox", controls=(unit,)), Limits())
+    except UserError:
+        return
+    assert 0 <= weight <= 2 and 0 <= start < end <= 1
+
+
+def test_units_and_image_prompts_survive_the_json_round_trip() -> None:
+    request = GenerationRequest(
+        "a fox",
+        controls=(_unit(weight=0.5, start=0.1, end=0.9, preprocessor="canny"),),
+        image_prompts=(ImagePrompt("/uploads/look.png", weight=0.7, style=True),),
+    )
+    assert GenerationRequest.from_json(request.to_json()) == request

@@ -102,3 +102,11 @@ def test_an_upscale_over_the_server_limit_is_refused_with_the_largest_allowed() 
 def test_tiles_are_only_for_upscales() -> None:
     with pytest.raises(UserError, match="tiles are for upscales"):
         check_request(GenerationRequest("a castle", tiles=TileSpec()), Limits())
+
+
+def test_controlnet_with_tiles_is_refused_until_a_tile_aware_unit_exists() -> None:
+    from pipeline.request import ControlUnit
+
+    guided = replace(UPSCALE, tiles=TileSpec(), controls=(ControlUnit("tile", "map.png"),))
+    with pytest.raises(UserError, match="do not work with tiled upscales yet"):
+        check_request(guided, Limits())
