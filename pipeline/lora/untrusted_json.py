@@ -3,12 +3,18 @@
 
 Python's decoder has other ways to fail than `JSONDecodeError`: a `RecursionError` for deeply
 nested brackets, a `ValueError` for an integer past 4,300 digits, and it keeps the last of two
-equal keys without a word, which would let one tensor entry hide another.
+equal keys without a word, which would let one tensor entry hide another. It also reads
+`NaN`, `Infinity` and `-Infinity`, which JSON does not have and safetensors' own parser refuses:
+a file Python could read but torch could not open.
 """
 
 from __future__ import annotations
 
 import json
+
+
+class NotJson(ValueError):
+    """A word JSON does not have: NaN or Infinity."""
 
 
 class DuplicateKey(ValueError):
@@ -25,8 +31,8 @@ def parse_json(text: str | bytes) -> object:
     A repeated key is a `DuplicateKey`, so that callers can name the key.
     """
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, NotJson):
         raise ValueError("is not JSON") from None
     except RecursionError:
         raise ValueError("is nested too deeply") from None
@@ -43,3 +49,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
             raise DuplicateKey(key)
         document[key] = value
     return document
+
+
+def _no_constant(word: str) -> object:
+    raise NotJson(word)

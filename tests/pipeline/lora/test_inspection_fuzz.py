@@ -131,6 +131,22 @@ def test_any_value_in_a_header_entry_of_a_kohya_lora_is_only_ever_refused(
     assert_refused_or_judged(inspect_within_bounds(path))
 
 
+@pytest.mark.parametrize("word", ["Infinity", "-Infinity", "NaN"])
+def test_a_header_with_a_word_json_lacks_is_refused_not_left_to_safetensors(
+    tmp_path: Path, kohya_file: bytes, word: str
+) -> None:
+    """Python's json reads `Infinity` (what hypothesis found: `"extra": Infinity` in an entry);
+    safetensors' own parser does not, so without the refusal opening the file raised."""
+    header, data = split(kohya_file)
+    key = next(key for key in sorted(header) if key != "__metadata__")
+    header[key]["extra"] = float(word.replace("Infinity", "inf"))
+    path = tmp_path / "entry.safetensors"
+    path.write_bytes(joined(header, data))
+    outcome = inspect_within_bounds(path)
+    assert isinstance(outcome, UserError) or not outcome.ok
+    assert "not JSON" in (str(outcome) if isinstance(outcome, UserError) else outcome.reason)
+
+
 @FUZZ
 @given(value=st.floats(width=32), shape=st.lists(st.integers(0, 3), max_size=3))
 def test_any_alpha_of_a_kohya_lora_is_only_ever_refused_or_accepted(
