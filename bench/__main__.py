@@ -1,4 +1,4 @@
-"""Benchmarks (not tests): `python -m bench throughput|hires|controlnet ...`."""
+"""Benchmarks (not tests): `python -m bench throughput|hires|controlnet|upscale ...`."""
 
 from __future__ import annotations
 
@@ -42,7 +42,21 @@ def main(argv: list[str] | None = None) -> int:
         "--activations", action="store_true", help="the per-image memory share of one unit"
     )
     control.add_argument("--json", action="store_true", help="print one JSON line")
+    upscale = benches.add_parser("upscale", help="tiled 2x and 4x upscales: time, peak memory")
+    upscale.add_argument("--model", default="tiny", help="a MODEL spec (default: tiny)")
+    upscale.add_argument("--size", type=int, default=256, help="side of the square picture (256)")
+    upscale.add_argument("--steps", type=int, default=10, help="steps (10)")
+    upscale.add_argument("--strength", type=float, default=0.3, help="denoise (0.3)")
+    upscale.add_argument("--tile", type=int, default=512, help="tile side (512)")
+    upscale.add_argument("--overlap", type=int, default=64, help="tile overlap (64)")
+    upscale.add_argument("--batch", type=int, default=4, help="tiles per UNet call (4)")
     args = parser.parse_args(argv)
+    if args.bench == "upscale":
+        from bench.upscale import UpscalePlan, bench_upscale
+
+        options = (args.size, 2, args.steps, args.strength, args.tile, args.overlap, args.batch)
+        print(json.dumps(bench_upscale(UpscalePlan(args.model, *options))))
+        return 0
     if args.bench == "hires":
         return _hires(args, parser)
     if args.bench == "controlnet":

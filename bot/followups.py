@@ -7,11 +7,11 @@ the same prompt, LoRAs, sampler and model, and the same ControlNet units with th
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.requests import random_seed
-from pipeline.request import GenerationRequest, Mode
+from pipeline.request import GenerationRequest, Mode, TileSpec
 from pipeline.sizes import round_to
 
 UPSCALE_FACTOR = 2
@@ -53,6 +53,47 @@ def upscale(
         variation_seed=None,
         variation_strength=0.0,
         parent_image_id=image_id,
+    )
+
+
+UPSCALE_MODES = ("subtle", "creative")
+"""Midjourney's two upscalers: Subtle keeps the picture, Creative redraws it with more detail."""
+
+
+@dataclass(frozen=True)
+class TiledUpscale:
+    """A server's choices for tiled upscales (/settings; defaults here), docs/upscaling.md.
+
+    Pixel upscalers want 0.3-0.4 to add detail without redrawing (sd15.md); Subtle stays under
+    that, Creative goes over it, as far as a tile can go before it draws its own subject.
+    """
+
+    steps: int = 20
+    subtle: float = 0.25
+    creative: float = 0.45
+    tile: int = TileSpec.size
+    overlap: int = TileSpec.overlap
+
+    def denoise(self, mode: str) -> float:
+        return self.subtle if mode == "subtle" else self.creative
+
+
+def tiled_upscale(
+    request: GenerationRequest,
+    image_path: Path,
+    seed: int,
+    image_id: int | None,
+    factor: int,
+    mode: str,
+    choices: TiledUpscale = TiledUpscale(),
+) -> GenerationRequest:
+    """An upscale by `factor` in blended tiles (big images), at the `mode`'s denoise."""
+    upscaled = upscale(request, image_path, seed, image_id, factor)
+    return replace(
+        upscaled,
+        steps=choices.steps,
+        strength=choices.denoise(mode),
+        tiles=TileSpec(choices.tile, choices.overlap),
     )
 
 

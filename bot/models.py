@@ -194,4 +194,5 @@ def limits_of(settings: Settings) -> Limits:
         max_images=settings.max_images,
         upscalers=upscaler_catalog(settings),
         image_prompts=bool(settings.ip_adapter),
+        max_upscale_pixels=settings.max_upscale_pixels,
     )

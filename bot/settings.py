@@ -71,6 +71,7 @@ class Settings(BaseSettings):
 
     max_steps: int = Field(60, ge=1, le=150)
     max_pixels: int = Field(1024 * 1024, ge=64 * 64)
+    max_upscale_pixels: int = Field(4096 * 4096, ge=512 * 512)
     max_images: int = Field(4, ge=1, le=16)
     max_batch: int = Field(8, ge=1, le=64)
     max_queued_per_user: int = Field(3, ge=1)

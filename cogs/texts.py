@@ -74,7 +74,8 @@ def queued(
 def running(request: GenerationRequest, user_id: int, step: int, total: int) -> str:
     filled = round(10 * step / total) if total else 0
     bar = "▰" * filled + "▱" * (10 - filled)
-    return f"{headline(request, user_id)}\n🎨 {bar} step {step}/{total}"
+    unit = "tile" if request.tiles else "step"  # a tiled upscale counts tiles x steps
+    return f"{headline(request, user_id)}\n🎨 {bar} {unit} {step}/{total}"
 
 
 def finished(request: GenerationRequest, user_id: int, seeds: Sequence[int]) -> str:

@@ -61,9 +61,12 @@ from pipeline.request import (
     HypernetRef,
     LoraRef,
     Mode,
+    TileSpec,
 )
 from pipeline.samplers import effective_schedule, resolve_sampler
 from pipeline.sizes import round_to
+from pipeline.tiled import GuideFactory, TiledPass, configure_vae_tiles
+from pipeline.tiles import tile_count
 from pipeline.upscalers import Upscaler, UpscalerCatalog
 
 if TYPE_CHECKING:
@@ -116,17 +119,27 @@ class _Pass:
 
 
 class _Progress:
-    """Turns each pass's step numbers into one running count over the whole batch."""
+    """Turns each pass's step numbers into one running count over the whole batch.
 
-    def __init__(self, on_step: StepCallback, total: int) -> None:
+    A tiled pass counts in tiles (`per_call` of them each denoiser call), reported as each
+    batch of tiles is done, with a preview of the whole canvas.
+    """
+
+    def __init__(self, on_step: StepCallback, total: int, per_call: int = 1) -> None:
         self._on_step = on_step
         self._total = total
+        self._per_call = per_call
         self._done = 0
         self._in_pass = 0
 
     def step(self, number: int, latents: torch.Tensor) -> None:
         self._in_pass = number
-        self._on_step(self._done + number, self._total, lambda: latent_previews(latents))
+        if self._per_call == 1:  # a tiled pass has told its last tiles already
+            self._on_step(self._done + number, self._total, lambda: latent_previews(latents))
+
+    def tiles(self, call: int, done: int, latents: torch.Tensor) -> None:
+        count = (self._done + call) * self._per_call + done
+        self._on_step(count, self._total, lambda: latent_previews(latents))
 
     def finish_pass(self) -> None:
         self._done += self._in_pass
@@ -184,7 +197,7 @@ class Engine:
         started = time.perf_counter()
         passes = plan_passes(request)
         _reset_peak_memory(model)
-        _tile_large_decodes(model, passes[-1])
+        _tile_large_decodes(model, passes[-1], request.tiles)
         out_of_memory = None
         try:
             results, encoded = self._make_images(model, tasks, passes, on_step, should_stop)
@@ -229,7 +242,8 @@ class Engine:
                 group.additions += image_prompted(group.tasks)
             encoded = time.perf_counter()
             steps_per_group = sum(self._step_count(model, request, p) for p in passes)
-            progress = _Progress(on_step, len(groups) * steps_per_group)
+            tiles = tile_count(request)
+            progress = _Progress(on_step, len(groups) * steps_per_group * tiles, tiles)
             results = []
             for group in groups:
                 images = self._run_group(model, group, passes, progress, should_stop, controlnets)
@@ -372,6 +386,12 @@ class Engine:
                 upscaler = self.upscalers.find(request.hires.upscaler)
                 latents = self._upscale_latents(model, latents, denoise, upscaler)
             conditioning = [passes[index] for passes in group.conditioning]
+            guide: GuideFactory = Guidance
+            if request.tiles is not None:  # a big upscale: blended tiles (pipeline/tiled.py)
+                tiled = TiledPass.of(
+                    request.tiles, denoise.width, denoise.height, progress.tiles, should_stop
+                )
+                guide = tiled.guide
             latents = self._denoise(
                 model,
                 group,
@@ -382,6 +402,7 @@ class Engine:
                 should_stop,
                 masked,
                 controlnets,
+                guide,
             )
             progress.finish_pass()
         if should_stop():
@@ -573,11 +594,13 @@ class Engine:
         should_stop: Callable[[], bool],
         masked: MaskedLatents | None = None,
         controlnets: Mapping[str, Any] | None = None,
+        guide: GuideFactory = Guidance,
     ) -> torch.Tensor:
         """One sampling loop with classifier-free guidance; returns the final latents.
 
         A masked pass keeps the picture's latents where its mask does not repaint; the request's
         ControlNet units (their models in `controlnets`) add their residuals to the UNet calls.
+        `guide` builds the noise predictor: `Guidance`, or a tiled pass's blend of tiles.
         """
         from pipeline.control.units import control_additions
         from pipeline.noise import ImageNoise, routed_noise
@@ -614,9 +637,7 @@ class Engine:
             device,
             dtype,
         )
-        guidance = Guidance(
-            conditioning, request.cfg, device, dtype, (*additions, *group.additions)
-        )
+        guidance = guide(conditioning, request.cfg, device, dtype, (*additions, *group.additions))
         with routed_noise(scheduler, images):
             step_noise: Callable[[int], dict[str, torch.Tensor]] | None = None
             if sampler.brownian_step_noise:
@@ -829,9 +850,11 @@ TILED_DECODE_PIXELS = 1024 * 1024
 """Above this many pixels the VAE decodes in tiles, so a large decode fits in memory."""
 
 
-def _tile_large_decodes(model: LoadedModel, final: _Pass) -> None:
+def _tile_large_decodes(model: LoadedModel, final: _Pass, tiles: TileSpec | None) -> None:
+    """A large decode in diffusers' default tiles; a tiled pass encodes and decodes in its own."""
     vae = model.pipe.vae
-    if final.width * final.height > TILED_DECODE_PIXELS:
+    configure_vae_tiles(vae, tiles)
+    if tiles is not None or final.width * final.height > TILED_DECODE_PIXELS:
         vae.enable_tiling()
     else:
         vae.disable_tiling()

@@ -21,9 +21,10 @@ from pipeline.request import (
     HiresSpec,
     InpaintSpec,
     Mode,
+    TileSpec,
 )
 from pipeline.samplers import resolve_sampler
-from pipeline.sizes import check_size
+from pipeline.sizes import check_size, fit_size
 from pipeline.upscalers import UpscalerCatalog
 
 MAX_CLIP_SKIP = 4
@@ -36,6 +37,11 @@ MAX_PADDING = 256
 """A1111's sliders stop at 64 (mask blur) and 256 (masked area padding)."""
 MAX_GUIDE_WEIGHT = 2.0
 """A1111's ControlNet weight slider stops at 2; image prompt weights share the bound."""
+MIN_TILE = 256
+TILE_MULTIPLE = 64
+"""Tile sides: multiples of 64 (the UNet halves a latent tile three times), from 256 up, since
+smaller tiles give the model too little of the picture to draw from."""
+MAX_TILE_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -49,14 +55,19 @@ class Limits:
     """The highres-fix upscalers a request may name: the built-ins and the installed models."""
     image_prompts: bool = False
     """Whether an IP-Adapter is configured, so requests may carry image prompts."""
+    max_upscale_pixels: int = 4096 * 4096
+    """The largest output of a tiled upscale (MAX_UPSCALE_PIXELS)."""
 
 
 def check_request(request: GenerationRequest, limits: Limits) -> GenerationRequest:
     """The request with its sampler, schedule and RNG normalised, or a UserError saying what
     to fix."""
-    # An upscale may reach 4x the side (16x the pixels) of a base image at the limit.
-    pixels = limits.max_pixels * (16 if request.mode is Mode.UPSCALE else 1)
-    check_size(request.width, request.height, pixels)
+    if request.tiles is not None:
+        check_tiles(request, limits)
+    else:
+        # An upscale may reach 4x the side (16x the pixels) of a base image at the limit.
+        pixels = limits.max_pixels * (16 if request.mode is Mode.UPSCALE else 1)
+        check_size(request.width, request.height, pixels)
     if not 1 <= request.steps <= limits.max_steps:
         raise UserError(f"steps {request.steps} is out of range: use 1 to {limits.max_steps}")
     if not 1 <= request.count <= limits.max_images:
@@ -96,6 +107,39 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
 
     plan_conditioning(checked)  # AND parts and edit schedules within their limits
     return checked
+
+
+def check_tiles(request: GenerationRequest, limits: Limits) -> None:
+    """A tiled upscale's tiles and output size within bounds, or a UserError saying what to fix."""
+    tiles = request.tiles
+    assert tiles is not None
+    if request.mode is not Mode.UPSCALE or request.hires is not None:
+        raise UserError("tiles are for upscales of an image, without highres fix: use --upscale")
+    if request.controls or request.image_prompts:
+        raise UserError(
+            "ControlNet units and image prompts do not work with tiled upscales yet: "
+            "upscale without them"
+        )
+    if tiles.size < MIN_TILE or tiles.size % TILE_MULTIPLE:
+        raise UserError(
+            f"tile size {tiles.size} is not allowed: use a multiple of {TILE_MULTIPLE} from "
+            f"{MIN_TILE} up (512, the model's own size, is best)"
+        )
+    if not 0 <= tiles.overlap < tiles.size / 2 or tiles.overlap % 8:
+        raise UserError(
+            f"overlap {tiles.overlap} is not allowed: use a multiple of 8 smaller than half "
+            f"the tile ({tiles.size // 2}), say {TileSpec.overlap}"
+        )
+    if not 1 <= tiles.batch <= MAX_TILE_BATCH:
+        raise UserError(f"tile batch {tiles.batch} is out of range: use 1 to {MAX_TILE_BATCH}")
+    check_size(request.width, request.height, request.width * request.height)
+    if request.width * request.height > limits.max_upscale_pixels:
+        width, height = fit_size(request.width, request.height, limits.max_upscale_pixels)
+        raise UserError(
+            f"an upscale to {request.width}x{request.height} is over this server's limit of "
+            f"{limits.max_upscale_pixels:,} pixels: the largest allowed is {width}x{height}, "
+            "so use a smaller factor or start from a smaller image"
+        )
 
 
 def check_controls(request: GenerationRequest) -> None:

@@ -36,6 +36,8 @@ def batch_key(request: GenerationRequest) -> BatchKey:
     ControlNet units and image prompts are in by their models and settings, not their
     pictures: each task's own maps and pictures are loaded, so jobs guided by different
     pictures still share a batch.
+
+    A tiled upscale's tile spec is in: its tiles and their UNet batches are the pass.
     """
     edit = request.mode in EDIT_MODES
     loras = tuple(sorted((ref.name, ref.te_weight, ref.unet_weight) for ref in request.loras))
@@ -60,6 +62,7 @@ def batch_key(request: GenerationRequest) -> BatchKey:
         request.inpaint_spec if edit else None,
         tuple((u.model, u.weight, u.start, u.end) for u in request.controls),
         tuple((one.weight, one.style) for one in request.image_prompts),
+        request.tiles,
     )
 
 

@@ -17,6 +17,7 @@ from pipeline.backend import ImageResult, ImageTask
 from pipeline.errors import UserError
 from pipeline.planner import Candidate, plan_batch
 from pipeline.request import GenerationRequest
+from pipeline.tiles import LATENT_FACTOR, tile_layout
 
 DEFAULT_PIXEL_STEPS_PER_S = 2.5e6
 """A mid-range GPU: one 512x512, 25-step image in about 2.6 s. Replaced by the first batch."""
@@ -73,7 +74,14 @@ class Job:
 
 
 def image_cost(request: GenerationRequest) -> int:
-    """Pixel-steps of one image: width x height x steps, plus the hires pass at its own size."""
+    """Pixel-steps of one image: width x height x steps, plus the hires pass at its own size.
+
+    A tiled upscale's UNet runs over every tile at every step, overlaps included: its cost is
+    tiles x tile pixels x steps.
+    """
+    if request.tiles is not None:
+        tile = tile_layout(request.width, request.height, request.tiles)
+        return len(tile) * tile[0].height * tile[0].width * LATENT_FACTOR**2 * request.steps
     cost = request.width * request.height * request.steps
     if request.hires is not None:
         hires = request.hires

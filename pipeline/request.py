@@ -130,6 +130,20 @@ class InpaintSpec:
 
 
 @dataclass(frozen=True)
+class TileSpec:
+    """A tiled upscale's pass (pipeline/tiled.py): overlapping tiles of `size` pixels a side,
+    `overlap` pixels shared by neighbours, denoised `batch` tiles to a UNet call.
+
+    Memory follows the tile and the batch, not the image, so a 4096x4096 upscale runs where a
+    batch of `batch` 512x512 images does.
+    """
+
+    size: int = 512
+    overlap: int = 64
+    batch: int = 4
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """Everything needed to reproduce one job's images.
 
@@ -170,6 +184,8 @@ class GenerationRequest:
     """ControlNet units, at most MAX_CONTROL_UNITS, in the order A1111 numbers them."""
     image_prompts: tuple[ImagePrompt, ...] = ()
     """IP-Adapter pictures (`/blend`, `--iw`, `--sref`)."""
+    tiles: TileSpec | None = None
+    """An upscale denoised in blended tiles (big images); None: one whole-image pass."""
     parent_image_id: int | None = None
     extras: tuple[tuple[str, str], ...] = field(default=())
 
@@ -196,6 +212,7 @@ class GenerationRequest:
         raw["inpaint"] = InpaintSpec(**raw["inpaint"]) if raw.get("inpaint") else None
         raw["controls"] = tuple(ControlUnit(**unit) for unit in raw.get("controls", ()))
         raw["image_prompts"] = tuple(ImagePrompt(**one) for one in raw.get("image_prompts", ()))
+        raw["tiles"] = TileSpec(**raw["tiles"]) if raw.get("tiles") else None
         raw["mode"] = Mode(raw.get("mode", Mode.TXT2IMG))
         raw["extras"] = tuple(tuple(pair) for pair in raw.get("extras", ()))
         return cls(**raw)

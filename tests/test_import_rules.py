@@ -24,6 +24,7 @@ ENGINE_SIDE = (
     "pipeline.k_samplers",
     "pipeline.noise",
     "pipeline.tiny",
+    "pipeline.tiled",
     "pipeline.conditioning",
     "pipeline.preview",
     "pipeline.guidance",

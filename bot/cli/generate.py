@@ -34,7 +34,7 @@ from pipeline.errors import UserError
 from pipeline.limits import check_request, find_rng, parse_ensd
 from pipeline.png import read_png
 from pipeline.recipe import Recipe
-from pipeline.request import GenerationRequest, Mode
+from pipeline.request import GenerationRequest, Mode, TileSpec
 from pipeline.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 from pipeline.sizes import fit_size, parse_size
 from pipeline.upscalers import UPSCALER_NAMES
@@ -105,6 +105,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     more.add_argument(
         "--factor", type=int, choices=(2, 4), default=2, help="--upscale factor: 2 or 4"
     )
+    tiles = parser.add_argument_group("tiled upscale (big images; any of these tiles --upscale)")
+    tiles.add_argument("--mode", choices=followups.UPSCALE_MODES, help="subtle or creative")
+    tiles.add_argument("--tile", type=int, help=f"tile side in pixels ({TileSpec.size})")
+    tiles.add_argument("--overlap", type=int, help=f"tile overlap in pixels ({TileSpec.overlap})")
     more.add_argument("--vary", type=Path, metavar="IMAGE", help="variations of IMAGE")
     more.add_argument("--init", type=Path, metavar="IMAGE", help="image to image from IMAGE")
     more.add_argument(
@@ -131,7 +135,8 @@ class CliDelivery:
 
     def progress(self, job: StoredJob, step: int, total: int, preview: Image | None) -> None:
         self.started_at = self.started_at or time.perf_counter()
-        self.bar.update(step, total)
+        # A tiled upscale counts tiles: every tile at every step (docs/upscaling.md).
+        self.bar.update(step, total, "tile" if job.request.tiles else None)
 
     async def deliver(self, job: StoredJob, generation: Generation) -> None:
         self.generation = generation
@@ -335,6 +340,8 @@ def _with_source(
     """The request turned into an upscale, variations or image to image where asked."""
     if args.upscale is not None:
         path = args.upscale.resolve()
+        if args.mode or args.tile or args.overlap is not None:
+            return _tiled(args, request, path)
         return followups.upscale(request, path, request.seed, None, args.factor)
     if args.vary is not None:
         strength = args.strength or "strong"
@@ -351,6 +358,18 @@ def _with_source(
             strength=_number_strength(args.strength, pasted or DEFAULT_IMG2IMG_STRENGTH),
         )
     return request
+
+
+def _tiled(args: argparse.Namespace, request: GenerationRequest, path: Path) -> GenerationRequest:
+    """--upscale with --mode, --tile or --overlap: a tiled upscale (docs/upscaling.md)."""
+    defaults = followups.TiledUpscale()
+    choices = replace(
+        defaults,
+        tile=args.tile or defaults.tile,
+        overlap=defaults.overlap if args.overlap is None else args.overlap,
+    )
+    mode = args.mode or "subtle"
+    return followups.tiled_upscale(request, path, request.seed, None, args.factor, mode, choices)
 
 
 def read_parameters(path: Path) -> str:

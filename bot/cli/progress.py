@@ -19,9 +19,13 @@ class ProgressBar:
         self._unit = unit
         self._bar: tqdm | None = None
 
-    def update(self, done: int, total: int | None) -> None:
-        """Move to `done` of `total` (None when the total is unknown, as for some downloads)."""
+    def update(self, done: int, total: int | None, unit: str | None = None) -> None:
+        """Move to `done` of `total` (None when the total is unknown, as for some downloads).
+
+        `unit`, when given before the first update, replaces the bar's unit (tiles, not steps).
+        """
         if self._bar is None:
+            self._unit = unit or self._unit
             in_bytes = self._unit == "B"
             self._bar = tqdm(
                 total=total,
