@@ -48,6 +48,7 @@ from data.generations import Generation, Image
 from data.images import ImageStore
 from data.repositories import Repositories
 from pipeline.canvas import REGIONS
+from pipeline.control.annotators import ANNOTATORS_FOLDER, Annotators
 
 __all__ = [
     "BLEND_DIMENSIONS",
@@ -170,5 +171,7 @@ async def build_app(
         previews=LoraPreviews(jobs, settings),
         safety=SafetyRules(guild, SafetyMode(settings.safety_checker)),
         edits=EditService(requests, gallery, uploads, settings.max_pixels),
-        controls=ControlService(audited.controlnets, uploads),
+        controls=ControlService(
+            audited.controlnets, uploads, Annotators(settings.data_dir / ANNOTATORS_FOLDER)
+        ),
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.uploads import Uploads, check_picture_size, decode_picture
+from pipeline.control.annotators import Annotators
 from pipeline.control.model_types import default_preprocessor
 from pipeline.control.preprocess import control_map
 from pipeline.errors import UserError
@@ -115,10 +116,13 @@ def choose_model(name: str | None, models: Sequence[ControlModel]) -> ControlMod
 
 
 def plan_units(
-    request: GenerationRequest, asks: Sequence[ControlAsk], models: Sequence[ControlModel]
+    request: GenerationRequest,
+    asks: Sequence[ControlAsk],
+    models: Sequence[ControlModel],
+    annotators: Annotators,
 ) -> tuple[PlannedUnit, ...]:
-    """The units `asks` make, checked as the request will be (`check_controls`) before any
-    picture is decoded; a UserError names the unit to fix."""
+    """The units `asks` make, checked as the request will be (`check_controls`), their
+    annotator models too, before any picture is decoded; a UserError names the unit to fix."""
     if len(asks) > MAX_CONTROL_UNITS:
         raise UserError(f"{len(asks)} ControlNet units asked for: use at most {MAX_CONTROL_UNITS}")
     planned = []
@@ -141,21 +145,25 @@ def plan_units(
         )
         planned.append(PlannedUnit(unit, ask.picture, model.control_type))
     check_controls(replace(request, controls=tuple(plan.unit for plan in planned)))
+    if any(plan.unit.preprocessor == "depth" for plan in planned):
+        annotators.check_depth()
     return tuple(planned)
 
 
-def make_map(plan: PlannedUnit, width: int, height: int) -> Image.Image:
+def make_map(plan: PlannedUnit, width: int, height: int, annotators: Annotators) -> Image.Image:
     """The unit's map at `width`x`height`, its picture checked as an upload is (blocking:
-    call it in a thread)."""
-    return control_map(decode_picture(plan.picture), plan.unit.preprocessor, width, height)
+    call it in a thread; a depth map runs its model there, on the CPU)."""
+    picture = decode_picture(plan.picture)
+    return control_map(picture, plan.unit.preprocessor, width, height, annotators)
 
 
 class ControlService:
     """Units for requests, their maps held while the job is queued (see the module docstring)."""
 
-    def __init__(self, models: ControlModels, uploads: Uploads) -> None:
+    def __init__(self, models: ControlModels, uploads: Uploads, annotators: Annotators) -> None:
         self._models = models
         self._uploads = uploads
+        self._annotators = annotators
 
     @staticmethod
     def check_picture(size: int) -> None:
@@ -175,11 +183,13 @@ class ControlService:
         if not asks:
             yield request
             return
-        planned = plan_units(request, asks, await self._models.list())
+        planned = plan_units(request, asks, await self._models.list(), self._annotators)
         async with contextlib.AsyncExitStack() as stack:
             units = []
             for plan in planned:
-                picture = await asyncio.to_thread(make_map, plan, request.width, request.height)
+                picture = await asyncio.to_thread(
+                    make_map, plan, request.width, request.height, self._annotators
+                )
                 stored = await stack.enter_async_context(self._uploads.held_picture(picture))
                 units.append(replace(plan.unit, image=str(stored.path)))
             yield replace(request, controls=tuple(units))

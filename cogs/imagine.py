@@ -31,6 +31,10 @@ PREPROCESS_CHOICES = [
     ),
     app_commands.Choice(name="canny: the picture's edges", value="canny"),
     app_commands.Choice(name="invert: black lines on white become white on black", value="invert"),
+    app_commands.Choice(
+        name="depth: a depth map (needs DATA_DIR/annotators/depth, else send one with none)",
+        value="depth",
+    ),
 ]
 """The built-in preprocessors (pipeline.request.CONTROL_PREPROCESSORS), told apart."""
 

@@ -113,9 +113,14 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
     return f"{request.prompt}{negative}\n{line}"
 
 
-CONTROL_MODULES = {"invert": "invert (from white bg & black line)"}
+CONTROL_MODULES = {"invert": "invert (from white bg & black line)", "depth": "depth_midas"}
 """sd-webui-controlnet's labels for preprocessors whose label is not their name."""
-CONTROL_SLIDERS = {"none": (512, 0.5, 0.5), "canny": (512, 100, 200), "invert": (0.5, 0.5, 0.5)}
+CONTROL_SLIDERS = {
+    "none": (512, 0.5, 0.5),
+    "canny": (512, 100, 200),
+    "invert": (0.5, 0.5, 0.5),
+    "depth": (512, 0.5, 0.5),
+}
 """(Processor Res, Threshold A, Threshold B) that sd-webui-controlnet's unit validation gives a
 unit left at its defaults: each preprocessor's slider values (a hidden slider's is 0.5)."""
 

@@ -48,10 +48,11 @@ MAX_CONTROL_UNITS = 3
 MAX_IMAGE_PROMPTS = 5
 """Pictures one request may take as image prompts: Midjourney's /blend takes 2 to 5."""
 
-CONTROL_PREPROCESSORS = ("none", "canny", "invert")
+CONTROL_PREPROCESSORS = ("none", "canny", "invert", "depth")
 """Preprocessors built in: `none` takes the picture as a ready map (a pose skeleton, a depth
 map, a scribble), `invert` turns black lines on white into the white-on-black maps ControlNet
-reads, `canny` draws the picture's edges (pipeline/control/preprocess.py)."""
+reads, `canny` draws the picture's edges (pipeline/control/preprocess.py), `depth` estimates
+its depth with the model in DATA_DIR/annotators/depth (pipeline/control/annotators.py)."""
 
 
 @dataclass(frozen=True)

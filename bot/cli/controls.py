@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.controls import ControlAsk, ControlModel, make_map, plan_units
 from bot.uploads import check_picture_size
+from pipeline.control.annotators import Annotators
 from pipeline.errors import UserError
 from pipeline.request import CONTROL_PREPROCESSORS, MAX_CONTROL_UNITS, GenerationRequest
 
@@ -83,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preprocess",
         choices=CONTROL_PREPROCESSORS,
         help="how the picture becomes the map (default: canny for a canny model, else none: "
-        "the picture is the map)",
+        "the picture is the map); depth needs a transformers depth model (DPT/MiDaS, Depth "
+        "Anything) in DATA_DIR/annotators/depth, else send a ready depth map with none",
         **unit,
     )
     group.add_argument(
@@ -110,14 +112,15 @@ def with_controls(
     asks: Sequence[ControlAsk],
     models: Sequence[ControlModel],
     scratch: Path,
+    annotators: Annotators,
 ) -> GenerationRequest:
     """`request` with the units `asks` make, their maps written into `scratch` at its size."""
     if not asks:
         return request
     units = []
-    for number, plan in enumerate(plan_units(request, asks, models), start=1):
+    for number, plan in enumerate(plan_units(request, asks, models, annotators), start=1):
         path = scratch / f"control-{number}.png"
-        make_map(plan, request.width, request.height).save(path)
+        make_map(plan, request.width, request.height, annotators).save(path)
         units.append(replace(plan.unit, image=str(path)))
     return replace(request, controls=tuple(units))
 

@@ -29,6 +29,7 @@ from bot.models import limits_of
 from bot.recipes import RecipeReader
 from bot.requests import build_request
 from bot.settings import Settings
+from pipeline.control.annotators import ANNOTATORS_FOLDER, Annotators
 from pipeline.errors import UserError
 from pipeline.limits import check_request, find_rng, parse_ensd
 from pipeline.png import read_png
@@ -211,7 +212,8 @@ async def _generate(
     finally:
         await db.close()
     request, notes = request_from_args(args, settings, libraries, scratch)
-    request = controls.with_controls(request, asks, control_models, scratch)
+    annotators = Annotators(settings.data_dir / ANNOTATORS_FOLDER)
+    request = controls.with_controls(request, asks, control_models, scratch, annotators)
     request = check_request(request, limits_of(settings))
     if not args.json:
         for note in notes:

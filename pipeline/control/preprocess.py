@@ -15,6 +15,8 @@ from pipeline.request import CONTROL_PREPROCESSORS
 if TYPE_CHECKING:
     from PIL import Image
 
+    from pipeline.control.annotators import Annotators
+
 CANNY_LOW = 100
 CANNY_HIGH = 200
 """A1111's ControlNet canny thresholds (its "Threshold A" and "Threshold B")."""
@@ -31,8 +33,15 @@ def crop_and_resize(picture: Image.Image, width: int, height: int) -> Image.Imag
     return resized.crop((left, top, left + width, top + height))
 
 
-def control_map(picture: Image.Image, preprocessor: str, width: int, height: int) -> Image.Image:
-    """The RGB map a unit reads, from the user's `picture` by `preprocessor`, at the size."""
+def control_map(
+    picture: Image.Image,
+    preprocessor: str,
+    width: int,
+    height: int,
+    annotators: Annotators | None = None,
+) -> Image.Image:
+    """The RGB map a unit reads, from the user's `picture` by `preprocessor`, at the size;
+    `depth` runs the model of `annotators` (torch is imported only then)."""
     import numpy as np
     from PIL import Image
 
@@ -45,6 +54,10 @@ def control_map(picture: Image.Image, preprocessor: str, width: int, height: int
     pixels = np.asarray(fitted)
     if preprocessor == "invert":
         return Image.fromarray(255 - pixels, "RGB")
+    if preprocessor == "depth":
+        if annotators is None:
+            raise UserError("the depth preprocessor has no annotators folder here: use none")
+        return annotators.depth(fitted)
     import cv2
 
     edges = cv2.Canny(pixels, CANNY_LOW, CANNY_HIGH)

@@ -20,6 +20,8 @@ from bot.cli import build_parser
 from pipeline.control.preprocess import crop_and_resize
 from tests.bot.cli_helpers import dreamcord
 from tests.control_files import tiny_controlnet, write_diffusers_layout
+from tests.depth_files import write_depth_folder
+from tests.pipeline.control.test_depth_maps import reference
 
 TINY = ("--model", "tiny", "--steps", "2", "--seed", "5")
 SIZED = (*TINY, "--size", "64x48")
@@ -179,3 +181,33 @@ def test_bad_control_input_is_one_line_on_stderr_and_a_failure(
     assert outcome.err.count("\n") == 1 and says in outcome.err, outcome.err
     assert not (tmp_path / "map.png").exists() and not (tmp_path / "out").exists()
     assert not list(isolated.glob("dreamcord-*")), "no scratch folder stays"
+
+
+def test_control_map_out_writes_the_depth_map_of_the_annotators_model(
+    capsys, tmp_path: Path, controlnets
+) -> None:
+    folder = write_depth_folder(tmp_path / "data" / "annotators" / "depth")
+    photo = write_photo(tmp_path / "house.png")
+    outcome = dreamcord(
+        capsys, "generate", "a house", *SIZED,
+        "--control", "tiny-depth", "--preprocess", "depth", "--control-image", str(photo),
+        "--control-map-out", "depth.png",
+    )  # fmt: skip
+    assert outcome.code == 0, outcome.err
+    with Image.open(photo) as picture:
+        expected = reference(folder, picture, 64, 48)
+    assert np.array_equal(pixels(tmp_path / "depth.png"), expected)
+
+
+def test_depth_without_its_model_is_one_line_and_nothing_runs(
+    capsys, tmp_path: Path, controlnets
+) -> None:
+    photo = write_photo(tmp_path / "house.png")
+    outcome = dreamcord(
+        capsys, "generate", "a house", *TINY,
+        "--control", "tiny-depth", "--preprocess", "depth", "--control-image", str(photo),
+        "--control-map-out", "depth.png",
+    )  # fmt: skip
+    assert outcome.code != 0 and outcome.err.count("\n") == 1, outcome.err
+    assert "or send a ready depth map with preprocess none" in outcome.err
+    assert not (tmp_path / "depth.png").exists() and not (tmp_path / "out").exists()

@@ -32,6 +32,7 @@ from bot.settings import load_settings
 from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation
 from data.repositories import Repositories
+from pipeline.control.annotators import Annotators
 from pipeline.control.model_types import default_preprocessor
 from pipeline.control.preprocess import crop_and_resize
 from pipeline.errors import UserError
@@ -56,6 +57,8 @@ class Entry:
 
 
 MODELS = [Entry("canny-v11", "canny"), Entry("depth-v11", "depth"), Entry("old", "canny", False)]
+NO_ANNOTATORS = Annotators(Path("no-annotators-here"))
+"""An annotators folder with no model in it: the built-in preprocessors need none."""
 
 
 def photo(size: tuple[int, int] = (200, 100), kind: str = "PNG") -> bytes:
@@ -92,12 +95,16 @@ def canny_reference(data: bytes, width: int, height: int) -> np.ndarray:
 )
 def test_the_default_preprocessor_follows_the_model_type(control_type, preprocessor) -> None:
     assert default_preprocessor(control_type) == preprocessor
-    (plan,) = plan_units(REQUEST, [ControlAsk(b"x", "m")], [Entry("m", control_type)])
+    (plan,) = plan_units(
+        REQUEST, [ControlAsk(b"x", "m")], [Entry("m", control_type)], NO_ANNOTATORS
+    )
     assert plan.unit.preprocessor == preprocessor
 
 
 def test_a_named_preprocessor_wins_over_the_default() -> None:
-    (plan,) = plan_units(REQUEST, [ControlAsk(b"x", "canny-v11", preprocessor="invert")], MODELS)
+    (plan,) = plan_units(
+        REQUEST, [ControlAsk(b"x", "canny-v11", preprocessor="invert")], MODELS, NO_ANNOTATORS
+    )
     assert plan.unit.preprocessor == "invert"
 
 
@@ -107,7 +114,7 @@ def test_a_model_is_found_in_any_letter_case() -> None:
 
 def test_without_a_model_the_only_enabled_one_is_used() -> None:
     only = [Entry("depth-v11", "depth"), Entry("old", "canny", False)]
-    (plan,) = plan_units(REQUEST, [ControlAsk(b"x")], only)
+    (plan,) = plan_units(REQUEST, [ControlAsk(b"x")], only, NO_ANNOTATORS)
     assert (plan.unit.model, plan.unit.preprocessor, plan.control_type) == (
         "depth-v11",
         "none",
@@ -147,7 +154,7 @@ def test_a_model_that_cannot_be_chosen_is_refused_with_the_fix(name, models, say
 def test_bad_units_are_refused_before_any_picture_is_read(asks, says) -> None:
     # b"x" is no picture: refusing by its bytes would say so instead.
     with pytest.raises(UserError, match=says):
-        plan_units(REQUEST, asks, MODELS)
+        plan_units(REQUEST, asks, MODELS, NO_ANNOTATORS)
 
 
 finite = st.floats(min_value=-3, max_value=3, allow_nan=False)
@@ -159,7 +166,7 @@ def test_any_weight_start_and_end_plan_only_within_a1111s_bounds(weight, start, 
     ask = ControlAsk(b"x", "canny-v11", weight=weight, start=start, end=end)
     valid = math.isfinite(weight) and 0 <= weight <= 2 and 0 <= start < end <= 1
     try:
-        (plan,) = plan_units(REQUEST, [ask], MODELS)
+        (plan,) = plan_units(REQUEST, [ask], MODELS, NO_ANNOTATORS)
     except UserError as refusal:
         assert not valid, refusal
         assert "ControlNet unit" in str(refusal)
@@ -173,8 +180,8 @@ def test_any_weight_start_and_end_plan_only_within_a1111s_bounds(weight, start, 
 
 def test_the_canny_map_is_opencvs_canny_of_the_picture_at_the_request_size() -> None:
     data = photo((200, 100))
-    (plan,) = plan_units(REQUEST, [ControlAsk(data, "canny-v11")], MODELS)
-    made = np.asarray(make_map(plan, REQUEST.width, REQUEST.height))
+    (plan,) = plan_units(REQUEST, [ControlAsk(data, "canny-v11")], MODELS, NO_ANNOTATORS)
+    made = np.asarray(make_map(plan, REQUEST.width, REQUEST.height, NO_ANNOTATORS))
     expected = canny_reference(data, 96, 64)
     assert made.shape == (64, 96, 3)
     assert expected.any() and np.array_equal(made[..., 0], expected)
@@ -188,9 +195,10 @@ def test_a_ready_map_is_taken_as_it_is_and_invert_turns_it_around() -> None:
         REQUEST,
         [ControlAsk(data, "depth-v11"), ControlAsk(data, "depth-v11", preprocessor="invert")],
         MODELS,
+        NO_ANNOTATORS,
     )
-    assert np.array_equal(np.asarray(make_map(ready, 96, 64)), source)
-    assert np.array_equal(np.asarray(make_map(inverted, 96, 64)), 255 - source)
+    assert np.array_equal(np.asarray(make_map(ready, 96, 64, NO_ANNOTATORS)), source)
+    assert np.array_equal(np.asarray(make_map(inverted, 96, 64, NO_ANNOTATORS)), 255 - source)
 
 
 def animated_png() -> bytes:
@@ -210,17 +218,17 @@ def animated_png() -> bytes:
     ],
 )
 def test_a_control_image_takes_the_checks_of_an_upload(data: bytes, says: str) -> None:
-    (plan,) = plan_units(REQUEST, [ControlAsk(data, "canny-v11")], MODELS)
+    (plan,) = plan_units(REQUEST, [ControlAsk(data, "canny-v11")], MODELS, NO_ANNOTATORS)
     with pytest.raises(UserError, match=says):
-        make_map(plan, 96, 64)
+        make_map(plan, 96, 64, NO_ANNOTATORS)
 
 
 @FUZZ
 @given(data=st.binary(max_size=2048) | st.sampled_from([photo(kind="JPEG")]).map(bytearray))
 def test_any_bytes_as_a_control_image_give_a_map_of_the_size_or_a_user_error(data) -> None:
-    (plan,) = plan_units(REQUEST, [ControlAsk(bytes(data), "canny-v11")], MODELS)
+    (plan,) = plan_units(REQUEST, [ControlAsk(bytes(data), "canny-v11")], MODELS, NO_ANNOTATORS)
     try:
-        made = make_map(plan, 96, 64)
+        made = make_map(plan, 96, 64, NO_ANNOTATORS)
     except UserError as refusal:
         assert str(refusal)
     else:
@@ -256,7 +264,7 @@ def uploads(tmp_path: Path, repos: Repositories) -> Uploads:
 async def test_a_map_is_stored_at_the_request_size_and_dropped_when_nothing_is_queued(
     uploads: Uploads,
 ) -> None:
-    service = ControlService(Listed(MODELS), uploads)
+    service = ControlService(Listed(MODELS), uploads, NO_ANNOTATORS)
     data = photo((200, 100))
     async with service.held(REQUEST, [ControlAsk(data, "canny-v11", weight=0.7)]) as request:
         (unit,) = request.controls
@@ -268,14 +276,14 @@ async def test_a_map_is_stored_at_the_request_size_and_dropped_when_nothing_is_q
 
 
 async def test_a_queued_job_keeps_its_map(uploads: Uploads, repos: Repositories) -> None:
-    service = ControlService(Listed(MODELS), uploads)
+    service = ControlService(Listed(MODELS), uploads, NO_ANNOTATORS)
     async with service.held(REQUEST, [ControlAsk(photo(), "canny-v11")]) as request:
         await repos.jobs.create(request, user_id=1)
     assert stored(request.controls[0].image) is not None
 
 
 async def test_a_refused_unit_stores_nothing(uploads: Uploads) -> None:
-    service = ControlService(Listed(MODELS), uploads)
+    service = ControlService(Listed(MODELS), uploads, NO_ANNOTATORS)
     asks = [ControlAsk(photo(), "canny-v11"), ControlAsk(b"not a picture", "depth-v11")]
     with pytest.raises(UserError, match="not a picture"):
         async with service.held(REQUEST, asks):
@@ -284,14 +292,14 @@ async def test_a_refused_unit_stores_nothing(uploads: Uploads) -> None:
 
 
 async def test_without_asks_the_request_is_left_as_it_is(uploads: Uploads) -> None:
-    async with ControlService(Listed(MODELS), uploads).held(REQUEST, []) as request:
+    async with ControlService(Listed(MODELS), uploads, NO_ANNOTATORS).held(REQUEST, []) as request:
         assert request is REQUEST
 
 
 async def test_info_shows_each_unit_with_its_type_and_its_kept_map(
     uploads: Uploads, repos: Repositories, tmp_path: Path
 ) -> None:
-    service = ControlService(Listed(MODELS), uploads)
+    service = ControlService(Listed(MODELS), uploads, NO_ANNOTATORS)
     async with service.held(REQUEST, [ControlAsk(photo(), "canny-v11")]) as request:
         await repos.jobs.create(request, user_id=1)
     elsewhere = tmp_path / "elsewhere.png"  # a CLI run's map, or a path no longer Dreamcord's
@@ -370,3 +378,11 @@ async def test_reroll_variations_upscale_and_remix_keep_the_units_an_image_edit_
     assert remix.controls == (unit,)
     async with app.edits.of_result(generation, 0, Edit(Operation.ZOOM_OUT), 1, 5) as edit:
         assert edit.request.mode is Mode.OUTPAINT and edit.request.controls == ()
+
+
+def test_a_depth_unit_without_its_model_is_refused_before_the_picture_is_read() -> None:
+    """b"x" is no picture: the missing model is what the user hears, and nothing is held."""
+    with pytest.raises(UserError, match=r"the depth preprocessor needs a depth model in"):
+        plan_units(
+            REQUEST, [ControlAsk(b"x", "depth-v11", preprocessor="depth")], MODELS, NO_ANNOTATORS
+        )

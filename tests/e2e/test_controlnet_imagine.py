@@ -19,8 +19,10 @@ from bot.guild import Actor
 from pipeline.control.preprocess import crop_and_resize
 from pipeline.request import GenerationRequest
 from tests.control_files import tiny_controlnet, write_diffusers_layout, write_original_layout
+from tests.depth_files import write_depth_folder
 from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine, is_result
 from tests.fakediscord import DiscordHarness, Upload
+from tests.pipeline.control.test_depth_maps import reference
 
 pytestmark = pytest.mark.e2e
 
@@ -137,6 +139,14 @@ async def test_the_only_enabled_model_is_used_and_its_type_decides_the_preproces
             {"control_image": Upload("a.png", b"no picture"), "control": "control_tiny_canny"},
             "not a picture Dreamcord can read",
         ),
+        (
+            {
+                "control_image": Upload("a.png", photo()),
+                "control": "control_tiny_depth",
+                "preprocess": "depth",
+            },
+            "the depth preprocessor needs a depth model in",
+        ),
     ],
 )
 async def test_bad_control_input_is_answered_privately_and_nothing_is_queued(
@@ -148,3 +158,18 @@ async def test_bad_control_input_is_answered_privately_and_nothing_is_queued(
     assert says in reply.content
     assert await discord.client.services.repos.jobs.list_queued() == []
     assert not list((settings.data_dir / "uploads").rglob("*.png"))
+
+
+async def test_preprocess_depth_stores_the_depth_map_of_the_annotators_model(
+    discord: DiscordHarness, tmp_path: Path, settings
+) -> None:
+    folder = write_depth_folder(settings.data_dir / "annotators" / "depth")
+    await add_controlnets(discord, tmp_path, "control_tiny_depth")
+    done = await imagine(
+        discord, "a room", control_image=Upload("room.png", photo()), preprocess="depth", count=1
+    )
+    request = await request_of(discord, done)
+    (unit,) = request.controls
+    assert unit.preprocessor == "depth"
+    expected = reference(folder, Image.open(io.BytesIO(photo())), request.width, request.height)
+    assert np.array_equal(pixels_of(Path(unit.image)), expected)

@@ -51,8 +51,8 @@ def test_crop_and_resize_covers_the_size_and_crops_about_the_centre() -> None:
 
 
 def test_an_unknown_preprocessor_names_the_choices() -> None:
-    with pytest.raises(UserError, match=r"no preprocessor 'depth'.*none, canny, invert"):
-        control_map(_picture(64, 64), "depth", 64, 64)
+    with pytest.raises(UserError, match=r"no preprocessor 'pose'.*none, canny, invert, depth"):
+        control_map(_picture(64, 64), "pose", 64, 64)
 
 
 @settings(max_examples=30, deadline=None)

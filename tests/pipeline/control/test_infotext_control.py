@@ -115,3 +115,16 @@ def test_dreamcords_own_parameters_with_units_read_back() -> None:
     recipe = read_recipe(parameters(), Limits())
     assert recipe.options["steps"] == 20
     assert sum(note.startswith("ControlNet ") for note in recipe.notes) == 3
+
+
+def test_a_depth_unit_is_written_as_the_extensions_depth_midas_at_its_512_resolution() -> None:
+    """sd-webui-controlnet labels its `depth` preprocessor depth_midas; its one slider is the
+    512 resolution (scripts/preprocessor/legacy/preprocessor_compiled.py)."""
+    unit = ControlUnit("control_v11f1p_sd15_depth", "map.png", preprocessor="depth")
+    request = GenerationRequest("a house", controls=(unit,))
+    identity = ImageIdentity(seed=0, control_hashes=(("control_v11f1p_sd15_depth", "cfd03158"),))
+    fields = parse_parameters(build_parameters(request, identity))[2]
+    assert fields["ControlNet 0"].startswith(
+        "Module: depth_midas, Model: control_v11f1p_sd15_depth [cfd03158], Weight: 1.0, "
+        "Resize Mode: Crop and Resize, Processor Res: 512, Threshold A: 0.5, Threshold B: 0.5, "
+    )
