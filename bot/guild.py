@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bot.followups import TiledUpscale
 from bot.safety import SafetyMode
 from bot.styles import Style, find_style, make_style, with_style, without_style
 from data.audit import AuditRepository
 from data.settings import SettingsRepository
 from pipeline.errors import UserError
+from pipeline.limits import check_tile_spec
+from pipeline.request import TileSpec
 from pipeline.sizes import parse_size
 
 CLEARING_WORDS = {"", "none", "off", "-"}
@@ -43,6 +46,12 @@ class GuildSettings:
     safety: str | None = None
     """What flagged images get outside NSFW channels (`bot.safety.SafetyMode`); None: the
     deployment's SAFETY_CHECKER."""
+    upscale_steps: int | None = None
+    upscale_subtle: float | None = None
+    upscale_creative: float | None = None
+    upscale_tile: int | None = None
+    """The tiled upscale buttons' steps, Subtle and Creative denoise, and tile side; None:
+    `TiledUpscale`'s defaults."""
 
     @classmethod
     def from_stored(cls, raw: Mapping[str, Any]) -> GuildSettings:
@@ -58,6 +67,10 @@ class GuildSettings:
             model=raw.get("model"),
             styles=styles,
             safety=raw.get("safety"),
+            upscale_steps=raw.get("upscale_steps"),
+            upscale_subtle=raw.get("upscale_subtle"),
+            upscale_creative=raw.get("upscale_creative"),
+            upscale_tile=raw.get("upscale_tile"),
         )
 
     def stored(self, name: str) -> Any:
@@ -68,6 +81,16 @@ class GuildSettings:
         if isinstance(value, tuple):
             return list(value) or None
         return value
+
+    def tiled_upscale(self) -> TiledUpscale:
+        """What the tiled upscale buttons run with on this server."""
+        default = TiledUpscale()  # stored values are never 0 (`policy_changes` checks)
+        return TiledUpscale(
+            steps=self.upscale_steps or default.steps,
+            subtle=self.upscale_subtle or default.subtle,
+            creative=self.upscale_creative or default.creative,
+            tile=self.upscale_tile or default.tile,
+        )
 
     def request_layer(self) -> dict[str, Any]:
         """The request defaults this server sets, as `bot.requests.build_request` reads them."""
@@ -101,7 +124,12 @@ def policy_changes(
     cooldown: int | None = None,
     default_negative: str | None = None,
     safety: str | None = None,
+    upscale_steps: int | None = None,
+    upscale_subtle: float | None = None,
+    upscale_creative: float | None = None,
+    upscale_tile: int | None = None,
     max_pixels_limit: int,
+    max_steps_limit: int = 150,
     checker_loaded: bool = False,
 ) -> dict[str, Any]:
     """The fields to change for these `/policy set` options (None: back to the default)."""
@@ -129,6 +157,21 @@ def policy_changes(
         changes["negative"] = None if text.lower() in CLEARING_WORDS else text
     if safety is not None:
         changes["safety"] = safety_choice(safety, checker_loaded)
+    if upscale_steps is not None:
+        if not 1 <= upscale_steps <= max_steps_limit:
+            raise UserError(
+                f"upscale_steps {upscale_steps} is out of range: use 1 to {max_steps_limit}"
+            )
+        changes["upscale_steps"] = upscale_steps
+    denoises = {"upscale_subtle": upscale_subtle, "upscale_creative": upscale_creative}
+    for name, denoise in denoises.items():
+        if denoise is not None:
+            if not 0 < denoise <= 1:
+                raise UserError(f"{name} {denoise:g} is out of range: use more than 0, up to 1")
+            changes[name] = denoise
+    if upscale_tile is not None:
+        check_tile_spec(TileSpec(upscale_tile))
+        changes["upscale_tile"] = upscale_tile
     return changes
 
 
@@ -187,6 +230,7 @@ class GuildRules:
         changes = policy_changes(
             current,
             max_pixels_limit=self._max_pixels,
+            max_steps_limit=self._max_steps,
             checker_loaded=self._checker_loaded,
             **options,
         )

@@ -262,6 +262,17 @@ class RequestBuilder:
         path = self._images.path_of(image.path)
         return followups.upscale(self.continued(generation.request), path, image.seed, image.id)
 
+    async def tiled_upscale(
+        self, generation: Generation, index: int, factor: int, mode: str, guild_id: int | None
+    ) -> GenerationRequest:
+        """Upscale 2x Subtle / 2x Creative / 4x: image `index` by `factor` in blended tiles,
+        with the server's steps, denoise and tile size (`/policy set`)."""
+        image = generation.images[index]
+        path = self._images.path_of(image.path)
+        choices = (await self._guild.settings(guild_id)).tiled_upscale()
+        request = self.continued(generation.request)
+        return followups.tiled_upscale(request, path, image.seed, image.id, factor, mode, choices)
+
     def vary(self, generation: Generation, index: int) -> GenerationRequest:
         """The V button: variations around image `index`'s seed."""
         image = generation.images[index]

@@ -1,8 +1,9 @@
 """`/policy show|set|reset`: a server's rules, for its admins. Every change is audited.
 
 The rules are fields of the guild's settings (`GuildSettings`: channels, NSFW words, limits,
-cooldown, the server's default negative prompt, and what the safety checker's flagged images get
-outside NSFW channels), checked for every job by the job service and every post of a result.
+cooldown, the server's default negative prompt, what the safety checker's flagged images get
+outside NSFW channels, and the tiled upscale buttons' steps, denoise and tile), checked for every
+job by the job service and every post of a result.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ RULE_OPTIONS = {
     "cooldown": "cooldown_s",
     "default_negative": "negative",
     "safety": "safety",
+    "upscale_steps": "upscale_steps",
+    "upscale_subtle": "upscale_subtle",
+    "upscale_creative": "upscale_creative",
+    "upscale_tile": "upscale_tile",
 }
 """Option names admins see, and the `GuildSettings` field each one sets."""
 
@@ -35,7 +40,7 @@ RULE_OPTIONS = {
 def describe_policy(policy: GuildSettings) -> list[tuple[str, str]]:
     """(option name, what it is set to) for every rule, for `/policy show`."""
     channels, words, pixels = policy.channels, policy.nsfw_words, policy.max_pixels
-    negative = policy.negative
+    negative, upscale = policy.negative, policy.tiled_upscale()
     return [
         ("channels", fit(", ".join(f"<#{c}>" for c in channels), FIELD_VALUE) or "all channels"),
         ("nsfw_words", fit_escaped(", ".join(words), FIELD_VALUE) if words else "none"),
@@ -45,6 +50,10 @@ def describe_policy(policy: GuildSettings) -> list[tuple[str, str]]:
         ("cooldown", f"{policy.cooldown_s} s" if policy.cooldown_s else "none"),
         ("default_negative", fit_escaped(negative, FIELD_VALUE) if negative else "none"),
         ("safety", policy.safety or "bot default (SAFETY_CHECKER)"),
+        ("upscale_steps", str(upscale.steps)),
+        ("upscale_subtle", f"denoise {upscale.subtle:g}"),
+        ("upscale_creative", f"denoise {upscale.creative:g}"),
+        ("upscale_tile", f"{upscale.tile} px"),
     ]
 
 
@@ -88,6 +97,10 @@ class Admin(commands.Cog):
         cooldown="seconds between one user's requests (0: none)",
         default_negative="negative prompt used when a user gives none ('none' clears)",
         safety="what images the safety checker flags get outside NSFW channels",
+        upscale_steps="steps of the Upscale 2x Subtle / Creative / 4x buttons (default 20)",
+        upscale_subtle="denoise of Upscale Subtle and 4x: more than 0, up to 1 (default 0.25)",
+        upscale_creative="denoise of Upscale Creative: more than 0, up to 1 (default 0.45)",
+        upscale_tile="tile side of tiled upscales: a multiple of 64, 256 to 1024 (default 512)",
     )
     @app_commands.choices(
         safety=[
@@ -109,6 +122,10 @@ class Admin(commands.Cog):
         cooldown: app_commands.Range[int, 0, 3600] | None = None,
         default_negative: app_commands.Range[str, 0, 6000] | None = None,
         safety: app_commands.Choice[str] | None = None,
+        upscale_steps: app_commands.Range[int, 1, 150] | None = None,
+        upscale_subtle: app_commands.Range[float, 0.01, 1.0] | None = None,
+        upscale_creative: app_commands.Range[float, 0.01, 1.0] | None = None,
+        upscale_tile: app_commands.Range[int, 256, 1024] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         updated = await interaction.client.app.guild.set_policy(
@@ -123,6 +140,10 @@ class Admin(commands.Cog):
             cooldown=cooldown,
             default_negative=default_negative,
             safety=safety.value if safety else None,
+            upscale_steps=upscale_steps,
+            upscale_subtle=upscale_subtle,
+            upscale_creative=upscale_creative,
+            upscale_tile=upscale_tile,
         )
         await interaction.followup.send(embed=policy_embed("Server rules, saved", updated))
 

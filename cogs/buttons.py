@@ -1,5 +1,6 @@
 """The buttons under a result and what each click does: upscale, vary, reroll, edit,
-favourite, info, delete (the image edits, Zoom Out and the rest, are `cogs.editing`'s).
+favourite, info, delete (the image edits, Zoom Out and the rest, are `cogs.editing`'s), and
+under an upscale the tiled upscales (Upscale 2x Subtle, 2x Creative, 4x).
 
 Each is a `DynamicItem` whose custom_id carries the action and the ids
 (`dc:<action>:<generation id>[:<image index>]`, well under Discord's 100 characters). A click
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import discord
@@ -24,6 +27,7 @@ from cogs.editing import EDIT_ITEMS, edit_buttons
 from cogs.errors import answer_error, guarded, think_in_public
 from cogs.fitting import COMPONENTS, INPUT_VALUE, fit
 from cogs.status import CancelButton, queue_job
+from pipeline.request import Mode
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,9 @@ class Action(StrEnum):
     """What a result button does; the value is the letter in its custom_id."""
 
     UPSCALE = "u"
+    SUBTLE_2X = "s"
+    CREATIVE_2X = "C"
+    SUBTLE_4X = "q"
     VARY = "v"
     REROLL = "r"
     EDIT = "e"
@@ -46,7 +53,15 @@ class Action(StrEnum):
 _LETTERS = "".join(action.value for action in Action)
 
 
-POSTING = {Action.UPSCALE, Action.VARY, Action.REROLL, Action.EDIT}
+TILED = {
+    Action.SUBTLE_2X: (2, "subtle", "Upscale 2x Subtle"),
+    Action.CREATIVE_2X: (2, "creative", "Upscale 2x Creative"),
+    Action.SUBTLE_4X: (4, "subtle", "Upscale 4x"),
+}
+"""The tiled upscales offered under an upscale: (factor, mode, label). 4x is Subtle: each
+tile then sees a sixteenth of the picture, and Creative's denoise would let tiles that see
+only a cheek or a cloud draw a subject of their own (docs/upscaling.md)."""
+POSTING = {Action.UPSCALE, Action.VARY, Action.REROLL, Action.EDIT, *TILED}
 """Actions whose answer is posted in the channel; the others answer only the clicker."""
 
 
@@ -102,6 +117,17 @@ class ResultButton(
 
 async def _upscale(interaction: Interaction, generation: Generation, index: int) -> None:
     request = interaction.client.app.requests.upscale(generation, index)
+    await think_in_public(interaction)
+    await queue_job(interaction, request)
+
+
+async def _tiled(
+    interaction: Interaction, generation: Generation, index: int, action: Action
+) -> None:
+    factor, mode, _ = TILED[action]
+    request = await interaction.client.app.requests.tiled_upscale(
+        generation, index, factor, mode, interaction.guild_id
+    )
     await think_in_public(interaction)
     await queue_job(interaction, request)
 
@@ -179,8 +205,10 @@ async def _delete(interaction: Interaction, generation: Generation, index: int) 
     await interaction.followup.send("Deleted. The images stay in your /history.", ephemeral=True)
 
 
-ANSWERS = {
+Answer = Callable[[Interaction, Generation, int], Awaitable[None]]
+ANSWERS: dict[Action, Answer] = {
     Action.UPSCALE: _upscale,
+    **{action: partial(_tiled, action=action) for action in TILED},
     Action.VARY: _vary,
     Action.REROLL: _reroll,
     Action.EDIT: _edit,
@@ -242,14 +270,18 @@ PER_IMAGE_BUTTONS = (COMPONENTS - len(TOOLS)) // 2
 
 
 def result_view(generation: Generation) -> discord.ui.View:
-    """U1-U4 and V1-V4 (one pair per image, for the first ten), then Reroll, Edit, Favourite,
-    Info, Delete; under one image, the edit buttons too (rows 3 and 4)."""
+    """U1-U4 and V1-V4 (one pair per image, for the first ten), under an upscale the tiled
+    upscales, then Reroll, Edit, Favourite, Info, Delete; under one image, the edit buttons
+    too (rows 3 and 4)."""
     view = discord.ui.View(timeout=None)
     count = len(generation.images)
     for action in (Action.UPSCALE, Action.VARY):
         for index in range(min(count, PER_IMAGE_BUTTONS)):
             label = action.upper() + (str(index + 1) if count > 1 else "")
             view.add_item(ResultButton(action, generation.id, index, label=label))
+    if generation.request.mode is Mode.UPSCALE:
+        for action, (_, _, label) in TILED.items():
+            view.add_item(ResultButton(action, generation.id, 0, label=label))
     for action, label, emoji in TOOLS:
         view.add_item(ResultButton(action, generation.id, label=label, emoji=emoji))
     if count == 1:

@@ -178,8 +178,9 @@ class DiscordPresenter:
         return message.id
 
     def grid_file(self, generation: Generation, limit: int, screening: Screening) -> Encoded | None:
-        """The labelled grid of the images `screening` shows, encoded to fit `limit`, named
-        `SPOILER_...` when it says so; None when it shows none (blocking: use a thread)."""
+        """The labelled grid of the images `screening` shows, encoded to fit `limit` (a JPEG
+        says where the PNG is), named `SPOILER_...` when it says so; None when it shows none
+        (blocking: use a thread)."""
         if not screening.shown:
             return None
         gallery = self.bot.app.gallery
@@ -190,6 +191,8 @@ class DiscordPresenter:
         numbers = [index + 1 for index in screening.shown]
         grid = compose_grid(images, numbers=numbers)
         encoded = encode_for_upload(grid, limit, stem=f"dreamcord-{generation.id}")
+        if encoded.note is not None:
+            encoded = replace(encoded, note=texts.png_kept(encoded.note, generation.id))
         if screening.spoiler:  # Discord blurs an attachment whose name starts so
             encoded = replace(encoded, filename=f"SPOILER_{encoded.filename}")
         return encoded

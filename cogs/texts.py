@@ -90,6 +90,14 @@ def failed(request: GenerationRequest, user_id: int, message: str) -> str:
     return f"{headline(request, user_id)}\n❌ {fit(message, FAILURE_SHOWN)}"
 
 
+def png_kept(note: str, generation_id: int) -> str:
+    """The small print under a result sent as JPEG: the full PNGs stay in the gallery."""
+    return (
+        f"{note}; the full PNG, with its parameters, is kept: the bot's owner gets it with "
+        f"`dreamcord export {generation_id}`"
+    )
+
+
 def ready_in_channel(user_id: int, content: str) -> str:
     """A result posted anew once the interaction token is gone: it mentions the requester."""
     return fit(f"<@{user_id}> your images are ready\n{content}", MESSAGE)

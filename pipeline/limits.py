@@ -120,6 +120,20 @@ def check_tiles(request: GenerationRequest, limits: Limits) -> None:
             "ControlNet units and image prompts do not work with tiled upscales yet: "
             "upscale without them"
         )
+    check_tile_spec(tiles)
+    check_size(request.width, request.height, request.width * request.height)
+    if request.width * request.height > limits.max_upscale_pixels:
+        width, height = fit_size(request.width, request.height, limits.max_upscale_pixels)
+        raise UserError(
+            f"an upscale to {request.width}x{request.height} is over this server's limit of "
+            f"{limits.max_upscale_pixels:,} pixels: the largest allowed is {width}x{height}, "
+            "so use a smaller factor or start from a smaller image"
+        )
+
+
+def check_tile_spec(tiles: TileSpec) -> None:
+    """A tile side, overlap and batch the tiled pass can run, or a UserError saying what to fix
+    (for requests and for a server's `/policy set upscale_tile`)."""
     if tiles.size < MIN_TILE or tiles.size % TILE_MULTIPLE:
         raise UserError(
             f"tile size {tiles.size} is not allowed: use a multiple of {TILE_MULTIPLE} from "
@@ -132,14 +146,6 @@ def check_tiles(request: GenerationRequest, limits: Limits) -> None:
         )
     if not 1 <= tiles.batch <= MAX_TILE_BATCH:
         raise UserError(f"tile batch {tiles.batch} is out of range: use 1 to {MAX_TILE_BATCH}")
-    check_size(request.width, request.height, request.width * request.height)
-    if request.width * request.height > limits.max_upscale_pixels:
-        width, height = fit_size(request.width, request.height, limits.max_upscale_pixels)
-        raise UserError(
-            f"an upscale to {request.width}x{request.height} is over this server's limit of "
-            f"{limits.max_upscale_pixels:,} pixels: the largest allowed is {width}x{height}, "
-            "so use a smaller factor or start from a smaller image"
-        )
 
 
 def check_controls(request: GenerationRequest) -> None:

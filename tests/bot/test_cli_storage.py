@@ -80,3 +80,12 @@ def test_an_unwritable_data_dir_is_one_line(
     assert outcome.code == 2
     assert "DATA_DIR=/proc/self/dreamcord-data cannot be created" in outcome.err
     assert "Traceback" not in outcome.err
+
+
+def test_export_of_an_unknown_generation_says_where_to_find_ids(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = dreamcord(capsys, "export", "999")
+    assert outcome.code != 0
+    assert "there is no generation 999: see /history for ids" in outcome.err
+    assert outcome.out == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.followups import TiledUpscale
 from bot.guild import Actor, GuildRules, GuildSettings, parse_words, policy_changes
 from cogs.admin import describe_policy
 from data.repositories import Repositories
@@ -72,3 +73,39 @@ async def test_a_change_is_stored_under_its_key_and_audited_once_per_changed_fie
     ]
     reset = await rules.reset_rules(ADMIN, ("channels",))
     assert reset.channels == () and await repos.settings.guild(7) == {"max_steps": 20}
+
+
+async def test_the_upscale_settings_are_stored_and_read_back_for_the_buttons(
+    repos: Repositories,
+) -> None:
+    rules = GuildRules(repos.settings, repos.audit, LIMIT, 60)
+    assert (await rules.settings(7)).tiled_upscale() == TiledUpscale(), "defaults until set"
+    await rules.set_policy(
+        ADMIN,
+        "policy.set",
+        upscale_steps=12,
+        upscale_subtle=0.2,
+        upscale_creative=0.5,
+        upscale_tile=768,
+    )
+    choices = (await rules.settings(7)).tiled_upscale()
+    assert choices == TiledUpscale(steps=12, subtle=0.2, creative=0.5, tile=768)
+    reset = await rules.reset_rules(ADMIN, ("upscale_tile",))
+    assert reset.tiled_upscale().tile == 512
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"upscale_tile": 300}, "tile size 300 is not allowed: use a multiple of 64 from 256"),
+        ({"upscale_tile": 192}, "tile size 192 is not allowed"),
+        ({"upscale_subtle": 0.0}, "upscale_subtle 0 is out of range: use more than 0, up to 1"),
+        ({"upscale_creative": 1.5}, "upscale_creative 1.5 is out of range"),
+        ({"upscale_steps": 61}, "upscale_steps 61 is out of range: use 1 to 60"),
+    ],
+)
+def test_bad_upscale_settings_are_refused_with_what_to_use(
+    options: dict[str, float], message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        policy_changes(GuildSettings(), max_pixels_limit=LIMIT, max_steps_limit=60, **options)

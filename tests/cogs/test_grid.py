@@ -46,3 +46,18 @@ def test_large_images_shrink_under_the_limit_and_say_so(limit: int) -> None:
     assert len(encoded.data) <= limit
     assert encoded.filename.endswith(".jpg")
     assert "upload limit" in (encoded.note or "")
+
+
+def test_over_the_limit_the_best_jpeg_quality_that_fits_is_sent() -> None:
+    image = noise(256, 4)
+    sizes = {}
+    for quality in (95, 80):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        sizes[quality] = len(buffer.getvalue())
+    assert encode_for_upload(image, limit=sizes[95]).note == (
+        "sent as JPEG (quality 95) to fit Discord's upload limit"
+    )
+    chosen = encode_for_upload(image, limit=sizes[80])
+    assert chosen.note is not None and "quality 80" in chosen.note
+    assert Image.open(io.BytesIO(chosen.data)).size == (256, 256), "not scaled down"

@@ -5,6 +5,7 @@ numbers), the same ones that answer the real bot 400 in the end-to-end tests."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import discord
 from hypothesis import example, given, settings
@@ -184,6 +185,28 @@ def test_sixteen_images_get_buttons_within_five_rows() -> None:
     fits("done", view=result_view(grid))
     fits("which?", view=favourite_view(grid, {1, 2}))
     assert [b.item.label for b in result_view(generation("a fox")).children][:2] == ["U1", "U2"]
+
+
+def test_a_wide_upscale_gets_the_tiled_upscale_buttons_within_five_rows() -> None:
+    one = generation("a fox", images=1)
+    wide = replace(
+        one,
+        request=replace(one.request, mode=Mode.UPSCALE),
+        images=(replace(one.images[0], width=192, height=128),),
+    )
+    view = result_view(wide)
+    fits("done", view=view)
+    tiled = [b for b in view.children if str(b.item.label).startswith("Upscale")]  # type: ignore[attr-defined]
+    assert [b.item.label for b in tiled] == [  # type: ignore[attr-defined]
+        "Upscale 2x Subtle",
+        "Upscale 2x Creative",
+        "Upscale 4x",
+    ]
+    assert [b.item.custom_id for b in tiled] == ["dc:s:12:0", "dc:C:12:0", "dc:q:12:0"]  # type: ignore[attr-defined]
+    assert not any(
+        str(b.item.label).startswith("Upscale")  # type: ignore[attr-defined]
+        for b in result_view(generation("a fox")).children
+    ), "a first grid has only U and V"
 
 
 @few

@@ -236,6 +236,11 @@ class DiscordHarness:
 
     # -------------------------------------------------------------- faults
 
+    def limit_uploads(self, limit: int) -> None:
+        """Files over ``limit`` bytes get 413 / 40005, and later interactions carry ``limit``
+        as their ``attachment_size_limit`` (a server without boosts has 10 MiB)."""
+        self.server.front_door.upload_limit = limit
+
     def expire_token(self, interaction: InteractionRecord) -> None:
         """Later webhook calls with this token get 401 / 50027 Invalid Webhook Token."""
         self.server.expire_token(interaction)
@@ -301,6 +306,7 @@ class DiscordHarness:
             member_payload=self.scene.member_payload(member, with_permissions=True),
             app_permissions=self.scene.permissions(self.scene.bot_member),
             message_payload=message,
+            attachment_size_limit=self.server.front_door.upload_limit,
         )
         self.server.raise_if_watched_task_died()
         record = self.server.register_interaction(payload)

@@ -256,6 +256,19 @@ async def test_multipart_files_and_uploaded_attachments_round_trip_through_the_c
         assert "resolved" in ix.payload["data"]
 
 
+async def test_a_file_over_the_upload_limit_is_refused_and_interactions_carry_it() -> None:
+    async with run_bot(HarnessBot) as fake:
+        fake.limit_uploads(len(PNG) - 1)
+        ix = await fake.slash("imagine", prompt="fox", image=Upload("init.png", PNG))
+        refused = await fake.wait_for(
+            lambda r: r.path.startswith("/webhooks/") and bool(r.files) and r.status != 0
+        )
+
+        assert ix.payload["attachment_size_limit"] == len(PNG) - 1
+        assert refused.status == 413
+        assert not any(m.attachments for m in fake.messages(fake.general))
+
+
 async def test_rate_limited_edit_is_retried_by_discord_py() -> None:
     async with run_bot(HarnessBot) as fake:
         rule = fake.rate_limit("PATCH /channels/*/messages/*", count=2, retry_after=0.05)

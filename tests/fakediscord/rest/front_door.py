@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import payloads
-from ..errors import UNAUTHORIZED, DiscordError
+from ..errors import REQUEST_TOO_LARGE, UNAUTHORIZED, DiscordError
 from ..ratelimits import RateLimits
 from ..records import RecordedRequest, UploadedFile
 
@@ -74,9 +74,14 @@ async def read_body(request: web.Request) -> tuple[Any, list[UploadedFile]]:
 
 
 class RestFrontDoor:
-    """The aiohttp middleware for the API; ``requests`` is every request in arrival order."""
+    """The aiohttp middleware for the API; ``requests`` is every request in arrival order.
+
+    ``upload_limit`` is the largest file Discord accepts (interactions carry it as
+    ``attachment_size_limit``); a bigger one is answered 413 / 40005, as Discord does.
+    """
 
     def __init__(self, token: str, rate_limits: RateLimits, notify: Callable[[], None]) -> None:
+        self.upload_limit = payloads.DEFAULT_ATTACHMENT_SIZE_LIMIT
         self.token = token
         self.rate_limits = rate_limits
         self.requests: list[RecordedRequest] = []
@@ -118,6 +123,8 @@ class RestFrontDoor:
             body, headers = limited
             return json_response(body, 429, headers)
         self._check_auth(request, record.path)
+        if any(len(file.data) > self.upload_limit for file in record.files):
+            raise DiscordError(413, REQUEST_TOO_LARGE, "Request entity too large")
         response = await handler(request)
         response.headers.update(self.rate_limits.allowed_headers(bucket))
         return response
