@@ -155,6 +155,7 @@ async def build_app(
         RecipeReader(settings, (loras, embeddings, hypernetworks)),
         uploads,
         gallery,
+        controlnets,
     )
     audited = Libraries(
         loras, embeddings, hypernetworks, controlnets, repos.audit, download_rules(settings)

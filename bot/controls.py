@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.uploads import Uploads, check_picture_size, decode_picture
 from pipeline.control.annotators import Annotators
-from pipeline.control.model_types import default_preprocessor
+from pipeline.control.model_types import ControlType, default_preprocessor
 from pipeline.control.preprocess import control_map
 from pipeline.errors import UserError
 from pipeline.limits import check_controls
@@ -113,6 +113,13 @@ def choose_model(name: str | None, models: Sequence[ControlModel]) -> ControlMod
     if not model.enabled:
         raise UserError(f"the ControlNet model {model.name!r} is disabled: an admin can enable it")
     return model
+
+
+def tile_model(models: Sequence[ControlModel]) -> str | None:
+    """The enabled ControlNet of type tile that guides tiled upscales: the first by name."""
+    enabled = [model for model in models if model.enabled]
+    tiles = [model.name for model in enabled if model.control_type == ControlType.TILE]
+    return min(tiles, key=str.lower, default=None)
 
 
 def plan_units(

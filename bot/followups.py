@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.requests import random_seed
-from pipeline.request import GenerationRequest, Mode, TileSpec
+from pipeline.request import MAX_CONTROL_UNITS, ControlUnit, GenerationRequest, Mode, TileSpec
 from pipeline.sizes import round_to
 
 UPSCALE_FACTOR = 2
@@ -95,6 +95,26 @@ def tiled_upscale(
         strength=choices.denoise(mode),
         tiles=TileSpec(choices.tile, choices.overlap),
     )
+
+
+TILE_WEIGHT = 1.0
+"""A1111's tile upscale guides with the tile model at its unit default, weight 1
+(sd-webui-controlnet's `ControlNetUnit.weight`)."""
+
+
+def with_tile_control(request: GenerationRequest, model: str | None) -> GenerationRequest:
+    """A tiled upscale guided by the ControlNet tile `model` (None: unguided, as it is), its
+    map the source picture itself, so each tile keeps to its own part of the picture.
+
+    A unit of that model left from an earlier upscale gives way (its map is the older, smaller
+    picture); with every unit slot taken the request stays as it is.
+    """
+    assert request.init_image is not None  # an upscale's source
+    kept = tuple(unit for unit in request.controls if unit.model != model)
+    if model is None or len(kept) >= MAX_CONTROL_UNITS:
+        return request
+    tile = ControlUnit(model, request.init_image, weight=TILE_WEIGHT, preprocessor="none")
+    return replace(request, controls=(*kept, tile))
 
 
 def variations(

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot import followups
 from bot.catalog import ModelCatalog
+from bot.controls import ControlModels, tile_model
 from bot.defaults import UserDefaults
 from bot.gallery import Gallery, Reach, Viewer
 from bot.guild import GuildRules
@@ -100,8 +101,10 @@ class RequestBuilder:
         recipes: RecipeReader,
         uploads: Uploads,
         gallery: Gallery | None = None,
+        controlnets: ControlModels | None = None,
     ) -> None:
         self.settings = settings
+        self._controlnets = controlnets
         self._gallery = gallery
         self.uploads = uploads
         self.names = names
@@ -266,12 +269,15 @@ class RequestBuilder:
         self, generation: Generation, index: int, factor: int, mode: str, guild_id: int | None
     ) -> GenerationRequest:
         """Upscale 2x Subtle / 2x Creative / 4x: image `index` by `factor` in blended tiles,
-        with the server's steps, denoise and tile size (`/policy set`)."""
+        with the server's steps, denoise and tile size (`/policy set`), guided by the
+        library's ControlNet tile model when one is enabled."""
         image = generation.images[index]
         path = self._images.path_of(image.path)
         choices = (await self._guild.settings(guild_id)).tiled_upscale()
         request = self.continued(generation.request)
-        return followups.tiled_upscale(request, path, image.seed, image.id, factor, mode, choices)
+        tiled = followups.tiled_upscale(request, path, image.seed, image.id, factor, mode, choices)
+        models = await self._controlnets.list() if self._controlnets is not None else []
+        return followups.with_tile_control(tiled, tile_model(models))
 
     def vary(self, generation: Generation, index: int) -> GenerationRequest:
         """The V button: variations around image `index`'s seed."""

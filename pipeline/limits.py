@@ -115,10 +115,12 @@ def check_tiles(request: GenerationRequest, limits: Limits) -> None:
     assert tiles is not None
     if request.mode is not Mode.UPSCALE or request.hires is not None:
         raise UserError("tiles are for upscales of an image, without highres fix: use --upscale")
-    if request.controls or request.image_prompts:
+    # ControlNet maps are cropped to each tile (pipeline/tiled.py); an image prompt describes
+    # the whole picture, and every tile would draw all of it.
+    if request.image_prompts:
         raise UserError(
-            "ControlNet units and image prompts do not work with tiled upscales yet: "
-            "upscale without them"
+            "image prompts do not work with tiled upscales (each tile would draw the whole "
+            "picture): upscale without them"
         )
     check_tile_spec(tiles)
     check_size(request.width, request.height, request.width * request.height)

@@ -20,9 +20,10 @@ from typing import Any, Protocol
 import torch
 
 from pipeline.backend import BatchInterrupted
+from pipeline.control.units import ControlAddition
 from pipeline.guidance import Guidance, ImageConditioning, UnetAddition
 from pipeline.request import TileSpec
-from pipeline.tiles import Tile, tile_layout
+from pipeline.tiles import LATENT_FACTOR, Tile, tile_layout
 
 WEIGHT_VARIANCE = 0.01
 """Mixture of Diffusers' Gaussian tile weights: a standard deviation of a tenth of the tile."""
@@ -60,6 +61,15 @@ def tile_weights(height: int, width: int) -> torch.Tensor:
         return torch.exp(-(offsets**2) / (2 * WEIGHT_VARIANCE))
 
     return torch.outer(along(height), along(width)).float()
+
+
+def pixel_area(tile: Tile) -> tuple[slice, slice]:
+    """The (rows, columns) slices of the pass's pixels that `tile` covers."""
+    rows, columns = tile.area
+    return (
+        slice(rows.start * LATENT_FACTOR, rows.stop * LATENT_FACTOR),
+        slice(columns.start * LATENT_FACTOR, columns.stop * LATENT_FACTOR),
+    )
 
 
 TilesDone = Callable[[int, int, torch.Tensor], None]
@@ -147,17 +157,21 @@ class TiledPass:
     ) -> TiledGuidance:
         """The pass's predictor: a `GuideFactory`.
 
-        The whole-image additions (ControlNet on the full map) do not fit tiles' rows, so
-        `check_tiles` refuses control units with tiles; a tile-aware addition goes here.
+        Each tile batch's rows get the ControlNet units' maps cropped to their tiles' pixels
+        (`ControlAddition.cropped`); `check_tiles` refuses every other addition.
         """
-        assert not additions
-        by_count: dict[int, Guidance] = {}
+        controls = [addition for addition in additions if isinstance(addition, ControlAddition)]
+        assert len(controls) == len(additions)
+        by_tiles: dict[tuple[Tile, ...], Guidance] = {}
 
         def guidance_for(tiles: Sequence[Tile]) -> Guidance:
-            count = len(tiles)
-            if count not in by_count:
-                by_count[count] = Guidance(list(conditioning) * count, cfg, device, dtype)
-            return by_count[count]
+            key = tuple(tiles)
+            if key not in by_tiles:
+                areas = [pixel_area(tile) for tile in tiles]
+                cropped = [control.cropped(areas) for control in controls]
+                rows = list(conditioning) * len(tiles)
+                by_tiles[key] = Guidance(rows, cfg, device, dtype, cropped)
+            return by_tiles[key]
 
         return TiledGuidance(self.tiles, self.batch, guidance_for, self.on_tiles, self.should_stop)
 

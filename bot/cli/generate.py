@@ -23,7 +23,7 @@ from bot import followups
 from bot.cli import controls, edits, image_prompts
 from bot.cli.progress import ProgressBar
 from bot.container import open_database, open_services, read_controlnets, read_libraries
-from bot.controls import ControlAsk
+from bot.controls import ControlAsk, tile_model
 from bot.jobs import Origin
 from bot.models import limits_of
 from bot.recipes import RecipeReader
@@ -207,11 +207,14 @@ async def _generate(
     db, repos = await open_database(settings)
     try:
         libraries = await read_libraries(settings, repos, args.model)
-        controlnets = await read_controlnets(settings, repos, args.model) if asks else None
+        guided = asks or args.upscale is not None  # a tiled upscale may take the tile model
+        controlnets = await read_controlnets(settings, repos, args.model) if guided else None
         control_models = await controlnets.list() if controlnets else []
     finally:
         await db.close()
     request, notes = request_from_args(args, settings, libraries, scratch)
+    if args.upscale is not None and request.tiles is not None:
+        request = followups.with_tile_control(request, tile_model(control_models))
     annotators = Annotators(settings.data_dir / ANNOTATORS_FOLDER)
     request = controls.with_controls(request, asks, control_models, scratch, annotators)
     request = check_request(request, limits_of(settings))

@@ -14,7 +14,7 @@ by 0.825^(n - 1 - i) besides the weight.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,15 @@ class ControlAddition:
         self._units = tuple(units)
         self._run = run
         self._calls_per_step = calls_per_step
+
+    def cropped(self, areas: Sequence[tuple[slice, slice]]) -> ControlAddition:
+        """The addition for a tiled pass's rows: for each pixel area in order, every image's
+        map cropped to it, so each tile is guided by its own part of the map."""
+        units = [
+            replace(unit, maps=torch.cat([unit.maps[(..., *area)] for area in areas]))
+            for unit in self._units
+        ]
+        return ControlAddition(units, self._run, self._calls_per_step)
 
     def unet_kwargs(
         self,

@@ -104,9 +104,11 @@ def test_tiles_are_only_for_upscales() -> None:
         check_request(GenerationRequest("a castle", tiles=TileSpec()), Limits())
 
 
-def test_controlnet_with_tiles_is_refused_until_a_tile_aware_unit_exists() -> None:
-    from pipeline.request import ControlUnit
+def test_controlnet_units_are_allowed_with_tiles_but_image_prompts_are_not() -> None:
+    from pipeline.request import ControlUnit, ImagePrompt
 
     guided = replace(UPSCALE, tiles=TileSpec(), controls=(ControlUnit("tile", "map.png"),))
-    with pytest.raises(UserError, match="do not work with tiled upscales yet"):
-        check_request(guided, Limits())
+    assert check_request(guided, Limits()).controls == guided.controls
+    prompted = replace(UPSCALE, tiles=TileSpec(), image_prompts=(ImagePrompt("face.png"),))
+    with pytest.raises(UserError, match="image prompts do not work with tiled upscales"):
+        check_request(prompted, Limits())
