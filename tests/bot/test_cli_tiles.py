@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.bot.cli_helpers import dreamcord
+from tests.control_files import tiny_controlnet, write_diffusers_layout
 
 TINY = ("--model", "tiny", "--steps", "2", "--size", "64x64")
 
@@ -57,3 +58,32 @@ def test_bad_tiles_are_one_line_and_nothing_runs(
     assert says in outcome.err
     assert len(outcome.err.strip().splitlines()) == 1
     assert not Path("out").exists()
+
+
+def _add_controlnet(capsys: pytest.CaptureFixture[str], name: str, kind: str, seed: int) -> None:
+    path = write_diffusers_layout(Path(f"{name}.safetensors"), tiny_controlnet(seed))
+    outcome = dreamcord(capsys, "controlnet", "add", str(path), "--name", name, "--type", kind)
+    assert outcome.code == 0, outcome.err
+
+
+def _tiled_controls(capsys: pytest.CaptureFixture[str], source: str) -> list[dict]:
+    args = ("--upscale", source, "--mode", "subtle", "--tile", "256", "--json", "--out", "up")
+    outcome = dreamcord(capsys, "generate", *args, "--model", "tiny")
+    assert outcome.code == 0, outcome.err
+    return list(json.loads(outcome.out)["params"]["controls"])
+
+
+def test_the_tiled_upscale_is_guided_by_the_first_enabled_tile_controlnet(
+    capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL", "tiny")  # the library takes ControlNets of the tiny's width
+    source = _source(capsys)
+    _add_controlnet(capsys, "edges", "canny", 1)
+    assert _tiled_controls(capsys, source) == [], "no tile model: no unit"
+    for seed, name in enumerate(("b-tile", "a-tile"), start=2):
+        _add_controlnet(capsys, name, "tile", seed)
+    image = str(Path(source).resolve())  # the source picture itself is the map
+    unit = {"model": "a-tile", "image": image, "weight": 1.0, "start": 0.0, "end": 1.0}
+    assert _tiled_controls(capsys, source) == [{**unit, "preprocessor": "none"}]
+    assert dreamcord(capsys, "controlnet", "disable", "a-tile").code == 0
+    assert _tiled_controls(capsys, source)[0]["model"] == "b-tile"
