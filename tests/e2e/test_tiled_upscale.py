@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.guild import Actor
 from bot.settings import Settings, load_settings
+from pipeline.request import ControlUnit
+from tests.control_files import tiny_controlnet, write_diffusers_layout
 from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine, is_result, labels
 from tests.fakediscord import DiscordHarness, StoredMessage
 
@@ -60,6 +63,7 @@ async def test_u1_then_upscale_2x_creative_gives_a_2x_image_with_buttons(
     assert made.request.steps == 4, "the server's steps"
     assert made.request.strength == 0.45, "Creative's default denoise"
     assert made.request.parent_image_id == source.images[0].id, "lineage to the upscale"
+    assert made.request.controls == (), "no tile ControlNet installed: unguided"
 
 
 async def test_an_upscale_over_the_limit_is_refused_with_the_largest_allowed(
@@ -74,3 +78,22 @@ async def test_an_upscale_over_the_limit_is_refused_with_the_largest_allowed(
     assert "the largest allowed is 512x512" in refusal.content
     assert click.original is None or click.original.deleted, "nothing is left in the channel"
     assert await db.list_queued() == [], "nothing queued"
+
+
+async def test_upscale_2x_subtle_is_guided_by_the_tile_controlnet_with_the_source_as_map(
+    discord: DiscordHarness, tmp_path: Path
+) -> None:
+    library = discord.client.app.libraries.controlnets
+    for seed, name in enumerate(("tiny-canny", "tiny-tile")):  # types guessed from the names
+        path = write_diffusers_layout(tmp_path / f"{name}.safetensors", tiny_controlnet(seed))
+        await library.add_file(path, Actor(guild_id=None, user_id=None), name=name)
+    grid = await imagine(discord, "a lighthouse", count=1)
+    upscaled = await (await discord.click(grid, "U")).wait_for_original(is_result, timeout=60)
+    click = await discord.click(upscaled, "Upscale 2x Subtle")
+    subtle = await click.wait_for_original(is_result, timeout=120)
+    assert size_of(subtle) == (256, 256)
+    generations = discord.client.services.repos.generations
+    made = await generations.get(generation_id_of(subtle))
+    source = await generations.get(generation_id_of(upscaled))
+    picture = discord.client.services.images.root / source.images[0].path
+    assert made.request.controls == (ControlUnit("tiny-tile", str(picture), preprocessor="none"),)
