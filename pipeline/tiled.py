@@ -81,7 +81,7 @@ class TiledGuidance:
 
     `guidance_for(tiles)` gives the predictor for one batch of tiles: its rows are the tiles in
     order, each with the group's images, so the group's conditioning repeats once per tile (and
-    a UNet addition such as ControlNet tile gets each row's owner to crop its own map by).
+    a ControlNet unit's maps are cropped to those tiles in the same order).
     """
 
     def __init__(
