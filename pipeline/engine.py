@@ -174,6 +174,8 @@ class Engine:
         self.safety = safety
         self._pixel_models: PixelModelCache | None = None
         self._controlnet_cache: ControlNetCache | None = None
+        self._control_hashes: dict[str, str] = {}
+        """A1111's short hash of each ControlNet file by sha256: read once per file."""
 
     @property
     def device(self) -> str:
@@ -323,7 +325,9 @@ class Engine:
             path, sha256 = self.controlnets.resolve(unit.model)
             if unit.weight > 0 and unit.model not in found:
                 found[unit.model] = self._controlnet_cache.load(path, sha256, model.pipe.unet)
-            hashes.append((unit.model, legacy_model_hash(path)))
+            if sha256 not in self._control_hashes:
+                self._control_hashes[sha256] = legacy_model_hash(path)
+            hashes.append((unit.model, self._control_hashes[sha256]))
         # With CPU offload the pipeline's modules rest on the CPU but run on the card.
         device = getattr(model.pipe, "_execution_device", model.pipe.device)
         with placed(list(found.values()), device):
