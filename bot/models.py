@@ -92,6 +92,7 @@ def build_engine(
         safety,
         controlnets=controlnets,
         image_prompts=image_prompts,
+        memory=memory_model(settings),
     )
 
 

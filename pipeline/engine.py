@@ -29,6 +29,7 @@ from pipeline.backend import (
     StepCallback,
 )
 from pipeline.conditioning import encode_together, split_into_chunks
+from pipeline.encoding_cache import EncodingCache
 from pipeline.errors import UserError
 from pipeline.guidance import (
     Encodings,
@@ -48,6 +49,7 @@ from pipeline.inpaint import (
     work_size,
 )
 from pipeline.limits import find_rng
+from pipeline.memory import MemoryModel
 from pipeline.models import LoadedModel, ModelManager
 from pipeline.preview import latent_previews
 from pipeline.prompt.attention import parse_prompt_attention
@@ -65,6 +67,7 @@ from pipeline.request import (
 )
 from pipeline.samplers import effective_schedule, resolve_sampler
 from pipeline.sizes import round_to
+from pipeline.speed import refresh_fused, unfused
 from pipeline.tiled import GuideFactory, TiledPass, configure_vae_tiles
 from pipeline.tiles import tile_count
 from pipeline.upscalers import Upscaler, UpscalerCatalog
@@ -72,6 +75,7 @@ from pipeline.upscalers import Upscaler, UpscalerCatalog
 if TYPE_CHECKING:
     from PIL import Image
 
+    from pipeline.compiled import CompiledModels
     from pipeline.control.loading import ControlNetCache
     from pipeline.image_prompts.adapter import ImagePromptModels
     from pipeline.lora.source import AdapterSource, FileSource
@@ -155,6 +159,8 @@ class Engine:
     `safety` gives every result its verdict, checked over the whole batch at once.
     `controlnets` finds ControlNet model files by name, for requests with control units.
     `image_prompts` is the IP-Adapter and its image encoder, for requests with image prompts.
+    `memory` is the memory model the planner uses (it sizes the batched VAE decode).
+    `compiled` (COMPILE=auto|max) runs the UNet compiled for the shapes it has warmed.
     """
 
     def __init__(
@@ -165,8 +171,13 @@ class Engine:
         safety: SafetyChecker | None = None,
         controlnets: FileSource | None = None,
         image_prompts: ImagePromptModels | None = None,
+        memory: MemoryModel | None = None,
+        compiled: CompiledModels | None = None,
     ) -> None:
         self.models = models
+        self.memory = memory or MemoryModel()
+        """Says how many images one VAE call decodes."""
+        self.compiled = compiled
         self.adapters = adapters
         self.controlnets = controlnets
         self.image_prompts = image_prompts
@@ -176,6 +187,7 @@ class Engine:
         self._controlnet_cache: ControlNetCache | None = None
         self._control_hashes: dict[str, str] = {}
         """A1111's short hash of each ControlNet file by sha256: read once per file."""
+        self._encodings = EncodingCache()
 
     @property
     def device(self) -> str:
@@ -239,7 +251,7 @@ class Engine:
             self._image_prompts_applied(model, request) as image_prompted,
             torch.inference_mode(),
         ):
-            groups = self._encode(model, tasks, bundled)
+            groups = self._encode(model, tasks, bundled, lora_hashes)
             for group in groups:
                 group.additions += image_prompted(group.tasks)
             encoded = time.perf_counter()
@@ -251,6 +263,20 @@ class Engine:
                 images = self._run_group(model, group, passes, progress, should_stop, controlnets)
                 results += self._results(model, group, images, lora_hashes, control_hashes)
         return results, encoded
+
+    def warm_up_next(self) -> bool:
+        """Compile the default model's next shape bucket (COMPILE); False when none is left."""
+        if self.compiled is None:
+            return False
+        return self.compiled.warm_next(self.models.get(self.default_model).pipe)
+
+    def _denoiser(self, model: LoadedModel, request: GenerationRequest) -> Any:
+        """What the step loop calls as the UNet: the compiled one where it may serve.
+
+        Hypernetworks hook the UNet's layers, which a compiled graph would not see."""
+        if self.compiled is None or request.hypernets:
+            return model.pipe.unet
+        return self.compiled.unet(model.pipe)
 
     def free_memory(self) -> None:
         gc.collect()
@@ -282,8 +308,13 @@ class Engine:
 
         uses, hashes = self.adapters.loras(loras, _text_width(model))
         bundled = {token: v for adapter, _, _ in uses for token, v in adapter.embeddings.items()}
-        with apply_loras(model.pipe.unet, model.pipe.text_encoder, uses):
-            yield hashes, bundled
+        unet = model.pipe.unet
+        try:
+            with apply_loras(unet, model.pipe.text_encoder, uses):
+                refresh_fused(unet)
+                yield hashes, bundled
+        finally:
+            refresh_fused(unet)  # the restored weights, into the fused projections too
 
     @contextlib.contextmanager
     def _hypernets_applied(
@@ -299,7 +330,7 @@ class Engine:
 
         unet = model.pipe.unet
         uses = self.adapters.hypernetworks(hypernets, projection_widths(unet))
-        with apply_hypernetworks(unet, uses):
+        with unfused(unet), apply_hypernetworks(unet, uses):  # it hooks to_k and to_v
             yield
 
     @contextlib.contextmanager
@@ -379,8 +410,8 @@ class Engine:
         should_stop: Callable[[], bool],
         controlnets: Mapping[str, Any],
     ) -> list[Image.Image]:
-        """Every pass for one group of tasks, then the decode, image by image; an edit's
-        results go back over its picture."""
+        """Every pass for one group of tasks, then the decode, as many images a call as the
+        memory model allows; an edit's results go back over its picture."""
         request = group.tasks[0].request
         edits, masked = self._prepare_edits(model, group, passes[0])
         latents = masked.init if masked is not None else self._initial_latents(model, group)
@@ -412,7 +443,8 @@ class Engine:
         if should_stop():
             raise BatchInterrupted
         assert latents is not None  # there is always a first pass
-        images = [decode_latent(model.pipe.vae, latent) for latent in latents]
+        per_call = self.memory.decode_batch(len(latents))
+        images = decode_latents(model.pipe.vae, latents, per_call)
         if not edits:
             return images
         return [paste_back(edit, image) for edit, image in zip(edits, images, strict=True)]
@@ -475,46 +507,50 @@ class Engine:
         model: LoadedModel,
         tasks: Sequence[ImageTask],
         bundled: Mapping[str, torch.Tensor],
+        lora_hashes: tuple[tuple[str, str], ...],
     ) -> list[_Group]:
         """Encode every schedule once, then group tasks by their encodings' lengths in each pass.
+
+        Encodings are kept across batches (`EncodingCache`): a rerolled prompt is not encoded
+        again unless the model, the LoRAs or the embeddings it meets changed.
 
         Extra-network tags stay in the stored prompt, so that A1111 reproduces it from the
         infotext; the plan cuts them out before the text is read.
         """
         pipe = model.pipe
-        cache: dict[tuple[tuple[tuple[str, int], ...], int], dict[str, torch.Tensor]] = {}
         used: dict[str, tuple[str, ...]] = {}
         """The embedding names each text uses."""
+        # What else the text encoder's output depends on: which model, and its patched LoRAs.
+        loras = tuple((ref.name, ref.te_weight) for ref in tasks[0].request.loras)
+        identity = (model.name, model.hash, id(pipe.text_encoder), lora_hashes, loras)
 
         def encode(schedule: Schedule, clip_skip: int) -> Encodings:
             # A1111 encodes a schedule's texts as one batch, repeats included: see encode_together.
             counts = Counter(text for _, text in schedule)
-            key = (tuple(counts.items()), clip_skip)
-            if key not in cache:
-                pieces = [parse_prompt_attention(text) for text in counts]
-                found = [
-                    self.adapters.embeddings(p, _text_width(model), bundled)
-                    if self.adapters
-                    else {}
-                    for p in pieces
-                ]
-                for text, vectors in zip(counts, found, strict=True):
-                    used[text] = tuple(name for name in vectors if name not in bundled)
+            pieces = [parse_prompt_attention(text) for text in counts]
+            found = [
+                self.adapters.embeddings(p, _text_width(model), bundled) if self.adapters else {}
+                for p in pieces
+            ]
+            for text, vectors in zip(counts, found, strict=True):
+                used[text] = tuple(name for name in vectors if name not in bundled)
+            library = sorted({name for text in counts for name in used[text]})
+            embeddings = self.adapters.embedding_hashes(library) if self.adapters else ()
+
+            def encoded() -> dict[str, torch.Tensor]:
                 chunks = [
                     split_into_chunks(p, pipe.tokenizer, vectors)[0]
                     for p, vectors in zip(pieces, found, strict=True)
                 ]
                 every = {name: vector for vectors in found for name, vector in vectors.items()}
-                encoded = encode_together(
-                    chunks,
-                    list(counts.values()),
-                    pipe.text_encoder,
-                    pipe.tokenizer,
-                    clip_skip,
-                    every,
-                )
-                cache[key] = dict(zip(counts, encoded, strict=True))
-            return tuple((last, cache[key][text]) for last, text in schedule)
+                encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
+                repeats = list(counts.values())
+                encodings = encode_together(chunks, repeats, encoder, tokenizer, clip_skip, every)
+                return dict(zip(counts, encodings, strict=True))
+
+            key = (identity, tuple(counts.items()), clip_skip, embeddings)
+            by_text = self._encodings.get(key, encoded)
+            return tuple((last, by_text[text]) for last, text in schedule)
 
         groups: dict[tuple[tuple[int, int], ...], _Group] = {}
         for task in tasks:
@@ -642,6 +678,7 @@ class Engine:
             dtype,
         )
         guidance = guide(conditioning, request.cfg, device, dtype, (*additions, *group.additions))
+        denoiser = self._denoiser(model, request)
         with routed_noise(scheduler, images):
             step_noise: Callable[[int], dict[str, torch.Tensor]] | None = None
             if sampler.brownian_step_noise:
@@ -655,7 +692,7 @@ class Engine:
                 model_input = scheduler.scale_model_input(latents, timestep)
                 # A1111 counts denoiser calls, so the prompt schedule moves twice a Heun step.
                 extra = masked.unet_extra if masked is not None else None
-                guided = guidance.predict(unet, model_input, timestep, index - 1, extra)
+                guided = guidance.predict(denoiser, model_input, timestep, index - 1, extra)
                 if masked is not None:
                     sigma = call_sigma(scheduler, timestep, model_sigmas(scheduler, request))
                     guided = masked.blend(guided, model_input, sigma)
@@ -812,32 +849,48 @@ def noise_source(model: LoadedModel, request: GenerationRequest) -> NoiseSource:
 
 
 def decode_latent(vae: Any, latent: torch.Tensor) -> Image.Image:
-    """Decode one latent to an image, again in fp32 when half precision overflowed.
+    """Decode one latent to an image (see `decode_latents`)."""
+    return decode_latents(vae, latent.unsqueeze(0), 1)[0]
+
+
+def decode_latents(vae: Any, latents: torch.Tensor, per_call: int) -> list[Image.Image]:
+    """Decode latents to images, `per_call` at a time, again in fp32 where half precision
+    overflowed.
 
     The SD1.5 VAE overflows in fp16 on some images: the result is NaN, which would become a black
-    image. Decoding one image at a time also keeps the VAE's peak memory to a single image.
+    image. The check runs once a call, after the step loop, so it costs one host sync a decode.
     """
+    images = []
+    for start in range(0, len(latents), per_call):
+        scaled = latents[start : start + per_call] / vae.config.scaling_factor
+        decoded = vae.decode(scaled.to(vae.dtype)).sample
+        broken = _broken_rows(decoded)
+        if broken and vae.dtype != torch.float32:
+            log.warning("VAE decode overflowed in %s; decoding again in fp32", vae.dtype)
+            with _upcast(vae):
+                decoded[broken] = vae.decode(scaled[broken].float()).sample.to(decoded.dtype)
+            broken = _broken_rows(decoded)
+        if broken:
+            raise UserError("the image came out empty (NaN) even in fp32: try another seed or VAE")
+        images += _to_images(decoded)
+    return images
+
+
+def _to_images(decoded: torch.Tensor) -> list[Image.Image]:
+    """A1111's bytes: clamp((x + 1) / 2) times 255, truncated (astype(np.uint8)), not rounded."""
     import numpy as np
     from PIL import Image
 
-    scaled = latent.unsqueeze(0) / vae.config.scaling_factor
-    image = vae.decode(scaled.to(vae.dtype)).sample
-    if _is_broken(image) and vae.dtype != torch.float32:
-        log.warning("VAE decode overflowed in %s; decoding again in fp32", vae.dtype)
-        with _upcast(vae):
-            image = vae.decode(scaled.float()).sample
-    if _is_broken(image):
-        raise UserError("the image came out empty (NaN) even in fp32: try another seed or VAE")
-    # A1111's bytes: clamp((x + 1) / 2) times 255, truncated (astype(np.uint8)), not rounded.
-    clamped = torch.clamp((image[0].float() + 1.0) / 2.0, min=0.0, max=1.0)
-    pixels = (255.0 * np.moveaxis(clamped.cpu().numpy(), 0, 2)).astype(np.uint8)
-    return Image.fromarray(pixels, "RGB")
+    clamped = torch.clamp((decoded.float() + 1.0) / 2.0, min=0.0, max=1.0)
+    pixels = (255.0 * clamped.permute(0, 2, 3, 1).cpu().numpy()).astype(np.uint8)
+    return [Image.fromarray(array, "RGB") for array in pixels]
 
 
-def _is_broken(image: torch.Tensor) -> bool:
-    """NaN/Inf anywhere, or an image saturated to pure black, both signs of an fp16 overflow."""
-
-    return not bool(torch.isfinite(image).all()) or bool((image <= -1).all())
+def _broken_rows(images: torch.Tensor) -> list[int]:
+    """Rows with NaN/Inf anywhere, or saturated to pure black, both signs of an fp16 overflow."""
+    rows = images.flatten(1)
+    broken = ~torch.isfinite(rows).all(dim=1) | (rows <= -1).all(dim=1)
+    return [int(row) for row in broken.nonzero().flatten().tolist()]
 
 
 @contextlib.contextmanager

@@ -340,6 +340,10 @@ def load_model(
         pipe.vae = load_vae(vae, placement.dtype, configs)
     pipe.set_progress_bar_config(disable=True)
     place_pipeline(pipe, placement)
+    if placement.device == "cuda":
+        from pipeline.speed import tune_pipeline
+
+        tune_pipeline(pipe)
     identity = vae_identity(Path(vae).expanduser()) if vae else None
     return LoadedModel(source, pipe, model_hash, identity)
 
