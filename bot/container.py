@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from bot.uploads import UPLOADS_FOLDER, sweep_uploads
 from data.db import Database
 from data.images import ImageStore
 from data.repositories import Repositories
-from pipeline.backend import Backend
+from pipeline.backend import Backend, Warmable
 from pipeline.errors import UserError
 from pipeline.memory import Capacity, cuda_budget, fixed_budget
 from pipeline.queue import JobQueue
@@ -61,8 +62,13 @@ class Services:
     app: App
 
     metrics_server: web.AppRunner | None = None
+    warming: asyncio.Task[None] | None = None
+    """The compiled path's warm-up (COMPILE), running beside the eager path."""
 
     async def close(self) -> None:
+        if self.warming is not None:
+            self.warming.cancel()
+            await asyncio.gather(self.warming, return_exceptions=True)
         await self.app.jobs.stop()
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
@@ -212,6 +218,8 @@ async def open_services(
             settings, repos, images, (loras, embeddings, hypernetworks), controlnets, jobs, guild
         )
         services = Services(settings, db, repos, images, app)
+        if isinstance(backend, Warmable):
+            services.warming = asyncio.create_task(warm_up(jobs, backend), name="warm-up")
         if settings.metrics_port:
             services.metrics_server = await serve_metrics(
                 jobs.metrics, settings.metrics_host, settings.metrics_port
@@ -220,6 +228,19 @@ async def open_services(
         await db.close()
         raise
     return services
+
+
+async def warm_up(jobs: JobService, backend: Warmable) -> None:
+    """Compile the model's shape buckets one at a time on the model thread; batches queued
+    meanwhile run (eager) between two buckets, so nobody waits for the whole warm-up."""
+    started = time.perf_counter()
+    try:
+        while await jobs.worker.call(backend.warm_up_next):
+            pass
+    except Exception:
+        log.exception("compiling the model failed; it keeps running eager")
+        return
+    log.info("compiled path warm in %.0f s", time.perf_counter() - started)
 
 
 async def calibrate(jobs: JobService, capacity: Capacity, backend: Backend) -> None:

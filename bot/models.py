@@ -15,6 +15,7 @@ from pipeline.models import ModelSource, resolve_model
 from pipeline.upscalers import UpscalerCatalog
 
 if TYPE_CHECKING:
+    from pipeline.compiled import CompiledModels
     from pipeline.engine import Engine
     from pipeline.lora.source import FileSource
 
@@ -74,6 +75,7 @@ def build_engine(
         cache = AdapterCache(ADAPTER_CACHE_BYTES)
         adapters = AdapterSource(loras, embeddings, cache, hypernetworks)
     models = ModelManager(sources, default, placement, vae=settings.vae)
+    memory = memory_model(settings)
     safety = None
     if settings.safety_checker != "off":
         from pipeline.safety import load_safety_checker
@@ -92,8 +94,26 @@ def build_engine(
         safety,
         controlnets=controlnets,
         image_prompts=image_prompts,
-        memory=memory_model(settings),
+        memory=memory,
+        compiled=compiled_models(settings, placement.device, memory),
     )
+
+
+def compiled_models(settings: Settings, device: str, memory: MemoryModel) -> CompiledModels | None:
+    """The compiled path COMPILE asks for on this device (None: eager only).
+
+    Its buckets are the planner's batch sizes at DEFAULT_SIZE; inductor keeps its kernels in
+    DATA_DIR/inductor-cache, so a restart compiles from the cache in seconds.
+    """
+    from pipeline.compiled import CompiledModels, resolve_mode, use_compile_cache
+    from pipeline.sizes import parse_size
+
+    mode = resolve_mode(settings.compile, device)
+    if mode == "off":
+        return None
+    use_compile_cache(str(settings.data_dir / "inductor-cache"))
+    size = parse_size(settings.default_size, settings.max_pixels)
+    return CompiledModels(mode, [size], settings.max_batch, memory.decode_batch)
 
 
 MODEL_DEFAULT_KEYS = {"clip_skip": (1, MAX_CLIP_SKIP)}

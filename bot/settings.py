@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     memory_mode: Literal["auto", "high", "medium", "low"] = "auto"
     attention: Literal["sdpa", "xformers"] = "sdpa"
+    compile: Literal["off", "auto", "max"] = "off"
+    """torch.compile the UNet (auto: on CUDA only; max: also the VAE decoder, max-autotune)."""
     safety_checker: Literal["off", "spoiler", "block"] = "off"
     """What a flagged image gets outside NSFW channels by default (servers may choose)."""
     safety_checker_model: str = DEFAULT_SAFETY_MODEL

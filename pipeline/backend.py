@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pipeline.request import GenerationRequest
 
@@ -96,3 +96,12 @@ class Backend(Protocol):
 
         The worker calls it on the model thread once the failed attempt is unreachable.
         """
+
+
+@runtime_checkable
+class Warmable(Protocol):
+    """A backend that compiles its model for the common shapes after start (COMPILE)."""
+
+    def warm_up_next(self) -> bool:
+        """Compile one more shape on the model thread; False when none is left."""
+        ...
