@@ -19,7 +19,13 @@ from pipeline.limits import parse_ensd
 from pipeline.prompt.limits import PromptLimits
 from pipeline.prompt.options import merge_options
 from pipeline.prompt.parse import parse_prompt
-from pipeline.request import GenerationRequest, HiresSpec, ImagePrompt, LoraRef
+from pipeline.request import (
+    FAST_TOKEN_MERGING,
+    GenerationRequest,
+    HiresSpec,
+    ImagePrompt,
+    LoraRef,
+)
 from pipeline.samplers import AUTOMATIC
 from pipeline.sizes import parse_size
 from pipeline.upscalers import UpscalerCatalog
@@ -174,6 +180,9 @@ def build_request(
         loras=loras,
         hypernets=parsed.hypernets,
         hires=hires,
+        token_merging=FAST_TOKEN_MERGING
+        if merged.get("fast")
+        else float(merged.get("token_merging") or 0.0),
     )
     return Built(
         request,

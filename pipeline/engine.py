@@ -67,7 +67,7 @@ from pipeline.request import (
 )
 from pipeline.samplers import effective_schedule, resolve_sampler
 from pipeline.sizes import round_to
-from pipeline.speed import refresh_fused, unfused
+from pipeline.speed import refresh_fused, tokens_merged, unfused
 from pipeline.tiled import GuideFactory, TiledPass, configure_vae_tiles
 from pipeline.tiles import tile_count
 from pipeline.upscalers import Upscaler, UpscalerCatalog
@@ -249,6 +249,7 @@ class Engine:
             self._hypernets_applied(model, request.hypernets),
             self._controlnets_placed(model, request.controls) as (controlnets, control_hashes),
             self._image_prompts_applied(model, request) as image_prompted,
+            tokens_merged(model.pipe.unet, request.token_merging),
             torch.inference_mode(),
         ):
             groups = self._encode(model, tasks, bundled, lora_hashes)
@@ -273,8 +274,9 @@ class Engine:
     def _denoiser(self, model: LoadedModel, request: GenerationRequest) -> Any:
         """What the step loop calls as the UNet: the compiled one where it may serve.
 
-        Hypernetworks hook the UNet's layers, which a compiled graph would not see."""
-        if self.compiled is None or request.hypernets:
+        Hypernetworks hook the UNet's layers and token merging swaps its blocks' class, which a
+        compiled graph would not see."""
+        if self.compiled is None or request.hypernets or request.token_merging:
             return model.pipe.unet
         return self.compiled.unet(model.pipe)
 

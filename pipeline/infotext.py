@@ -89,6 +89,10 @@ def build_parameters(request: GenerationRequest, identity: ImageIdentity) -> str
         fields["Clip skip"] = request.clip_skip
     if request.ensd and sampler.ancestral:  # A1111 names ENSD where it changes the image
         fields["ENSD"] = request.ensd
+    if request.token_merging:  # fast mode: tomesd, applied to every pass
+        fields["Token merging ratio"] = _number(request.token_merging)
+        if request.hires is not None:
+            fields["Token merging ratio hr"] = _number(request.token_merging)
     rng = find_rng(request.rng)
     if rng != "GPU":  # as A1111 writes it: a missing RNG field means GPU noise
         fields["RNG"] = rng

@@ -11,11 +11,13 @@ from pipeline.image_prompts.files import NOT_CONFIGURED
 from pipeline.request import (
     CONTROL_PREPROCESSORS,
     EDIT_MODES,
+    FAST_TOKEN_MERGING,
     INPAINT_AREAS,
     INPAINT_FILLS,
     MAX_CONTROL_UNITS,
     MAX_IMAGE_PROMPTS,
     MAX_SEED,
+    MAX_TOKEN_MERGING,
     RNG_SOURCES,
     GenerationRequest,
     HiresSpec,
@@ -85,6 +87,12 @@ def check_request(request: GenerationRequest, limits: Limits) -> GenerationReque
     if not 0 <= request.variation_strength <= 1:
         raise UserError(
             f"variation strength {request.variation_strength:g} is out of range: use 0 to 1"
+        )
+    merging = request.token_merging
+    if not (math.isfinite(merging) and 0 <= merging <= MAX_TOKEN_MERGING):
+        raise UserError(
+            f"token merging ratio {merging:g} is out of range: use 0 (off) to "
+            f"{MAX_TOKEN_MERGING:g}, or --fast for {FAST_TOKEN_MERGING:g}"
         )
     check_controls(request)
     check_image_prompts(request)

@@ -37,7 +37,8 @@ def batch_key(request: GenerationRequest) -> BatchKey:
     pictures: each task's own maps and pictures are loaded, so jobs guided by different
     pictures still share a batch.
 
-    A tiled upscale's tile spec is in: its tiles and their UNet batches are the pass.
+    A tiled upscale's tile spec is in: its tiles and their UNet batches are the pass. Fast
+    mode's token merging is in: it patches the UNet for the whole batch.
     """
     edit = request.mode in EDIT_MODES
     loras = tuple(sorted((ref.name, ref.te_weight, ref.unet_weight) for ref in request.loras))
@@ -63,6 +64,7 @@ def batch_key(request: GenerationRequest) -> BatchKey:
         tuple((u.model, u.weight, u.start, u.end) for u in request.controls),
         tuple((one.weight, one.style) for one in request.image_prompts),
         request.tiles,
+        request.token_merging,
     )
 
 

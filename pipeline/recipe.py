@@ -27,7 +27,13 @@ from pipeline.limits import (
     MIN_HIRES_SCALE,
     Limits,
 )
-from pipeline.request import INPAINT_FILLS, MAX_SEED, RNG_SOURCES, InpaintSpec
+from pipeline.request import (
+    INPAINT_FILLS,
+    MAX_SEED,
+    MAX_TOKEN_MERGING,
+    RNG_SOURCES,
+    InpaintSpec,
+)
 from pipeline.samplers import AUTOMATIC, find_schedule, split_sampler_name
 
 MAX_CHARS = 32_000
@@ -173,6 +179,7 @@ class _Reader:
         self._basics()
         self._sampler()
         self._noise()
+        self._token_merging()
         strength = self._denoising()
         inpaint = self._inpaint()
         model = self._model()
@@ -273,6 +280,22 @@ class _Reader:
                 self.options["rng"] = rng.strip().upper()
             elif rng is not None:
                 self.notes.append(f"RNG: {_shown(rng)} is not one of A1111's: GPU noise is used")
+
+    def _token_merging(self) -> None:
+        """A1111's token merging ratio becomes fast mode at that ratio. Dreamcord merges alike
+        in every pass, so the hires pass's own ratio is read only to say when it differs."""
+        ratio = self._number("Token merging ratio", float, low=0.0)
+        hires = self._number("Token merging ratio hr", float, low=0.0)
+        if ratio is None:
+            if hires:
+                self.notes.append("Token merging ratio hr alone is not used: no token merging")
+            return
+        if ratio > MAX_TOKEN_MERGING:
+            allowed = f"0 to {MAX_TOKEN_MERGING}"
+            raise UserError(_out_of_range("Token merging ratio", ratio, allowed))
+        self.options["token_merging"] = ratio
+        if hires is not None and hires != ratio:
+            self.notes.append(f"Token merging ratio hr: {hires:g} is not used: {ratio:g} is")
 
     def _denoising(self) -> float | None:
         """Highres fix, or else the img2img strength.

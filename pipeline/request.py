@@ -143,6 +143,13 @@ class TileSpec:
     batch: int = 4
 
 
+FAST_TOKEN_MERGING = 0.5
+"""`--fast`'s token merging ratio: the most tomesd's author recommends (`apply_patch`'s
+docstring). Its gain grows with the image size; it costs fine detail: for drafts, not finals."""
+MAX_TOKEN_MERGING = 0.75
+"""tomesd merges at most 1 - 1 / (2 x 2) of the tokens with its default 2x2 strides."""
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything needed to reproduce one job's images.
@@ -186,6 +193,9 @@ class GenerationRequest:
     """IP-Adapter pictures (`/blend`, `--iw`, `--sref`)."""
     tiles: TileSpec | None = None
     """An upscale denoised in blended tiles (big images); None: one whole-image pass."""
+    token_merging: float = 0.0
+    """Fast mode (`--fast`): the share of tokens tomesd merges in the UNet's self-attention,
+    A1111's "Token merging ratio"; 0 merges none (the default: exact images)."""
     parent_image_id: int | None = None
     extras: tuple[tuple[str, str], ...] = field(default=())
 

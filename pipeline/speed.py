@@ -1,6 +1,7 @@
-"""Throughput habits of a loaded model on a GPU: memory layout, fused projections, TF32.
+"""Throughput habits of a loaded model on a GPU: memory layout, fused projections, TF32; and
+fast mode's token merging, the one lossy trick, for the batches that ask for it.
 
-None of them changes what an image looks like beyond float noise; all of them are switched on
+The habits change what an image looks like by float noise at most; all of them are switched on
 together for CUDA (`tune_pipeline`), and each can be checked on the CPU, where they run too.
 
 Fused projections (diffusers' `fuse_qkv_projections`) put each attention layer's query, key and
@@ -81,3 +82,23 @@ def unfused(unet: Any) -> Iterator[None]:
         yield
     finally:
         unet.set_attn_processor(fused)
+
+
+@contextmanager
+def tokens_merged(unet: Any, ratio: float) -> Iterator[None]:
+    """Fast mode for the body: tomesd merges `ratio` of the self-attention tokens (0: off).
+
+    As A1111 applies it: merging in self-attention only, at full resolution only, and without
+    tomesd's random choice of destination tokens (`use_rand=False`), whose generator would make
+    an image depend on the batches that ran before it.
+    """
+    if not ratio:
+        yield
+        return
+    import tomesd
+
+    tomesd.apply_patch(unet, ratio=ratio, use_rand=False)
+    try:
+        yield
+    finally:
+        tomesd.remove_patch(unet)

@@ -83,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ensd", help="A1111's eta noise seed delta (ENSD), such as 31337; changes Euler a, DPM2 a"
     )
     parser.add_argument("--model", help="tiny, a .safetensors file, a diffusers folder or hub id")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        default=None,
+        help="a quicker draft: token merging (tomesd 0.5), labelled in the parameters",
+    )
     hires = parser.add_argument_group("highres fix")
     hires.add_argument("--hires", action="store_true", default=None, help="refine at a larger size")
     hires.add_argument("--hires-scale", type=float, help="1 to 2 (default 2); implies --hires")
@@ -253,6 +259,7 @@ def request_from_args(
         "schedule": args.schedule,
         "clip_skip": args.clip_skip,
         "hires": args.hires,
+        "fast": args.fast,
         "hires_scale": args.hires_scale,
         "hires_steps": args.hires_steps,
         "hires_denoise": args.denoise,

@@ -1,11 +1,12 @@
 """Midjourney-style flags after a prompt: `--ar 3:2 --seed 7 --no text, watermark`.
 
 Each flag takes one word as its value, except `--no`, which takes everything up to the next flag
-(it is added to the negative prompt), and `--hires`, which takes none. Words after a value stay
-in the prompt. An em dash counts as `--`, because phones turn `--` into `—`. Values are checked
-against the limits and become request fields: width, height, seed, steps, cfg, count, clip skip,
-hires. `--iw` (the image prompt's weight) and `--sref` (an earlier image as a style reference)
-are read here and applied by the bot, which holds the pictures.
+(it is added to the negative prompt), and the switches `--hires` and `--fast`, which take none.
+Words after a value stay in the prompt. An em dash counts as `--`, because phones turn `--` into
+`—`. Values are checked against the limits and become request fields: width, height, seed,
+steps, cfg, count, clip skip, hires, fast mode. `--iw` (the image prompt's weight) and `--sref`
+(an earlier image as a style reference) are read here and applied by the bot, which holds the
+pictures.
 """
 
 from __future__ import annotations
@@ -22,7 +23,22 @@ from pipeline.prompt.limits import PromptLimits
 from pipeline.request import MAX_SEED
 from pipeline.sizes import parse_size
 
-FLAGS = ("ar", "size", "no", "seed", "steps", "cfg", "count", "clip-skip", "hires", "iw", "sref")
+FLAGS = (
+    "ar",
+    "size",
+    "no",
+    "seed",
+    "steps",
+    "cfg",
+    "count",
+    "clip-skip",
+    "hires",
+    "iw",
+    "sref",
+    "fast",
+)
+SWITCHES = ("hires", "fast")
+"""Flags without a value: `--hires` (highres fix), `--fast` (a draft with token merging)."""
 _ALIASES = {"aspect": "ar"}
 _EXAMPLES = {
     "ar": "--ar 3:2",
@@ -77,8 +93,8 @@ def extract_flags(text: str, limits: PromptLimits) -> FlagScan:
                 errors.append("--no needs text after it: write for example --no text, watermark")
         elif name in seen:
             errors.append(f"--{name} is given twice: keep one")
-        elif name == "hires":
-            values["hires"] = True
+        elif name in SWITCHES:
+            values[name] = True
             kept.append(tail)
         elif not (words := tail.split(maxsplit=1)):
             errors.append(f"--{name} needs a value: write for example {_EXAMPLES[name]}")

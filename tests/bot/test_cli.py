@@ -205,3 +205,13 @@ def test_upscale_by_four(capsys) -> None:
     source = _one_png(capsys, "a fox", *TINY, "--seed", "3", "--out", "src4")["images"][0]
     report = _one_png(capsys, "--upscale", source["path"], "--factor", "4", "--out", "up4")
     assert (report["images"][0]["width"], report["images"][0]["height"]) == (256, 256)
+
+
+def test_fast_drafts_say_so_in_their_parameters(capsys) -> None:
+    fast = _one_png(capsys, "a fox", *TINY, "--seed", "3", "--fast", "--out", "fast")
+    text = Image.open(fast["images"][0]["path"]).info["parameters"]
+    assert "Token merging ratio: 0.5" in text
+    flagged = _one_png(capsys, "a fox --fast", *TINY, "--seed", "3", "--out", "flag")
+    assert "Token merging ratio: 0.5" in Image.open(flagged["images"][0]["path"]).info["parameters"]
+    plain = _one_png(capsys, "a fox", *TINY, "--seed", "3", "--out", "plain")
+    assert "Token merging" not in Image.open(plain["images"][0]["path"]).info["parameters"]

@@ -120,3 +120,18 @@ def test_a_bad_sidecar_names_the_file_and_the_fix(
     (anime_model.models_dir / "anything-v5.json").write_text(sidecar)
     with pytest.raises(UserError, match=f"anything-v5.json.*{hint}"):
         build_request("a fox", anime_model, explicit={"model": "anything-v5"})
+
+
+@pytest.mark.parametrize(
+    ("text", "explicit", "expected"),
+    [
+        ("a fox", {}, 0.0),
+        ("a fox --fast", {}, 0.5),
+        ("a fox", {"fast": True}, 0.5),
+        ("a fox", {"fast": None}, 0.0),
+    ],
+)
+def test_fast_mode_is_asked_for_never_the_default(
+    text: str, explicit: dict, expected: float
+) -> None:
+    assert build_request(text, SETTINGS, explicit=explicit).request.token_merging == expected

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline.infotext import ImageIdentity, build_parameters, looks_like_infotext, parse_parameters
 from pipeline.limits import Limits, find_rng
 from pipeline.recipe import read_recipe
-from pipeline.request import GenerationRequest, InpaintSpec, Mode
+from pipeline.request import GenerationRequest, HiresSpec, InpaintSpec, Mode
 
 
 @pytest.mark.parametrize(("rng", "written"), [("CPU", "CPU"), ("nv", "NV"), ("GPU", None)])
@@ -104,3 +106,16 @@ def test_an_edit_writes_a1111s_inpaint_fields(spec: InpaintSpec, written: str) -
         "a fox", mode=Mode.INPAINT, init_image="a.png", mask_image="m.png", inpaint=spec
     )
     assert written in build_parameters(request, ImageIdentity(seed=1))
+
+
+def test_fast_mode_writes_a1111s_token_merging_ratio_fields() -> None:
+    # A1111's create_infotext: "Token merging ratio" when set, "... hr" for the hires pass.
+    plain = GenerationRequest("a fox")
+    fast = replace(plain, token_merging=0.5)
+    written = parse_parameters(build_parameters(fast, ImageIdentity(seed=1)))[2]
+    assert written["Token merging ratio"] == "0.5" and "Token merging ratio hr" not in written
+    with_hires = replace(fast, hires=HiresSpec())
+    hires = parse_parameters(build_parameters(with_hires, ImageIdentity(seed=1)))
+    assert hires[2]["Token merging ratio hr"] == "0.5"
+    untouched = parse_parameters(build_parameters(plain, ImageIdentity(seed=1)))[2]
+    assert not {"Token merging ratio", "Token merging ratio hr"} & set(untouched)

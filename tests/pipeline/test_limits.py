@@ -137,3 +137,11 @@ def test_units_and_image_prompts_survive_the_json_round_trip() -> None:
         image_prompts=(ImagePrompt("/uploads/look.png", weight=0.7, style=True),),
     )
     assert GenerationRequest.from_json(request.to_json()) == request
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 0.8, float("nan")])
+def test_a_token_merging_ratio_outside_tomesds_range_is_refused(ratio: float) -> None:
+    from pipeline.request import GenerationRequest
+
+    with pytest.raises(UserError, match=r"token merging ratio .* use 0 \(off\) to 0\.75"):
+        check_request(GenerationRequest("a fox", token_merging=ratio), Limits())

@@ -74,6 +74,7 @@ def test_batch_key_ignores_prompt_seed_and_lora_order() -> None:
         {"mode": Mode.IMG2IMG},
         {"strength": 0.4},
         {"init_image": "abc"},
+        {"token_merging": 0.5},
     ],
 )
 def test_batch_key_differs_for_each_field_that_changes_the_model_call(change: dict) -> None:

@@ -144,7 +144,6 @@ def test_every_field_that_cannot_be_honoured_is_a_note() -> None:
     extras = {
         "Face restoration": "CodeFormer",
         "Seed resize from": "768x512",
-        "Token merging ratio": "0.3",
         "Eta": "0.67",
         "Pad conds": "True",
         "Hires sampler": "Euler",
@@ -296,3 +295,13 @@ def test_an_inpaint_value_dreamcord_does_not_offer_is_noted_with_what_runs() -> 
     assert any(
         note.startswith("Mask blur: 99 is over this server's limit") for note in recipe.notes
     )
+
+
+def test_a1111s_token_merging_ratio_becomes_fast_mode_at_that_ratio() -> None:
+    assert read(f"{BASE}, Token merging ratio: 0.3").options["token_merging"] == 0.3
+    assert "token_merging" not in read(BASE).options
+    mixed = read(f"{BASE}, Token merging ratio: 0.5, Token merging ratio hr: 0.2")
+    assert mixed.options["token_merging"] == 0.5
+    assert any("Token merging ratio hr: 0.2 is not used" in note for note in mixed.notes)
+    with pytest.raises(UserError, match="Token merging ratio"):
+        read(f"{BASE}, Token merging ratio: 0.9")

@@ -170,3 +170,18 @@ def test_the_step_loop_reads_nothing_back_from_the_device(sampler: str) -> None:
     with reads:
         engine.run([ImageTask("t", i, request) for i in range(2)], on_step, lambda: False)
     assert reads.seen == Counter()
+
+
+def test_fast_mode_merges_tokens_for_its_batch_only_and_says_so() -> None:
+    import tomesd  # the method: its patch, applied as A1111 applies it, is the reference
+
+    engine = tiny_engine()
+    base = run(engine, SMALL)[0]
+    fast = run(engine, SMALL, token_merging=0.5)[0]
+    assert np.abs(pixels(fast) - pixels(base)).mean() > 0.5
+    assert "Token merging ratio: 0.5" in fast.parameters
+    assert "Token merging" not in base.parameters
+    assert np.array_equal(pixels(run(engine, SMALL)[0]), pixels(base))  # the patch is gone
+    reference = tiny_engine()
+    tomesd.apply_patch(reference.models.get("tiny").pipe.unet, ratio=0.5, use_rand=False)
+    assert np.array_equal(pixels(run(reference, SMALL)[0]), pixels(fast))

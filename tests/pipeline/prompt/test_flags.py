@@ -31,6 +31,8 @@ def flags(text, limits=LIMITS):
         ("a cat --ar 3:2, --seed 1", "a cat", {"width": 640, "height": 448, "seed": 1}),
         ("a cat --seed 7 in the snow", "a cat in the snow", {"seed": 7}),
         ("a cat --hires in the snow", "a cat in the snow", {"hires": True}),
+        ("a cat --fast in the snow", "a cat in the snow", {"fast": True}),
+        ("a cat --fast --hires", "a cat", {"fast": True, "hires": True}),
         (f"x --seed {MAX_SEED}", "x", {"seed": MAX_SEED}),
     ],
 )
