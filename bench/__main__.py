@@ -1,4 +1,4 @@
-"""Benchmarks (not tests): `python -m bench throughput|hires|controlnet|upscale ...`."""
+"""Benchmarks (not tests): `python -m bench throughput|hires|controlnet|upscale|calibrate`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_argument("--size", default="128x128", help="WxH (128x128)")
     throughput.add_argument("--steps", type=int, default=10, help="sampling steps (10)")
     throughput.add_argument("--max-batch", type=int, default=4, help="batch size cap (4)")
+    throughput.add_argument(
+        "--compile",
+        nargs="?",
+        const="auto",
+        default="off",
+        choices=("auto", "max"),
+        help="the compiled path, on any device (max: max-autotune, CUDA graphs, the VAE decoder)",
+    )
     throughput.add_argument("--json", action="store_true", help="print one JSON object")
     hires = benches.add_parser("hires", help="highres fix cost relative to the base image")
     hires.add_argument("--model", default="tiny", help="a MODEL spec (default: tiny)")
@@ -50,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     upscale.add_argument("--tile", type=int, default=512, help="tile side (512)")
     upscale.add_argument("--overlap", type=int, default=64, help="tile overlap (64)")
     upscale.add_argument("--batch", type=int, default=4, help="tiles per UNet call (4)")
+    calibrate = benches.add_parser("calibrate", help="the memory model's predictions on a GPU")
+    calibrate.add_argument("--model", default="sd15-random", help="a MODEL spec (sd15-random)")
+    calibrate.add_argument("--size", default="512x512", help="WxH (512x512)")
+    calibrate.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
+    if args.bench == "calibrate":
+        return _calibrate(args, parser)
     if args.bench == "upscale":
         from bench.upscale import UpscalePlan, bench_upscale
 
@@ -65,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         width, height = parse_size(args.size, max_pixels=2048 * 2048)
     except UserError as error:
         parser.error(str(error))
-    plan = Plan(args.model, args.jobs, args.users, width, height, args.steps, args.max_batch)
+    shape = (width, height, args.steps, args.max_batch)
+    plan = Plan(args.model, args.jobs, args.users, *shape, compile=args.compile)
     report = asyncio.run(bench_throughput(plan))
     if args.json:
         print(json.dumps(report))
@@ -119,13 +134,33 @@ def _controlnet(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return 0
 
 
+def _calibrate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bench.calibrate import bench_calibrate
+
+    try:
+        width, height = parse_size(args.size, max_pixels=2048 * 2048)
+        report = bench_calibrate(args.model, width, height)
+    except UserError as error:
+        parser.error(str(error))
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
 def _text(report: dict) -> str:
     lag = report["loop_lag_ms"]
     waits = ", ".join(f"{user} {s:.2f}s" for user, s in report["wait_s_by_user"].items())
+    peak = report["peak_memory_mb"]
+    tflops = report["tflop_per_s"]
     return (
         f"batched     {report['batched']['images_per_s']:.2f} images/s\n"
         f"one by one  {report['sequential']['images_per_s']:.2f} images/s\n"
         f"speedup     {report['speedup']:.2f}x\n"
+        f"batch       {report['s_per_batch']:.3f} s for {report['settings']['max_batch']} images\n"
+        f"lone        {report['lone_request_s']:.3f} s for one image\n"
+        f"peak        {'-' if peak is None else f'{peak} MiB'} on the device, "
+        f"{report['peak_rss_mb']} MiB RSS\n"
+        f"compute     {'-' if tflops is None else f'{tflops} TFLOP/s'} (SD1.5 figure)\n"
+        f"compile     {report['compile_s']} s ({report['settings']['compile']})\n"
         f"loop lag    p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms\n"
         f"mean wait   {waits}"
     )

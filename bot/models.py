@@ -105,7 +105,7 @@ def compiled_models(settings: Settings, device: str, memory: MemoryModel) -> Com
     Its buckets are the planner's batch sizes at DEFAULT_SIZE; inductor keeps its kernels in
     DATA_DIR/inductor-cache, so a restart compiles from the cache in seconds.
     """
-    from pipeline.compiled import CompiledModels, resolve_mode, use_compile_cache
+    from pipeline.compiled import CompiledModels, resolve_mode, row_buckets, use_compile_cache
     from pipeline.sizes import parse_size
 
     mode = resolve_mode(settings.compile, device)
@@ -113,7 +113,7 @@ def compiled_models(settings: Settings, device: str, memory: MemoryModel) -> Com
         return None
     use_compile_cache(str(settings.data_dir / "inductor-cache"))
     size = parse_size(settings.default_size, settings.max_pixels)
-    return CompiledModels(mode, [size], settings.max_batch, memory.decode_batch)
+    return CompiledModels(mode, [size], row_buckets(settings.max_batch), memory.decode_batch)
 
 
 MODEL_DEFAULT_KEYS = {"clip_skip": (1, MAX_CLIP_SKIP)}

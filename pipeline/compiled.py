@@ -180,20 +180,21 @@ def _padded(rows: torch.Tensor, count: int) -> torch.Tensor:
 class CompiledModels:
     """The compiled parts of each loaded model, built on first use, and their warm-ups.
 
-    `sizes` are the image sizes (width, height) to warm, `max_batch` the planner's cap, and
-    `decode_batch` how many images the engine decodes a VAE call (the decoder's shapes).
+    `sizes` are the image sizes (width, height) to warm, `rows` the UNet row counts
+    (`row_buckets` of the planner's cap), and `decode_batch` how many images the engine decodes
+    a VAE call (the decoder's shapes).
     """
 
     def __init__(
         self,
         mode: str,
         sizes: Sequence[tuple[int, int]],
-        max_batch: int,
+        rows: Sequence[int],
         decode_batch: Callable[[int], int] = lambda images: 1,
     ) -> None:
         self.mode = mode
         self.sizes = tuple(sizes)
-        self.rows = row_buckets(max_batch)
+        self.rows = tuple(rows)
         self._decode_batch = decode_batch
         self._unets: dict[int, CompiledUnet] = {}
 

@@ -47,7 +47,7 @@ def compiled(lora_files) -> Iterator[tuple[Engine, _Counted]]:
     models = ModelManager(sources, "tiny", choose_placement(device="cpu"), keep=2)
     engine = with_loras(Engine(models), lora_files)
     tune_pipeline(models.get("tiny").pipe)  # fused projections, as on a GPU
-    engine.compiled = CompiledModels("auto", [(64, 64)], max_batch=1)
+    engine.compiled = CompiledModels("auto", [(64, 64)], row_buckets(1))
     assert engine.warm_up_next()  # the one bucket: 2 rows (prompt and negative) of 8x8
     assert not engine.warm_up_next()
     unet = engine.compiled.unet(models.get("tiny").pipe)
