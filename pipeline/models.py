@@ -343,7 +343,9 @@ def load_model(
     if placement.device == "cuda":
         from pipeline.speed import tune_pipeline
 
-        tune_pipeline(pipe)
+        # Sequential offload hooks each layer as it is now: a fused layer made after would
+        # have no hook to bring it to the card.
+        tune_pipeline(pipe, fuse_projections=placement.memory_mode != "low")
     identity = vae_identity(Path(vae).expanduser()) if vae else None
     return LoadedModel(source, pipe, model_hash, identity)
 

@@ -15,8 +15,14 @@ import torch._dynamo.config
 from torch._dynamo.utils import counters
 
 from pipeline.backend import ImageTask
-from pipeline.compiled import Bucket, CompiledModels, resolve_mode, row_buckets
-from pipeline.engine import Engine
+from pipeline.compiled import (
+    Bucket,
+    CompiledDecoder,
+    CompiledModels,
+    resolve_mode,
+    row_buckets,
+)
+from pipeline.engine import Engine, decode_latents
 from pipeline.models import ModelManager, choose_placement, resolve_model
 from pipeline.request import LoraRef
 from pipeline.speed import tune_pipeline
@@ -113,3 +119,22 @@ def test_buckets_cover_the_planners_batch_sizes() -> None:
     assert row_buckets(6) == (2, 4, 8, 16)
     assert (resolve_mode("auto", "cpu"), resolve_mode("auto", "cuda")) == ("off", "auto")
     assert resolve_mode("max", "cpu") == "max"
+
+
+def test_the_compiled_decoder_decodes_as_eager_and_falls_back_for_other_shapes() -> None:
+    vae = tiny_engine().models.get("tiny").pipe.vae
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        eager = decode_latents(vae, latents, 2)
+    decoder = CompiledDecoder(vae, [(2, 8, 8)])
+    assert vae.decoder.forward is decoder and decoder.cold == [(2, 8, 8)]
+    decoder.warm_up((2, 8, 8))
+    counted = _Counted(decoder._compiled)
+    decoder._compiled = counted
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode(), torch._dynamo.config.patch(error_on_recompile=True):
+        compiled = decode_latents(vae, latents, 2)  # 2 through the graph, the third eager
+    assert counters["stats"]["unique_graphs"] == graphs and decoder.cold == []
+    assert counted.calls == 1
+    for image, reference in zip(compiled, eager, strict=True):
+        assert psnr(np.asarray(image), np.asarray(reference)) > 40
