@@ -132,6 +132,8 @@ class CompiledUnet:
 
     def _run(self, sample: torch.Tensor, timestep: Any, context: torch.Tensor) -> torch.Tensor:
         step = torch.as_tensor(timestep, device=sample.device).to(torch.float32).reshape(())
+        if self._max:  # each call is a new step: its graph may reuse the last call's output
+            torch.compiler.cudagraph_mark_step_begin()
         out = self._compiled(sample, step, encoder_hidden_states=context, return_dict=False)
         return out[0]
 
