@@ -179,16 +179,24 @@ class TrainingPlan:
 
     @property
     def repeats(self) -> dict[str, int]:
-        """Folder -> repeats of its pictures."""
-        return {planned.image.folder: planned.repeats for planned in self.images}
+        """kohya folder name -> repeats of its pictures."""
+        return {_kohya_folder(planned): planned.repeats for planned in self.images}
+
+    @property
+    def dataset_dirs(self) -> dict[str, dict[str, int]]:
+        """sd-scripts' `ss_dataset_dirs`: folder -> repeats and picture count."""
+        counts = Counter(_kohya_folder(planned) for planned in self.images)
+        return {
+            folder: {"n_repeats": self.repeats[folder], "img_count": count}
+            for folder, count in counts.items()
+        }
 
     @property
     def tag_frequency(self) -> dict[str, dict[str, int]]:
         """sd-scripts' `ss_tag_frequency`: folder -> tag -> count, of the captions trained on."""
         counts: dict[str, Counter[str]] = {}
         for planned in self.images:
-            folder = counts.setdefault(f"{planned.repeats}_{planned.image.folder}", Counter())
-            folder.update(split_tags(planned.caption))
+            counts.setdefault(_kohya_folder(planned), Counter()).update(split_tags(planned.caption))
         return {folder: dict(counter) for folder, counter in counts.items()}
 
     def estimated_seconds(self, steps_per_second: float) -> float:
@@ -211,6 +219,13 @@ class TrainingPlan:
         if steps_per_second:
             lines.append(f"about {_duration(self.estimated_seconds(steps_per_second))}")
         return "\n".join(lines)
+
+
+def _kohya_folder(planned: PlannedImage) -> str:
+    """The folder name sd-scripts would have read these repeats from (`12_fox`)."""
+    if planned.image.repeats is not None:
+        return planned.image.folder
+    return f"{planned.repeats}_{planned.image.folder}"
 
 
 def plan_training(dataset: Dataset, options: TrainingOptions) -> TrainingPlan:
