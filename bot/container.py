@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,15 +29,21 @@ from bot.metrics import serve_metrics
 from bot.models import build_engine, limits_of, memory_model
 from bot.policy import Policy
 from bot.settings import Settings
+from bot.training import StartRun
 from bot.uploads import UPLOADS_FOLDER, sweep_uploads
 from data.db import Database
 from data.images import ImageStore
 from data.repositories import Repositories
 from pipeline.backend import Backend
+from pipeline.background import BackgroundWork
 from pipeline.errors import UserError
 from pipeline.memory import Capacity, cuda_budget, fixed_budget
 from pipeline.queue import JobQueue
+from pipeline.training.plan import TrainingPlan
 from pipeline.worker import Worker
+
+if TYPE_CHECKING:
+    from pipeline.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,7 @@ class Services:
     metrics_server: web.AppRunner | None = None
 
     async def close(self) -> None:
+        await self.app.training.stop()
         await self.app.jobs.stop()
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
@@ -154,14 +161,16 @@ async def open_services(
         loras, embeddings, hypernetworks = await read_libraries(settings, repos, model_override)
         controlnets = await read_controlnets(settings, repos, model_override)
         await scan_drop_folders((loras, embeddings, hypernetworks, controlnets))
+        start_run: StartRun | None = None
         if backend is None:
-            backend = await asyncio.to_thread(
+            engine = await asyncio.to_thread(
                 build_engine,
                 settings,
                 model_override,
                 (loras, embeddings, hypernetworks),
                 controlnets,
             )
+            backend, start_run = engine, training_on(engine, settings)
         on_cuda = backend.device == "cuda"
         budget = (
             cuda_budget(CUDA_RESERVE_BYTES)
@@ -180,6 +189,7 @@ async def open_services(
             settings.max_pixels,
             settings.max_steps,
             checker_loaded=settings.safety_checker != "off",
+            training_steps_limit=settings.training_max_steps,
         )
         jobs = JobService(
             repos,
@@ -209,8 +219,16 @@ async def open_services(
         if on_cuda:
             await calibrate(jobs, capacity, backend)
         app = await build_app(
-            settings, repos, images, (loras, embeddings, hypernetworks), controlnets, jobs, guild
+            settings,
+            repos,
+            images,
+            (loras, embeddings, hypernetworks),
+            controlnets,
+            jobs,
+            guild,
+            start_run,
         )
+        await app.training.recover()
         services = Services(settings, db, repos, images, app)
         if settings.metrics_port:
             services.metrics_server = await serve_metrics(
@@ -220,6 +238,17 @@ async def open_services(
         await db.close()
         raise
     return services
+
+
+def training_on(engine: Engine, settings: Settings) -> StartRun:
+    """Training runs on the engine's own model thread and default model."""
+
+    def start(plan: TrainingPlan, work_dir: Path, export: Path) -> BackgroundWork:
+        from pipeline.training_work import start_training
+
+        return start_training(engine, plan, work_dir, export, settings.training_sample_steps)
+
+    return start
 
 
 async def calibrate(jobs: JobService, capacity: Capacity, backend: Backend) -> None:
