@@ -104,7 +104,7 @@ async def test_a_run_trains_samples_each_epoch_and_registers_the_lora(tmp_path: 
         run = await training.begin(prepared, ADMIN)
         await until(lambda: bool(recorder.done or recorder.ended))
         assert recorder.ended == []
-        done, entry, path = recorder.done[0]
+        _run, entry, path = recorder.done[0]
         assert (entry.name, entry.triggers, entry.default_weight) == ("foxy", ("fx",), 1.0)
         assert path.is_file()
         assert recorder.steps == [1, 2, 3, 4]
