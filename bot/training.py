@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.downloads import download
 from bot.guild import Actor, GuildRules, GuildSettings
+from bot.libraries import download_rules, size_text
+from bot.library import safe_filename
 from data.registry import LoraEntry
 from data.training import RunState, TrainingRepository, TrainingRun
 from pipeline.background import BackgroundState, BackgroundTicket, BackgroundWork
@@ -154,8 +157,8 @@ class TrainingService:
 
     # --- starting ---
 
-    async def prepare(self, source: Path, ask: TrainingAsk, trainee: Trainee) -> PreparedRun:
-        """Check everything a run needs before anything is stored (see the module docstring)."""
+    async def check_allowed(self, trainee: Trainee) -> GuildSettings:
+        """Whether this member may start a run here now; before any picture is fetched."""
         if self._start_run is None:
             raise UserError("this bot's engine cannot train (it runs on remote workers)")
         policy = await self._guild.settings(trainee.actor.guild_id)
@@ -166,6 +169,63 @@ class TrainingService:
                 "training is paused on this server: an admin resumes it with "
                 "/policy set training:on"
             )
+        return policy
+
+    def check_upload(self, filename: str, size: int) -> None:
+        """Refuse a training upload by its name and size, before it is downloaded."""
+        if not filename.lower().endswith(".zip"):
+            raise UserError(
+                f"{safe_filename(filename)} is not a .zip: zip the pictures (and their .txt "
+                "captions) and attach the zip"
+            )
+        cap = self._settings.training_max_upload_mb * 1024**2
+        if size > cap:
+            raise UserError(
+                f"the zip is {size_text(size)}, more than the {size_text(cap)} allowed "
+                "(TRAINING_MAX_UPLOAD_MB): use fewer or smaller pictures"
+            )
+
+    async def prepare_bytes(
+        self, data: bytes, filename: str, ask: TrainingAsk, trainee: Trainee
+    ) -> PreparedRun:
+        """`prepare` for an uploaded zip (a Discord attachment)."""
+        await self.check_allowed(trainee)
+        self.check_upload(filename, len(data))
+        path = self.folder / "uploads" / f"{uuid.uuid4().hex}.zip"
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+        try:
+            await asyncio.to_thread(write)
+            return await self.prepare(path, ask, trainee)
+        finally:
+            await asyncio.to_thread(path.unlink, True)
+
+    async def prepare_url(self, url: str, ask: TrainingAsk, trainee: Trainee) -> PreparedRun:
+        """`prepare` for a zip behind a link, within the bot's download rules."""
+        await self.check_allowed(trainee)
+        rules = download_rules(self._settings)
+        folder = self.folder / "uploads"
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        downloaded = await download(
+            url,
+            folder,
+            max_bytes=self._settings.training_max_upload_mb * 1024**2,
+            allowed_hosts=rules.allowed_hosts,
+            require_https=rules.require_https,
+            deadline_s=rules.deadline_s,
+        )
+        try:
+            self.check_upload(downloaded.filename, downloaded.path.stat().st_size)
+            return await self.prepare(downloaded.path, ask, trainee)
+        finally:
+            await asyncio.to_thread(downloaded.path.unlink, True)
+
+    async def prepare(self, source: Path, ask: TrainingAsk, trainee: Trainee) -> PreparedRun:
+        """Check everything a run needs before anything is stored (see the module docstring)."""
+        policy = await self.check_allowed(trainee)
         options = ask.options(self._settings.training_checkpoint_every)
         await self._check_name_free(options.name)
         folder = self.folder / f"new-{uuid.uuid4().hex}"
@@ -253,6 +313,10 @@ class TrainingService:
             lambda event: self._on_event(run.id, event),
         )
         self._spawn(self._follow(run.id, ticket))
+
+    async def attach_status(self, run_id: int, channel_id: int, message_id: int) -> None:
+        """Where the run's status message is, so edits find it after a restart."""
+        await self._repo.set_message(run_id, channel_id, message_id)
 
     # --- after a restart ---
 

@@ -264,8 +264,8 @@ class Worker:
 
     async def _serve_background(self) -> None:
         """Carry out cancels, then one step of the background work whose turn it is."""
-        for ticket in self.background.cancelled():
-            await self._end_background(ticket, BackgroundState.CANCELLED)
+        for cancelled in self.background.cancelled():
+            await self._end_background(cancelled, BackgroundState.CANCELLED)
         ticket = self.background.runnable()
         if ticket is None:
             return
