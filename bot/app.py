@@ -54,6 +54,7 @@ from bot.training import (
 from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation, Image
 from data.images import ImageStore
+from data.registry import LoraEntry
 from data.repositories import Repositories
 from data.training import RunState, TrainingRun
 from pipeline.canvas import REGIONS
@@ -76,6 +77,7 @@ __all__ = [
     "LibraryKind",
     "Listed",
     "Listing",
+    "LoraEntry",
     "ModelInfo",
     "NotAdded",
     "Operation",

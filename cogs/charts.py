@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
@@ -21,8 +22,12 @@ def smoothed(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
     return out
 
 
-def loss_chart(losses: Sequence[float]) -> bytes:
-    """A PNG of the losses (grey) and their moving average (orange), scaled to fit."""
+def loss_chart(values: Sequence[float]) -> bytes:
+    """A PNG of the losses (grey) and their moving average (orange), scaled to fit.
+
+    A diverged step's NaN or infinite loss is left out: it has no place on the scale.
+    """
+    losses = [value for value in values if math.isfinite(value)]
     image = Image.new("RGB", (WIDTH, HEIGHT), (32, 34, 37))
     draw = ImageDraw.Draw(image)
     if losses:

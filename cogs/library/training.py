@@ -43,7 +43,7 @@ from cogs.grid import compose_grid
 from cogs.presenter import DEFAULT_UPLOAD_LIMIT, EDIT_INTERVAL_S
 
 if TYPE_CHECKING:
-    from data.registry import LoraEntry
+    from bot.app import LoraEntry
     from pipeline.training_work import TrainingProgress, TrainingSamples
 
 log = logging.getLogger(__name__)
