@@ -1,4 +1,4 @@
-"""The trainer on the tiny model on CPU: it learns, resumes exactly, samples, keeps serving clean."""
+"""The trainer on the tiny model on CPU: it learns, resumes exactly, samples, leaves serving be."""
 
 from __future__ import annotations
 
