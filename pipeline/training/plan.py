@@ -86,16 +86,17 @@ class TrainingOptions:
     def for_preset(cls, name: str, preset: str = "character", **chosen: Any) -> TrainingOptions:
         """Options from a preset, with the user's non-None choices on top.
 
-        The trigger word defaults to the name; Prodigy finds its own step size, so its learning
+        The trigger word defaults to the name; alpha keeps the preset's ratio to rank; Prodigy finds its own step size, so its learning
         rates default to 1 (the value its authors give), not the preset's.
         """
         if preset not in PRESETS:
             raise UserError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
         base = PRESETS[preset]
         given = {key: value for key, value in chosen.items() if value is not None}
+        rank = given.get("rank", base.rank)
         defaults: dict[str, Any] = {
-            "rank": base.rank,
-            "alpha": base.alpha,
+            "rank": rank,
+            "alpha": base.alpha / base.rank * rank,  # the preset's alpha / rank ratio
             "lr": base.lr,
             "te_lr": base.te_lr,
         }
