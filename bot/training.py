@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRAINING_FOLDER = "training"
+TRAINING_FOLDER = "training/_runs"
+"""Under DATA_DIR, beside `dreamcord train`'s `training/<name>` folders: no LoRA name starts
+with '_', so the two never meet."""
 DATASET = "dataset"
 EXPORT = "lora.safetensors"
 FAILED = "training failed because of an internal error; it has been logged"

@@ -87,8 +87,9 @@ async def until(condition, timeout_s: float = 240.0) -> None:
 
 
 def leftovers(settings: Settings) -> list[Path]:
-    folder = settings.data_dir / "training"
-    return list(folder.iterdir()) if folder.exists() else []
+    folder = settings.data_dir / "training" / "_runs"
+    found = list(folder.rglob("*")) if folder.exists() else []
+    return [path for path in found if not path.is_dir()]
 
 
 async def test_a_run_trains_samples_each_epoch_and_registers_the_lora(tmp_path: Path) -> None:
