@@ -125,6 +125,20 @@ class TrainingListener:
         """The run failed or was cancelled; `message` is fit to show."""
 
 
+def check_training_upload(filename: str, size: int, max_bytes: int) -> None:
+    """A training set comes as one zip of at most `max_bytes`; a UserError says what is wrong."""
+    if not filename.lower().endswith(".zip"):
+        raise UserError(
+            f"{safe_filename(filename)} is not a .zip: zip the pictures (and their .txt "
+            "captions) and attach the zip"
+        )
+    if size > max_bytes:
+        raise UserError(
+            f"the zip is {size_text(size)}, more than the {size_text(max_bytes)} allowed "
+            "(TRAINING_MAX_UPLOAD_MB): use fewer or smaller pictures"
+        )
+
+
 def may_train(policy: GuildSettings, trainee: Trainee) -> bool:
     return trainee.is_admin or any(role in policy.training_roles for role in trainee.role_ids)
 
@@ -175,17 +189,7 @@ class TrainingService:
 
     def check_upload(self, filename: str, size: int) -> None:
         """Refuse a training upload by its name and size, before it is downloaded."""
-        if not filename.lower().endswith(".zip"):
-            raise UserError(
-                f"{safe_filename(filename)} is not a .zip: zip the pictures (and their .txt "
-                "captions) and attach the zip"
-            )
-        cap = self._settings.training_max_upload_mb * 1024**2
-        if size > cap:
-            raise UserError(
-                f"the zip is {size_text(size)}, more than the {size_text(cap)} allowed "
-                "(TRAINING_MAX_UPLOAD_MB): use fewer or smaller pictures"
-            )
+        check_training_upload(filename, size, self._settings.training_max_upload_mb * 1024**2)
 
     async def prepare_bytes(
         self, data: bytes, filename: str, ask: TrainingAsk, trainee: Trainee
