@@ -69,8 +69,8 @@ class Services:
     metrics_server: web.AppRunner | None = None
 
     async def close(self) -> None:
+        await self.app.jobs.stop()  # first: no training event comes after it
         await self.app.training.stop()
-        await self.app.jobs.stop()
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
         await self.db.close()

@@ -166,6 +166,7 @@ class TrainingService:
         """Measured on this bot (smoothed): the ETA of plans and runs."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_event: dict[int, asyncio.Task[None]] = {}
+        self._stopped = False
 
     @property
     def folder(self) -> Path:
@@ -379,7 +380,10 @@ class TrainingService:
         return (run.total - run.step) * self.seconds_per_step
 
     async def stop(self) -> None:
-        """Stop following runs (the worker's stop closes their trainers)."""
+        """After the worker stopped: store the last events, stop following the runs."""
+        self._stopped = True
+        handling = list(self._last_event.values())
+        await asyncio.gather(*handling, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -388,6 +392,8 @@ class TrainingService:
 
     def _on_event(self, run_id: int, event: object) -> None:
         """On the loop, in step order: each event is handled after the one before it."""
+        if self._stopped:
+            return
         before = self._last_event.get(run_id)
         task = self._spawn(self._handle(run_id, event, before))
         self._last_event[run_id] = task
