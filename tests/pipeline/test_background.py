@@ -231,3 +231,65 @@ async def test_a_work_that_fails_is_closed_and_says_why(rig: Rig) -> None:
     rig.queue.submit("image", "u1", SMALL)
     await rig.hooks.settled(1, timeout_s=60)
     assert rig.hooks.failed == {}
+
+
+class LoggedTraining:
+    """The real TrainingWork over the real trainer, logging each piece on the model thread."""
+
+    def __init__(self, work, events: Events) -> None:
+        self.work = work
+        self.events = events
+
+    @property
+    def finished(self) -> bool:
+        return self.work.finished
+
+    @property
+    def reserved_bytes(self) -> int:
+        return self.work.reserved_bytes
+
+    def step(self):
+        event = self.work.step()
+        self.events.add(type(event).__name__ + f" {getattr(event, 'step', '')}".rstrip())
+        return event
+
+    def close(self) -> None:
+        self.work.close()
+
+
+@pytest.mark.slow
+async def test_the_real_trainer_yields_to_an_image_job_between_two_steps(
+    rig: Rig, engine: Engine, tmp_path
+) -> None:
+    from pipeline.training.dataset import open_dataset
+    from pipeline.training.plan import TrainingOptions, plan_training
+    from pipeline.training_work import TrainingProgress, start_training
+    from tests.pipeline.training.pictures import training_set, write_folder
+
+    pictures = write_folder(tmp_path / "pictures", training_set(2))
+    options = TrainingOptions.for_preset("fox", steps=4, rank=4, alpha=2, resolution=256)
+    plan = plan_training(open_dataset(pictures, tmp_path / "unused"), options)
+
+    def start() -> LoggedTraining:
+        work = start_training(engine, plan, tmp_path / "run", tmp_path / "fox.safetensors", 1)
+        return LoggedTraining(work, rig.events)
+
+    def on_step(event: object) -> None:
+        if isinstance(event, TrainingProgress) and event.step == 2:
+            assert rig.capacity.reserved_bytes > 0  # the trainer's copies, held from batches
+            rig.queue.submit("image", "u1", SMALL)
+
+    ticket = rig.worker.background.add("fox", start, on_step)
+    assert await asyncio.wait_for(ticket.ended, 300) is BackgroundState.DONE
+    # Two pictures with two repeats: one epoch of four steps, its samples, then the export.
+    assert rig.events.log == [
+        "TrainingProgress 1",
+        "TrainingProgress 2",
+        "batch image x1",
+        "TrainingProgress 3",
+        "TrainingProgress 4",
+        "TrainingSamples",
+        "TrainingExported",
+    ]
+    assert (tmp_path / "fox.safetensors").stat().st_size > 0
+    assert rig.capacity.reserved_bytes == 0
