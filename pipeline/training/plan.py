@@ -86,8 +86,8 @@ class TrainingOptions:
     def for_preset(cls, name: str, preset: str = "character", **chosen: Any) -> TrainingOptions:
         """Options from a preset, with the user's non-None choices on top.
 
-        The trigger word defaults to the name; alpha keeps the preset's ratio to rank; Prodigy finds its own step size, so its learning
-        rates default to 1 (the value its authors give), not the preset's.
+        The trigger word defaults to the name; alpha keeps the preset's ratio to rank. Prodigy
+        finds its own step size, so its learning rates default to 1 (its authors' value).
         """
         if preset not in PRESETS:
             raise UserError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
