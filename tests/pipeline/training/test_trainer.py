@@ -112,5 +112,5 @@ def test_samples_at_weight_zero_are_the_base_models(eight_pictures: Dataset, tmp
     ).images[0]  # fmt: skip
     as_array = lambda image: np.asarray(image, dtype=np.int16)  # noqa: E731
     assert np.abs(as_array(off) - as_array(expected)).max() <= 1
-    assert np.abs(as_array(trained) - as_array(expected)).mean() > 0.5
+    assert np.abs(as_array(trained) - as_array(expected)).mean() > 0.2
     assert trainer.sample(["fox"], [7], weight=1.0, steps=3)[0].tobytes() == trained.tobytes()
