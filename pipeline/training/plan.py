@@ -262,10 +262,7 @@ def _steps_per_epoch(images: tuple[PlannedImage, ...], batch: int) -> int:
 
 def caption_with_trigger(caption: str, trigger: str) -> str:
     """The caption trained on: the trigger word first (so keep_tokens=1 keeps it in place)."""
-    tags = split_tags(caption)
-    if trigger in tags:
-        tags.remove(trigger)
-    return ", ".join([trigger, *tags])
+    return ", ".join([trigger, *(tag for tag in split_tags(caption) if tag != trigger)])
 
 
 def bucket_sizes(
