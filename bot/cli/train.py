@@ -20,6 +20,7 @@ from bot.cli.lora import CLI
 from bot.cli.progress import ProgressBar
 from bot.libraries import size_text
 from bot.settings import Settings
+from data.registry import name_key
 from pipeline.errors import UserError
 from pipeline.prompt.limits import PromptLimits
 from pipeline.training.dataset import open_dataset
@@ -177,6 +178,7 @@ async def _with_loras(settings: Settings, verb: Any, *args: Any) -> Any:
 
 async def _refuse_taken(library: AuditedLibrary, name: str) -> None:
     """Refuse a name the library has before any picture is read or step is run."""
+    name_key(name, library.kind.what)  # a name the registry would refuse at the end
     taken = {known.lower() for known in await library.names(enabled_only=False)}
     if name.lower() in taken:
         raise UserError(

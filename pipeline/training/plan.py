@@ -86,8 +86,8 @@ class TrainingOptions:
     def for_preset(cls, name: str, preset: str = "character", **chosen: Any) -> TrainingOptions:
         """Options from a preset, with the user's non-None choices on top.
 
-        The trigger word defaults to the name; alpha keeps the preset's ratio to rank; Prodigy finds its own step size, so its learning
-        rates default to 1 (the value its authors give), not the preset's.
+        The trigger word defaults to the name; alpha keeps the preset's ratio to rank. Prodigy
+        finds its own step size, so its learning rates default to 1 (its authors' value).
         """
         if preset not in PRESETS:
             raise UserError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
@@ -262,10 +262,7 @@ def _steps_per_epoch(images: tuple[PlannedImage, ...], batch: int) -> int:
 
 def caption_with_trigger(caption: str, trigger: str) -> str:
     """The caption trained on: the trigger word first (so keep_tokens=1 keeps it in place)."""
-    tags = split_tags(caption)
-    if trigger in tags:
-        tags.remove(trigger)
-    return ", ".join([trigger, *tags])
+    return ", ".join([trigger, *(tag for tag in split_tags(caption) if tag != trigger)])
 
 
 def bucket_sizes(

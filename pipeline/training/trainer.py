@@ -303,7 +303,8 @@ class Trainer:
         tensors += list(self.latents)
         for state in self.optimizer.state.values():
             tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
-        return sum(t.numel() * t.element_size() for t in tensors if t.device == self.device)
+        on_device = (t for t in tensors if t.device.type == self.device.type)
+        return sum(t.numel() * t.element_size() for t in on_device)
 
     def close(self) -> None:
         """Free the copies and the optimizer state."""
@@ -333,8 +334,11 @@ class Trainer:
         ).input_ids.to(self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self._cuda):
-            encoder = self.text_encoder or self.components.text_encoder
-            hidden = encoder(ids)[0]
+            if self.text_encoder is not None:
+                hidden = self.text_encoder(ids)[0]
+            else:  # the served encoder, frozen: no gradient may reach its weights
+                with torch.no_grad():
+                    hidden = self.components.text_encoder(ids)[0]
             prediction = self.unet(noisy, timesteps, encoder_hidden_states=hidden).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)

@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import UserError
@@ -164,3 +164,33 @@ def test_traversal_members_are_refused_and_nothing_is_written(
     source = write_zip(tmp_path / f"t-{parents}-{depth}.zip", training_set(1) | {name: picture()})
     assert "points outside the archive" in _refused(source, into)
     assert not (tmp_path / "evil.png").exists()
+
+
+@given(data=st.binary(max_size=3000), suffix=st.sampled_from([".png", ".jpg", ".webp"]))
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_bytes_as_a_picture_are_read_or_refused_by_name(
+    tmp_path: Path, data: bytes, suffix: str
+) -> None:
+    root = write_folder(tmp_path / f"set-{len(data)}-{suffix[1:]}", {"2_fox/a.png": picture()})
+    (root / "2_fox" / f"odd{suffix}").write_bytes(data)
+    try:
+        dataset = open_dataset(root, tmp_path / "unused")
+    except UserError as error:
+        assert f"odd{suffix}" in str(error)
+    else:
+        assert all(min(i.width, i.height) >= 256 for i in dataset.images)
+
+
+@given(text=st.text(max_size=300))
+@example(text="sksfox, grass,\r\n sksfox")
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_caption_text_becomes_one_line_of_tags(tmp_path: Path, text: str) -> None:
+    from pipeline.training.plan import caption_with_trigger
+
+    root = tmp_path / f"c-{abs(hash(text))}"
+    write_folder(root, {"a.png": picture()})
+    (root / "a.txt").write_bytes(text.encode("utf-8", errors="surrogatepass"))
+    caption = open_dataset(root, tmp_path / "unused").images[0].caption
+    assert "\n" not in caption and caption == caption.strip()
+    tags = caption_with_trigger(caption, "sksfox").split(", ")
+    assert tags[0] == "sksfox" and tags.count("sksfox") == 1
