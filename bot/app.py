@@ -43,10 +43,20 @@ from bot.request_builder import BLEND_DIMENSIONS, RequestBuilder
 from bot.safety import SafetyMode, SafetyRules, Screening
 from bot.settings import Settings
 from bot.styles import Style, style_names
+from bot.training import (
+    PreparedRun,
+    StartRun,
+    Trainee,
+    TrainingAsk,
+    TrainingListener,
+    TrainingService,
+)
 from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation, Image
 from data.images import ImageStore
+from data.registry import LoraEntry
 from data.repositories import Repositories
+from data.training import RunState, TrainingRun
 from pipeline.canvas import REGIONS
 from pipeline.control.annotators import ANNOTATORS_FOLDER, Annotators
 
@@ -67,15 +77,18 @@ __all__ = [
     "LibraryKind",
     "Listed",
     "Listing",
+    "LoraEntry",
     "ModelInfo",
     "NotAdded",
     "Operation",
     "Origin",
     "Place",
     "PreparedEdit",
+    "PreparedRun",
     "Preview",
     "QueuedJob",
     "Reach",
+    "RunState",
     "SafetyMode",
     "SavedDefaults",
     "ScanOutcome",
@@ -86,6 +99,10 @@ __all__ = [
     "StoredJob",
     "Style",
     "Ticket",
+    "Trainee",
+    "TrainingAsk",
+    "TrainingListener",
+    "TrainingRun",
     "Viewer",
     "build_app",
     "edit_label",
@@ -125,6 +142,8 @@ class App:
     """Vary (Region), Zoom Out, Pan, Make Square and painted masks: canvas, mask, request."""
     controls: ControlService
     """ControlNet units: the model, the preprocessor, the map made and held for the job."""
+    training: TrainingService
+    """LoRA training runs: checked and planned, run between batches, registered when done."""
 
 
 async def build_app(
@@ -135,6 +154,7 @@ async def build_app(
     controlnets: ControlNetLibrary,
     jobs: JobService,
     guild: GuildRules,
+    start_run: StartRun | None = None,
 ) -> App:
     """The App over these parts (the container opens them: database, libraries, worker)."""
     loras, embeddings, hypernetworks = libraries
@@ -174,5 +194,8 @@ async def build_app(
         edits=EditService(requests, gallery, uploads, settings.max_pixels),
         controls=ControlService(
             audited.controlnets, uploads, Annotators(settings.data_dir / ANNOTATORS_FOLDER)
+        ),
+        training=TrainingService(
+            repos.training, lambda: jobs.worker, audited.loras, guild, settings, start_run
         ),
     )

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,15 +30,21 @@ from bot.metrics import serve_metrics
 from bot.models import build_engine, limits_of, memory_model
 from bot.policy import Policy
 from bot.settings import Settings
+from bot.training import StartRun
 from bot.uploads import UPLOADS_FOLDER, sweep_uploads
 from data.db import Database
 from data.images import ImageStore
 from data.repositories import Repositories
 from pipeline.backend import Backend, Warmable
+from pipeline.background import BackgroundWork
 from pipeline.errors import UserError
 from pipeline.memory import Capacity, cuda_budget, fixed_budget
 from pipeline.queue import JobQueue
+from pipeline.training.plan import TrainingPlan
 from pipeline.worker import Worker
+
+if TYPE_CHECKING:
+    from pipeline.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,8 @@ class Services:
         if self.warming is not None:
             self.warming.cancel()
             await asyncio.gather(self.warming, return_exceptions=True)
-        await self.app.jobs.stop()
+        await self.app.jobs.stop()  # first: no training event comes after it
+        await self.app.training.stop()
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
         await self.db.close()
@@ -160,14 +167,16 @@ async def open_services(
         loras, embeddings, hypernetworks = await read_libraries(settings, repos, model_override)
         controlnets = await read_controlnets(settings, repos, model_override)
         await scan_drop_folders((loras, embeddings, hypernetworks, controlnets))
+        start_run: StartRun | None = None
         if backend is None:
-            backend = await asyncio.to_thread(
+            engine = await asyncio.to_thread(
                 build_engine,
                 settings,
                 model_override,
                 (loras, embeddings, hypernetworks),
                 controlnets,
             )
+            backend, start_run = engine, training_on(engine, settings)
         on_cuda = backend.device == "cuda"
         budget = (
             cuda_budget(CUDA_RESERVE_BYTES)
@@ -186,6 +195,7 @@ async def open_services(
             settings.max_pixels,
             settings.max_steps,
             checker_loaded=settings.safety_checker != "off",
+            training_steps_limit=settings.training_max_steps,
         )
         jobs = JobService(
             repos,
@@ -215,8 +225,16 @@ async def open_services(
         if on_cuda:
             await calibrate(jobs, capacity, backend)
         app = await build_app(
-            settings, repos, images, (loras, embeddings, hypernetworks), controlnets, jobs, guild
+            settings,
+            repos,
+            images,
+            (loras, embeddings, hypernetworks),
+            controlnets,
+            jobs,
+            guild,
+            start_run,
         )
+        await app.training.recover()
         services = Services(settings, db, repos, images, app)
         if isinstance(backend, Warmable):
             services.warming = asyncio.create_task(warm_up(jobs, backend), name="warm-up")
@@ -228,6 +246,17 @@ async def open_services(
         await db.close()
         raise
     return services
+
+
+def training_on(engine: Engine, settings: Settings) -> StartRun:
+    """Training runs on the engine's own model thread and default model."""
+
+    def start(plan: TrainingPlan, work_dir: Path, export: Path) -> BackgroundWork:
+        from pipeline.training_work import start_training
+
+        return start_training(engine, plan, work_dir, export, settings.training_sample_steps)
+
+    return start
 
 
 async def warm_up(jobs: JobService, backend: Warmable) -> None:

@@ -69,6 +69,14 @@ def refresh_fused(unet: Any) -> None:
             torch.cat([part.bias for part in parts], out=fused.bias)
 
 
+def unfuse(model: Any) -> None:
+    """Back to the separate projections for good: a copy that trains LoRA layers on `to_q`,
+    `to_k` and `to_v` must run them (a text encoder, never fused, is left as it is)."""
+    if is_fused(model):
+        model.set_attn_processor(dict(model.original_attn_processors))
+        model.original_attn_processors = None
+
+
 @contextmanager
 def unfused(unet: Any) -> Iterator[None]:
     """The separate projections for the body (what hooks on `to_k`/`to_v` need), then fused."""

@@ -35,6 +35,8 @@ ENGINE_SIDE = (
     "pipeline.convert.hypernetwork",
     "pipeline.control.units",
     "pipeline.image_prompts.adapter",
+    "pipeline.training.trainer",
+    "pipeline.training.kohya",
     "pipeline.speed",
     "pipeline.compiled",
 )

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prompt,
         run,
         storage,
+        train,
     )
 
     parser = _Parser(
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         generate,
         prompt,
         lora,
+        train,
         embedding,
         hypernetwork,
         controlnet,

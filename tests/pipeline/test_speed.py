@@ -185,3 +185,25 @@ def test_fast_mode_merges_tokens_for_its_batch_only_and_says_so() -> None:
     reference = tiny_engine()
     tomesd.apply_patch(reference.models.get("tiny").pipe.unet, ratio=0.5, use_rand=False)
     assert np.array_equal(pixels(run(reference, SMALL)[0]), pixels(fast))
+
+
+def test_a_copy_for_training_runs_the_separate_projections_again(tf32_restored) -> None:
+    import copy
+
+    from pipeline.speed import unfuse
+
+    fast = tuned(tiny_engine())
+    pipe = fast.models.get("tiny").pipe
+    twin = copy.deepcopy(pipe.unet)
+    unfuse(twin)
+    assert {type(p) for p in twin.attn_processors.values()} == {AttnProcessor2_0}
+    assert {type(p) for p in pipe.unet.attn_processors.values()} == {FusedAttnProcessor2_0}
+    sample = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    context = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        unet = pipe.unet(sample, 500, encoder_hidden_states=context).sample
+        # A LoRA-like change of to_q alone must now reach the output.
+        block = twin.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+        block.to_q.weight.mul_(2.0)
+        changed = twin(sample, 500, encoder_hidden_states=context).sample
+    assert not torch.allclose(unet, changed, atol=1e-4)
