@@ -63,6 +63,8 @@ async def serve(settings: Settings, url: str) -> None:
         loop = asyncio.get_running_loop()
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(stop_signal, consumer.stop)
+        # Loaded before the first heartbeat, so no batch waits for the model to load.
+        await consumer.call(lambda: engine.models.get(engine.default_model))
         measure = engine.measure_peak
         if on_cuda and measure is not None:
             fitted = await consumer.call(lambda: capacity.calibrate(measure))

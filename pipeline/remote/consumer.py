@@ -208,7 +208,7 @@ class BatchConsumer:
     async def _watch(self, batch_id: str, entry: Entry, cancelled: threading.Event) -> None:
         """While the batch runs: turn its cancel key into `cancelled`, renew its lease."""
         renewed = time.monotonic()
-        while not cancelled.is_set():
+        while not cancelled.is_set() and self._batch_id == batch_id:  # see _beat_forever
             await asyncio.sleep(CANCEL_POLL_S)
             try:
                 if await self._streams.cancelled(batch_id):
@@ -237,7 +237,9 @@ class BatchConsumer:
             await self._streams.publish(progress)
 
     async def _beat_forever(self) -> None:
-        while True:
+        # Until stopping, not forever: redis-py can turn the cancel that ends this task into
+        # its own TimeoutError when it lands in a read.
+        while not self._stopping.is_set():
             try:
                 await self._streams.beat(self._heartbeat(), self._lease_s)
             except RedisError as error:

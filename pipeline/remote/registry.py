@@ -99,6 +99,7 @@ class RemoteWorkers:
         self._preview_wanted: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._redis_down = False
+        self._closing = False
 
     @property
     def backend(self) -> FleetInfo:
@@ -119,6 +120,7 @@ class RemoteWorkers:
 
     async def stop(self) -> None:
         """Stop every loop (running batches go back to the queue), then the watchers."""
+        self._closing = True
         await asyncio.gather(*(live.worker.stop() for live in self._live.values()))
         self._live.clear()
         for task in self._tasks:
@@ -150,7 +152,9 @@ class RemoteWorkers:
             live.worker.want_previews(job_id, wanted)
 
     async def _keep_watch(self) -> None:
-        while True:
+        # Not `while True`: redis-py can turn a cancel that lands in a read into its own
+        # TimeoutError, which would swallow `stop()`'s cancel.
+        while not self._closing:
             try:
                 await self.check()
                 self._redis_up()
@@ -264,7 +268,7 @@ class RemoteWorkers:
         return max(idle, key=affinity)  # max keeps the first of equals
 
     async def _read_replies(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 for entry in await self._streams.replies(BOT_CONSUMER, READ_BLOCK_MS):
                     await self._dispatch(entry)

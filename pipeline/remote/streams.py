@@ -101,7 +101,7 @@ class Streams:
         except RedisError as error:
             await client.aclose()
             raise UserError(
-                f"cannot reach Redis at {shown_url(url)} (QUEUE_URL): {error}; "
+                f"cannot reach Redis at {shown_url(url)} (QUEUE_URL): {str(error).rstrip('.')}; "
                 "start the server or correct QUEUE_URL"
             ) from None
         return cls(client)
