@@ -174,7 +174,7 @@ async def test_kill_9_of_a_worker_mid_batch_finishes_elsewhere_delivered_once(
     workers.start("w1")
     workers.start("w2")
     await joined(services, "w1", "w2")
-    ticket = await services.app.jobs.submit(request(steps=12), Origin(user_id=1))
+    ticket = await services.app.jobs.submit(request(steps=60), Origin(user_id=1))
     await eventually(lambda: bool(delivery.steps), "the batch made no step")
 
     def busy() -> list[str]:
@@ -189,7 +189,11 @@ async def test_kill_9_of_a_worker_mid_batch_finishes_elsewhere_delivered_once(
     generation = await services.repos.generations.for_job(ticket.job_id)
     assert generation is not None and len(generation.images) == 1
     survivor = ({"w1", "w2"} - {victim}).pop()
-    assert [beat.name for beat in registry(services).workers()] == [survivor]
+    await eventually(
+        lambda: [(beat.name, beat.images_per_s > 0) for beat in registry(services).workers()]
+        == [(survivor, True)],
+        "the survivor should have run the batch and the victim be gone",
+    )
     streams = await Streams.connect(redis_server.url)
     try:
         pending = await streams.client.xpending(batches_key(victim), "workers")

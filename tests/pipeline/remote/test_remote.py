@@ -63,6 +63,8 @@ class Fleet:
         consumer, task = self.consumers.pop(name)
         consumer.stop()
         await asyncio.wait_for(task, 10)
+        # Signed off: its loop ends once the registry has not heard of it for a lease.
+        await wait_until(lambda: name not in {beat.name for beat in self.registry.workers()})
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
