@@ -159,6 +159,8 @@ class RemoteWorkers:
                 await self.check()
                 self._redis_up()
             except RedisError as error:
+                if self._closing:
+                    return  # stop()'s cancel, turned into a timeout by redis-py
                 self._redis_lost(error)
             except Exception:
                 log.exception("checking the remote workers failed; trying again")
@@ -274,6 +276,8 @@ class RemoteWorkers:
                     await self._dispatch(entry)
                 self._redis_up()
             except RedisError as error:
+                if self._closing:
+                    return
                 self._redis_lost(error)
                 await asyncio.sleep(RETRY_PAUSE_S)
 
