@@ -43,12 +43,24 @@ from bot.request_builder import BLEND_DIMENSIONS, RequestBuilder
 from bot.safety import SafetyMode, SafetyRules, Screening
 from bot.settings import Settings
 from bot.styles import Style, style_names
+from bot.training import (
+    PreparedRun,
+    StartRun,
+    Trainee,
+    TrainingAsk,
+    TrainingListener,
+    TrainingService,
+)
 from bot.uploads import UPLOADS_FOLDER, Uploads
 from data.generations import Generation, Image
 from data.images import ImageStore
+from data.registry import LoraEntry
 from data.repositories import Repositories
+from data.training import RunState, TrainingRun
 from pipeline.canvas import REGIONS
 from pipeline.control.annotators import ANNOTATORS_FOLDER, Annotators
+from pipeline.errors import UserError
+from pipeline.worker import Worker
 
 __all__ = [
     "BLEND_DIMENSIONS",
@@ -67,15 +79,18 @@ __all__ = [
     "LibraryKind",
     "Listed",
     "Listing",
+    "LoraEntry",
     "ModelInfo",
     "NotAdded",
     "Operation",
     "Origin",
     "Place",
     "PreparedEdit",
+    "PreparedRun",
     "Preview",
     "QueuedJob",
     "Reach",
+    "RunState",
     "SafetyMode",
     "SavedDefaults",
     "ScanOutcome",
@@ -86,6 +101,10 @@ __all__ = [
     "StoredJob",
     "Style",
     "Ticket",
+    "Trainee",
+    "TrainingAsk",
+    "TrainingListener",
+    "TrainingRun",
     "Viewer",
     "build_app",
     "edit_label",
@@ -125,6 +144,8 @@ class App:
     """Vary (Region), Zoom Out, Pan, Make Square and painted masks: canvas, mask, request."""
     controls: ControlService
     """ControlNet units: the model, the preprocessor, the map made and held for the job."""
+    training: TrainingService
+    """LoRA training runs: checked and planned, run between batches, registered when done."""
 
 
 async def build_app(
@@ -135,6 +156,7 @@ async def build_app(
     controlnets: ControlNetLibrary,
     jobs: JobService,
     guild: GuildRules,
+    start_run: StartRun | None = None,
 ) -> App:
     """The App over these parts (the container opens them: database, libraries, worker)."""
     loras, embeddings, hypernetworks = libraries
@@ -175,4 +197,14 @@ async def build_app(
         controls=ControlService(
             audited.controlnets, uploads, Annotators(settings.data_dir / ANNOTATORS_FOLDER)
         ),
+        training=TrainingService(
+            repos.training, lambda: model_thread(jobs), audited.loras, guild, settings, start_run
+        ),
     )
+
+
+def model_thread(jobs: JobService) -> Worker:
+    """The in-process worker loop that training runs on; with remote workers there is none."""
+    if not isinstance(jobs.worker, Worker):
+        raise UserError("this bot's engine cannot train (it runs on remote workers)")
+    return jobs.worker

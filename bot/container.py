@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,11 +30,13 @@ from bot.metrics import serve_metrics
 from bot.models import build_engine, limits_of, memory_model, upscaler_catalog
 from bot.policy import Policy
 from bot.settings import Settings
+from bot.training import StartRun
 from bot.uploads import UPLOADS_FOLDER, sweep_uploads
 from data.db import Database
 from data.images import ImageStore
 from data.repositories import Repositories
 from pipeline.backend import Backend
+from pipeline.background import BackgroundWork
 from pipeline.errors import UserError
 from pipeline.memory import Capacity, cuda_budget, fixed_budget
 from pipeline.models import resolve_model
@@ -42,7 +44,11 @@ from pipeline.queue import JobQueue
 from pipeline.remote.manifest import FileManifest
 from pipeline.remote.registry import RemoteWorkers
 from pipeline.remote.streams import Streams
+from pipeline.training.plan import TrainingPlan
 from pipeline.worker import Worker, WorkerHooks, Workers
+
+if TYPE_CHECKING:
+    from pipeline.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +74,8 @@ class Services:
     metrics_server: web.AppRunner | None = None
 
     async def close(self) -> None:
-        await self.app.jobs.stop()
+        await self.app.jobs.stop()  # first: no training event comes after it
+        await self.app.training.stop()
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
         await self.db.close()
@@ -159,6 +166,7 @@ async def open_services(
         loras, embeddings, hypernetworks = await read_libraries(settings, repos, model_override)
         controlnets = await read_controlnets(settings, repos, model_override)
         await scan_drop_folders((loras, embeddings, hypernetworks, controlnets))
+        start_run: StartRun | None = None
         queue = JobQueue(
             max_queued_per_user=settings.max_queued_per_user,
             max_running_per_user=settings.max_running_per_user,
@@ -179,13 +187,14 @@ async def open_services(
             backend, on_cuda, capacity = None, False, None
         else:
             if backend is None:
-                backend = await asyncio.to_thread(
+                engine = await asyncio.to_thread(
                     build_engine,
                     settings,
                     model_override,
                     (loras, embeddings, hypernetworks),
                     controlnets,
                 )
+                backend, start_run = engine, training_on(engine, settings)
             on_cuda = backend.device == "cuda"
             capacity = Capacity(memory_model(settings), memory_budget(settings, on_cuda))
             workers = functools.partial(local_worker, settings, queue, backend, capacity)
@@ -196,6 +205,7 @@ async def open_services(
             settings.max_pixels,
             settings.max_steps,
             checker_loaded=settings.safety_checker != "off",
+            training_steps_limit=settings.training_max_steps,
         )
         jobs = JobService(
             repos,
@@ -216,8 +226,16 @@ async def open_services(
         if on_cuda and isinstance(jobs.worker, Worker) and capacity and backend:
             await calibrate(jobs.worker, capacity, backend)
         app = await build_app(
-            settings, repos, images, (loras, embeddings, hypernetworks), controlnets, jobs, guild
+            settings,
+            repos,
+            images,
+            (loras, embeddings, hypernetworks),
+            controlnets,
+            jobs,
+            guild,
+            start_run,
         )
+        await app.training.recover()
         services = Services(settings, db, repos, images, app)
         if settings.metrics_port:
             services.metrics_server = await serve_metrics(
@@ -273,6 +291,17 @@ def remote_workers(
         stuck_after_s=settings.worker_stuck_after_s,
         default_model=resolve_model(settings.model).name,
     )
+
+
+def training_on(engine: Engine, settings: Settings) -> StartRun:
+    """Training runs on the engine's own model thread and default model."""
+
+    def start(plan: TrainingPlan, work_dir: Path, export: Path) -> BackgroundWork:
+        from pipeline.training_work import start_training
+
+        return start_training(engine, plan, work_dir, export, settings.training_sample_steps)
+
+    return start
 
 
 async def calibrate(worker: Worker, capacity: Capacity, backend: Backend) -> None:

@@ -28,6 +28,7 @@ from cogs.library.commands import (
     HypernetworkCommands,
     LoraCommands,
 )
+from cogs.library.training import TrainCancelButton
 from cogs.models import Models, Styles
 from cogs.pages import PageButton
 from cogs.presenter import DiscordPresenter
@@ -103,7 +104,7 @@ class DreamcordBot(DreamcordClient):
             await self.add_cog(cog)
         for cog in (Models(self), Styles(self)):
             await self.add_cog(cog)
-        self.add_dynamic_items(*RESULT_BUTTONS, PageButton)
+        self.add_dynamic_items(*RESULT_BUTTONS, PageButton, TrainCancelButton)
         self.tree.error(self._on_command_error)
         await self._sync_commands()
 

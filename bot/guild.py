@@ -52,6 +52,12 @@ class GuildSettings:
     upscale_tile: int | None = None
     """The tiled upscale buttons' steps, Subtle and Creative denoise, and tile side; None:
     `TiledUpscale`'s defaults."""
+    training: str | None = None
+    """The server's training switch: None is on, "paused" holds its runs between steps."""
+    training_roles: tuple[int, ...] = ()
+    """Roles whose members may train LoRAs (/lora train), besides the server's admins."""
+    training_max_steps: int | None = None
+    """Most steps of one run on this server; None: the bot's TRAINING_MAX_STEPS."""
 
     @classmethod
     def from_stored(cls, raw: Mapping[str, Any]) -> GuildSettings:
@@ -71,6 +77,9 @@ class GuildSettings:
             upscale_subtle=raw.get("upscale_subtle"),
             upscale_creative=raw.get("upscale_creative"),
             upscale_tile=raw.get("upscale_tile"),
+            training=raw.get("training"),
+            training_roles=tuple(int(role) for role in raw.get("training_roles") or ()),
+            training_max_steps=raw.get("training_max_steps"),
         )
 
     def stored(self, name: str) -> Any:
@@ -128,9 +137,14 @@ def policy_changes(
     upscale_subtle: float | None = None,
     upscale_creative: float | None = None,
     upscale_tile: int | None = None,
+    training: str | None = None,
+    add_training_role: int | None = None,
+    remove_training_role: int | None = None,
+    training_max_steps: int | None = None,
     max_pixels_limit: int,
     max_steps_limit: int = 150,
     checker_loaded: bool = False,
+    training_steps_limit: int = 50_000,
 ) -> dict[str, Any]:
     """The fields to change for these `/policy set` options (None: back to the default)."""
     changes: dict[str, Any] = {}
@@ -172,6 +186,44 @@ def policy_changes(
     if upscale_tile is not None:
         check_tile_spec(TileSpec(upscale_tile))
         changes["upscale_tile"] = upscale_tile
+    changes |= training_changes(
+        current, training, add_training_role, remove_training_role, training_max_steps,
+        training_steps_limit,
+    )  # fmt: skip
+    return changes
+
+
+TRAINING_SWITCH = ("on", "paused")
+
+
+def training_changes(
+    current: GuildSettings,
+    switch: str | None,
+    add_role: int | None,
+    remove_role: int | None,
+    max_steps: int | None,
+    steps_limit: int,
+) -> dict[str, Any]:
+    """The training fields of a `/policy set` (the switch, who may train, the step cap)."""
+    changes: dict[str, Any] = {}
+    if switch is not None:
+        if switch not in TRAINING_SWITCH:
+            raise UserError(f"training is {switch!r}: choose on or paused")
+        changes["training"] = None if switch == "on" else switch
+    roles = list(current.training_roles)
+    if add_role is not None and add_role not in roles:
+        roles.append(add_role)
+    if remove_role is not None and remove_role in roles:
+        roles.remove(remove_role)
+    if add_role is not None or remove_role is not None:
+        changes["training_roles"] = tuple(roles)
+    if max_steps is not None:
+        if not 1 <= max_steps <= steps_limit:
+            raise UserError(
+                f"training_max_steps {max_steps} is out of range: use 1 to {steps_limit} "
+                "(the bot's TRAINING_MAX_STEPS)"
+            )
+        changes["training_max_steps"] = max_steps
     return changes
 
 
@@ -211,12 +263,14 @@ class GuildRules:
         max_pixels: int,
         max_steps: int,
         checker_loaded: bool = False,
+        training_steps_limit: int = 50_000,
     ) -> None:
         self._settings = settings
         self._audit = audit
         self._max_pixels = max_pixels
         self._max_steps = max_steps
         self._checker_loaded = checker_loaded
+        self._training_steps_limit = training_steps_limit
 
     async def settings(self, guild_id: int | None) -> GuildSettings:
         """A guild's settings; outside a guild (DMs, the CLI), the defaults."""
@@ -232,6 +286,7 @@ class GuildRules:
             max_pixels_limit=self._max_pixels,
             max_steps_limit=self._max_steps,
             checker_loaded=self._checker_loaded,
+            training_steps_limit=self._training_steps_limit,
             **options,
         )
         if not changes:

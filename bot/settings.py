@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     worker_max_restarts: int = Field(5, ge=1)
     worker_stuck_after_s: float = Field(600.0, gt=0)
 
+    training_max_steps: int = Field(3000, ge=1, le=50_000)
+    """Most steps of one LoRA training run; servers may set a lower cap (/policy set)."""
+    training_max_upload_mb: int = Field(200, ge=1, le=4096)
+    """Largest training zip (attachment or link) /lora train reads."""
+    training_sample_steps: int = Field(20, ge=1, le=150)
+    """Sampling steps of the samples shown after each epoch."""
+    training_checkpoint_every: int = Field(100, ge=1)
+    """Steps between a run's checkpoints: a restart resumes from the last one."""
+
     queue_url: SecretStr | None = None
     """Redis for remote GPU workers (docs/scale-out.md); unset: the in-process worker."""
     worker_name: str = Field(default_factory=socket.gethostname)

@@ -33,6 +33,9 @@ RULE_OPTIONS = {
     "upscale_subtle": "upscale_subtle",
     "upscale_creative": "upscale_creative",
     "upscale_tile": "upscale_tile",
+    "training": "training",
+    "training_roles": "training_roles",
+    "training_max_steps": "training_max_steps",
 }
 """Option names admins see, and the `GuildSettings` field each one sets."""
 
@@ -54,6 +57,12 @@ def describe_policy(policy: GuildSettings) -> list[tuple[str, str]]:
         ("upscale_subtle", f"denoise {upscale.subtle:g}"),
         ("upscale_creative", f"denoise {upscale.creative:g}"),
         ("upscale_tile", f"{upscale.tile} px"),
+        ("training", policy.training or "on"),
+        (
+            "training_roles",
+            ", ".join(f"<@&{role}>" for role in policy.training_roles) or "admins only",
+        ),
+        ("training_max_steps", str(policy.training_max_steps or "bot limit")),
     ]
 
 
@@ -101,6 +110,10 @@ class Admin(commands.Cog):
         upscale_subtle="denoise of Upscale Subtle and 4x: more than 0, up to 1 (default 0.25)",
         upscale_creative="denoise of Upscale Creative: more than 0, up to 1 (default 0.45)",
         upscale_tile="tile side of tiled upscales: a multiple of 64, 256 to 1024 (default 512)",
+        training="on, or paused: this server's LoRA training runs wait between their steps",
+        add_training_role="let members of this role train LoRAs (/lora train)",
+        remove_training_role="take this role off the roles that may train",
+        training_max_steps="most steps of one training run here (the bot's TRAINING_MAX_STEPS)",
     )
     @app_commands.choices(
         safety=[
@@ -108,7 +121,11 @@ class Admin(commands.Cog):
             app_commands.Choice(name="block: left out, with a note", value="block"),
             app_commands.Choice(name="off: sent as they are", value="off"),
             app_commands.Choice(name="default: the bot's SAFETY_CHECKER", value=SAFETY_DEFAULT),
-        ]
+        ],
+        training=[
+            app_commands.Choice(name="on: training runs between image jobs", value="on"),
+            app_commands.Choice(name="paused: runs wait between steps", value="paused"),
+        ],
     )
     async def set_rules(
         self,
@@ -126,6 +143,10 @@ class Admin(commands.Cog):
         upscale_subtle: app_commands.Range[float, 0.01, 1.0] | None = None,
         upscale_creative: app_commands.Range[float, 0.01, 1.0] | None = None,
         upscale_tile: app_commands.Range[int, 256, 1024] | None = None,
+        training: app_commands.Choice[str] | None = None,
+        add_training_role: discord.Role | None = None,
+        remove_training_role: discord.Role | None = None,
+        training_max_steps: app_commands.Range[int, 1, 50_000] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         updated = await interaction.client.app.guild.set_policy(
@@ -144,7 +165,13 @@ class Admin(commands.Cog):
             upscale_subtle=upscale_subtle,
             upscale_creative=upscale_creative,
             upscale_tile=upscale_tile,
+            training=training.value if training else None,
+            add_training_role=add_training_role.id if add_training_role else None,
+            remove_training_role=remove_training_role.id if remove_training_role else None,
+            training_max_steps=training_max_steps,
         )
+        if training is not None and interaction.guild_id is not None:
+            await interaction.client.app.training.apply_switch(interaction.guild_id)
         await interaction.followup.send(embed=policy_embed("Server rules, saved", updated))
 
     @policy.command(name="reset", description="Put one rule, or all, back to the default")
@@ -158,6 +185,8 @@ class Admin(commands.Cog):
         names = list(RULE_OPTIONS) if rule.value == "all" else [rule.value]
         fields = tuple(RULE_OPTIONS[name] for name in names)
         updated = await interaction.client.app.guild.reset_rules(actor_of(interaction), fields)
+        if "training" in fields and interaction.guild_id is not None:
+            await interaction.client.app.training.apply_switch(interaction.guild_id)
         await interaction.followup.send(embed=policy_embed("Server rules, saved", updated))
 
 

@@ -8,10 +8,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import QueuedJob, ServiceStatus
+from bot.app import QueuedJob, ServiceStatus, TrainingRun
 from cogs import texts
 from cogs.client import DreamcordClient
-from cogs.fitting import MESSAGE, fit_embed, fit_escaped, fit_lines
+from cogs.fitting import FIELD_VALUE, MESSAGE, fit_embed, fit_escaped, fit_lines
 from cogs.status import CancelButton
 
 Interaction = discord.Interaction[DreamcordClient]
@@ -80,6 +80,13 @@ def queue_view(jobs: Sequence[QueuedJob]) -> discord.ui.View:
     return view
 
 
+def training_line(run: TrainingRun, eta_s: float | None) -> str:
+    """One run in /status: name, state, step/total, loss, ETA."""
+    loss = f", loss {run.last_loss:.4f}" if run.last_loss is not None else ""
+    eta = f", ETA {texts.duration(eta_s)}" if eta_s is not None and run.state == "running" else ""
+    return f"`{run.name}`: {run.state}, step {run.step}/{run.total}{loss}{eta}"
+
+
 def status_embed(status: ServiceStatus) -> discord.Embed:
     """The bot's state as an embed: model, device, memory, queue, speed, LoRAs, worker."""
     colour = discord.Colour.green() if status.worker_ok else discord.Colour.red()
@@ -128,8 +135,14 @@ class Info(commands.Cog):
     @app_commands.command(name="status", description="Model, device, memory, queue and speed")
     async def status(self, interaction: Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        status = await interaction.client.app.jobs.status()
-        await interaction.followup.send(embed=status_embed(status), ephemeral=True)
+        app = interaction.client.app
+        status = await app.jobs.status()
+        embed = status_embed(status)
+        runs = await app.training.runs(interaction.guild_id)
+        if runs:
+            lines = [training_line(run, app.training.eta_s(run)) for run in runs]
+            embed.add_field(name="Training", value=fit_lines(lines, FIELD_VALUE), inline=False)
+        await interaction.followup.send(embed=fit_embed(embed), ephemeral=True)
 
     @app_commands.command(name="help", description="How to use Dreamcord, with examples")
     async def help(self, interaction: Interaction) -> None:

@@ -16,6 +16,7 @@ from data.registry import (
     LoraRepository,
 )
 from data.settings import SettingsRepository
+from data.training import TrainingRepository
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Repositories:
     controlnets: ControlNetRepository
     settings: SettingsRepository
     audit: AuditRepository
+    training: TrainingRepository
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
@@ -42,4 +44,5 @@ class Repositories:
             controlnets=ControlNetRepository(db),
             settings=SettingsRepository(db),
             audit=AuditRepository(db),
+            training=TrainingRepository(db),
         )

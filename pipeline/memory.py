@@ -178,11 +178,14 @@ class Capacity:
         self.model = model
         self._budget = budget
         self._load_ceiling: float = math.inf
+        self.reserved_bytes = 0
+        """Held by background work (a training run's copies and optimizer state) between its
+        steps: batches are sized in what is left. The worker sets it."""
 
     def max_batch(self, request: GenerationRequest) -> int:
         """How many images of `request`'s size one batch may hold now (at least 1)."""
         control = ControlLoad.of(request.controls)
-        budget = round(self._budget() - self.model.guide_bytes(request))
+        budget = round(self._budget() - self.reserved_bytes - self.model.guide_bytes(request))
         modelled = self.model.max_batch(
             request.width, request.height, request.hires, budget, control
         )

@@ -8,6 +8,9 @@ Faults stay small: out of memory halves a batch; any other error re-runs a share
 by job, so an error fails only its own job; a bug in the loop itself restarts the loop (the
 batch it held runs once more, then fails), and `health()` tells whether the loop is alive and
 whether its batch still makes progress.
+
+Background work (training, pipeline.background) takes one step at a time, only when the queue
+has no batch to start: an image job submitted during training runs before training's next step.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pipeline.backend import (
     ImageTask,
     OutOfDeviceMemory,
 )
+from pipeline.background import BackgroundQueue, BackgroundState, BackgroundTicket
 from pipeline.errors import UserError
 from pipeline.health import WorkerHealth
 from pipeline.memory import Capacity
@@ -159,6 +163,8 @@ class Worker:
         self._last_error: str | None = None
         self._busy_since: float | None = None
         self._last_step_at: float | None = None  # written on the model thread
+        self.background = BackgroundQueue()
+        """Low-priority work (training): add, pause, resume, cancel; run between batches."""
 
     @property
     def backend(self) -> Backend:
@@ -186,6 +192,8 @@ class Worker:
         if self._hook_tasks:
             await asyncio.gather(*self._hook_tasks, return_exceptions=True)
         joined = self._serving is None or self._serving.done()
+        if joined:
+            await self._close_background()
         # A thread stuck inside the backend cannot be killed; do not hang shutdown on it.
         await asyncio.to_thread(self._thread.shutdown, wait=joined)
 
@@ -246,6 +254,10 @@ class Worker:
         return float(min(MAX_RESTART_BACKOFF_S, pause))
 
     async def _serve_one_batch(self) -> None:
+        await self._wait_for_work()
+        if not self._queue.has_work():
+            await self._serve_background()
+            return
         await self._wait_turn()
         queued = {job.job_id for job in self._queue.unfinished() if job.state is JobState.QUEUED}
         tasks = self._queue.take_batch(self._capacity.max_batch, self._max_batch)
@@ -267,6 +279,72 @@ class Worker:
                     self._last_preview.pop(job.job_id, None)
                     self._crashed_once.discard(job.job_id)
         self._held = ()
+
+    async def _wait_for_work(self) -> None:
+        """Until the queue has a batch to start or background work has a step to take."""
+        while not (self._queue.has_work() or self.background.needs_the_thread()):
+            waits = {
+                asyncio.ensure_future(self._queue.wait_for_work()),
+                asyncio.ensure_future(self.background.changed()),
+            }
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
+    async def _serve_background(self) -> None:
+        """Carry out cancels, then one step of the background work whose turn it is."""
+        for cancelled in self.background.cancelled():
+            await self._end_background(cancelled, BackgroundState.CANCELLED)
+        ticket = self.background.runnable()
+        if ticket is None:
+            return
+        self._in_batch = True
+        try:
+            result = await self.call(lambda: self._background_step(ticket))
+        except Exception as error:
+            log.exception("background work %s failed", ticket.key)
+            ticket.error = error
+            await self._end_background(ticket, BackgroundState.FAILED)
+            return
+        finally:
+            self._in_batch = False
+            self._capacity.reserved_bytes = self.background.reserved_bytes
+        ticket.on_step(result)
+        if ticket.work is not None and ticket.work.finished:
+            await self._end_background(ticket, BackgroundState.DONE)
+
+    def _background_step(self, ticket: BackgroundTicket) -> object:
+        """On the model thread: build the work on its first turn, then take one step."""
+        if ticket.work is None:
+            ticket.work = ticket.start()
+            ticket.state = BackgroundState.RUNNING
+        try:
+            return ticket.work.step()
+        finally:
+            ticket.reserved_bytes = ticket.work.reserved_bytes
+
+    async def _end_background(self, ticket: BackgroundTicket, state: BackgroundState) -> None:
+        work = ticket.work
+        if work is not None:
+            try:
+                await self.call(work.close)
+            except Exception:
+                log.exception("closing background work %s failed", ticket.key)
+        self.background.end(ticket, state)
+        self._capacity.reserved_bytes = self.background.reserved_bytes
+
+    async def _close_background(self) -> None:
+        """At stop: free what built works hold; they stay unfinished (a restart resumes)."""
+        for ticket in self.background.tickets():
+            if ticket.work is not None:
+                work, ticket.work = ticket.work, None
+                try:
+                    await self.call(work.close)
+                except Exception:
+                    log.exception("closing background work %s failed", ticket.key)
+        self._capacity.reserved_bytes = 0
 
     def _settle_held_batch(self) -> None:
         """Put a crashed batch back once; a job caught in a second crash fails with a message."""

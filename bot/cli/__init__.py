@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prompt,
         run,
         storage,
+        train,
         worker,
     )
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         generate,
         prompt,
         lora,
+        train,
         embedding,
         hypernetwork,
         controlnet,

@@ -36,6 +36,7 @@ from cogs.client import DreamcordClient
 from cogs.errors import Refused, answer
 from cogs.fitting import MESSAGE, fit, fit_escaped
 from cogs.library.embeds import entry_embed, history_embed, refusal_embed, scan_embed
+from cogs.library.training import TrainingPresenter, answer_with_plan, ask_of, trainee_of
 from cogs.library.views import ConfirmRemove, ListView, removal_question
 from cogs.options import filter_names
 from pipeline.control.model_types import CONTROL_TYPES, ControlType
@@ -70,6 +71,8 @@ class LibraryCommands(commands.GroupCog):
     command: ClassVar[str]
     """Which of `App.libraries` this group manages: "lora", "embedding", "hypernetwork" or
     "controlnet"."""
+    open_to_servers: ClassVar[frozenset[str]] = frozenset()
+    """Verbs a server's own admins (and the roles they allow) may use, not only the owners."""
 
     def __init__(self, bot: DreamcordClient) -> None:
         self.bot = bot
@@ -86,6 +89,8 @@ class LibraryCommands(commands.GroupCog):
 
     async def interaction_check(self, interaction: Interaction) -> bool:  # type: ignore[override]
         """`default_permissions` is only a default server admins can change: check in code."""
+        if interaction.command is not None and interaction.command.name in self.open_to_servers:
+            return True  # its service checks who may use it on this server
         if not is_library_admin(interaction):
             raise Refused(
                 f"the {self.library.kind.what} library is shared by every server this bot is "
@@ -272,9 +277,71 @@ async def _attachment_bytes(file: discord.Attachment) -> bytes:
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 class LoraCommands(LibraryCommands, group_name="lora", group_description="Manage LoRAs (admins)"):
-    """`/lora ...`: the shared verbs, and `add` with a default weight, triggers and a preview."""
+    """`/lora ...`: the shared verbs, `add` with a default weight, triggers and a preview, and
+    `train` (cogs.library.training)."""
 
     command = "lora"
+    open_to_servers = frozenset({"train"})
+
+    async def cog_load(self) -> None:
+        self.bot.app.training.listener = TrainingPresenter(
+            self.bot, self._preview_trained, self.bot.presenter.edit_interval_s
+        )
+
+    @app_commands.command(name="train", description="Train a LoRA from a zip of pictures")
+    @app_commands.describe(
+        name="the new LoRA's name (letters, digits, _ . -)",
+        images="a .zip of pictures, each with an optional .txt caption beside it",
+        url="an https link to such a zip (Hugging Face, ...), for larger sets",
+        trigger="the word that calls it up in prompts (default: the name)",
+        preset="the guides' starting point (default: character)",
+        steps="total steps (default: from the preset and the number of pictures)",
+        rank="network dim (default: the preset's; alpha is rank / 2)",
+        resolution="training side in pixels, a multiple of 64 (default 512)",
+    )
+    @app_commands.choices(
+        preset=[
+            app_commands.Choice(name="character: a person or figure", value="character"),
+            app_commands.Choice(name="style: a look or medium", value="style"),
+            app_commands.Choice(name="concept: an object, pose or scene", value="concept"),
+        ]
+    )
+    async def train(
+        self,
+        interaction: Interaction,
+        name: app_commands.Range[str, 1, 60],
+        images: discord.Attachment | None = None,
+        url: app_commands.Range[str, 1, 2000] | None = None,
+        trigger: app_commands.Range[str, 1, 100] | None = None,
+        preset: app_commands.Choice[str] | None = None,
+        steps: app_commands.Range[int, 1, 50_000] | None = None,
+        rank: app_commands.Range[int, 1, 256] | None = None,
+        resolution: app_commands.Range[int, 256, 1024] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        training = self.bot.app.training
+        trainee = trainee_of(interaction)
+        ask = ask_of(name, trigger, preset.value if preset else None, steps, rank, resolution)
+        if (images is None) == (url is None):
+            raise UserError("give the pictures as one zip: images (an attachment) or url (a link)")
+        if images is not None:
+            await training.check_allowed(trainee)
+            training.check_upload(images.filename, images.size)
+            data = await _attachment_bytes(images)
+            prepared = await training.prepare_bytes(data, images.filename, ask, trainee)
+        else:
+            assert url is not None
+            prepared = await training.prepare_url(url.strip(), ask, trainee)
+        await answer_with_plan(interaction, prepared, trainee)
+
+    async def _preview_trained(self, entry: Any, origin: Origin) -> None:
+        """A trained LoRA's preview, as after `/lora add`."""
+        try:
+            job_ids = await self.bot.app.previews.queue(entry.name, entry.triggers, origin)
+        except UserError as error:
+            log.warning("no preview of trained LoRA %s: %s", entry.name, error)
+            return
+        self.spawn(self._post_preview(entry, job_ids, origin))
 
     @app_commands.command(name="add", description="Add a LoRA from an attachment or a link")
     @app_commands.describe(

@@ -190,8 +190,10 @@ async def test_kill_9_of_a_worker_mid_batch_finishes_elsewhere_delivered_once(
     assert generation is not None and len(generation.images) == 1
     survivor = ({"w1", "w2"} - {victim}).pop()
     await eventually(
-        lambda: [(beat.name, beat.images_per_s > 0) for beat in registry(services).workers()]
-        == [(survivor, True)],
+        lambda: (
+            [(beat.name, beat.images_per_s > 0) for beat in registry(services).workers()]
+            == [(survivor, True)]
+        ),
         "the survivor should have run the batch and the victim be gone",
     )
     streams = await Streams.connect(redis_server.url)
