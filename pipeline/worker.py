@@ -258,7 +258,6 @@ class Worker:
         if not self._queue.has_work():
             await self._serve_background()
             return
-        await self._wait_turn()
         queued = {job.job_id for job in self._queue.unfinished() if job.state is JobState.QUEUED}
         tasks = self._queue.take_batch(self._capacity.max_batch, self._max_batch)
         self._held = tasks
@@ -281,17 +280,17 @@ class Worker:
         self._held = ()
 
     async def _wait_for_work(self) -> None:
-        """Until the queue has a batch to start or background work has a step to take."""
-        while not (self._queue.has_work() or self.background.needs_the_thread()):
-            waits = {
-                asyncio.ensure_future(self._queue.wait_for_work()),
-                asyncio.ensure_future(self.background.changed()),
-            }
+        """Until this loop's turn to start a batch (`wait_turn`) or background work has a step."""
+        while not self.background.needs_the_thread():
+            turn = asyncio.ensure_future(self._wait_turn())
+            changed = asyncio.ensure_future(self.background.changed())
             try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({turn, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for wait in waits:
-                    wait.cancel()
+                turn.cancel()
+                changed.cancel()
+            if turn in done:
+                return
 
     async def _serve_background(self) -> None:
         """Carry out cancels, then one step of the background work whose turn it is."""
