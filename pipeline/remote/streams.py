@@ -6,7 +6,7 @@
   than the lease, and deletes an entry once its batch is settled.
 - `dreamcord:results`, `dreamcord:progress`: replies to the bot, read by the group `bot`;
   progress is lossy and capped (MAXLEN ~).
-- `dreamcord:cancel:<batch>`: a key the worker checks between steps.
+- `dreamcord:cancel:<batch>`: a key holding a `cancel` message, checked between steps.
 - `dreamcord:worker:<name>`: a worker's heartbeat, which expires when the worker goes silent.
 - `dreamcord:dead`: entries that did not parse, with the reason, for an operator to read.
 
@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from pipeline.errors import UserError
 from pipeline.remote.messages import (
     Batch,
+    Cancel,
     Failure,
     Heartbeat,
     MessageError,
@@ -130,7 +131,9 @@ class Streams:
         await self.client.xdel(entry.stream, entry.entry_id)
 
     async def cancel(self, batch_id: str, ttl_s: float) -> None:
-        await self.client.set(cancel_key(batch_id), b"1", px=max(1, round(ttl_s * 1000)))
+        await self.client.set(
+            cancel_key(batch_id), encode(Cancel(batch_id)), px=max(1, round(ttl_s * 1000))
+        )
 
     async def heartbeats(self) -> list[Heartbeat]:
         """Every live worker's latest heartbeat; one that does not parse is logged, skipped."""
