@@ -59,6 +59,8 @@ from data.repositories import Repositories
 from data.training import RunState, TrainingRun
 from pipeline.canvas import REGIONS
 from pipeline.control.annotators import ANNOTATORS_FOLDER, Annotators
+from pipeline.errors import UserError
+from pipeline.worker import Worker
 
 __all__ = [
     "BLEND_DIMENSIONS",
@@ -196,6 +198,13 @@ async def build_app(
             audited.controlnets, uploads, Annotators(settings.data_dir / ANNOTATORS_FOLDER)
         ),
         training=TrainingService(
-            repos.training, lambda: jobs.worker, audited.loras, guild, settings, start_run
+            repos.training, lambda: model_thread(jobs), audited.loras, guild, settings, start_run
         ),
     )
+
+
+def model_thread(jobs: JobService) -> Worker:
+    """The in-process worker loop that training runs on; with remote workers there is none."""
+    if not isinstance(jobs.worker, Worker):
+        raise UserError("this bot's engine cannot train (it runs on remote workers)")
+    return jobs.worker

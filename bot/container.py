@@ -4,9 +4,10 @@ settings, the `App` built over them (`bot.app.build_app`), and all of it closed 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from bot.library import (
     text_width,
 )
 from bot.metrics import serve_metrics
-from bot.models import build_engine, limits_of, memory_model
+from bot.models import build_engine, limits_of, memory_model, upscaler_catalog
 from bot.policy import Policy
 from bot.settings import Settings
 from bot.training import StartRun
@@ -39,9 +40,13 @@ from pipeline.backend import Backend, Warmable
 from pipeline.background import BackgroundWork
 from pipeline.errors import UserError
 from pipeline.memory import Capacity, cuda_budget, fixed_budget
+from pipeline.models import resolve_model
 from pipeline.queue import JobQueue
+from pipeline.remote.manifest import FileManifest
+from pipeline.remote.registry import RemoteWorkers
+from pipeline.remote.streams import Streams
 from pipeline.training.plan import TrainingPlan
-from pipeline.worker import Worker
+from pipeline.worker import Worker, WorkerHooks, Workers
 
 if TYPE_CHECKING:
     from pipeline.engine import Engine
@@ -168,26 +173,37 @@ async def open_services(
         controlnets = await read_controlnets(settings, repos, model_override)
         await scan_drop_folders((loras, embeddings, hypernetworks, controlnets))
         start_run: StartRun | None = None
-        if backend is None:
-            engine = await asyncio.to_thread(
-                build_engine,
-                settings,
-                model_override,
-                (loras, embeddings, hypernetworks),
-                controlnets,
-            )
-            backend, start_run = engine, training_on(engine, settings)
-        on_cuda = backend.device == "cuda"
-        budget = (
-            cuda_budget(CUDA_RESERVE_BYTES)
-            if on_cuda
-            else fixed_budget(settings.memory_limit_mb * 1024**2)
-        )
-        capacity = Capacity(memory_model(settings), budget)
         queue = JobQueue(
             max_queued_per_user=settings.max_queued_per_user,
             max_running_per_user=settings.max_running_per_user,
         )
+        workers: Callable[[WorkerHooks], Workers]
+        if settings.queue_url is not None and backend is None:
+            streams = await Streams.connect(settings.queue_url.get_secret_value())
+            manifest = FileManifest(
+                {
+                    "loras": loras,
+                    "embeddings": embeddings,
+                    "hypernetworks": hypernetworks,
+                    "controlnets": controlnets,
+                },
+                upscaler_catalog(settings),
+            )
+            workers = functools.partial(remote_workers, settings, queue, streams, manifest)
+            backend, on_cuda, capacity = None, False, None
+        else:
+            if backend is None:
+                engine = await asyncio.to_thread(
+                    build_engine,
+                    settings,
+                    model_override,
+                    (loras, embeddings, hypernetworks),
+                    controlnets,
+                )
+                backend, start_run = engine, training_on(engine, settings)
+            on_cuda = backend.device == "cuda"
+            capacity = Capacity(memory_model(settings), memory_budget(settings, on_cuda))
+            workers = functools.partial(local_worker, settings, queue, backend, capacity)
         images = ImageStore(settings.data_dir / "images")
         guild = GuildRules(
             repos.settings,
@@ -201,16 +217,7 @@ async def open_services(
             repos,
             images,
             queue,
-            lambda hooks: Worker(
-                queue,
-                backend,
-                capacity,
-                hooks,
-                max_batch=settings.max_batch,
-                restart_backoff_s=settings.worker_restart_backoff_s,
-                max_restarts=settings.worker_max_restarts,
-                stuck_after_s=settings.worker_stuck_after_s,
-            ),
+            workers,
             limits_of(settings),
             delivery,
             Policy(
@@ -222,8 +229,8 @@ async def open_services(
         )
         await sweep_orphans(images, repos, settings.data_dir / UPLOADS_FOLDER)
         await jobs.start()
-        if on_cuda:
-            await calibrate(jobs, capacity, backend)
+        if on_cuda and isinstance(jobs.worker, Worker) and capacity and backend:
+            await calibrate(jobs.worker, capacity, backend)
         app = await build_app(
             settings,
             repos,
@@ -236,8 +243,8 @@ async def open_services(
         )
         await app.training.recover()
         services = Services(settings, db, repos, images, app)
-        if isinstance(backend, Warmable):
-            services.warming = asyncio.create_task(warm_up(jobs, backend), name="warm-up")
+        if isinstance(backend, Warmable) and isinstance(jobs.worker, Worker):
+            services.warming = asyncio.create_task(warm_up(jobs.worker, backend), name="warm-up")
         if settings.metrics_port:
             services.metrics_server = await serve_metrics(
                 jobs.metrics, settings.metrics_host, settings.metrics_port
@@ -246,6 +253,52 @@ async def open_services(
         await db.close()
         raise
     return services
+
+
+def memory_budget(settings: Settings, on_cuda: bool) -> Callable[[], int]:
+    """What a batch may use: the card's free memory less a reserve, or MEMORY_LIMIT_MB."""
+    if on_cuda:
+        return cuda_budget(CUDA_RESERVE_BYTES)
+    return fixed_budget(settings.memory_limit_mb * 1024**2)
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """The worker loop's settings, the same for the local loop and each remote one."""
+    return {
+        "max_batch": settings.max_batch,
+        "restart_backoff_s": settings.worker_restart_backoff_s,
+        "max_restarts": settings.worker_max_restarts,
+        "stuck_after_s": settings.worker_stuck_after_s,
+    }
+
+
+def local_worker(
+    settings: Settings, queue: JobQueue, backend: Backend, capacity: Capacity, hooks: WorkerHooks
+) -> Worker:
+    """The one in-process worker loop (no QUEUE_URL)."""
+    return Worker(queue, backend, capacity, hooks, **worker_options(settings))
+
+
+def remote_workers(
+    settings: Settings,
+    queue: JobQueue,
+    streams: Streams,
+    manifest: FileManifest,
+    hooks: WorkerHooks,
+) -> RemoteWorkers:
+    """One worker loop per live `dreamcord worker` (QUEUE_URL set): docs/scale-out.md."""
+    return RemoteWorkers(
+        streams,
+        queue,
+        lambda backend, capacity, turn: Worker(
+            queue, backend, capacity, hooks, wait_turn=turn, **worker_options(settings)
+        ),
+        manifest,
+        lease_s=settings.worker_lease_s,
+        heartbeat_s=settings.worker_heartbeat_s,
+        stuck_after_s=settings.worker_stuck_after_s,
+        default_model=resolve_model(settings.model).name,
+    )
 
 
 def training_on(engine: Engine, settings: Settings) -> StartRun:
@@ -259,12 +312,12 @@ def training_on(engine: Engine, settings: Settings) -> StartRun:
     return start
 
 
-async def warm_up(jobs: JobService, backend: Warmable) -> None:
+async def warm_up(worker: Worker, backend: Warmable) -> None:
     """Compile the model's shape buckets one at a time on the model thread; batches queued
     meanwhile run (eager) between two buckets, so nobody waits for the whole warm-up."""
     started = time.perf_counter()
     try:
-        while await jobs.worker.call(backend.warm_up_next):
+        while await worker.call(backend.warm_up_next):
             pass
     except Exception:
         log.exception("compiling the model failed; it keeps running eager")
@@ -272,13 +325,13 @@ async def warm_up(jobs: JobService, backend: Warmable) -> None:
     log.info("compiled path warm in %.0f s", time.perf_counter() - started)
 
 
-async def calibrate(jobs: JobService, capacity: Capacity, backend: Backend) -> None:
+async def calibrate(worker: Worker, capacity: Capacity, backend: Backend) -> None:
     """Fit the memory model to peaks measured on this card (a few seconds at start-up)."""
     measure = backend.measure_peak
     if measure is None:
         return
     try:
-        model = await jobs.worker.call(lambda: capacity.calibrate(measure))
+        model = await worker.call(lambda: capacity.calibrate(measure))
     except Exception:
         log.exception("memory calibration failed; keeping the default memory model")
         return

@@ -19,10 +19,10 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipeline.backend import (
     Backend,
@@ -88,6 +88,32 @@ class WorkerHooks:
         """A batch of `batch_size` ran out of device memory; it is split and retried."""
 
 
+class BackendInfo(Protocol):
+    """What the service's status reads of the backend."""
+
+    @property
+    def device(self) -> str | None: ...
+
+    @property
+    def default_model(self) -> str | None: ...
+
+
+class Workers(Protocol):
+    """What the job service runs jobs through: one `Worker`, or a registry of remote ones
+    (pipeline/remote/registry.py)."""
+
+    @property
+    def backend(self) -> BackendInfo: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> WorkerHealth: ...
+
+    def want_previews(self, job_id: str, wanted: bool = True) -> None: ...
+
+
 class Worker:
     """Runs batches from `queue` on `backend`, one at a time, on one dedicated thread."""
 
@@ -105,8 +131,12 @@ class Worker:
         max_restarts: int = 5,
         stuck_after_s: float = 600.0,
         clock: Callable[[], float] = time.time,
+        wait_turn: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._queue = queue
+        self._wait_turn = wait_turn or queue.wait_for_work
+        """Returns when this loop may take a batch: when work is waiting (several remote
+        loops on one queue also wait for the one best placed to run it)."""
         self._backend = backend
         self._capacity = capacity
         self._hooks = hooks
@@ -250,17 +280,17 @@ class Worker:
         self._held = ()
 
     async def _wait_for_work(self) -> None:
-        """Until the queue has a batch to start or background work has a step to take."""
-        while not (self._queue.has_work() or self.background.needs_the_thread()):
-            waits = {
-                asyncio.ensure_future(self._queue.wait_for_work()),
-                asyncio.ensure_future(self.background.changed()),
-            }
+        """Until this loop's turn to start a batch (`wait_turn`) or background work has a step."""
+        while not self.background.needs_the_thread():
+            turn = asyncio.ensure_future(self._wait_turn())
+            changed = asyncio.ensure_future(self.background.changed())
             try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({turn, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for wait in waits:
-                    wait.cancel()
+                turn.cancel()
+                changed.cancel()
+            if turn in done:
+                return
 
     async def _serve_background(self) -> None:
         """Carry out cancels, then one step of the background work whose turn it is."""
