@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -24,6 +25,10 @@ T = TypeVar("T")
 IdList = Annotated[list[int], NoDecode]
 NameList = Annotated[list[str], NoDecode]
 _HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+QUEUE_SCHEMES = ("redis://", "rediss://", "unix://")
+SECRET_SETTINGS = {"DISCORD_TOKEN", "QUEUE_URL", "WORKER_SECRET"}
+"""Never echoed in a refusal: a queue URL may carry its password."""
+_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class Settings(BaseSettings):
@@ -81,6 +86,13 @@ class Settings(BaseSettings):
     worker_max_restarts: int = Field(5, ge=1)
     worker_stuck_after_s: float = Field(600.0, gt=0)
 
+    queue_url: SecretStr | None = None
+    """Redis for remote GPU workers (docs/scale-out.md); unset: the in-process worker."""
+    worker_name: str = Field(default_factory=socket.gethostname)
+    worker_secret: SecretStr | None = None
+    worker_lease_s: float = Field(30.0, gt=0)
+    worker_heartbeat_s: float = Field(5.0, gt=0)
+
     download_timeout_s: float = Field(600.0, gt=0)
     download_hosts: NameList = Field(default_factory=lambda: list(DEFAULT_HOSTS))
 
@@ -124,6 +136,29 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("give the bot's file server as http://HOST:PORT")
         return value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        # The URL may hold a password, so the message names only its scheme.
+        if url is not None and not url.get_secret_value().startswith(QUEUE_SCHEMES):
+            scheme, found, _ = url.get_secret_value().partition("://")
+            raise ValueError(
+                f"{f'the scheme {scheme!r}' if found else 'a URL without a scheme'} is not "
+                "supported: give a Redis URL such as "
+                "redis://host:6379/0, rediss://... (TLS) or unix:///path/redis.sock"
+            )
+        return url
+
+    @field_validator("worker_name")
+    @classmethod
+    def _worker_name(cls, name: str) -> str:
+        if not _WORKER_NAME.fullmatch(name):
+            raise ValueError(
+                "a worker name is 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit: set WORKER_NAME to such a name"
+            )
+        return name
 
     @field_validator("default_sampler")
     @classmethod
@@ -201,6 +236,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DM_POLICY=sfw checks DMs against the home server's rules: set HOME_GUILD_ID"
             )
+        if self.worker_lease_s < 2 * self.worker_heartbeat_s:
+            raise ValueError(
+                f"WORKER_LEASE_S={self.worker_lease_s:g} must be at least twice "
+                f"WORKER_HEARTBEAT_S={self.worker_heartbeat_s:g}: a busy worker renews its "
+                "lease at each heartbeat, so a shorter lease takes batches from live workers"
+            )
         home = self.home_guild
         if home is not None and self.discord_guilds and home not in self.discord_guilds:
             raise ValueError(f"HOME_GUILD_ID={home} is not one of DISCORD_GUILDS: add it there")
@@ -226,8 +267,9 @@ def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Set
         for item in error.errors():
             name = "_".join(str(part) for part in item["loc"]).upper()
             message = item["msg"].removeprefix("Value error, ")
+            shown = "(hidden)" if name in SECRET_SETTINGS else repr(item.get("input"))
             if name:
-                problems.append(f"{name}={item.get('input')!r}: {message}")
+                problems.append(f"{name}={shown}: {message}")
             else:
                 problems.append(message)
         raise UserError("bad setting: " + "; ".join(problems)) from None

@@ -118,3 +118,32 @@ def test_download_hosts_are_host_names(tmp_path: Path) -> None:
     env.write_text("DOWNLOAD_HOSTS=https://civitai.com\n")
     with pytest.raises(UserError, match="DOWNLOAD_HOSTS"):
         load_settings(env)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/0", "rediss://:pw@redis.example:6380", "unix:///tmp/r.sock"]
+)
+def test_queue_url_takes_the_redis_schemes(url: str) -> None:
+    settings = load_settings(None, queue_url=url)
+    assert settings.queue_url is not None and settings.queue_url.get_secret_value() == url
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:secret@db/x", "localhost:6379", "http://r"])
+def test_queue_url_of_another_scheme_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(UserError, match=r"QUEUE_URL=\(hidden\).*redis://host") as caught:
+        load_settings(None, queue_url=url)
+    assert "secret" not in str(caught.value) and url not in str(caught.value)
+
+
+def test_worker_name_defaults_to_the_host_name_and_must_fit_a_stream_key() -> None:
+    import socket
+
+    assert load_settings(None).worker_name == socket.gethostname()
+    with pytest.raises(UserError, match=r"WORKER_NAME='gpu 1'.*letters, digits"):
+        load_settings(None, worker_name="gpu 1")
+
+
+def test_worker_lease_must_outlast_two_heartbeats() -> None:
+    assert load_settings(None, worker_lease_s=10, worker_heartbeat_s=5).worker_lease_s == 10
+    with pytest.raises(UserError, match="WORKER_LEASE_S=9 must be at least twice"):
+        load_settings(None, worker_lease_s=9, worker_heartbeat_s=5)
