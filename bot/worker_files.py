@@ -14,7 +14,7 @@ import hmac
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.library import (
     ControlNetLibrary,
@@ -26,19 +26,15 @@ from bot.library import (
 from bot.library_kinds import CONTROLNETS, EMBEDDINGS, HYPERNETWORKS, LORAS, MIB
 from data.files import SUFFIX, FileStore
 from pipeline.hashes import file_sha256
-from pipeline.lora.source import FileSource
 from pipeline.prompt.embeddings import find_embeddings
+from pipeline.remote.messages import FILE_KINDS
 from pipeline.request import GenerationRequest, Mode
 from pipeline.upscalers import UpscalerCatalog
 
-LORA, EMBEDDING, HYPERNETWORK, CONTROLNET, UPSCALER = (
-    "lora",
-    "embedding",
-    "hypernetwork",
-    "controlnet",
-    "upscaler",
-)
-FILE_KINDS = (LORA, EMBEDDING, HYPERNETWORK, CONTROLNET, UPSCALER)
+if TYPE_CHECKING:
+    from pipeline.lora.source import FileSource
+
+LORA, EMBEDDING, HYPERNETWORK, CONTROLNET, UPSCALER = FILE_KINDS
 LIBRARY_FOLDERS = {
     LORA: LoraLibrary.folder,
     EMBEDDING: EmbeddingLibrary.folder,
@@ -60,7 +56,7 @@ SIGNATURE_HEADER = "X-Dreamcord-Signature"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Manifest = dict[str, dict[str, str]]
-"""{kind: {name: sha256}}: the files a batch names."""
+"""{kind: {name: sha256}}: the files a batch names (`pipeline.remote.messages.Batch`)."""
 
 
 def parse_file_ref(kind: str, sha256: str) -> tuple[str, str]:
@@ -95,25 +91,6 @@ def sign(secret: str, kind: str, sha256: str) -> str:
 def signature_ok(secret: str, kind: str, sha256: str, given: str | None) -> bool:
     """Whether `given` is the request's signature, compared in constant time."""
     return given is not None and hmac.compare_digest(sign(secret, kind, sha256), given)
-
-
-def check_manifest(raw: object) -> Manifest:
-    """A manifest read from outside (a batch message) as a checked dict; ValueError otherwise."""
-    if not isinstance(raw, Mapping):
-        raise ValueError("a file manifest is an object {kind: {name: sha256}}")
-    manifest: Manifest = {}
-    for kind, files in raw.items():
-        if kind not in FILE_KINDS:
-            raise ValueError(f"{kind!r} is not a kind of file: use one of {', '.join(FILE_KINDS)}")
-        if not isinstance(files, Mapping):
-            raise ValueError(f"the manifest's {kind} entry is not {{name: sha256}}")
-        checked = {}
-        for name, sha256 in files.items():
-            if not isinstance(name, str) or not name or not isinstance(sha256, str):
-                raise ValueError(f"the manifest's {kind} entry {name!r} is not a name and sha256")
-            checked[name] = parse_file_ref(kind, sha256)[1]
-        manifest[kind] = checked
-    return manifest
 
 
 class UpscalerHashes:
