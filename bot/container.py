@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.app import App, build_app
+from bot.file_server import serve_files
 from bot.guild import GuildRules
 from bot.jobs import Delivery, JobService
 from bot.libraries import Libraries, download_rules
@@ -26,10 +27,11 @@ from bot.library import (
     text_width,
 )
 from bot.metrics import serve_metrics
-from bot.models import build_engine, limits_of, memory_model
+from bot.models import build_engine, limits_of, memory_model, upscaler_catalog
 from bot.policy import Policy
 from bot.settings import Settings
 from bot.uploads import UPLOADS_FOLDER, sweep_uploads
+from bot.worker_files import LibraryFiles
 from data.db import Database
 from data.images import ImageStore
 from data.repositories import Repositories
@@ -61,11 +63,15 @@ class Services:
     app: App
 
     metrics_server: web.AppRunner | None = None
+    file_server: web.AppRunner | None = None
+    """Library files for remote workers, while QUEUE_URL is set."""
 
     async def close(self) -> None:
         await self.app.jobs.stop()
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
+        if self.file_server is not None:
+            await self.file_server.cleanup()
         await self.db.close()
 
 
@@ -216,6 +222,11 @@ async def open_services(
             services.metrics_server = await serve_metrics(
                 jobs.metrics, settings.metrics_host, settings.metrics_port
             )
+        if settings.queue_url is not None:
+            files = LibraryFiles.over(
+                loras, embeddings, hypernetworks, controlnets, upscaler_catalog(settings)
+            )
+            services.file_server = await serve_files(files, settings)
     except BaseException:
         await db.close()
         raise

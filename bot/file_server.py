@@ -12,7 +12,9 @@ import logging
 
 from aiohttp import web
 
+from bot.settings import Settings
 from bot.worker_files import SIGNATURE_HEADER, LibraryFiles, parse_file_ref, signature_ok
+from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,24 @@ def file_app(files: LibraryFiles, secret: str) -> web.Application:
     return app
 
 
-async def serve_files(files: LibraryFiles, secret: str, bind: str) -> web.AppRunner:
-    """Start the file server on `bind`; the caller cleans the runner up on shutdown."""
-    host, port = parse_bind(bind)
+async def serve_files(files: LibraryFiles, settings: Settings) -> web.AppRunner:
+    """Start the file server on WORKER_FILES_BIND; the caller cleans the runner up on shutdown."""
+    if settings.worker_secret is None:
+        raise UserError(
+            "QUEUE_URL is set but WORKER_SECRET is not: set the same long random WORKER_SECRET "
+            "on the bot and its workers (python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    secret = settings.worker_secret.get_secret_value()
+    host, port = parse_bind(settings.worker_files_bind)
     runner = web.AppRunner(file_app(files, secret), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        await runner.cleanup()
+        raise UserError(
+            f"WORKER_FILES_BIND={settings.worker_files_bind}: cannot listen there "
+            f"({error.strerror}): choose a free port or another address"
+        ) from None
     log.info("library files for workers on http://%s:%s/files/", host, port)
     return runner

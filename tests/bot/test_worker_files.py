@@ -24,10 +24,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.file_cache import BotFiles, FileUnavailable, SharedFolder, WorkerFiles
-from bot.file_server import file_app
+from bot.file_server import file_app, parse_bind, serve_files
 from bot.library import EmbeddingLibrary, LoraLibrary
+from bot.settings import load_settings
 from bot.worker_files import FILE_KINDS, LibraryFiles, file_path, parse_file_ref
 from data.repositories import Repositories
+from pipeline.errors import UserError
 from pipeline.request import GenerationRequest, HiresSpec, LoraRef, Mode
 from pipeline.upscalers import UpscalerCatalog
 from tests.bot.library_files import WIDTH, write_embedding, write_lora
@@ -310,3 +312,46 @@ async def test_the_engine_makes_the_same_image_from_a_workers_copy(
     assert (
         'Lora hashes: "fox: ' in on_bot.parameters and 'TI hashes: "grainy: ' in on_bot.parameters
     )
+
+
+# --- starting the server from the settings ---
+
+
+async def test_the_server_starts_from_the_settings_and_serves_signed_requests(
+    bot: Bot, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = load_settings(
+        None,
+        data_dir=tmp_path / "data",
+        queue_url="redis://127.0.0.1:6379/0",
+        worker_secret=SECRET,
+        worker_files_bind=f"127.0.0.1:{port}",
+    )
+    runner = await serve_files(bot.files, settings)
+    try:
+        sha = bot.lora_sha
+        url = f"http://127.0.0.1:{port}/files/loras/{sha}"
+        assert (await get(url, {HEADER: signature(SECRET, "loras", sha)}))[0] == 200
+        with pytest.raises(UserError, match=f"WORKER_FILES_BIND=127.0.0.1:{port}: cannot listen"):
+            await serve_files(bot.files, settings)  # the port is taken
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_queue_without_a_secret_does_not_start(bot: Bot, tmp_path: Path) -> None:
+    settings = load_settings(None, data_dir=tmp_path, queue_url="redis://127.0.0.1:6379/0")
+    with pytest.raises(UserError, match="WORKER_SECRET is not"):
+        await serve_files(bot.files, settings)
+
+
+@pytest.mark.parametrize("bind", ["8765", "host:", ":8765", "host:99999", "host:http"])
+def test_a_bind_that_is_not_host_and_port_is_refused_at_start(bind: str) -> None:
+    with pytest.raises(UserError, match=f"WORKER_FILES_BIND='{bind}': .* is not host:port"):
+        load_settings(None, worker_files_bind=bind)
+    assert parse_bind("[::]:8765") == ("::", 8765)
+
+
+def test_a_files_url_must_be_http() -> None:
+    with pytest.raises(UserError, match="WORKER_FILES_URL='dreamcord:8765': give the bot's"):
+        load_settings(None, worker_files_url="dreamcord:8765")
