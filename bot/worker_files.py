@@ -3,8 +3,8 @@
 A batch names each file it needs in a manifest, `{kind: {name: sha256}}`; a worker that lacks
 a file fetches it from the bot (`bot.file_server`) or reads it from a shared folder, and keeps
 it by hash (`bot.file_cache`). This module holds what both sides agree on (the kinds, the URL
-path, the signature of a request) and, on the bot, where each kind's files are and which of
-them a request needs. Checkpoints are not here: each worker has its own (MODELS_DIR, hub cache).
+path, the signature of a request) and, on the bot, where each kind's files are. Checkpoints
+are not among them: each worker has its own (MODELS_DIR, hub cache).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.library import (
     ControlNetLibrary,
@@ -26,13 +26,8 @@ from bot.library import (
 from bot.library_kinds import CONTROLNETS, EMBEDDINGS, HYPERNETWORKS, LORAS, MIB
 from data.files import SUFFIX, FileStore
 from pipeline.hashes import file_sha256
-from pipeline.prompt.embeddings import find_embeddings
 from pipeline.remote.messages import FILE_KINDS
-from pipeline.request import GenerationRequest, Mode
 from pipeline.upscalers import UpscalerCatalog
-
-if TYPE_CHECKING:
-    from pipeline.lora.source import FileSource
 
 LORA, EMBEDDING, HYPERNETWORK, CONTROLNET, UPSCALER = FILE_KINDS
 LIBRARY_FOLDERS = {
@@ -122,17 +117,13 @@ class UpscalerHashes:
 
 
 class LibraryFiles:
-    """On the bot: every file a worker may ask for, by kind and sha256, and batch manifests."""
+    """On the bot: every file a worker may ask for, by kind and sha256.
 
-    def __init__(
-        self,
-        libraries: Mapping[str, FileSource],
-        stores: Mapping[str, FileStore],
-        upscalers: UpscalerCatalog,
-    ) -> None:
-        self.libraries = libraries
+    Which files a batch names is `pipeline.remote.manifest`'s; this finds them by hash.
+    """
+
+    def __init__(self, stores: Mapping[str, FileStore], upscalers: UpscalerCatalog) -> None:
         self.stores = stores
-        self.upscalers = upscalers
         self.upscaler_hashes = UpscalerHashes(upscalers.folder)
 
     @classmethod
@@ -150,7 +141,7 @@ class LibraryFiles:
             HYPERNETWORK: hypernetworks,
             CONTROLNET: controlnets,
         }
-        return cls(parts, {kind: part.store for kind, part in parts.items()}, upscalers)
+        return cls({kind: part.store for kind, part in parts.items()}, upscalers)
 
     def find(self, kind: str, sha256: str) -> Path | None:
         """The stored file of this kind and sha256, or None (blocking: run it in a thread)."""
@@ -159,41 +150,3 @@ class LibraryFiles:
             return self.upscaler_hashes.find(sha256)
         path = self.stores[kind].path_of(sha256)
         return path if path.is_file() else None
-
-    def manifest(self, requests: Iterable[GenerationRequest]) -> Manifest:
-        """The library files the requests name, by kind, resolved as the engine will.
-
-        Embeddings are those whose names appear in a prompt or negative as whole words (a
-        superset of what the engine then matches, so a worker matches the same ones). A name
-        that no longer resolves is a UserError, as it would be in the engine.
-        """
-        wanted: dict[str, set[str]] = {kind: set() for kind in FILE_KINDS}
-        upscalers: dict[str, Path] = {}
-        known_embeddings = frozenset(self.libraries[EMBEDDING].names())
-        for request in requests:
-            wanted[LORA].update(ref.name for ref in request.loras)
-            wanted[HYPERNETWORK].update(ref.name for ref in request.hypernets)
-            wanted[CONTROLNET].update(unit.model for unit in request.controls)
-            texts = [(request.prompt, 1.0), (request.negative, 1.0)]
-            wanted[EMBEDDING].update(find_embeddings(texts, known_embeddings))
-            upscalers.update(self._upscaler_files(request))
-        manifest: Manifest = {}
-        for kind, names in wanted.items():
-            if kind != UPSCALER and names:
-                files = self.libraries[kind]
-                manifest[kind] = {name: files.resolve(name)[1] for name in sorted(names)}
-        if upscalers:
-            hashes = self.upscaler_hashes
-            manifest[UPSCALER] = {name: hashes.sha256_of(path) for name, path in upscalers.items()}
-        return manifest
-
-    def _upscaler_files(self, request: GenerationRequest) -> dict[str, Path]:
-        """The upscaler models a request runs through: its hires upscaler's and, for an
-        upscale, the catalog's upscale model (the first by name, so a worker that holds the
-        manifest's models picks the same one)."""
-        chosen = []
-        if request.hires is not None:
-            chosen.append(self.upscalers.find(request.hires.upscaler))
-        if request.mode is Mode.UPSCALE and (model := self.upscalers.upscale_model()):
-            chosen.append(model)
-        return {u.name: u.model_file for u in chosen if u.model_file is not None}

@@ -30,7 +30,7 @@ from bot.settings import load_settings
 from bot.worker_files import FILE_KINDS, LibraryFiles, file_path, parse_file_ref
 from data.repositories import Repositories
 from pipeline.errors import UserError
-from pipeline.request import GenerationRequest, HiresSpec, LoraRef, Mode
+from pipeline.request import LoraRef
 from pipeline.upscalers import UpscalerCatalog
 from tests.bot.library_files import WIDTH, write_embedding, write_lora
 from tests.bot.test_metrics import free_port
@@ -228,35 +228,14 @@ async def test_a_shared_folder_is_read_in_place(bot: Bot, tmp_path: Path) -> Non
 # --- the manifest a batch carries ---
 
 
-async def test_the_manifest_names_each_file_a_request_uses_by_its_sha256(
-    bot: Bot, tmp_path: Path
-) -> None:
-    upscaler = bot.data_dir / "upscalers" / "4x-Test.safetensors"
-    upscaler.parent.mkdir(parents=True)
-    upscaler.write_bytes(b"an ESRGAN model's bytes")
-    embedding_sha = sha256_of(tmp_path / "grainy.safetensors")  # the file as it was added
-    requests = [
-        GenerationRequest("a fox, (grainy:1.2)", loras=(LoraRef("fox"),)),
-        GenerationRequest("grainyish fox", hires=HiresSpec(upscaler="4x-Test")),
-        GenerationRequest("a fox", negative="grainy", mode=Mode.UPSCALE),
-    ]
-    assert bot.files.manifest(requests) == {
-        "loras": {"fox": bot.lora_sha},
-        "embeddings": {"grainy": embedding_sha},
-        "upscalers": {"4x-Test": hashlib.sha256(b"an ESRGAN model's bytes").hexdigest()},
-    }
-    assert bot.files.manifest([GenerationRequest("a fox")]) == {}
-
-
 async def test_an_upscaler_model_reaches_the_worker_under_its_bot_name(
     bot: Bot, tmp_path: Path
 ) -> None:
     upscaler = bot.data_dir / "upscalers" / "4x-Test.safetensors"
     upscaler.parent.mkdir(parents=True)
     upscaler.write_bytes(b"an ESRGAN model's bytes")
-    request = GenerationRequest("a fox", mode=Mode.UPSCALE)
     worker = WorkerFiles(tmp_path / "worker", BotFiles(bot.url, SECRET))
-    await worker.prepare(bot.files.manifest([request]))
+    await worker.prepare({"upscalers": {"4x-Test": sha256_of(upscaler)}})
     model = worker.upscalers.upscale_model()
     assert model is not None and model.name == "4x-Test"
     assert model.model_file is not None and model.model_file.read_bytes() == upscaler.read_bytes()
@@ -297,7 +276,8 @@ async def test_the_engine_makes_the_same_image_from_a_workers_copy(
 
     request = replace(SMALL, prompt="a fox, grainy", loras=(LoraRef("fox", 1.0, 1.0),))
     worker = WorkerFiles(tmp_path / "worker", BotFiles(bot.url, SECRET))
-    await worker.prepare(bot.files.manifest([request]))
+    grainy = sha256_of(tmp_path / "grainy.safetensors")
+    await worker.prepare({"loras": {"fox": bot.lora_sha}, "embeddings": {"grainy": grainy}})
     engine = tiny_engine()
     made = []
     for loras, embeddings in (
