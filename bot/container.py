@@ -4,8 +4,9 @@ settings, the `App` built over them (`bot.app.build_app`), and all of it closed 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,12 @@ from data.repositories import Repositories
 from pipeline.backend import Backend
 from pipeline.errors import UserError
 from pipeline.memory import Capacity, cuda_budget, fixed_budget
+from pipeline.models import resolve_model
 from pipeline.queue import JobQueue
-from pipeline.worker import Worker
+from pipeline.remote.manifest import FileManifest
+from pipeline.remote.registry import RemoteWorkers
+from pipeline.remote.streams import Streams
+from pipeline.worker import Worker, WorkerHooks, Workers
 
 log = logging.getLogger(__name__)
 
@@ -160,25 +165,36 @@ async def open_services(
         loras, embeddings, hypernetworks = await read_libraries(settings, repos, model_override)
         controlnets = await read_controlnets(settings, repos, model_override)
         await scan_drop_folders((loras, embeddings, hypernetworks, controlnets))
-        if backend is None:
-            backend = await asyncio.to_thread(
-                build_engine,
-                settings,
-                model_override,
-                (loras, embeddings, hypernetworks),
-                controlnets,
-            )
-        on_cuda = backend.device == "cuda"
-        budget = (
-            cuda_budget(CUDA_RESERVE_BYTES)
-            if on_cuda
-            else fixed_budget(settings.memory_limit_mb * 1024**2)
-        )
-        capacity = Capacity(memory_model(settings), budget)
         queue = JobQueue(
             max_queued_per_user=settings.max_queued_per_user,
             max_running_per_user=settings.max_running_per_user,
         )
+        workers: Callable[[WorkerHooks], Workers]
+        if settings.queue_url is not None and backend is None:
+            streams = await Streams.connect(settings.queue_url.get_secret_value())
+            manifest = FileManifest(
+                {
+                    "loras": loras,
+                    "embeddings": embeddings,
+                    "hypernetworks": hypernetworks,
+                    "controlnets": controlnets,
+                },
+                upscaler_catalog(settings),
+            )
+            workers = functools.partial(remote_workers, settings, queue, streams, manifest)
+            backend, on_cuda, capacity = None, False, None
+        else:
+            if backend is None:
+                backend = await asyncio.to_thread(
+                    build_engine,
+                    settings,
+                    model_override,
+                    (loras, embeddings, hypernetworks),
+                    controlnets,
+                )
+            on_cuda = backend.device == "cuda"
+            capacity = Capacity(memory_model(settings), memory_budget(settings, on_cuda))
+            workers = functools.partial(local_worker, settings, queue, backend, capacity)
         images = ImageStore(settings.data_dir / "images")
         guild = GuildRules(
             repos.settings,
@@ -191,16 +207,7 @@ async def open_services(
             repos,
             images,
             queue,
-            lambda hooks: Worker(
-                queue,
-                backend,
-                capacity,
-                hooks,
-                max_batch=settings.max_batch,
-                restart_backoff_s=settings.worker_restart_backoff_s,
-                max_restarts=settings.worker_max_restarts,
-                stuck_after_s=settings.worker_stuck_after_s,
-            ),
+            workers,
             limits_of(settings),
             delivery,
             Policy(
@@ -212,8 +219,8 @@ async def open_services(
         )
         await sweep_orphans(images, repos, settings.data_dir / UPLOADS_FOLDER)
         await jobs.start()
-        if on_cuda:
-            await calibrate(jobs, capacity, backend)
+        if on_cuda and isinstance(jobs.worker, Worker) and capacity and backend:
+            await calibrate(jobs.worker, capacity, backend)
         app = await build_app(
             settings, repos, images, (loras, embeddings, hypernetworks), controlnets, jobs, guild
         )
@@ -233,13 +240,59 @@ async def open_services(
     return services
 
 
-async def calibrate(jobs: JobService, capacity: Capacity, backend: Backend) -> None:
+def memory_budget(settings: Settings, on_cuda: bool) -> Callable[[], int]:
+    """What a batch may use: the card's free memory less a reserve, or MEMORY_LIMIT_MB."""
+    if on_cuda:
+        return cuda_budget(CUDA_RESERVE_BYTES)
+    return fixed_budget(settings.memory_limit_mb * 1024**2)
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """The worker loop's settings, the same for the local loop and each remote one."""
+    return {
+        "max_batch": settings.max_batch,
+        "restart_backoff_s": settings.worker_restart_backoff_s,
+        "max_restarts": settings.worker_max_restarts,
+        "stuck_after_s": settings.worker_stuck_after_s,
+    }
+
+
+def local_worker(
+    settings: Settings, queue: JobQueue, backend: Backend, capacity: Capacity, hooks: WorkerHooks
+) -> Worker:
+    """The one in-process worker loop (no QUEUE_URL)."""
+    return Worker(queue, backend, capacity, hooks, **worker_options(settings))
+
+
+def remote_workers(
+    settings: Settings,
+    queue: JobQueue,
+    streams: Streams,
+    manifest: FileManifest,
+    hooks: WorkerHooks,
+) -> RemoteWorkers:
+    """One worker loop per live `dreamcord worker` (QUEUE_URL set): docs/scale-out.md."""
+    return RemoteWorkers(
+        streams,
+        queue,
+        lambda backend, capacity, turn: Worker(
+            queue, backend, capacity, hooks, wait_turn=turn, **worker_options(settings)
+        ),
+        manifest,
+        lease_s=settings.worker_lease_s,
+        heartbeat_s=settings.worker_heartbeat_s,
+        stuck_after_s=settings.worker_stuck_after_s,
+        default_model=resolve_model(settings.model).name,
+    )
+
+
+async def calibrate(worker: Worker, capacity: Capacity, backend: Backend) -> None:
     """Fit the memory model to peaks measured on this card (a few seconds at start-up)."""
     measure = backend.measure_peak
     if measure is None:
         return
     try:
-        model = await jobs.worker.call(lambda: capacity.calibrate(measure))
+        model = await worker.call(lambda: capacity.calibrate(measure))
     except Exception:
         log.exception("memory calibration failed; keeping the default memory model")
         return

@@ -31,7 +31,7 @@ from pipeline.errors import UserError
 from pipeline.limits import Limits, check_request
 from pipeline.queue import CancelOutcome, Job, JobQueue, Priority
 from pipeline.request import GenerationRequest
-from pipeline.worker import Progress, Worker, WorkerHooks
+from pipeline.worker import Progress, WorkerHooks, Workers
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -137,7 +137,7 @@ class JobService(WorkerHooks):
         repos: Repositories,
         images: ImageStore,
         queue: JobQueue,
-        worker_factory: Callable[[WorkerHooks], Worker],
+        worker_factory: Callable[[WorkerHooks], Workers],
         limits: Limits,
         delivery: Delivery,
         policy: Policy,

@@ -16,10 +16,10 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipeline.backend import (
     Backend,
@@ -84,6 +84,32 @@ class WorkerHooks:
         """A batch of `batch_size` ran out of device memory; it is split and retried."""
 
 
+class BackendInfo(Protocol):
+    """What the service's status reads of the backend."""
+
+    @property
+    def device(self) -> str | None: ...
+
+    @property
+    def default_model(self) -> str | None: ...
+
+
+class Workers(Protocol):
+    """What the job service runs jobs through: one `Worker`, or a registry of remote ones
+    (pipeline/remote/registry.py)."""
+
+    @property
+    def backend(self) -> BackendInfo: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> WorkerHealth: ...
+
+    def want_previews(self, job_id: str, wanted: bool = True) -> None: ...
+
+
 class Worker:
     """Runs batches from `queue` on `backend`, one at a time, on one dedicated thread."""
 
@@ -101,8 +127,12 @@ class Worker:
         max_restarts: int = 5,
         stuck_after_s: float = 600.0,
         clock: Callable[[], float] = time.time,
+        wait_turn: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._queue = queue
+        self._wait_turn = wait_turn or queue.wait_for_work
+        """Returns when this loop may take a batch: when work is waiting (several remote
+        loops on one queue also wait for the one best placed to run it)."""
         self._backend = backend
         self._capacity = capacity
         self._hooks = hooks
@@ -216,7 +246,7 @@ class Worker:
         return float(min(MAX_RESTART_BACKOFF_S, pause))
 
     async def _serve_one_batch(self) -> None:
-        await self._queue.wait_for_work()
+        await self._wait_turn()
         queued = {job.job_id for job in self._queue.unfinished() if job.state is JobState.QUEUED}
         tasks = self._queue.take_batch(self._capacity.max_batch, self._max_batch)
         self._held = tasks

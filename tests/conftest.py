@@ -8,4 +8,4 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["pytester", "tests.fakediscord.plugin"]
+pytest_plugins = ["pytester", "tests.fakediscord.plugin", "tests.redis_server"]

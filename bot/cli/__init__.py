@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from bot.settings import load_settings
 from pipeline.errors import UserError
 
+SERVICES = ("run", "worker")
+"""Commands that run until stopped, and log as they go; the others log only warnings."""
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake as one line on stderr and exit code 2."""
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prompt,
         run,
         storage,
+        worker,
     )
 
     parser = _Parser(
@@ -55,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         convert,
         storage,
         doctor,
+        worker,
     ):
         module.register(subparsers)
     return parser
@@ -78,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        configure_logging(settings.log_level, quiet=args.handler.__name__ != "run")
+        configure_logging(settings.log_level, quiet=args.handler.__name__ not in SERVICES)
         return int(args.handler(args, settings) or 0)
     except UserError as error:
         print(f"dreamcord: {error}", file=sys.stderr)
