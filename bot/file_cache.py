@@ -25,6 +25,7 @@ from typing import BinaryIO
 import aiohttp
 
 from bot.library_kinds import MIB
+from bot.settings import Settings
 from bot.worker_files import (
     CONTROLNET,
     EMBEDDING,
@@ -214,10 +215,11 @@ class WorkerFiles:
         if await asyncio.to_thread(cached.is_file):
             return cached
         if self.bot is None:
-            folder = self.shared.folder if self.shared else None
+            where = f"in WORKER_FILES_DIR={self.shared.folder}" if self.shared else "here"
             raise FileUnavailable(
-                f"the {WHAT[kind]} file {sha256[:12]} is not in WORKER_FILES_DIR={folder}: "
-                "share the bot's DATA_DIR there, or set WORKER_FILES_URL"
+                f"the {WHAT[kind]} file {sha256[:12]} is not {where}: set the worker's "
+                "WORKER_FILES_URL to the bot's file server, or WORKER_FILES_DIR to a copy of "
+                "the bot's DATA_DIR"
             )
         key = (kind, sha256)
         if key not in self._pending:
@@ -266,6 +268,22 @@ class WorkerFiles:
             digest.update(chunk)
             await asyncio.to_thread(out.write, chunk)
         return digest.hexdigest(), size
+
+
+def worker_files(settings: Settings) -> WorkerFiles:
+    """A worker's files as WORKER_FILES_DIR and WORKER_FILES_URL (with WORKER_SECRET) say."""
+    bot = None
+    if settings.worker_files_url is not None:
+        if settings.worker_secret is None:
+            raise UserError(
+                "WORKER_FILES_URL is set but WORKER_SECRET is not: set the bot's WORKER_SECRET "
+                "here too"
+            )
+        bot = BotFiles(settings.worker_files_url, settings.worker_secret.get_secret_value())
+    shared = SharedFolder(settings.worker_files_dir) if settings.worker_files_dir else None
+    if bot is None and shared is None:
+        log.warning("no WORKER_FILES_URL or WORKER_FILES_DIR: batches with LoRAs will fail here")
+    return WorkerFiles(settings.data_dir / CACHE_FOLDER, bot, shared)
 
 
 def _temp_folder(folder: Path) -> str:
