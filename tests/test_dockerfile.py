@@ -386,6 +386,7 @@ def test_a_worker_runs_dreamcord_worker_on_its_own_gpu_and_volume(
     assert worker["environment"]["DATA_DIR"] == "/data"
     assert set(data) <= set(compose["volumes"])
     assert "ports" not in worker
+    assert worker["healthcheck"] == {"disable": True}  # `doctor --quick` needs a Discord token
 
 
 def test_workers_reach_redis_and_the_bots_file_server_by_service_name(
