@@ -2,8 +2,10 @@
 
 The bot side is the real one (`open_services` with QUEUE_URL: SQLite, the fair queue, one
 worker loop per live worker, the file server); the workers are separate processes on this
-machine, each with its own DATA_DIR and a fair share of the CPU cores (OMP_NUM_THREADS), so
-one and two workers compare the same machine cut differently. After a warm-up round (model
+machine, each with its own DATA_DIR and one CPU thread (OMP_NUM_THREADS=1): on a CPU a worker
+stands for one GPU, a fixed share of compute, so N workers should make about N times the images
+while the cores last. (Two threads per worker on a busy 2-core machine oversubscribe the cores
+and measure the contention instead.) After a warm-up round (model
 kernels, allocator caches, the first batch of each worker), single-image jobs from several
 users all arrive at once and images/s is counted from the first submit to the last delivery.
 """
@@ -47,8 +49,8 @@ class _Discard:
         pass
 
 
-def _start_workers(count: int, plan: Plan, url: str, files_url: str, root: Path) -> list[Any]:
-    threads = max(1, (os.cpu_count() or 1) // count)
+def start_workers(count: int, plan: Plan, url: str, files_url: str, root: Path) -> list[Any]:
+    """`count` worker processes for `plan`'s model, logging to `root/worker-N.log`."""
     processes = []
     for number in range(count):
         env = {
@@ -62,7 +64,7 @@ def _start_workers(count: int, plan: Plan, url: str, files_url: str, root: Path)
             "DATA_DIR": str(root / f"worker-{number}"),
             "MAX_BATCH": str(plan.max_batch),
             "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": str(threads),
+            "OMP_NUM_THREADS": "1",
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         }
@@ -79,7 +81,18 @@ def _start_workers(count: int, plan: Plan, url: str, files_url: str, root: Path)
     return processes
 
 
-async def _wait_for_workers(services: Services, count: int, processes: list[Any]) -> None:
+def stop_workers(processes: list[Any]) -> None:
+    """SIGTERM, as `docker stop` sends; a worker that does not exit in a minute is killed."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def wait_for_workers(services: Services, count: int, processes: list[Any]) -> None:
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while len(services.app.jobs.remote_workers()) < count:
         if any(process.poll() is not None for process in processes):
@@ -89,7 +102,9 @@ async def _wait_for_workers(services: Services, count: int, processes: list[Any]
         await asyncio.sleep(0.1)
 
 
-async def _run_jobs(services: Services, plan: Plan, request: GenerationRequest, jobs: int) -> float:
+async def _run_jobs(
+    services: Services, plan: Plan, request: GenerationRequest, jobs: int, processes: list[Any]
+) -> float:
     """Submit `jobs` single-image jobs at once; seconds until the last one finished."""
     started = time.perf_counter()
     tickets = [
@@ -98,7 +113,15 @@ async def _run_jobs(services: Services, plan: Plan, request: GenerationRequest, 
         )
         for number in range(jobs)
     ]
-    finished = await asyncio.gather(*(services.app.jobs.wait(t.job_id) for t in tickets))
+    waiting = asyncio.ensure_future(
+        asyncio.gather(*(services.app.jobs.wait(t.job_id) for t in tickets))
+    )
+    while not waiting.done():
+        await asyncio.wait([waiting], timeout=1.0)
+        if any(process.poll() is not None for process in processes):
+            waiting.cancel()
+            raise RuntimeError("a worker exited mid-run: see worker-N.log in the bench folder")
+    finished = waiting.result()
     elapsed = time.perf_counter() - started
     if failed := [job for job in finished if job.state is not JobState.DONE]:
         raise RuntimeError(f"{len(failed)} jobs did not finish: {failed[0].error}")
@@ -132,26 +155,20 @@ async def bench_remote(plan: Plan, workers: int) -> dict[str, Any]:
             max_images=1,
             default_count=1,
         )
-        processes = _start_workers(workers, plan, redis.url, f"http://127.0.0.1:{files_port}", root)
+        processes = start_workers(workers, plan, redis.url, f"http://127.0.0.1:{files_port}", root)
         services = await open_services(settings, _Discard())
         try:
-            await _wait_for_workers(services, workers, processes)
+            await wait_for_workers(services, workers, processes)
             request = GenerationRequest(
                 "a lighthouse on a cliff at dusk",
                 width=plan.width,
                 height=plan.height,
                 steps=plan.steps,
             )
-            await _run_jobs(services, plan, request, workers * plan.max_batch)  # warm-up
-            elapsed = await _run_jobs(services, plan, request, plan.jobs)
+            await _run_jobs(services, plan, request, workers * plan.max_batch, processes)  # warm
+            elapsed = await _run_jobs(services, plan, request, plan.jobs, processes)
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            await asyncio.to_thread(stop_workers, processes)
             await services.close()
             redis.stop()
     return {
@@ -165,7 +182,7 @@ async def bench_remote(plan: Plan, workers: int) -> dict[str, Any]:
             "size": f"{plan.width}x{plan.height}",
             "steps": plan.steps,
             "max_batch": plan.max_batch,
-            "threads_per_worker": max(1, (os.cpu_count() or 1) // workers),
+            "threads_per_worker": 1,
             "cpus": os.cpu_count(),
         },
     }
