@@ -32,7 +32,8 @@ async def test_a_worker_process_fetches_a_lora_once_and_makes_the_image_with_it(
     drop = tmp_path / "bot" / "loras" / "incoming"
     drop.mkdir(parents=True)
     lora = write_lora(drop / "fox.safetensors")  # named `test-subject` by its metadata
-    sha = hashlib.sha256(lora.read_bytes()).hexdigest()
+    added = lora.read_bytes()  # the scan moves the file into the library
+    sha = hashlib.sha256(added).hexdigest()
     port = free_port()
     settings = load_settings(
         None,
@@ -53,13 +54,13 @@ async def test_a_worker_process_fetches_a_lora_once_and_makes_the_image_with_it(
         )
         tickets = [await services.app.jobs.submit(request, Origin(user_id=user)) for user in (1, 2)]
         finished = [await services.app.jobs.wait(ticket.job_id) for ticket in tickets]
+        assert [job.state for job in finished] == [JobState.DONE, JobState.DONE], finished
         generation = await services.repos.generations.for_job(tickets[0].job_id)
         assert generation is not None
         images = await services.repos.generations.images_of(generation.id)
     finally:
         await asyncio.to_thread(stop_workers, workers)
         await services.close()
-    assert [job.state for job in finished] == [JobState.DONE, JobState.DONE], finished
     cached = tmp_path / "worker-0" / "worker-files" / "loras" / f"{sha}.safetensors"
-    assert cached.read_bytes() == lora.read_bytes()
+    assert cached.read_bytes() == added
     assert 'Lora hashes: "test-subject: ' in images[0].parameters
