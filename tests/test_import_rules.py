@@ -35,6 +35,8 @@ ENGINE_SIDE = (
     "pipeline.convert.hypernetwork",
     "pipeline.control.units",
     "pipeline.image_prompts.adapter",
+    "pipeline.training.trainer",
+    "pipeline.training.kohya",
 )
 ENGINE_PACKAGES = ("pipeline.lora", "pipeline.embeddings", "bench")
 """Modules that exist to run a model may import torch at the top. Everything else must import

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         run,
         storage,
         worker,
+        train,
     )
 
     parser = _Parser(
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         generate,
         prompt,
         lora,
+        train,
         embedding,
         hypernetwork,
         controlnet,

@@ -19,10 +19,13 @@ class ProgressBar:
         self._unit = unit
         self._bar: tqdm | None = None
 
-    def update(self, done: int, total: int | None, unit: str | None = None) -> None:
+    def update(
+        self, done: int, total: int | None, unit: str | None = None, note: str | None = None
+    ) -> None:
         """Move to `done` of `total` (None when the total is unknown, as for some downloads).
 
-        `unit`, when given before the first update, replaces the bar's unit (tiles, not steps).
+        `unit`, when given before the first update, replaces the bar's unit (tiles, not steps);
+        `note` is shown after the bar (a training run's loss).
         """
         if self._bar is None:
             self._unit = unit or self._unit
@@ -36,6 +39,8 @@ class ProgressBar:
                 file=sys.stderr,
             )
         self._bar.total = total
+        if note is not None:
+            self._bar.set_postfix_str(note, refresh=False)
         self._bar.update(done - self._bar.n)
 
     def __enter__(self) -> ProgressBar:

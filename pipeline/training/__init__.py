@@ -1,0 +1,1 @@
+"""LoRA training: the data set and plan (torch-free), the trainer and the kohya export (engine)."""
