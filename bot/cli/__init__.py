@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         prompt,
         run,
         storage,
-        worker,
         train,
+        worker,
     )
 
     parser = _Parser(
