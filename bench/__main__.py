@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "max"),
         help="the compiled path, on any device (max: max-autotune, CUDA graphs, the VAE decoder)",
     )
+    throughput.add_argument(
+        "--workers",
+        type=int,
+        help="N local `dreamcord worker` processes through a real redis-server (docs/scale-out.md)",
+    )
     throughput.add_argument("--json", action="store_true", help="print one JSON object")
     hires = benches.add_parser("hires", help="highres fix cost relative to the base image")
     hires.add_argument("--model", default="tiny", help="a MODEL spec (default: tiny)")
@@ -81,11 +86,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     shape = (width, height, args.steps, args.max_batch)
     plan = Plan(args.model, args.jobs, args.users, *shape, compile=args.compile)
+    if args.workers is not None:
+        return _remote(plan, args.workers, args.json, parser)
     report = asyncio.run(bench_throughput(plan))
     if args.json:
         print(json.dumps(report))
     else:
         print(_text(report))
+    return 0
+
+
+def _remote(plan: Plan, workers: int, as_json: bool, parser: argparse.ArgumentParser) -> int:
+    from bench.remote import bench_remote
+
+    if workers < 1:
+        parser.error("--workers takes 1 or more")
+    report = asyncio.run(bench_remote(plan, workers))
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{workers} worker(s): {report['images_per_s']:.2f} images/s "
+            f"({plan.jobs} images in {report['seconds']} s)"
+        )
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot.app import App, build_app
+from bot.file_server import serve_files
 from bot.guild import GuildRules
 from bot.jobs import Delivery, JobService
 from bot.libraries import Libraries, download_rules
@@ -33,6 +34,7 @@ from bot.policy import Policy
 from bot.settings import Settings
 from bot.training import StartRun
 from bot.uploads import UPLOADS_FOLDER, sweep_uploads
+from bot.worker_files import LibraryFiles
 from data.db import Database
 from data.images import ImageStore
 from data.repositories import Repositories
@@ -75,6 +77,8 @@ class Services:
     metrics_server: web.AppRunner | None = None
     warming: asyncio.Task[None] | None = None
     """The compiled path's warm-up (COMPILE), running beside the eager path."""
+    file_server: web.AppRunner | None = None
+    """Library files for remote workers, while QUEUE_URL is set."""
 
     async def close(self) -> None:
         if self.warming is not None:
@@ -84,6 +88,8 @@ class Services:
         await self.app.training.stop()
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
+        if self.file_server is not None:
+            await self.file_server.cleanup()
         await self.db.close()
 
 
@@ -249,6 +255,11 @@ async def open_services(
             services.metrics_server = await serve_metrics(
                 jobs.metrics, settings.metrics_host, settings.metrics_port
             )
+        if settings.queue_url is not None:
+            files = LibraryFiles.over(
+                loras, embeddings, hypernetworks, controlnets, upscaler_catalog(settings)
+            )
+            services.file_server = await serve_files(files, settings)
     except BaseException:
         await db.close()
         raise

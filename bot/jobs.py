@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from bot.fleet import WorkerRow, worker_rows
 from bot.metrics import Metrics
 from bot.policy import Place, Policy
 from data.disk import DiskFull
@@ -30,6 +31,7 @@ from data.repositories import Repositories
 from pipeline.errors import UserError
 from pipeline.limits import Limits, check_request
 from pipeline.queue import CancelOutcome, Job, JobQueue, Priority
+from pipeline.remote.registry import RemoteWorkers
 from pipeline.request import GenerationRequest
 from pipeline.worker import Progress, WorkerHooks, Workers
 
@@ -114,6 +116,8 @@ class ServiceStatus:
     """The worker's state in a line (idle, busy, or what is wrong and what to do)."""
     worker_ok: bool = True
     """False when the worker is dead or stuck: jobs submitted now would not run."""
+    workers: tuple[WorkerRow, ...] = ()
+    """The live remote workers (QUEUE_URL set); none when images are made in this process."""
 
 
 class Delivery(Protocol):
@@ -151,7 +155,10 @@ class JobService(WorkerHooks):
         self.delivery = delivery
         self.worker = worker_factory(self)
         self.metrics = metrics or Metrics(
-            lambda: len(queue.waiting()), lambda: queue.speed.per_second, self.worker.health
+            lambda: len(queue.waiting()),
+            lambda: queue.speed.per_second,
+            self.worker.health,
+            self.remote_workers,
         )
         self._finished: dict[str, asyncio.Future[StoredJob]] = {}
         self._running: dict[str, StoredJob] = {}
@@ -255,7 +262,14 @@ class JobService(WorkerHooks):
             loras=len(await self.repos.loras.names()),
             worker=health.describe(now),
             worker_ok=health.ok(now),
+            workers=self.remote_workers(),
         )
+
+    def remote_workers(self) -> tuple[WorkerRow, ...]:
+        """The live remote workers from their latest heartbeats; none without QUEUE_URL."""
+        if not isinstance(self.worker, RemoteWorkers):
+            return ()
+        return worker_rows(self.worker.workers(), time.time())
 
     async def wait(self, job_id: str) -> StoredJob:
         """Wait until the job is finished and handed to the delivery; its final row."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
+from bot.fleet import WorkerRow
 from pipeline.health import WorkerHealth
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,12 @@ class Metrics:
         queue_depth: Callable[[], int],
         speed: Callable[[], float],
         worker: Callable[[], WorkerHealth],
+        remote_workers: Callable[[], Sequence[WorkerRow]] = tuple,
     ) -> None:
         self._queue_depth = queue_depth
         self._speed = speed
         self._worker = worker
+        self._remote_workers = remote_workers
         self.jobs: Counter[str] = Counter()
         self.images = 0
         self.wait_seconds = 0.0
@@ -58,6 +61,7 @@ class Metrics:
             *_metric("dreamcord_wait_seconds_count", "counter", "jobs waited for", self.waits),
             *_metric("dreamcord_oom_retries_total", "counter", "batches split", self.oom_retries),
             *self._worker_lines(),
+            *self._remote_lines(),
         ]
         lines += _labelled("dreamcord_jobs_total", "jobs by final state", "state", self.jobs)
         lines += _labelled(
@@ -90,6 +94,24 @@ class Metrics:
                 health.restarts,
             ),
         ]
+
+    def _remote_lines(self) -> list[str]:
+        """Per remote worker (label `worker`); alert on a heartbeat age near WORKER_LEASE_S."""
+        rows = self._remote_workers()
+        lines = _metric("dreamcord_remote_workers", "gauge", "live remote workers", len(rows))
+        for name, help_text, value in (
+            ("busy", "1 while the worker runs a batch", lambda row: row.state == "busy"),
+            ("images_per_second", "the worker's measured speed", lambda row: row.images_per_s),
+            (
+                "heartbeat_age_seconds",
+                "seconds since its heartbeat",
+                lambda row: row.heartbeat_age_s,
+            ),
+        ):
+            metric = f"dreamcord_remote_worker_{name}"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+            lines += [f'{metric}{{worker="{row.name}"}} {value(row):g}' for row in rows]
+        return lines
 
 
 def _metric(name: str, kind: str, help_text: str, value: float) -> list[str]:

@@ -54,11 +54,13 @@ def build_engine(
     model_override: str | None = None,
     libraries: tuple[FileSource, FileSource, FileSource] | None = None,
     controlnets: FileSource | None = None,
+    upscalers: UpscalerCatalog | None = None,
 ) -> Engine:
     """The engine for these settings (imports torch and diffusers: call it off the event loop).
 
     `libraries` are the (LoRA, embedding, hypernetwork) libraries prompts may use, and
-    `controlnets` the ControlNet library control units name; without them, none.
+    `controlnets` the ControlNet library control units name; without them, none. `upscalers`
+    replaces DATA_DIR/upscalers (a remote worker's are those its batches bring).
     """
     from pipeline.engine import Engine
     from pipeline.lora.cache import AdapterCache
@@ -90,7 +92,7 @@ def build_engine(
     return Engine(
         models,
         adapters,
-        upscaler_catalog(settings),
+        upscaler_catalog(settings) if upscalers is None else upscalers,
         safety,
         controlnets=controlnets,
         image_prompts=image_prompts,

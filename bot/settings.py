@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
 
+    # Library files on remote workers (docs/scale-out.md); QUEUE_URL turns the server on.
+    worker_files_bind: str = "0.0.0.0:8765"
+    """Where the bot serves library files to workers (host:port)."""
+    worker_files_url: str | None = None
+    """On a worker: the bot's file server, such as http://dreamcord:8765."""
+    worker_files_dir: Path | None = None
+    """On a worker: a read-only copy of the bot's DATA_DIR to read library files from instead."""
+
     @field_validator("discord_guilds", "owner_ids", "download_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
@@ -124,6 +132,21 @@ class Settings(BaseSettings):
         if bad := [host for host in hosts if not _HOST_NAME.fullmatch(host)]:
             raise ValueError(f"{bad[0]!r} is not a host name: give names such as civitai.com")
         return [host.lower() for host in hosts]
+
+    @field_validator("worker_files_bind")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        from bot.file_server import parse_bind
+
+        parse_bind(value)
+        return value.strip()
+
+    @field_validator("worker_files_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("give the bot's file server as http://HOST:PORT")
+        return value
 
     @field_validator("queue_url")
     @classmethod

@@ -107,6 +107,9 @@ def status_embed(status: ServiceStatus) -> discord.Embed:
     )
     embed.add_field(name="LoRAs", value=str(status.loras))
     embed.add_field(name="Worker", value=status.worker, inline=False)
+    if status.workers:
+        lines = "\n".join(row.describe() for row in status.workers)
+        embed.add_field(name=f"Remote workers ({len(status.workers)})", value=lines, inline=False)
     return fit_embed(embed)
 
 

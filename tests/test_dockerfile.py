@@ -131,10 +131,15 @@ def variables(dockerfile: list[Instruction]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def compose_service() -> dict:
-    document = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    services = document["services"]
-    assert list(services) == ["dreamcord"], "compose.yaml should define the one service"
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def compose_service(compose: dict) -> dict:
+    services = compose["services"]
+    assert set(services) == {"dreamcord", "redis", "worker"}
+    assert "profiles" not in services["dreamcord"], "`docker compose up` must start the bot"
     return services["dreamcord"]
 
 
@@ -345,3 +350,57 @@ def test_compose_keeps_state_on_volumes_and_stops_gracefully(compose_service: di
     grace = re.fullmatch(r"(\d+)s", compose_service["stop_grace_period"])
     assert grace and int(grace.group(1)) >= 30, "give the bot time to stop cleanly"
     assert compose_service["build"]["context"] == "."
+
+
+# --- scale-out: Redis and GPU workers (docs/scale-out.md) ---
+
+
+def test_redis_and_workers_start_only_with_their_profile(compose: dict) -> None:
+    services = compose["services"]
+    # One GPU needs neither: `docker compose up` stays the single-process bot.
+    assert services["redis"]["profiles"] == ["workers"]
+    assert services["worker"]["profiles"] == ["workers"]
+
+
+def test_redis_keeps_its_stream_on_a_volume(compose: dict) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["image"].startswith("redis:")
+    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+
+
+def test_a_worker_runs_dreamcord_worker_on_its_own_gpu_and_volume(
+    compose: dict, compose_service: dict
+) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["image"] == compose_service["image"]
+    assert worker["command"] == ["worker"]  # the image's ENTRYPOINT is `dreamcord`
+    assert "container_name" not in worker and "hostname" not in worker  # or --scale clashes
+    assert "WORKER_NAME" not in worker["environment"]  # each replica: its container's host name
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    data = {volume.split(":")[0] for volume in worker["volumes"] if volume.split(":")[1] == "/data"}
+    bot_data = {v.split(":")[0] for v in compose_service["volumes"] if v.split(":")[1] == "/data"}
+    assert data and data.isdisjoint(bot_data), "workers keep a DATA_DIR of their own"
+    assert worker["environment"]["DATA_DIR"] == "/data"
+    assert set(data) <= set(compose["volumes"])
+    assert "ports" not in worker
+    assert worker["healthcheck"] == {"disable": True}  # `doctor --quick` needs a Discord token
+
+
+def test_workers_reach_redis_and_the_bots_file_server_by_service_name(
+    compose: dict, compose_service: dict
+) -> None:
+    from bot.file_server import parse_bind
+    from bot.settings import Settings
+
+    worker = compose["services"]["worker"]
+    environment = worker["environment"]
+    assert re.fullmatch(r"redis://redis:6379/\d+", environment["QUEUE_URL"])
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    files_url = re.fullmatch(r"http://(\w+):(\d+)", environment["WORKER_FILES_URL"])
+    assert files_url is not None
+    assert files_url.group(1) == "dreamcord"
+    _, bind_port = parse_bind(Settings.model_fields["worker_files_bind"].default)
+    assert int(files_url.group(2)) == bind_port

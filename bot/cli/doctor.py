@@ -23,6 +23,7 @@ from pipeline.errors import UserError
 
 if TYPE_CHECKING:
     from data.registry import ControlNetEntry, EmbeddingEntry, HypernetworkEntry, LoraEntry
+    from pipeline.remote.messages import Heartbeat
 
 MIN_FREE_BYTES = 2 * 1024**3
 DISCORD_API = "https://discord.com/api/v10"
@@ -42,7 +43,8 @@ class Check:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "doctor", help="check token, data folder, database, device, models and LoRA library"
+        "doctor",
+        help="check token, data folder, database, device, models, LoRA library and workers",
     )
     parser.add_argument(
         "--quick", action="store_true", help="skip the model load and online checks"
@@ -225,6 +227,66 @@ def check_worker(settings: Settings) -> str:
     return health.describe(now)
 
 
+MIN_REDIS = (6, 2)
+"""XAUTOCLAIM, which takes back a silent worker's batches, came with Redis 6.2."""
+
+
+def check_redis(settings: Settings) -> str:
+    """QUEUE_URL answers a PING, from a Redis new enough for the workers' streams."""
+    if settings.queue_url is None:
+        raise Skipped("QUEUE_URL is unset: images are made in this process")
+    from pipeline.remote.streams import Streams, shown_url
+
+    url = settings.queue_url.get_secret_value()
+
+    async def inspect() -> str:
+        streams = await Streams.connect(url)  # a UserError naming the URL when it fails
+        try:
+            info = await streams.client.info("server")
+        finally:
+            await streams.close()
+        version = str(info.get("redis_version", "0"))
+        if tuple(int(part) for part in version.split(".")[:2] if part.isdigit()) < MIN_REDIS:
+            raise UserError(
+                f"Redis {version} at {shown_url(url)} is too old: taking back a silent worker's "
+                "batches needs Redis 6.2 or newer; upgrade the server"
+            )
+        return f"Redis {version} at {shown_url(url)} answers"
+
+    return asyncio.run(inspect())
+
+
+def check_workers(settings: Settings) -> str:
+    """The live GPU workers, from the heartbeats they keep in Redis."""
+    if settings.queue_url is None:
+        raise Skipped("QUEUE_URL is unset: no remote workers")
+    import time
+
+    from pipeline.remote.streams import Streams
+
+    url = settings.queue_url.get_secret_value()
+
+    async def heartbeats() -> list[Heartbeat]:
+        streams = await Streams.connect(url)
+        try:
+            return await streams.heartbeats()
+        finally:
+            await streams.close()
+
+    beats = asyncio.run(heartbeats())
+    if not beats:
+        raise UserError(
+            "no worker is running, so no image is made: start `dreamcord worker` on a GPU "
+            "machine with the same QUEUE_URL and WORKER_SECRET"
+        )
+    now = time.time()
+    return f"{len(beats)} live: " + "; ".join(
+        f"{beat.name} ({beat.cuda_device or beat.device}, {beat.state}, "
+        f"{beat.images_per_s:.2f} images/s, seen {max(0.0, now - beat.time):.0f} s ago)"
+        for beat in sorted(beats, key=lambda beat: beat.name)
+    )
+
+
 def check_model(settings: Settings) -> str:
     from bot.models import build_engine
     from pipeline.backend import ImageTask
@@ -246,6 +308,8 @@ CHECKS = (
     Check("models", check_models),
     Check("image prompts", check_image_prompts),
     Check("worker", check_worker),
+    Check("redis", check_redis),
+    Check("workers", check_workers),
     Check("model", check_model, quick=False),
 )
 

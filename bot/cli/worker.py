@@ -13,8 +13,10 @@ import logging
 import signal
 
 from bot.container import memory_budget
+from bot.file_cache import worker_files
 from bot.models import build_engine, memory_model
 from bot.settings import Settings
+from bot.worker_files import CONTROLNET, EMBEDDING, HYPERNETWORK, LORA
 from pipeline.errors import UserError
 from pipeline.memory import Capacity
 from pipeline.remote.consumer import BatchConsumer
@@ -44,9 +46,13 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
 
 async def serve(settings: Settings, url: str) -> None:
     """Connect, load the engine, calibrate on CUDA, then serve until a stop signal."""
+    files = worker_files(settings)
     streams = await Streams.connect(url)
     try:
-        engine = await asyncio.to_thread(build_engine, settings)
+        libraries = (files.sources[LORA], files.sources[EMBEDDING], files.sources[HYPERNETWORK])
+        engine = await asyncio.to_thread(
+            build_engine, settings, None, libraries, files.sources[CONTROLNET], files.upscalers
+        )
         on_cuda = engine.device == "cuda"
         budget = memory_budget(settings, on_cuda)
         capacity = Capacity(memory_model(settings), budget)
@@ -59,6 +65,7 @@ async def serve(settings: Settings, url: str) -> None:
             heartbeat_s=settings.worker_heartbeat_s,
             lease_s=settings.worker_lease_s,
             cuda_device=_cuda_device_name() if on_cuda else None,
+            prepare=files.prepare,
         )
         loop = asyncio.get_running_loop()
         for stop_signal in (signal.SIGTERM, signal.SIGINT):

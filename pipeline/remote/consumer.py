@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -70,6 +70,7 @@ class BatchConsumer:
         heartbeat_s: float,
         lease_s: float,
         cuda_device: str | None = None,
+        prepare: Callable[[dict[str, dict[str, str]]], Awaitable[None]] | None = None,
     ) -> None:
         self._streams = streams
         self._backend = backend
@@ -79,6 +80,8 @@ class BatchConsumer:
         self._heartbeat_s = heartbeat_s
         self._lease_s = lease_s
         self._cuda_device = cuda_device
+        self._prepare = prepare
+        """Fetches the manifest's files before a batch (bot.file_cache.WorkerFiles.prepare)."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreamcord-model")
         self._stopping = threading.Event()
         self._batch_id: str | None = None
@@ -140,9 +143,11 @@ class BatchConsumer:
         self._batch_id = batch.batch_id
         self._remember(batch)
         watching = asyncio.create_task(self._watch(batch.batch_id, entry, cancelled))
-        started = time.perf_counter()
         kind: FailureKind
         try:
+            if self._prepare is not None:
+                await self._prepare(batch.manifest)  # library files; the lease is kept meanwhile
+            started = time.perf_counter()
             results = await loop.run_in_executor(
                 self._thread, self._run_on_thread, batch, cancelled, loop
             )

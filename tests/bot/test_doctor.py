@@ -29,9 +29,11 @@ async def test_doctor_is_all_green_on_the_tiny_model(
             monkeypatch.setenv(name, value)
         code = await asyncio.to_thread(main, ["doctor"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["OK"] * 7 + ["SKIP", "SKIP", "OK"], lines
+    assert [line.split()[0] for line in lines] == ["OK"] * 7 + ["SKIP"] * 4 + ["OK"], lines
     assert "SKIP  image prompts: image prompts are off" in lines[7]
     assert "SKIP  worker: the bot is not running on this DATA_DIR" in lines[8]
+    assert "SKIP  redis: QUEUE_URL is unset" in lines[9]
+    assert "SKIP  workers: QUEUE_URL is unset" in lines[10]
     assert "token online: valid" in lines[1]
     assert "made a 64px test image" in lines[-1]
     assert code == 0
