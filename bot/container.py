@@ -257,7 +257,12 @@ async def open_services(
             )
         if settings.queue_url is not None:
             files = LibraryFiles.over(
-                loras, embeddings, hypernetworks, controlnets, upscaler_catalog(settings)
+                loras,
+                embeddings,
+                hypernetworks,
+                controlnets,
+                upscaler_catalog(settings),
+                repos.jobs.active_pictures,
             )
             services.file_server = await serve_files(files, settings)
     except BaseException:

@@ -1,11 +1,12 @@
 """A worker's library files: fetched once from the bot, kept by sha256, resolved per batch.
 
-Before each batch the worker calls `WorkerFiles.prepare(manifest)`: every file the manifest
-names is found in the shared folder (WORKER_FILES_DIR), in the cache under DATA_DIR, or else
-fetched from the bot's file server (WORKER_FILES_URL). A fetch is verified against its sha256
-while it streams and only a whole, matching file gets its final name; two batches that need
-the same missing file share one download. The engine then reads the manifest's names through
-`FileSource`s (`ManifestFiles`) and an upscaler catalog of the manifest's models.
+Before each batch the worker calls `WorkerFiles.prepare_batch(batch)`: every file the
+manifest names is found in the shared folder (WORKER_FILES_DIR), in the cache under DATA_DIR,
+or else fetched from the bot's file server (WORKER_FILES_URL). A fetch is verified against its
+sha256 while it streams and only a whole, matching file gets its final name; two batches that
+need the same missing file share one download. The engine then reads the manifest's names
+through `FileSource`s (`ManifestFiles`) and an upscaler catalog of the manifest's models, and
+the batch's requests read their pictures from this worker's copies.
 
 Torch-free: the worker's event loop runs this; the engine's thread reads only the snapshots.
 """
@@ -19,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +36,8 @@ from bot.worker_files import (
     LIBRARY_FOLDERS,
     LORA,
     MAX_BYTES,
+    PICTURE,
+    PICTURE_FOLDERS,
     SIGNATURE_HEADER,
     UPSCALER,
     UPSCALERS_FOLDER,
@@ -43,13 +47,16 @@ from bot.worker_files import (
     sign,
 )
 from data.files import SUFFIX, TEMP_PREFIX, FileStore, Staged
+from data.images import ImageStore
 from pipeline.errors import UserError
+from pipeline.remote.messages import Batch
 from pipeline.upscalers import MODEL_DENOISE, UPSCALERS, Upscaler, UpscalerCatalog
 
 log = logging.getLogger(__name__)
 
 CACHE_FOLDER = "worker-files"
-"""Under the worker's DATA_DIR: one folder per kind of `<sha256>.safetensors` files."""
+"""Under the worker's DATA_DIR: one folder per kind of `<sha256>.safetensors` files (pictures:
+`<sha256>`, their format is in their bytes)."""
 FETCH_TIMEOUT_S = 600.0
 CHUNK = MIB
 WHAT = {
@@ -58,6 +65,7 @@ WHAT = {
     HYPERNETWORK: "hypernetwork",
     CONTROLNET: "ControlNet",
     UPSCALER: "upscaler",
+    PICTURE: "picture",
 }
 
 
@@ -122,6 +130,9 @@ class SharedFolder:
         """The file of this kind and sha256 in the folder, or None (blocking)."""
         if kind == UPSCALER:
             return self.upscalers.find(sha256)
+        if kind == PICTURE:
+            stored = (ImageStore(self.folder / name).path_for(sha256) for name in PICTURE_FOLDERS)
+            return next((path for path in stored if path.is_file()), None)
         path = FileStore(self.folder / LIBRARY_FOLDERS[kind]).path_of(sha256)
         return path if path.is_file() else None
 
@@ -182,14 +193,26 @@ class WorkerFiles:
         self.cache_dir = cache_dir
         self.bot = bot
         self.shared = shared
-        self.sources = {kind: ManifestFiles(kind) for kind in FILE_KINDS if kind != UPSCALER}
+        self.sources = {
+            kind: ManifestFiles(kind) for kind in FILE_KINDS if kind not in (UPSCALER, PICTURE)
+        }
         self.upscalers = ManifestUpscalers()
         self.downloads = 0
         """Transfers started since the worker began (a test's and the log's count)."""
         self._pending: dict[tuple[str, str], asyncio.Future[Path]] = {}
 
-    async def prepare(self, manifest: Manifest) -> None:
-        """Have every file of `manifest` on disk, then make its names the engine's.
+    async def prepare_batch(self, batch: Batch) -> Batch:
+        """`prepare` the batch's manifest; the batch with its requests reading this worker's
+        copies of their pictures (the paths they name are the bot's)."""
+        pictures = await self.prepare(batch.manifest)
+        tasks = tuple(
+            replace(task, request=task.request.with_pictures(pictures)) for task in batch.tasks
+        )
+        return replace(batch, tasks=tasks)
+
+    async def prepare(self, manifest: Manifest) -> dict[str, str]:
+        """Have every file of `manifest` on disk, then make its names the engine's; returns
+        where each of its pictures is here, by its path on the bot.
 
         Call it before each batch, never while one runs. A file that cannot be had is a
         FileUnavailable, and the names stay those of the batch before.
@@ -204,6 +227,7 @@ class WorkerFiles:
         for kind, source in self.sources.items():
             source.use(found[kind])
         self.upscalers.use(found[UPSCALER])
+        return {name: str(path) for name, (path, _) in found[PICTURE].items()}
 
     async def path(self, kind: str, sha256: str) -> Path:
         """Where the file of this kind and sha256 is on this worker, fetching it if need be."""
@@ -228,7 +252,7 @@ class WorkerFiles:
         return await asyncio.shield(self._pending[key])
 
     def _store(self, kind: str) -> FileStore:
-        return FileStore(self.cache_dir / kind)
+        return FileStore(self.cache_dir / kind, "" if kind == PICTURE else SUFFIX)
 
     async def _download(self, kind: str, sha256: str) -> Path:
         """Stream the file into a temp file beside the cache, hashing it; place it if it matches."""
@@ -282,7 +306,9 @@ def worker_files(settings: Settings) -> WorkerFiles:
         bot = BotFiles(settings.worker_files_url, settings.worker_secret.get_secret_value())
     shared = SharedFolder(settings.worker_files_dir) if settings.worker_files_dir else None
     if bot is None and shared is None:
-        log.warning("no WORKER_FILES_URL or WORKER_FILES_DIR: batches with LoRAs will fail here")
+        log.warning(
+            "no WORKER_FILES_URL or WORKER_FILES_DIR: batches with LoRAs or pictures will fail here"
+        )
     return WorkerFiles(settings.data_dir / CACHE_FOLDER, bot, shared)
 
 

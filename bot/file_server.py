@@ -2,12 +2,12 @@
 
 Started by the container when QUEUE_URL is set, on WORKER_FILES_BIND. A request without the
 right signature (`bot.worker_files.sign`) is refused with 401 and logged; a malformed name or a
-hash the libraries do not hold is a 404. Files stream from disk; nothing is read into memory.
+hash the libraries (or the pictures of queued and running jobs) do not hold is a 404. Files
+stream from disk; nothing is read into memory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
@@ -46,7 +46,7 @@ def file_app(files: LibraryFiles, secret: str) -> web.Application:
             parse_file_ref(kind, sha256)
         except ValueError:
             raise web.HTTPNotFound() from None
-        path = await asyncio.to_thread(files.find, kind, sha256)
+        path = await files.find(kind, sha256)
         if path is None:
             raise web.HTTPNotFound(text=f"no {kind} file {sha256}\n")
         return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})

@@ -39,15 +39,17 @@ class Staged:
 
 
 class FileStore:
-    """`.safetensors` files named by their sha256 in one folder, written atomically."""
+    """`.safetensors` files (or others, by `suffix`) named by their sha256 in one folder,
+    written atomically."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, suffix: str = SUFFIX) -> None:
         self.folder = folder
+        self.suffix = suffix
 
     def path_of(self, sha256: str) -> Path:
         if not _SHA256.fullmatch(sha256):
             raise ValueError(f"{sha256!r} is not a sha256 hex digest")
-        return self.folder / f"{sha256}{SUFFIX}"
+        return self.folder / f"{sha256}{self.suffix}"
 
     def stage(self, source: Path, filename: str) -> Staged:
         """Copy `source` beside the final files as `filename`, hashing it, and fsync it.

@@ -47,15 +47,18 @@ class ImageStore:
         if not png_bytes.startswith(PNG_SIGNATURE):
             raise ValueError("ImageStore.put expects PNG bytes")
         sha256 = hashlib.sha256(png_bytes).hexdigest()
-        relative = PurePosixPath(sha256[:2], sha256[2:4], f"{sha256}.png")
-        stored = StoredImage(str(relative), sha256, len(png_bytes))
-        final = self.root / relative
+        stored = StoredImage(_relative(sha256), sha256, len(png_bytes))
+        final = self.path_for(sha256)
         if final.exists() and final.stat().st_size == len(png_bytes):
             return stored
         with reporting_full_disk(self.root):
             final.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(final, png_bytes)
         return stored
+
+    def path_for(self, sha256: str) -> Path:
+        """Where the PNG whose bytes have this sha256 is (or would be) stored."""
+        return self.root / _relative(sha256)
 
     def path_of(self, relative: str) -> Path:
         """The absolute path of a stored image; refuses paths that would leave the root."""
@@ -93,6 +96,10 @@ class ImageStore:
                 total += file.stat().st_size
                 count += 1
         return count, total
+
+
+def _relative(sha256: str) -> str:
+    return str(PurePosixPath(sha256[:2], sha256[2:4], f"{sha256}.png"))
 
 
 def _write_atomically(final: Path, payload: bytes) -> None:

@@ -34,14 +34,15 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 
 _JOB_PICTURES = (
-    "SELECT json_extract(request_json, '$.init_image') AS path FROM jobs"
-    " UNION ALL SELECT json_extract(request_json, '$.mask_image') FROM jobs"
-    " UNION ALL SELECT json_extract(unit.value, '$.image')"
+    "SELECT json_extract(request_json, '$.init_image') AS path, state FROM jobs"
+    " UNION ALL SELECT json_extract(request_json, '$.mask_image'), state FROM jobs"
+    " UNION ALL SELECT json_extract(unit.value, '$.image'), state"
     " FROM jobs, json_each(jobs.request_json, '$.controls') AS unit"
-    " UNION ALL SELECT json_extract(one.value, '$.image')"
+    " UNION ALL SELECT json_extract(one.value, '$.image'), state"
     " FROM jobs, json_each(jobs.request_json, '$.image_prompts') AS one"
 )
-"""Every stored picture path a job's request names, one row each."""
+"""Every stored picture path a job's request names, with the job's state, one row each
+(`GenerationRequest.pictures` lists the same fields)."""
 
 
 class InvalidTransition(Exception):
@@ -163,6 +164,15 @@ class JobRepository:
         sweep of the uploads folder."""
         rows = await self._db.fetch_all(
             f"SELECT DISTINCT path FROM ({_JOB_PICTURES}) WHERE path IS NOT NULL"
+        )
+        return {row["path"] for row in rows}
+
+    async def active_pictures(self) -> set[str]:
+        """The pictures queued and running jobs read: all the bot serves remote workers."""
+        rows = await self._db.fetch_all(
+            f"SELECT DISTINCT path FROM ({_JOB_PICTURES})"
+            " WHERE path IS NOT NULL AND state IN (?, ?)",
+            (JobState.QUEUED.value, JobState.RUNNING.value),
         )
         return {row["path"] for row in rows}
 

@@ -26,6 +26,8 @@ class WorkerHealth:
     restarts: int
     last_error: str | None
     stuck_after_s: float
+    training: bool = False
+    """Background work (a training run) takes the thread's turns between batches."""
 
     def stalled_for(self, now: float) -> float | None:
         """Seconds since the running batch last made progress; None when idle."""
@@ -48,7 +50,7 @@ class WorkerHealth:
             return f"stopped{cause}: restart the bot; the log has the details"
         stalled = self.stalled_for(now)
         if stalled is None:
-            state = "idle"
+            state = "training" if self.training else "idle"
         elif self.stuck(now):
             return (
                 f"stuck: no progress for {stalled:.0f} s (limit {self.stuck_after_s:.0f} s): "

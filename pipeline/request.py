@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -209,6 +210,34 @@ class GenerationRequest:
     def inpaint_spec(self) -> InpaintSpec:
         """The mask treatment of an edit: `inpaint`, or the defaults when it is unset."""
         return self.inpaint or InpaintSpec()
+
+    def pictures(self) -> tuple[str, ...]:
+        """The stored pictures it reads: init image, mask, control maps, image prompts (the
+        same list as data.jobs' `_JOB_PICTURES`)."""
+        found = (
+            self.init_image,
+            self.mask_image,
+            *(unit.image for unit in self.controls),
+            *(one.image for one in self.image_prompts),
+        )
+        return tuple(dict.fromkeys(path for path in found if path))
+
+    def with_pictures(self, moved: Mapping[str, str]) -> GenerationRequest:
+        """The request reading each picture at `moved[its path]` (a remote worker's copies);
+        pictures not in `moved` stay where they are."""
+
+        def where(path: str) -> str:
+            return moved.get(path, path)
+
+        return dataclasses.replace(
+            self,
+            init_image=where(self.init_image) if self.init_image else self.init_image,
+            mask_image=where(self.mask_image) if self.mask_image else self.mask_image,
+            controls=tuple(dataclasses.replace(u, image=where(u.image)) for u in self.controls),
+            image_prompts=tuple(
+                dataclasses.replace(one, image=where(one.image)) for one in self.image_prompts
+            ),
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

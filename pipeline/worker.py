@@ -206,6 +206,7 @@ class Worker:
             restarts=self._restarts,
             last_error=self._last_error,
             stuck_after_s=self._stuck_after_s,
+            training=self.background.runnable() is not None,
         )
 
     def want_previews(self, job_id: str, wanted: bool = True) -> None:

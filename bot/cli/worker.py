@@ -65,7 +65,7 @@ async def serve(settings: Settings, url: str) -> None:
             heartbeat_s=settings.worker_heartbeat_s,
             lease_s=settings.worker_lease_s,
             cuda_device=_cuda_device_name() if on_cuda else None,
-            prepare=files.prepare,
+            prepare=files.prepare_batch,
         )
         loop = asyncio.get_running_loop()
         for stop_signal in (signal.SIGTERM, signal.SIGINT):

@@ -70,7 +70,7 @@ class BatchConsumer:
         heartbeat_s: float,
         lease_s: float,
         cuda_device: str | None = None,
-        prepare: Callable[[dict[str, dict[str, str]]], Awaitable[None]] | None = None,
+        prepare: Callable[[Batch], Awaitable[Batch]] | None = None,
     ) -> None:
         self._streams = streams
         self._backend = backend
@@ -81,7 +81,8 @@ class BatchConsumer:
         self._lease_s = lease_s
         self._cuda_device = cuda_device
         self._prepare = prepare
-        """Fetches the manifest's files before a batch (bot.file_cache.WorkerFiles.prepare)."""
+        """Fetches the manifest's files before a batch and points its requests at this
+        worker's copies of their pictures (bot.file_cache.WorkerFiles.prepare_batch)."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreamcord-model")
         self._stopping = threading.Event()
         self._batch_id: str | None = None
@@ -146,7 +147,7 @@ class BatchConsumer:
         kind: FailureKind
         try:
             if self._prepare is not None:
-                await self._prepare(batch.manifest)  # library files; the lease is kept meanwhile
+                batch = await self._prepare(batch)  # files; the lease is kept meanwhile
             started = time.perf_counter()
             results = await loop.run_in_executor(
                 self._thread, self._run_on_thread, batch, cancelled, loop

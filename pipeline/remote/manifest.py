@@ -1,9 +1,11 @@
 """A batch's file manifest: the library files its requests name, by kind, name and sha256.
 
-A worker has no database: it learns from the manifest which LoRAs, embeddings, hypernetworks,
-ControlNets and upscaler models a batch needs, and fetches by sha256 what it does not hold.
-Names that do not resolve are left out: the bot checked them when the job was submitted, so
-such a file was removed meanwhile, and the worker's engine then says so as it would here.
+A worker has no database and not the bot's disk: it learns from the manifest which LoRAs,
+embeddings, hypernetworks, ControlNets and upscaler models a batch needs, and which stored
+pictures its requests read (by their paths on the bot), and fetches by sha256 what it does
+not hold. Names that do not resolve are left out: the bot checked them when the job was
+submitted, so such a file was removed meanwhile, and the worker's engine then says so as it
+would here.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
-from pipeline.hashes import file_sha256
+from pipeline.hashes import FileHashes
 from pipeline.prompt.embeddings import find_embeddings
-from pipeline.request import GenerationRequest
+from pipeline.request import GenerationRequest, Mode
 from pipeline.upscalers import UpscalerCatalog
 
 if TYPE_CHECKING:
@@ -26,13 +28,16 @@ class FileManifest:
     """Makes manifests from the bot's libraries (see the module docstring)."""
 
     def __init__(
-        self, libraries: Mapping[str, FileSource], upscalers: UpscalerCatalog | None = None
+        self,
+        libraries: Mapping[str, FileSource],
+        upscalers: UpscalerCatalog | None = None,
+        hashes: FileHashes | None = None,
     ) -> None:
         self._libraries = libraries
         """FileSources by manifest kind: loras, embeddings, hypernetworks, controlnets."""
         self._upscalers = upscalers
-        self._hashes: dict[tuple[Path, int, int], str] = {}
-        """Upscaler models have no registry: their sha256 is read once per file version."""
+        self._hashes = hashes or FileHashes()
+        """Upscaler models and pictures have no registry: hashed once per file version."""
 
     def __call__(self, requests: Sequence[GenerationRequest]) -> dict[str, dict[str, str]]:
         manifest: dict[str, dict[str, str]] = {}
@@ -47,6 +52,8 @@ class FileManifest:
                     continue
         if upscalers := self._upscaler_files(requests):
             manifest["upscalers"] = upscalers
+        if pictures := self._pictures(requests):
+            manifest["pictures"] = pictures
         return manifest
 
     def _names(self, requests: Sequence[GenerationRequest]) -> dict[str, list[str]]:
@@ -68,18 +75,31 @@ class FileManifest:
         return names
 
     def _upscaler_files(self, requests: Sequence[GenerationRequest]) -> dict[str, str]:
+        """The models of hires passes, and the upscale button's model for an upscale (the
+        engine's `UpscalerCatalog.upscale_model`), by their names on the bot."""
+        if self._upscalers is None:
+            return {}
         files = {}
         for request in requests:
-            if request.hires is None or self._upscalers is None:
-                continue
-            try:
-                path = self._upscalers.find(request.hires.upscaler).model_file
-            except UserError:
+            if request.hires is not None:
+                try:
+                    path = self._upscalers.find(request.hires.upscaler).model_file
+                except UserError:
+                    continue
+            elif request.mode is Mode.UPSCALE:
+                model = self._upscalers.upscale_model()
+                path = model.model_file if model is not None else None
+            else:
                 continue
             if path is not None and path.is_file():
-                stat = path.stat()
-                key = (path, stat.st_size, stat.st_mtime_ns)
-                if key not in self._hashes:
-                    self._hashes[key] = file_sha256(path)
-                files[path.stem] = self._hashes[key]
+                files[path.stem] = self._hashes.sha256_of(path)
         return files
+
+    def _pictures(self, requests: Sequence[GenerationRequest]) -> dict[str, str]:
+        """{path on the bot: sha256} of every picture the requests read that is on disk."""
+        pictures = {}
+        for request in requests:
+            for path in request.pictures():
+                if path not in pictures and Path(path).is_file():
+                    pictures[path] = self._hashes.sha256_of(Path(path))
+        return pictures

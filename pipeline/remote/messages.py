@@ -29,8 +29,9 @@ FailureKind = Literal["out_of_memory", "user_error", "error", "interrupted"]
 mistake its user can fix (the text says which), an internal error, or the worker stopped."""
 WorkerState = Literal["idle", "busy", "stopping"]
 
-FILE_KINDS = ("loras", "embeddings", "hypernetworks", "controlnets", "upscalers")
-"""The kinds of library file a batch's manifest names by sha256."""
+FILE_KINDS = ("loras", "embeddings", "hypernetworks", "controlnets", "upscalers", "pictures")
+"""The kinds of file a batch's manifest names by sha256: library files by their names, and
+`pictures` (init images, masks, control maps, image prompts) by their paths on the bot."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

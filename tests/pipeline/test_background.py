@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 
 import pytest
 
@@ -293,3 +294,18 @@ async def test_the_real_trainer_yields_to_an_image_job_between_two_steps(
     ]
     assert (tmp_path / "fox.safetensors").stat().st_size > 0
     assert rig.capacity.reserved_bytes == 0
+
+
+async def test_health_says_training_while_only_training_runs(rig: Rig) -> None:
+    """/status shows the worker's health line: not "idle" while a training run takes steps."""
+    lines: list[str] = []
+
+    def on_step(step: object) -> None:
+        lines.append(rig.worker.health().describe(time.time()))
+
+    ticket = rig.worker.background.add(
+        "run", lambda: CountingWork("train", rig.events, steps=2), on_step
+    )
+    assert await asyncio.wait_for(ticket.ended, 60) is BackgroundState.DONE
+    assert lines == ["training", "training"]
+    assert rig.worker.health().describe(time.time()) == "idle"
