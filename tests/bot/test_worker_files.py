@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import io
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -22,15 +23,20 @@ import pytest
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
 from bot.file_cache import BotFiles, FileUnavailable, SharedFolder, WorkerFiles
 from bot.file_server import file_app, parse_bind, serve_files
 from bot.library import EmbeddingLibrary, LoraLibrary
 from bot.settings import load_settings
+from bot.uploads import store_init_image
 from bot.worker_files import FILE_KINDS, LibraryFiles, file_path, parse_file_ref
 from data.repositories import Repositories
+from pipeline.backend import ImageTask
 from pipeline.errors import UserError
-from pipeline.request import LoraRef
+from pipeline.remote.manifest import FileManifest
+from pipeline.remote.messages import Batch
+from pipeline.request import ControlUnit, GenerationRequest, ImagePrompt, LoraRef, Mode
 from pipeline.upscalers import UpscalerCatalog
 from tests.bot.library_files import WIDTH, write_embedding, write_lora
 from tests.bot.test_metrics import free_port
@@ -63,6 +69,7 @@ class Bot:
     requests: list[str]
     lora_source: Path
     lora_sha: str
+    repos: Repositories
 
 
 @pytest.fixture
@@ -80,7 +87,9 @@ async def bot(repos: Repositories, tmp_path: Path) -> AsyncIterator[Bot]:
     await loras.add(source, name="fox")
     await embeddings.add(write_embedding(tmp_path / "grainy.safetensors"), name="grainy")
     upscalers = UpscalerCatalog(data_dir / "upscalers")
-    files = LibraryFiles.over(loras, embeddings, hypernetworks, controlnets, upscalers)
+    files = LibraryFiles.over(
+        loras, embeddings, hypernetworks, controlnets, upscalers, repos.jobs.active_pictures
+    )
     requests: list[str] = []
 
     @web.middleware
@@ -104,6 +113,7 @@ async def bot(repos: Repositories, tmp_path: Path) -> AsyncIterator[Bot]:
             requests,
             source,
             sha256_of(source),
+            repos,
         )
     finally:
         await runner.cleanup()
@@ -240,6 +250,97 @@ async def test_an_upscaler_model_reaches_the_worker_under_its_bot_name(
     assert model is not None and model.name == "4x-Test"
     assert model.model_file is not None and model.model_file.read_bytes() == upscaler.read_bytes()
     assert worker.upscalers.find("latent").name == "Latent"  # the built-ins stay
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_a_picture_is_served_only_while_a_queued_or_running_job_reads_it(bot: Bot) -> None:
+    stored = store_init_image(png((200, 30, 30)), bot.data_dir / "uploads", 512 * 512).path
+    sha = sha256_of(stored)
+    url, headers = f"{bot.url}/files/pictures/{sha}", {HEADER: signature(SECRET, "pictures", sha)}
+    assert (await get(url, headers))[0] == 404  # on disk, but no job reads it
+    request = GenerationRequest("a fox", mode=Mode.IMG2IMG, init_image=str(stored), strength=0.5)
+    job = await bot.repos.jobs.create(request, user_id=1)
+    assert await get(url, headers) == (200, stored.read_bytes())
+    await bot.repos.jobs.mark_running(job.id)
+    assert (await get(url, headers))[0] == 200
+    await bot.repos.jobs.mark_done(job.id)
+    assert (await get(url, headers))[0] == 404
+
+
+async def test_a_worker_fetches_a_batchs_pictures_and_its_requests_read_the_copies(
+    bot: Bot, tmp_path: Path
+) -> None:
+    init = store_init_image(png((10, 200, 10)), bot.data_dir / "uploads", 512 * 512).path
+    own = tmp_path / "cli" / "my photo.png"  # a CLI job's own file, outside DATA_DIR
+    own.parent.mkdir()
+    own.write_bytes(png((10, 10, 200)))
+    request = GenerationRequest(
+        "a fox",
+        mode=Mode.IMG2IMG,
+        init_image=str(init),
+        strength=0.5,
+        controls=(ControlUnit("edges", str(own)),),
+        image_prompts=(ImagePrompt(str(init)),),
+    )
+    await bot.repos.jobs.create(request, user_id=1)
+    manifest = FileManifest({})([request])
+    assert manifest == {"pictures": {str(init): sha256_of(init), str(own): sha256_of(own)}}
+    worker = WorkerFiles(tmp_path / "worker", BotFiles(bot.url, SECRET))
+    batch = Batch("b1", "w1", (ImageTask("j1", 0, request),), manifest)
+    prepared = (await worker.prepare_batch(batch)).tasks[0].request
+    assert prepared.init_image is not None
+    init_copy, control_copy = map(Path, (prepared.init_image, prepared.controls[0].image))
+    assert init_copy.is_relative_to(tmp_path / "worker")
+    assert control_copy.is_relative_to(tmp_path / "worker")
+    assert init_copy.read_bytes() == init.read_bytes()
+    assert control_copy.read_bytes() == own.read_bytes()
+    assert prepared.image_prompts[0].image == prepared.init_image  # named twice: one copy
+    assert (
+        replace(
+            prepared,
+            init_image=request.init_image,
+            controls=request.controls,
+            image_prompts=request.image_prompts,
+        )
+        == request
+    )  # nothing else changed
+    assert sorted(bot.requests) == sorted(
+        f"/files/pictures/{sha}" for sha in manifest["pictures"].values()
+    )
+
+
+async def test_a_shared_folder_holds_the_bots_stored_pictures(bot: Bot, tmp_path: Path) -> None:
+    init = store_init_image(png((1, 2, 3)), bot.data_dir / "uploads", 512 * 512).path
+    worker = WorkerFiles(tmp_path / "worker", shared=SharedFolder(bot.data_dir))
+    moved = await worker.prepare({"pictures": {"/bot/elsewhere.png": sha256_of(init)}})
+    assert moved == {"/bot/elsewhere.png": str(init)}
+    assert bot.requests == []
+
+
+async def test_an_upscale_names_the_upscale_model_the_engine_would_use(
+    bot: Bot, tmp_path: Path
+) -> None:
+    folder = bot.data_dir / "upscalers"
+    folder.mkdir(parents=True)
+    for name in ("B-second", "A-first"):
+        (folder / f"{name}.safetensors").write_bytes(name.encode())
+    catalog = UpscalerCatalog(folder)
+    first = catalog.upscale_model()
+    assert first is not None and first.name == "A-first"  # what the engine picks here
+    upscale = GenerationRequest("a fox", mode=Mode.UPSCALE, strength=0.2)
+    manifest = FileManifest({}, catalog)([upscale])
+    assert manifest == {"upscalers": {"A-first": sha256_of(folder / "A-first.safetensors")}}
+    assert FileManifest({}, catalog)([GenerationRequest("a fox")]) == {}
+    worker = WorkerFiles(tmp_path / "worker", BotFiles(bot.url, SECRET))
+    await worker.prepare(manifest)
+    model = worker.upscalers.upscale_model()  # what the worker's engine picks
+    assert model is not None and model.name == "A-first"
+    assert model.model_file is not None and model.model_file.read_bytes() == b"A-first"
 
 
 # --- names from outside: URL paths and manifests ---
