@@ -8,29 +8,38 @@ that loads the real engine, so kill -9 and a Redis restart are what they would b
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from bot.container import Services, open_services
 from bot.jobs import Origin
+from bot.models import build_engine
 from bot.settings import load_settings
+from bot.uploads import UPLOADS_FOLDER, store_init_image
 from data.jobs import JobState
+from pipeline.backend import ImageTask
 from pipeline.errors import UserError
 from pipeline.remote.registry import RemoteWorkers
 from pipeline.remote.streams import Streams, batches_key
-from pipeline.request import GenerationRequest
+from pipeline.request import GenerationRequest, Mode
 from tests.bot.cli_helpers import dreamcord
 from tests.bot.test_jobs import RecordingDelivery
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "a secret the bot and its workers share"
 HEARTBEAT_S = 0.5
 LEASE_S = 2.0
 TIMEOUT_S = 120.0
@@ -41,9 +50,11 @@ pytestmark = pytest.mark.timeout(300)
 class Workers:
     """`dreamcord worker` processes by name, stopped (SIGTERM, then kill) at the end."""
 
-    def __init__(self, url: str, folder: Path) -> None:
+    def __init__(self, url: str, folder: Path, files_port: int) -> None:
         self.url = url
         self.folder = folder
+        self.files_port = files_port
+        """The bot's file server (WORKER_FILES_BIND), which the workers fetch files from."""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def env(self, name: str) -> dict[str, str]:
@@ -58,6 +69,8 @@ class Workers:
             "WORKER_HEARTBEAT_S": str(HEARTBEAT_S),
             "WORKER_LEASE_S": str(LEASE_S),
             "DATA_DIR": str(self.folder / name),
+            "WORKER_SECRET": SECRET,
+            "WORKER_FILES_URL": f"http://127.0.0.1:{self.files_port}",
             "OMP_NUM_THREADS": "1",
         }
 
@@ -87,8 +100,13 @@ class Workers:
 
 
 @pytest.fixture
-def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(redis_server.url, tmp_path)
+def files_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, tmp_path: Path, files_port: int) -> Iterator[Workers]:
+    started = Workers(redis_server.url, tmp_path, files_port)
     try:
         yield started
     finally:
@@ -97,13 +115,15 @@ def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
 
 @pytest.fixture
 async def bot(
-    redis_server: RedisServer, tmp_path: Path
+    redis_server: RedisServer, tmp_path: Path, files_port: int
 ) -> AsyncIterator[tuple[Services, RecordingDelivery]]:
     settings = load_settings(
         None,
         data_dir=tmp_path / "bot",
         model="tiny",
         queue_url=redis_server.url,
+        worker_secret=SECRET,
+        worker_files_bind=f"127.0.0.1:{files_port}",
         worker_heartbeat_s=HEARTBEAT_S,
         worker_lease_s=LEASE_S,
         max_queued_per_user=10,
@@ -241,11 +261,51 @@ async def test_a_job_cancelled_while_a_worker_runs_it_stops_there(
     assert (await services.app.jobs.wait(after.job_id)).state is JobState.DONE
 
 
+async def test_a_worker_with_its_own_data_dir_reads_the_bots_picture(
+    bot: tuple[Services, RecordingDelivery], workers: Workers, tmp_path: Path
+) -> None:
+    """An img2img job's init image is a path under the bot's DATA_DIR, which the worker has
+    not: it fetches the picture and makes the image the bot's own engine makes from it."""
+    services, _ = bot
+    buffer = io.BytesIO()
+    Image.radial_gradient("L").convert("RGB").resize((64, 64)).save(buffer, format="PNG")
+    stored = await asyncio.to_thread(
+        store_init_image, buffer.getvalue(), tmp_path / "bot" / UPLOADS_FOLDER, 64 * 64
+    )
+    img2img = replace(
+        request(steps=4), mode=Mode.IMG2IMG, init_image=str(stored.path), strength=0.6
+    )
+    workers.start("w1")
+    await joined(services, "w1")
+    ticket = await services.app.jobs.submit(img2img, Origin(user_id=1))
+    job = await services.app.jobs.wait(ticket.job_id)
+    assert job.state is JobState.DONE, job.error
+    sha = hashlib.sha256(stored.path.read_bytes()).hexdigest()
+    copy = tmp_path / "w1" / "worker-files" / "pictures" / sha
+    assert copy.read_bytes() == stored.path.read_bytes()
+    generation = await services.repos.generations.for_job(ticket.job_id)
+    assert generation is not None
+    remote = Image.open(services.images.path_of(generation.images[0].path)).convert("RGB")
+    settings = load_settings(None, data_dir=tmp_path / "local", model="tiny", device="cpu")
+    engine = await asyncio.to_thread(build_engine, settings)
+    local = (
+        await asyncio.to_thread(
+            engine.run, [ImageTask("local", 0, img2img)], lambda *a: None, lambda: False
+        )
+    )[0]
+    difference = np.abs(np.asarray(remote, float) - np.asarray(local.image, float))
+    assert difference.mean() < 1.0  # the same picture, seed and engine (threads may differ)
+
+
 def test_generate_with_queue_url_runs_on_a_worker(
     workers: Workers, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     workers.start("w1")
-    env = {**workers.env("cli"), "DATA_DIR": str(tmp_path / "cli")}
+    env = {
+        **workers.env("cli"),
+        "DATA_DIR": str(tmp_path / "cli"),
+        "WORKER_FILES_BIND": f"127.0.0.1:{workers.files_port}",
+    }
     done = subprocess.run(
         [
             sys.executable,
