@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,7 +21,7 @@ from pipeline.remote.consumer import BatchConsumer
 from pipeline.remote.messages import Heartbeat, Result, encode
 from pipeline.remote.registry import RemoteWorkers
 from pipeline.remote.streams import DEAD, RESULTS, Streams, batches_key
-from pipeline.request import GenerationRequest
+from pipeline.request import GenerationRequest, LoraRef
 from pipeline.worker import Worker
 from tests.pipeline.fakes import FakeBackend, RecordingHooks
 from tests.redis_server import RedisServer
@@ -31,8 +31,23 @@ LEASE_S = 0.5
 BIG = 64 * 2**30
 
 
-def request(count: int = 1, model: str = "default", steps: int = 3) -> GenerationRequest:
-    return GenerationRequest("a fox", width=64, height=64, steps=steps, count=count, model=model)
+LORA_SHAS = {"fox": "f" * 64, "owl": "0" * 64}
+"""The sha256 the bot's libraries would give each LoRA."""
+
+
+def request(
+    count: int = 1, model: str = "default", steps: int = 3, lora: str | None = None
+) -> GenerationRequest:
+    loras = (LoraRef(lora),) if lora else ()
+    return GenerationRequest(
+        "a fox", width=64, height=64, steps=steps, count=count, model=model, loras=loras
+    )
+
+
+def manifest(requests: Sequence[GenerationRequest]) -> dict[str, dict[str, str]]:
+    """What `FileManifest` makes of the requests' LoRAs, with LORA_SHAS as the library."""
+    named = {ref.name: LORA_SHAS[ref.name] for one in requests for ref in one.loras}
+    return {"loras": named} if named else {}
 
 
 @dataclass
@@ -83,7 +98,7 @@ async def fleet(redis_server: RedisServer) -> AsyncIterator[Fleet]:
         await Streams.connect(redis_server.url),
         queue,
         lambda backend, capacity, turn: Worker(queue, backend, capacity, hooks, wait_turn=turn),
-        lambda requests: {},
+        manifest,
         lease_s=LEASE_S,
         heartbeat_s=HEARTBEAT_S,
         stuck_after_s=60,
@@ -167,6 +182,22 @@ async def test_batches_go_to_the_idle_worker_that_has_their_model_loaded(fleet: 
     await fleet.hooks.settled(3)
     assert [t.request.model for batch in first.batches for t in batch] == ["anime", "anime"]
     assert [t.request.model for batch in second.batches for t in batch] == ["default"]
+
+
+async def test_batches_go_to_the_idle_worker_that_holds_their_lora_files(fleet: Fleet) -> None:
+    holder, other = FakeBackend(), FakeBackend()
+    await fleet.add_worker("holder", holder)
+    await fleet.add_worker("other", other)
+    fleet.queue.submit("warm", "u1", request(lora="fox"))  # "holder" has waited longest
+    await fleet.hooks.settled(1)
+    await wait_until(lambda: LORA_SHAS["fox"] in fleet.registry.workers()[0].files)
+    # "other" has waited longest now: only the file it lacks sends the next fox job away.
+    fleet.queue.submit("fox", "u1", request(lora="fox"))
+    await fleet.hooks.settled(2)
+    fleet.queue.submit("owl", "u1", request(lora="owl"))  # nobody holds it: the longest idle
+    await fleet.hooks.settled(3)
+    assert [t.job_id for batch in holder.batches for t in batch] == ["warm", "fox"]
+    assert [t.job_id for batch in other.batches for t in batch] == ["owl"]
 
 
 async def test_garbage_on_a_batch_stream_is_dead_lettered_and_the_worker_goes_on(
