@@ -272,6 +272,22 @@ async def test_a_picture_is_served_only_while_a_queued_or_running_job_reads_it(b
     assert (await get(url, headers))[0] == 404
 
 
+async def test_the_pictures_a_request_names_are_those_the_database_finds(bot: Bot) -> None:
+    """The manifest lists `GenerationRequest.pictures()`; the server looks among the SQL
+    query's: both must name the same fields."""
+    request = GenerationRequest(
+        "a fox",
+        mode=Mode.INPAINT,
+        init_image="/bot/init.png",
+        mask_image="/bot/mask.png",
+        controls=(ControlUnit("edges", "/bot/map.png"),),
+        image_prompts=(ImagePrompt("/bot/style.png", style=True),),
+    )
+    await bot.repos.jobs.create(request, user_id=1)
+    assert await bot.repos.jobs.active_pictures() == set(request.pictures())
+    assert len(request.pictures()) == 4
+
+
 async def test_a_worker_fetches_a_batchs_pictures_and_its_requests_read_the_copies(
     bot: Bot, tmp_path: Path
 ) -> None:
