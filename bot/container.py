@@ -41,6 +41,7 @@ from data.repositories import Repositories
 from pipeline.backend import Backend, Warmable
 from pipeline.background import BackgroundWork
 from pipeline.errors import UserError
+from pipeline.hashes import FileHashes
 from pipeline.memory import Capacity, cuda_budget, fixed_budget
 from pipeline.models import resolve_model
 from pipeline.queue import JobQueue
@@ -184,6 +185,7 @@ async def open_services(
             max_running_per_user=settings.max_running_per_user,
         )
         workers: Callable[[WorkerHooks], Workers]
+        hashes = FileHashes()  # the manifests' and the file server's: a picture is hashed once
         if settings.queue_url is not None and backend is None:
             streams = await Streams.connect(settings.queue_url.get_secret_value())
             manifest = FileManifest(
@@ -194,6 +196,7 @@ async def open_services(
                     "controlnets": controlnets,
                 },
                 upscaler_catalog(settings),
+                hashes,
             )
             workers = functools.partial(remote_workers, settings, queue, streams, manifest)
             backend, on_cuda, capacity = None, False, None
@@ -263,6 +266,7 @@ async def open_services(
                 controlnets,
                 upscaler_catalog(settings),
                 repos.jobs.active_pictures,
+                hashes,
             )
             services.file_server = await serve_files(files, settings)
     except BaseException:

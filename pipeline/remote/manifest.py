@@ -100,6 +100,10 @@ class FileManifest:
         pictures = {}
         for request in requests:
             for path in request.pictures():
-                if path not in pictures and Path(path).is_file():
+                if path in pictures:
+                    continue
+                try:
                     pictures[path] = self._hashes.sha256_of(Path(path))
+                except OSError:  # gone: the worker's engine says so, as it would here
+                    continue
         return pictures
