@@ -143,6 +143,8 @@ def test_doctor_quick_reports_each_check(capsys) -> None:
         "models",
         "image prompts",
         "worker",
+        "redis",
+        "workers",
     ]
     assert lines[0].startswith("FIX   token: DISCORD_TOKEN is not set")
     assert lines[2].startswith("OK    database: integrity ok")

@@ -26,8 +26,8 @@ from pipeline.worker import Worker
 from tests.pipeline.fakes import FakeBackend, RecordingHooks
 from tests.redis_server import RedisServer
 
-HEARTBEAT_S = 0.1
-LEASE_S = 0.5
+HEARTBEAT_S = 0.2
+LEASE_S = 2.0  # several heartbeats: a loaded CI machine must not look like a dead worker
 BIG = 64 * 2**30
 
 
