@@ -30,18 +30,23 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 
+def tiny_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """The e2e bot's settings: the tiny model on the CPU at 64x64; a test file overrides a few."""
+    chosen: dict[str, Any] = {
+        "model": "tiny",
+        "data_dir": tmp_path / "data",
+        "device": "cpu",
+        "default_size": "64x64",
+        "default_steps": 3,
+        "default_count": 4,
+        "max_queued_per_user": 5,
+    }
+    return load_settings(None, **(chosen | overrides))
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(
-        None,
-        model="tiny",
-        data_dir=tmp_path / "data",
-        device="cpu",
-        default_size="64x64",
-        default_steps=3,
-        default_count=4,
-        max_queued_per_user=5,
-    )
+    return tiny_settings(tmp_path)
 
 
 def make_bot(

@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.settings import Settings, load_settings
+from bot.settings import Settings
 from pipeline.infotext import parse_parameters
-from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine, is_result, labels
+from tests.e2e.conftest import (
+    ephemeral_reply,
+    generation_id_of,
+    imagine,
+    is_result,
+    labels,
+    tiny_settings,
+)
 from tests.e2e.test_buttons import edit_prompt
 from tests.fakediscord import DiscordHarness, Upload
 from tests.ip_adapter_files import write_adapter, write_encoder
@@ -28,12 +35,8 @@ def picture(colour: str) -> Upload:
 def settings(tmp_path: Path) -> Settings:
     adapter = write_adapter(tmp_path / "adapter")
     encoder = write_encoder(tmp_path / "encoder")
-    return load_settings(
-        None,
-        model="tiny",
-        data_dir=tmp_path / "data",
-        device="cpu",
-        default_size="64x64",
+    return tiny_settings(
+        tmp_path,
         default_steps=2,
         default_count=2,
         ip_adapter=str(adapter),

@@ -10,10 +10,17 @@ import pytest
 from PIL import Image
 
 from bot.guild import Actor
-from bot.settings import Settings, load_settings
+from bot.settings import Settings
 from pipeline.request import ControlUnit
 from tests.control_files import tiny_controlnet, write_diffusers_layout
-from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine, is_result, labels
+from tests.e2e.conftest import (
+    ephemeral_reply,
+    generation_id_of,
+    imagine,
+    is_result,
+    labels,
+    tiny_settings,
+)
 from tests.fakediscord import DiscordHarness, StoredMessage
 
 pytestmark = pytest.mark.e2e
@@ -23,12 +30,8 @@ TILED_LABELS = ["Upscale 2x Subtle", "Upscale 2x Creative", "Upscale 4x"]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(
-        None,
-        model="tiny",
-        data_dir=tmp_path / "data",
-        device="cpu",
-        default_size="64x64",
+    return tiny_settings(
+        tmp_path,
         default_steps=3,
         default_count=2,
         max_upscale_pixels=512 * 512,

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from bot.discord_bot import DreamcordBot
-from bot.settings import Settings, load_settings
-from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine
+from bot.settings import Settings
+from tests.e2e.conftest import ephemeral_reply, generation_id_of, imagine, tiny_settings
 from tests.fakediscord import DiscordHarness, StoredMessage, Upload
 from tests.pipeline.training.pictures import picture, write_zip
 
@@ -19,12 +19,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(
-        None,
-        model="tiny",
-        data_dir=tmp_path / "data",
-        device="cpu",
-        default_size="64x64",
+    return tiny_settings(
+        tmp_path,
         default_steps=3,
         default_count=1,
         training_sample_steps=2,
