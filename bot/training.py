@@ -195,8 +195,7 @@ class TrainingService:
     async def prepare_bytes(
         self, data: bytes, filename: str, ask: TrainingAsk, trainee: Trainee
     ) -> PreparedRun:
-        """`prepare` for an uploaded zip (a Discord attachment)."""
-        await self.check_allowed(trainee)
+        """`prepare` for an uploaded zip (a Discord attachment); `prepare` checks the member."""
         self.check_upload(filename, len(data))
         path = self.folder / "uploads" / f"{uuid.uuid4().hex}.zip"
 
